@@ -1,0 +1,61 @@
+"""The ``atomssl`` command: one entry point, one sub-module per verb.
+
+Each verb module in :mod:`atomssl.cli` defines ``register(subparsers)`` which adds its parser and
+sets ``func`` (called with the parsed namespace, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import AtomsslError
+
+# verb modules, in the order --help lists them
+VERB_MODULES = ["data", "pretrain", "finetune", "evaluate", "embed", "order", "motif", "reconstruct", "demo", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="atomssl",
+        description="Self-supervised, transfer and generative learning on 3D atomic structures.",
+    )
+    parser.add_argument("--version", action="version", version=f"atomssl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(f"atomssl.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"atomssl.cli.{name}":
+                continue  # verb not available in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AtomsslError as exc:
+        if args.verbose:
+            raise
+        print(f"atomssl {args.verb}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Typed errors of atomssl.
+
+Every error that reaches a user names *where* (file, frame/index, structure id) and *why*.
+The CLI catches :class:`AtomsslError` and prints its message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AtomsslError(Exception):
+    """Base class of all atomssl errors."""
+
+
+class ConfigError(AtomsslError, ValueError):
+    """A configuration file or override is invalid."""
+
+
+class CheckpointError(AtomsslError):
+    """A checkpoint is missing, corrupt, unsafe (pickled objects) or of the wrong kind."""
+
+
+class StructureError(AtomsslError, ValueError):
+    """A structure (or the file holding it) cannot be used.
+
+    Attributes
+    ----------
+    source: the file path or dataset name the structure came from.
+    index: the frame/entry index inside ``source`` (``None`` for the whole file).
+    reason: a short human-readable reason.
+    """
+
+    kind = "invalid structure"
+
+    def __init__(self, reason: str, source: str | None = None, index: int | None = None):
+        self.reason = reason
+        self.source = source
+        self.index = index
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.source if self.source is not None else "<structure>"
+        if self.index is not None:
+            where = f"{where} [index {self.index}]"
+        return f"{where}: {self.kind}: {self.reason}"
+
+    def located(self, source: str | None = None, index: int | None = None) -> "StructureError":
+        """Return a copy of this error with the location filled in where it was unknown."""
+        err = type(self)(self.reason, self.source or source, self.index if self.index is not None else index)
+        return err
+
+
+class MissingFileError(StructureError, FileNotFoundError):
+    kind = "file not found"
+
+
+class UnknownFormatError(StructureError):
+    kind = "unknown format"
+
+
+class UnreadableFileError(StructureError):
+    kind = "unreadable file"
+
+
+class DisorderError(StructureError):
+    kind = "partial occupancy/disorder"
+
+
+class NonFiniteError(StructureError):
+    kind = "non-finite coordinates"
+
+
+class SingularCellError(StructureError):
+    kind = "singular cell"
+
+
+class EmptyStructureError(StructureError):
+    kind = "no atoms"
+
+
+class UnknownElementError(StructureError):
+    kind = "unknown element"
+
+
+class OverlapError(StructureError):
+    kind = "overlapping atoms"

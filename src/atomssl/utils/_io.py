@@ -1,0 +1,81 @@
+"""Crash-safe file writing: write to a temporary file in the same folder, fsync, rename."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary sibling of ``path``; on success it atomically replaces ``path``.
+
+    A crash (even SIGKILL) leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_npz(path, **arrays) -> None:
+    import numpy as np
+
+    with atomic_write(path) as fh:
+        np.savez(fh, **arrays)
+
+
+def atomic_torch_save(obj, path) -> None:
+    import torch
+
+    with atomic_write(path) as fh:
+        torch.save(obj, fh)
+
+
+def write_json(path, obj: Any) -> None:
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def make_run_dir(root: str | os.PathLike = "runs", name: str = "run", exist_ok: bool = False) -> Path:
+    """Create ``root/name-YYYYmmdd-HHMMSS[-n]`` (or ``root`` itself when ``exist_ok``)."""
+    root = Path(root)
+    if exist_ok:
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder under {root}")
