@@ -38,6 +38,7 @@ class Backbone(nn.Module):
     name: ClassVar[str] = "backbone"
     provides_vectors: ClassVar[bool] = False
     provides_edges: ClassVar[bool] = False
+    provides_edge_vectors: ClassVar[bool] = False
 
     def __init__(self, **config: Any):
         super().__init__()
