@@ -9,4 +9,12 @@ __version__ = "0.1.0"
 from .errors import AtomsslError, StructureError  # noqa: E402
 from .data import Structure  # noqa: E402
 
-__all__ = ["__version__", "AtomsslError", "StructureError", "Structure"]
+
+def load_backbone(path, map_location="cpu"):
+    """The pretrained backbone in an atomssl checkpoint (see :func:`atomssl.train.load_backbone`)."""
+    from .train import load_backbone as _load  # lazy: keeps `import atomssl` free of Lightning
+
+    return _load(path, map_location)
+
+
+__all__ = ["__version__", "AtomsslError", "StructureError", "Structure", "load_backbone"]

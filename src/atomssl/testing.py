@@ -84,7 +84,7 @@ def transform_structure(
             jump[:, ~structure.pbc] = 0
             image += jump
             positions = positions + jump @ cell
-    new = structure.copy(positions=positions, cell=cell)
+    new = structure.copy(numbers=structure.numbers[perm], positions=positions, cell=cell)
     return new, Transform(R, t, perm, image)
 
 

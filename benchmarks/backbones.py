@@ -1,0 +1,339 @@
+"""Backbone training-step throughput and memory on CPU, with CHGNet 0.4.2 measured side by side.
+
+For every registered backbone (``atomssl.representation.BACKBONES``, default size) and for
+CHGNet built at a comparable parameter count (plus CHGNet at its published default size), on
+the first ``--structures`` matbench_dielectric crystals in batches of ``--batch-size``:
+
+- model step = forward + backward of a structure-level loss (``mean(graph embedding ** 2)``;
+  CHGNet: ``mean(energy ** 2)``) w.r.t. the parameters. Graph construction is *not* in the
+  step; it is timed separately (atomssl ``to_graph`` + ``collate``; CHGNet ``graph_converter``).
+  Each configuration makes ``--repeats`` passes over the batches after one warm-up batch;
+  the fastest pass is reported (the machine is shared, slower passes measure other load).
+- peak memory = the largest resident-set growth during a step (Linux ``VmHWM`` after resetting it
+  through ``/proc/self/clear_refs``, minus ``VmRSS`` just before the step). Every
+  configuration runs in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors
+  go back to the OS and the resident set tracks live tensor memory.
+- memory vs atoms: the same step on one structure and its n x n x n supercells, with a linear
+  fit (bytes per atom) and the largest deviation from it.
+
+Usage: ``python benchmarks/backbones.py [--structures 128] [--batch-size 32] [--threads 1]``
+writes ``benchmarks/results/backbones.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CHGNET_DEFAULT_WIDTH = 64
+
+
+# --------------------------------------------------------------------------- worker side
+def _proc_kib(field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    return int(match.group(1))
+
+
+def _peak_step(step) -> tuple[float, int]:
+    """Run ``step()``; return (seconds, peak resident growth in bytes)."""
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    before = _proc_kib("VmRSS")
+    t0 = time.perf_counter()
+    step()
+    seconds = time.perf_counter() - t0
+    return seconds, max(_proc_kib("VmHWM") - before, 0) * 1024
+
+
+def _chgnet(width: int):
+    from chgnet.model import CHGNet
+
+    d = int(width)
+    return CHGNet(atom_fea_dim=d, bond_fea_dim=d, angle_fea_dim=d, atom_conv_hidden_dim=d,
+                  bond_conv_hidden_dim=d, mlp_hidden_dims=(d, d, d))  # fmt: skip
+
+
+def _build(job):
+    """(model, prepare(structures) -> inputs, step(inputs) -> None, n_params)."""
+    import torch
+
+    if job["kind"] == "chgnet":
+        model = _chgnet(job["width"])
+        model.graph_converter.verbose = False
+
+        def prepare(structures):
+            return [model.graph_converter(s.to_pymatgen()) for s in structures]
+
+        def step(graphs):
+            model.zero_grad(set_to_none=True)
+            out = model(graphs, task="e")
+            out["e"].square().mean().backward()
+
+    else:
+        from atomssl.graph import collate, to_graph
+        from atomssl.representation import build_backbone
+
+        model = build_backbone(job["name"])
+        spec = model.graph_spec
+
+        def prepare(structures):
+            return collate([to_graph(s, validate=False, **spec) for s in structures])
+
+        def step(batch):
+            model.zero_grad(set_to_none=True)
+            out = model(batch)
+            out.graph.square().mean().backward()
+
+    model.train()
+    return model, prepare, step, sum(p.numel() for p in model.parameters())
+
+
+def worker(job: dict) -> dict:
+    import contextlib
+    import io
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    from atomssl.data import load_matbench_dielectric
+
+    with contextlib.redirect_stdout(io.StringIO()):  # CHGNet prints on construction
+        model, prepare, step, n_params = _build(job)
+    res = {"job": job, "params": n_params}
+    if job["mode"] == "throughput":
+        structures = load_matbench_dielectric(limit=job["structures"])
+        bs = job["batch_size"]
+        chunks = [structures[i : i + bs] for i in range(0, len(structures), bs)]
+        t0 = time.perf_counter()
+        inputs = [prepare(c) for c in chunks]
+        res["graph_seconds"] = time.perf_counter() - t0
+        step(inputs[0])  # warm-up
+        passes, peaks = [], []
+        for _ in range(job["repeats"]):
+            times = []
+            for x in inputs:
+                seconds, peak = _peak_step(lambda: step(x))
+                times.append(seconds)
+                peaks.append(peak)
+            passes.append(times)
+        best = min(passes, key=sum)
+        n_atoms = sum(s.n_atoms for s in structures)
+        res.update(
+            n_structures=len(structures),
+            n_atoms=n_atoms,
+            n_edges=_count_edges(job, inputs),
+            step_seconds=sum(best),
+            batch_seconds_median=float(np.median(best)),
+            all_pass_seconds=[sum(p) for p in passes],
+            structures_per_s=len(structures) / sum(best),
+            atoms_per_s=n_atoms / sum(best),
+            graph_structures_per_s=len(structures) / res["graph_seconds"],
+            peak_bytes=max(peaks),
+        )
+    else:  # memory vs atoms: one structure, n x n x n supercell
+        base = load_matbench_dielectric(limit=job["index"] + 1)[job["index"]]
+        n = job["repeat"]
+        atoms = base.to_ase().repeat((n, n, n))
+        from atomssl.data import Structure
+
+        x = prepare([Structure.from_ase(atoms)])
+        step(x)  # warm-up
+        runs = [_peak_step(lambda: step(x)) for _ in range(2)]
+        res.update(n_atoms=len(atoms), step_seconds=min(r[0] for r in runs), peak_bytes=max(r[1] for r in runs))
+    return res
+
+
+def _count_edges(job, inputs) -> int:
+    if job["kind"] == "chgnet":
+        return int(sum(g.atom_graph.shape[0] for batch in inputs for g in batch))
+    return int(sum(b.edge_index.shape[1] for b in inputs if hasattr(b, "edge_index")))
+
+
+# --------------------------------------------------------------------------- driver side
+def run_job(job: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MALLOC_MMAP_THRESHOLD_="65536")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark job {job} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def match_chgnet_width(n_params: int) -> tuple[int, int]:
+    """The CHGNet feature width whose parameter count is closest to ``n_params``."""
+    import contextlib
+    import io
+
+    best = None
+    with contextlib.redirect_stdout(io.StringIO()):
+        for width in range(8, 257, 2):
+            p = sum(q.numel() for q in _chgnet(width).parameters())
+            if best is None or abs(p - n_params) < abs(best[1] - n_params):
+                best = (width, p)
+            if p > n_params:
+                break
+    return best
+
+
+def _fmt_bytes(b: float) -> str:
+    return f"{b / 2**20:.1f} MiB"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--structures", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--backbones", nargs="*", default=None, help="default: all registered")
+    ap.add_argument("--no-chgnet-default", action="store_true", help="skip CHGNet at its default size")
+    ap.add_argument("--supercells", type=int, nargs="*", default=[1, 2, 3, 4])
+    ap.add_argument("--supercell-index", type=int, default=0, help="matbench_dielectric row to repeat")
+    ap.add_argument("--out", type=Path, default=RESULTS / "backbones")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+
+    from atomssl.representation import BACKBONES, build_backbone
+
+    names = args.backbones if args.backbones is not None else sorted(BACKBONES)
+    common = dict(threads=args.threads, structures=args.structures, batch_size=args.batch_size, repeats=args.repeats)
+    rows, scaling = [], []
+    widths: dict[int, int] = {}
+    for name in names:
+        n_params = build_backbone(name).num_parameters()
+        width, peer_params = match_chgnet_width(n_params)
+        widths.setdefault(width, peer_params)
+        mine = run_job({"kind": "atomssl", "name": name, "mode": "throughput", **common})
+        peer = run_job({"kind": "chgnet", "width": width, "mode": "throughput", **common})
+        rows.append({"backbone": name, "result": mine, "peer": peer,
+                     "throughput_ratio": mine["structures_per_s"] / peer["structures_per_s"],
+                     "memory_ratio": mine["peak_bytes"] / max(peer["peak_bytes"], 1)})  # fmt: skip
+        print(f"{name}: {mine['structures_per_s']:.1f} structures/s vs CHGNet(width {width}) "
+              f"{peer['structures_per_s']:.1f} -> x{rows[-1]['throughput_ratio']:.2f}", flush=True)  # fmt: skip
+    chgnet_default = None
+    if not args.no_chgnet_default:
+        chgnet_default = run_job({"kind": "chgnet", "width": CHGNET_DEFAULT_WIDTH, "mode": "throughput", **common})
+    for kind, key in [("atomssl", n) for n in names] + [("chgnet", w) for w in sorted(widths)]:
+        points = []
+        for rep in args.supercells:
+            job = {"kind": kind, "mode": "memory", "repeat": rep, "index": args.supercell_index, "threads": args.threads}
+            job.update({"name": key} if kind == "atomssl" else {"width": key})
+            r = run_job(job)
+            points.append({"atoms": r["n_atoms"], "peak_bytes": r["peak_bytes"], "step_seconds": r["step_seconds"]})
+        x = [p["atoms"] for p in points]
+        y = [p["peak_bytes"] for p in points]
+        import numpy as np
+
+        slope, intercept = np.polyfit(x, y, 1)
+        fit = slope * np.asarray(x) + intercept
+        dev = float(np.max(np.abs(fit - y)) / max(y))
+        label = key if kind == "atomssl" else f"chgnet(width {key})"
+        scaling.append({"model": label, "points": points, "bytes_per_atom": float(slope),
+                        "intercept_bytes": float(intercept), "max_rel_deviation": dev})  # fmt: skip
+        print(f"memory {label}: {slope / 1024:.1f} KiB/atom, max deviation from linear {dev:.1%}", flush=True)
+
+    report = {
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/backbones.py " + " ".join(sys.argv[1:]),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpu": _cpu_name(),
+        "load_average_at_end": os.getloadavg(),
+        "settings": vars(args) | {"out": str(args.out)},
+        "rows": rows,
+        "chgnet_default": chgnet_default,
+        "scaling": scaling,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from atomssl.utils import atomic_write, write_json
+
+    write_json(args.out.with_suffix(".json"), report)
+    with atomic_write(args.out.with_suffix(".md"), "w") as fh:
+        fh.write(render_markdown(report))
+    print(f"wrote {args.out.with_suffix('.md')} and .json")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def render_markdown(rep: dict) -> str:
+    s = rep["settings"]
+    out = [
+        "# Backbone throughput and memory (CPU)",
+        "",
+        f"Command: `{rep['command']}`  ",
+        f"torch {rep['torch']}, {rep['threads']} thread(s), {rep['cpu']}; load average at end "
+        f"{', '.join(f'{x:.1f}' for x in rep['load_average_at_end'])} (shared machine: absolute numbers are noisy, "
+        "ratios from the same run are the figure of merit).",
+        "",
+        f"Data: first {s['structures']} matbench_dielectric structures, batches of {s['batch_size']}. "
+        "Step = forward + backward of a structure-level loss w.r.t. parameters, graph construction "
+        f"excluded (timed separately); fastest of {s['repeats']} passes. Peak memory = largest resident-set "
+        "growth during one step (VmHWM reset via /proc/self/clear_refs, fresh process per configuration, "
+        "MALLOC_MMAP_THRESHOLD_=65536), i.e. activations + gradients, not the model or data.",
+        "",
+        "| model | params | edges | step structures/s | step atoms/s | peak step memory | graph build structures/s | vs peer (throughput) | vs peer (memory) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def line(label, r, ratio="", mem=""):
+        return (f"| {label} | {r['params']:,} | {r['n_edges']:,} | {r['structures_per_s']:.1f} | {r['atoms_per_s']:.0f} | "
+                f"{_fmt_bytes(r['peak_bytes'])} | {r['graph_structures_per_s']:.0f} | {ratio} | {mem} |")  # fmt: skip
+
+    for row in rep["rows"]:
+        w = row["peer"]["job"]["width"]
+        out.append(line(f"**{row['backbone']}**", row["result"], f"**x{row['throughput_ratio']:.2f}**",
+                        f"x{row['memory_ratio']:.2f}"))  # fmt: skip
+        out.append(line(f"CHGNet 0.4.2, width {w} (peer for {row['backbone']})", row["peer"]))
+    if rep["chgnet_default"]:
+        out.append(line(f"CHGNet 0.4.2, default width {CHGNET_DEFAULT_WIDTH}", rep["chgnet_default"]))
+    out += [
+        "",
+        "Edges: atomssl backbones use their own `graph_spec` (MEGNet: radius 4 A); CHGNet its defaults "
+        "(atom graph 6 A, bond graph 3 A with angles), so the CHGNet edge count is its atom-graph directed edges. "
+        "Throughput ratio = backbone structures/s / peer structures/s; memory ratio = backbone peak / peer peak.",
+        "",
+        "## Memory vs atoms (one structure and its n x n x n supercells, single-structure step)",
+        "",
+        "| model | atoms | peak step memory | step seconds |",
+        "|---|---:|---:|---:|",
+    ]
+    for sc in rep["scaling"]:
+        for p in sc["points"]:
+            out.append(f"| {sc['model']} | {p['atoms']} | {_fmt_bytes(p['peak_bytes'])} | {p['step_seconds']:.3f} |")
+    out += ["", "| model | linear fit: KiB per atom | intercept | largest deviation from the fit (of max) |", "|---|---:|---:|---:|"]
+    for sc in rep["scaling"]:
+        out.append(f"| {sc['model']} | {sc['bytes_per_atom'] / 1024:.1f} | {_fmt_bytes(sc['intercept_bytes'])} | "
+                   f"{sc['max_rel_deviation']:.1%} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    if "--worker" not in sys.argv:
+        sys.path.insert(0, str(ROOT / "src"))
+    raise SystemExit(main())

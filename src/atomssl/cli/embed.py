@@ -1,0 +1,43 @@
+"""``atomssl embed``: per-structure and per-atom embeddings from a pretrained backbone."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "embed",
+        help="embed structures with a pretrained backbone (writes .npz)",
+        description=(
+            "Write per-structure embeddings (array 'structure', one row per input structure in input order) "
+            "and per-atom embeddings ('atom', with 'atom_index' giving each row's structure) to an .npz file."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders or stores (.db)")
+    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint (default: the one shipped with atomssl, if any)")
+    p.add_argument("--out", "-o", required=True, help="output .npz file")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--float64", action="store_true", help="compute in double precision")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train import embed_files
+
+    arrays = embed_files(
+        args.paths,
+        args.checkpoint,
+        args.out,
+        batch_size=args.batch_size,
+        dtype=torch.float64 if args.float64 else torch.float32,
+        device=args.device,
+    )
+    print(
+        f"{args.out}: {arrays['structure'].shape[0]} structures x {arrays['structure'].shape[1]}, "
+        f"{arrays['atom'].shape[0]} atoms x {arrays['atom'].shape[1]}"
+    )
+    return 0

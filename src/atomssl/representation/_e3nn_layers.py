@@ -1,0 +1,234 @@
+"""Building blocks for the equivariant transformer (:mod:`.equiformer`).
+
+Features are kept as a list indexed by l of tensors ``(n, mul_l, 2l+1)`` with polar parity
+(-1)^l, i.e. the e3nn irreps ``mul_0 x 0e + mul_1 x 1o + mul_2 x 2e + ...`` in e3nn's real basis.
+e3nn supplies the spherical harmonics and Clebsch-Gordan coefficients (``o3.wigner_3j``); the
+linear, gate and depth-wise tensor-product layers are written here on that layout because e3nn's
+generated modules slice their inputs once per path and autograd then materialises a full-size
+gradient per slice, which made forward+backward about 10x slower on CPU. ``tests`` check the
+tensor product against ``e3nn.o3.TensorProduct``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+from torch import nn
+
+Feats = list  # list over l of (n, mul_l, 2l+1) tensors
+
+
+def irreps_of(muls: list[int]) -> o3.Irreps:
+    """The e3nn irreps ``m0 x 0e + m1 x 1o + m2 x 2e + ...`` described by ``muls``."""
+    return o3.Irreps([(m, (l, (-1) ** l)) for l, m in enumerate(muls) if m > 0])
+
+
+def polynomial_envelope(d: torch.Tensor, cutoff: float, p: int = 5) -> torch.Tensor:
+    """Smooth cutoff u(d/cutoff) (DimeNet): 1 at 0, and u, u', u'' vanish at the cutoff."""
+    x = (d / cutoff).clamp(min=0.0, max=1.0)
+    u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    return torch.where(d < cutoff, u, torch.zeros_like(u))
+
+
+class RadialBasis(nn.Module):
+    """Expansion of edge lengths: ``"gaussian"`` (evenly spaced over [0, cutoff]) or ``"bessel"``
+    (sqrt(2/c) sin(n pi d / c) / d)."""
+
+    def __init__(self, cutoff: float, num_basis: int = 32, kind: str = "gaussian"):
+        super().__init__()
+        if kind not in ("gaussian", "bessel"):
+            raise ValueError(f"unknown radial basis {kind!r} (gaussian or bessel)")
+        self.kind, self.cutoff, self.num_basis = kind, float(cutoff), int(num_basis)
+        if kind == "gaussian":
+            self.register_buffer("centers", torch.linspace(0.0, cutoff, num_basis))
+            self.width = cutoff / (num_basis - 1)
+        else:
+            self.register_buffer("freq", torch.arange(1, num_basis + 1) * math.pi / cutoff)
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        d = d.unsqueeze(-1)
+        if self.kind == "gaussian":
+            return torch.exp(-0.5 * ((d - self.centers) / self.width) ** 2)
+        d = d.clamp(min=1e-6)
+        return math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq * d) / d
+
+
+def segment_softmax(logits: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Weighted softmax of ``logits`` (E, H) over the edges sharing ``index`` (E,).
+
+    alpha_e = w_e exp(l_e) / sum_{e' in seg} w_e' exp(l_e'); with ``weight`` the cutoff envelope an
+    edge fades out continuously as it crosses the cutoff (a plain softmax would jump).
+    """
+    idx = index.unsqueeze(-1).expand_as(logits)
+    seg_max = torch.full((n, logits.shape[1]), -torch.inf, dtype=logits.dtype, device=logits.device)
+    seg_max = seg_max.scatter_reduce(0, idx, logits.detach(), reduce="amax", include_self=True)
+    e = torch.exp(logits - seg_max.index_select(0, index)) * weight.unsqueeze(-1)
+    denom = torch.zeros((n, logits.shape[1]), dtype=logits.dtype, device=logits.device).index_add_(0, index, e)
+    return e / (denom.index_select(0, index) + 1e-12)
+
+
+class Linear(nn.Module):
+    """Equivariant linear map: mixes channels within each l (plus a bias on scalars)."""
+
+    def __init__(self, muls_in: list[int], muls_out: list[int], bias: bool = True):
+        super().__init__()
+        self.muls_in, self.muls_out = list(muls_in), list(muls_out)
+        self.weight = nn.ParameterList(
+            nn.Parameter(torch.randn(mi, mo) if mi and mo else torch.zeros(0))
+            for mi, mo in zip(self.muls_in + [0] * len(muls_out), self.muls_out)
+        )
+        self.bias = nn.Parameter(torch.zeros(muls_out[0])) if bias and muls_out[0] else None
+
+    def forward(self, xs: Feats) -> Feats:
+        out = []
+        for l, mo in enumerate(self.muls_out):
+            mi = self.muls_in[l] if l < len(self.muls_in) else 0
+            if mi and mo:
+                y = torch.einsum("nci,cd->ndi", xs[l], self.weight[l]) / math.sqrt(mi)
+            else:
+                ref = xs[0]
+                y = ref.new_zeros(ref.shape[0], mo, 2 * l + 1)
+            if l == 0 and self.bias is not None:
+                y = y + self.bias[:, None]
+            out.append(y)
+        return out
+
+
+class Gate(nn.Module):
+    """Gated nonlinearity (e3nn ``nn.Gate`` on this layout): SiLU on the first ``muls[0]``
+    scalars; the remaining scalars, one per l > 0 channel, gate those channels by a sigmoid.
+    Input muls: ``[muls[0] + sum(muls[1:]), muls[1], ...]``; output muls: ``muls``."""
+
+    def __init__(self, muls: list[int]):
+        super().__init__()
+        self.muls = list(muls)
+        self.muls_in = [muls[0] + sum(muls[1:])] + list(muls[1:])
+
+    def forward(self, xs: Feats) -> Feats:
+        s = xs[0][..., 0]
+        gates = torch.sigmoid(s[:, self.muls[0] :]).split(self.muls[1:], dim=1)
+        out = [nn.functional.silu(s[:, : self.muls[0]]).unsqueeze(-1)]
+        return out + [x * g.unsqueeze(-1) for x, g in zip(xs[1:], gates)]
+
+
+class LayerNorm(nn.Module):
+    """Equivariant layer norm (as in Equiformer): scalars centred and divided by their std over
+    channels; each l > 0 block divided by the RMS of its components. Per-channel scales, scalar bias."""
+
+    def __init__(self, muls: list[int], eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.ParameterList(nn.Parameter(torch.ones(m)) for m in muls)
+        self.bias = nn.Parameter(torch.zeros(muls[0]))
+
+    def forward(self, xs: Feats) -> Feats:
+        out = []
+        for l, (x, w) in enumerate(zip(xs, self.weight)):
+            if l == 0:
+                x = x - x.mean(dim=1, keepdim=True)
+            x = x * torch.rsqrt(x.pow(2).mean(dim=(1, 2), keepdim=True) + self.eps) * w[:, None]
+            out.append(x + self.bias[:, None] if l == 0 else x)
+        return out
+
+
+def split_sh(sh: torch.Tensor, lmax: int) -> list[torch.Tensor]:
+    return list(sh.split([2 * l + 1 for l in range(lmax + 1)], dim=-1))
+
+
+class DepthwiseTP(nn.Module):
+    """Depth-wise ("uvu") tensor product of features with the spherical harmonics Y(r_ij) (all l
+    up to ``lmax_sh`` concatenated, (E, (lmax_sh+1)^2)), path weights per edge and channel from a
+    radial MLP (Equiformer's DTP). Paths: every (l1, l2 -> lo) with lo <= ``lmax_out`` and
+    l1 + l2 + lo even (polar parity); each path gives ``mul_l1`` output channels of degree lo.
+
+    Equals ``o3.TensorProduct(irreps_in, irreps_sh, self.irreps_out_e3nn, self.instructions,
+    shared_weights=False, internal_weights=False)`` with the same weights."""
+
+    def __init__(self, muls_in: list[int], lmax_sh: int, lmax_out: int, num_basis: int, radial_hidden: int):
+        super().__init__()
+        self.muls_in = list(muls_in)
+        self.lmax_sh = lmax_sh
+        paths = [
+            (l1, l2, lo)
+            for l1, m in enumerate(muls_in) if m
+            for l2 in range(lmax_sh + 1)
+            for lo in range(abs(l1 - l2), min(l1 + l2, lmax_out) + 1)
+            if (l1 + l2 + lo) % 2 == 0
+        ]
+        self.paths = paths
+        self.muls_out = [sum(muls_in[l1] for l1, _, o in paths if o == lo) for lo in range(lmax_out + 1)]
+        sh_off = [l * l for l in range(lmax_sh + 2)]
+        self.l1s = sorted({p[0] for p in paths})
+        for l1 in self.l1s:
+            mine = [p for p in paths if p[0] == l1]
+            cg = torch.zeros(2 * l1 + 1, (lmax_sh + 1) ** 2, sum(2 * lo + 1 for _, _, lo in mine), dtype=torch.float64)
+            k = 0
+            for _, l2, lo in mine:
+                # e3nn's "component" normalisation of a uvu path
+                block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)
+                cg[:, sh_off[l2] : sh_off[l2 + 1], k : k + 2 * lo + 1] = block
+                k += 2 * lo + 1
+            self.register_buffer(f"cg_{l1}", cg.to(torch.get_default_dtype()))
+        self.weight_numel = sum(muls_in[l1] for l1, _, _ in paths)
+        self.radial = nn.Sequential(
+            nn.Linear(num_basis, radial_hidden), nn.LayerNorm(radial_hidden), nn.SiLU(),
+            nn.Linear(radial_hidden, self.weight_numel),
+        )
+
+    @property
+    def instructions(self):
+        """Paths as e3nn instructions (outputs in this module's channel order, see irreps_out_e3nn)."""
+        order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
+        slot = {i: s for s, i in enumerate(order)}
+        return [(self.l1s.index(l1), l2, slot[i], "uvu", True) for i, (l1, l2, lo) in enumerate(self.paths)]
+
+    @property
+    def irreps_out_e3nn(self) -> o3.Irreps:
+        order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
+        return o3.Irreps([(self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2])) for i in order])
+
+    def forward(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> Feats:
+        """``cache``: a dict shared by the tensor products of one forward pass, so that the
+        harmonics contracted with the coupling coefficients are computed once per degree."""
+        E = sh.shape[0]
+        w_all = self.radial(rbf)
+        outs: list[list[torch.Tensor]] = [[] for _ in self.muls_out]
+        offset = 0
+        for l1 in self.l1s:
+            mul = self.muls_in[l1]
+            mine = [p for p in self.paths if p[0] == l1]
+            w = w_all[:, offset : offset + mul * len(mine)].view(E, len(mine), mul, 1)
+            offset += mul * len(mine)
+            key = (l1, self.lmax_sh, len(self.muls_out))  # same key -> same paths, same coefficients
+            t = None if cache is None else cache.get(key)
+            if t is None:
+                t = torch.einsum("ej,ijk->eik", sh, getattr(self, f"cg_{l1}"))  # (E, 2l1+1, K)
+                if cache is not None:
+                    cache[key] = t
+            # (E, mul, K): all paths from l1 at once (an outer product when l1 = 0)
+            y = xs[0] * t if l1 == 0 else torch.bmm(xs[l1], t)
+            for p, ((_, _, lo), piece) in enumerate(zip(mine, y.split([2 * p[2] + 1 for p in mine], dim=-1))):
+                outs[lo].append(piece * w[:, p])
+        return [torch.cat(o, dim=1) if o else sh.new_zeros(E, 0, 2 * lo + 1) for lo, o in enumerate(outs)]
+
+
+def to_e3nn(xs: Feats) -> torch.Tensor:
+    """Flatten into e3nn's layout (blocks by l, each channel-major)."""
+    return torch.cat([x.reshape(x.shape[0], -1) for x in xs], dim=-1)
+
+
+def from_e3nn(x: torch.Tensor, muls: list[int]) -> Feats:
+    parts = x.split([m * (2 * l + 1) for l, m in enumerate(muls)], dim=-1)
+    return [p.reshape(x.shape[0], m, 2 * l + 1) for l, (p, m) in enumerate(zip(parts, muls))]
+
+
+def l1_to_xyz_index() -> torch.Tensor:
+    """Index that reorders e3nn's l=1 components into (x, y, z): ``xyz = v[..., index]``.
+
+    e3nn < 0.6 orders real l=1 harmonics as (y, z, x); 0.6 uses (x, y, z). Read it off the
+    library instead of assuming either."""
+    sh = o3.spherical_harmonics(1, torch.eye(3, dtype=torch.float64), normalize=True)
+    # row c: harmonics of the unit vector along axis c, nonzero only in the component holding c
+    return sh.abs().argmax(dim=1)

@@ -1,0 +1,251 @@
+"""Exactly equivariant graph attention transformer of the Equiformer family (Liao & Smidt 2023).
+
+Node features are e3nn irreps ``m0 x 0e + m1 x 1o + m2 x 2e + ...`` (polar parities, so the
+network is O(3)-equivariant, reflections included). Per layer (pre-norm transformer):
+
+- ``x += Attention(LN(x))``: for each edge (centre i, neighbour j, r_ij = x_j - x_i), the message
+  ``Lin(x_i) + Lin(x_j)`` is tensor-multiplied with the spherical harmonics of r_ij (depth-wise,
+  weights from a radial MLP of |r_ij|); its scalar part gives per-head attention logits
+  (``a . LeakyReLU(.)``); the rest goes through a gate and, with ``nonlinear_messages``, a second
+  depth-wise tensor product to give the values. Softmax over each atom's edges, weighted by the
+  smooth cutoff envelope so that outputs stay continuous as atoms cross the cutoff;
+- ``x += FFN(LN(x))``: linear -> gate -> linear.
+
+Unlike EquiformerV2 there are no random per-edge frames: the outputs are exactly equivariant.
+Before the layers, an edge-degree embedding (sum over neighbours of radial x harmonics) seeds the
+l > 0 features. Outputs: invariant per-atom scalars, per-atom l=1 vectors in Cartesian (x, y, z),
+and an MLP of the mean (or sum) of the per-atom scalars per structure.
+
+Sizes (``size=``): ``"tiny"`` (tests), ``"small"`` (default, CPU), ``"large"`` (GPU: lmax 4,
+128 scalar channels, 8 layers, 8 heads); any option may also be given explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from ..errors import ConfigError
+from ..graph import edge_vectors
+from ._base import N_SPECIES, Backbone, BackboneOutput, register_backbone
+from ._e3nn_layers import (
+    DepthwiseTP,
+    Gate,
+    LayerNorm,
+    Linear,
+    RadialBasis,
+    irreps_of,
+    l1_to_xyz_index,
+    polynomial_envelope,
+    segment_softmax,
+)
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(channels=16, lmax=1, num_layers=2, num_heads=2, num_basis=16, radial_hidden=32, vector_dim=4),
+    "small": dict(channels=48, lmax=2, num_layers=3, num_heads=4, num_basis=32, radial_hidden=64, vector_dim=16),
+    "large": dict(channels=128, lmax=4, num_layers=8, num_heads=8, num_basis=128, radial_hidden=128, vector_dim=64),
+}
+
+
+def hidden_muls(channels: int, lmax: int, heads: int) -> list[int]:
+    """Multiplicity halves with each l (Equiformer style), at least ``heads``, a multiple of ``heads``."""
+    return [int(math.ceil(max(channels >> l, heads) / heads)) * heads for l in range(lmax + 1)]
+
+
+class GraphAttention(nn.Module):
+    """Equivariant multi-head graph attention with MLP attention logits (Equiformer)."""
+
+    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages):
+        super().__init__()
+        self.heads, self.att_dim, self.n_logit = heads, att_dim, heads * att_dim
+        self.lin_center = Linear(muls, muls)
+        self.lin_neighbor = Linear(muls, muls, bias=False)
+        self.tp1 = DepthwiseTP(muls, lmax, lmax, num_basis, radial_hidden)
+        self.gate = Gate(muls)
+        mid = list(self.gate.muls_in)
+        mid[0] += self.n_logit  # attention-logit scalars first
+        self.lin1 = Linear(self.tp1.muls_out, mid)
+        if nonlinear_messages:
+            self.tp2 = DepthwiseTP(muls, lmax, lmax, num_basis, radial_hidden)
+            self.lin_value = Linear(self.tp2.muls_out, muls)
+        else:
+            self.tp2 = None
+            self.lin_value = Linear(muls, muls)
+        self.att_vec = nn.Parameter(torch.randn(heads, att_dim) / math.sqrt(att_dim))
+        self.proj = Linear(muls, muls)
+
+    def forward(self, xs, sh, rbf, env, center, neighbor, cache=None):
+        xc, xn = self.lin_center(xs), self.lin_neighbor(xs)
+        pair = [a.index_select(0, center) + b.index_select(0, neighbor) for a, b in zip(xc, xn)]
+        msg = self.lin1(self.tp1(pair, sh, rbf, cache))
+        logits = nn.functional.leaky_relu(msg[0][:, : self.n_logit, 0].view(-1, self.heads, self.att_dim), 0.2)
+        alpha = segment_softmax((logits * self.att_vec).sum(-1), env, center, xs[0].shape[0])  # (E, heads)
+        value = self.gate([msg[0][:, self.n_logit :]] + msg[1:])
+        if self.tp2 is not None:
+            value = self.tp2(value, sh, rbf, cache)
+        out = []
+        for v in self.lin_value(value):  # channels of each l split into heads
+            E, m, d = v.shape
+            v = (v.view(E, self.heads, m // self.heads, d) * alpha[:, :, None, None]).view(E, m, d)
+            out.append(v.new_zeros(xs[0].shape[0], m, d).index_add_(0, center, v))
+        return self.proj(out)
+
+
+class FeedForward(nn.Module):
+    """Equivariant two-layer MLP: linear -> gate -> linear."""
+
+    def __init__(self, muls: list[int], expand: int = 2):
+        super().__init__()
+        self.gate = Gate([m * expand for m in muls])
+        self.lin1 = Linear(muls, self.gate.muls_in)
+        self.lin2 = Linear(self.gate.muls, muls)
+
+    def forward(self, xs):
+        return self.lin2(self.gate(self.lin1(xs)))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages):
+        super().__init__()
+        self.norm1 = LayerNorm(muls)
+        self.attn = GraphAttention(muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages)
+        self.norm2 = LayerNorm(muls)
+        self.ffn = FeedForward(muls)
+
+    def forward(self, xs, sh, rbf, env, center, neighbor, cache=None):
+        xs = [a + b for a, b in zip(xs, self.attn(self.norm1(xs), sh, rbf, env, center, neighbor, cache))]
+        return [a + b for a, b in zip(xs, self.ffn(self.norm2(xs)))]
+
+
+class EdgeDegreeEmbedding(nn.Module):
+    """Seeds all degrees of each atom: sum over neighbours of (neighbour scalars (x) Y(r_ij)) with
+    radial weights and the cutoff envelope, divided by a typical neighbour count."""
+
+    def __init__(self, muls, lmax, num_basis, radial_hidden, avg_neighbors):
+        super().__init__()
+        self.tp = DepthwiseTP([muls[0]], lmax, lmax, num_basis, radial_hidden)
+        self.lin = Linear(self.tp.muls_out, muls)
+        self.avg_neighbors = float(avg_neighbors)
+
+    def forward(self, scalars, sh, rbf, env, center, neighbor, cache=None):
+        msg = self.lin(self.tp([scalars.index_select(0, neighbor).unsqueeze(-1)], sh, rbf, cache))
+        n = scalars.shape[0]
+        return [
+            m.new_zeros(n, *m.shape[1:]).index_add_(0, center, m * env[:, None, None]) / self.avg_neighbors
+            for m in msg
+        ]
+
+
+@register_backbone("equiformer")
+class EquivariantTransformer(Backbone):
+    """Equivariant graph attention transformer (see module docstring).
+
+    Options (defaults from ``size``): ``channels`` (scalar channels; l-th block has
+    channels / 2^l), ``lmax``, ``num_layers``, ``num_heads``, ``att_dim`` (per-head width of the
+    attention MLP), ``num_basis``, ``radial`` (``"gaussian"``/``"bessel"``), ``radial_hidden``,
+    ``cutoff`` (A), ``avg_neighbors`` (normaliser of the edge-degree embedding),
+    ``nonlinear_messages``, ``node_dim``, ``vector_dim``, ``embedding_dim``, ``pool``
+    (``"mean"``/``"sum"``).
+    """
+
+    provides_vectors = True
+
+    def __init__(
+        self,
+        size: str = "small",
+        channels: int | None = None,
+        lmax: int | None = None,
+        num_layers: int | None = None,
+        num_heads: int | None = None,
+        att_dim: int = 16,
+        num_basis: int | None = None,
+        radial: str = "gaussian",
+        radial_hidden: int | None = None,
+        cutoff: float = 5.0,
+        avg_neighbors: float = 40.0,
+        nonlinear_messages: bool = True,
+        node_dim: int | None = None,
+        vector_dim: int | None = None,
+        embedding_dim: int | None = None,
+        pool: str = "mean",
+    ):
+        if size not in SIZES:
+            raise ConfigError(f"equiformer: unknown size {size!r}; choose one of {sorted(SIZES)}")
+        preset = SIZES[size]
+        opts = dict(channels=channels, lmax=lmax, num_layers=num_layers, num_heads=num_heads,
+                    num_basis=num_basis, radial_hidden=radial_hidden, vector_dim=vector_dim)
+        opts = {k: preset[k] if v is None else v for k, v in opts.items()}
+        node_dim = opts["channels"] if node_dim is None else node_dim
+        embedding_dim = opts["channels"] if embedding_dim is None else embedding_dim
+        if pool not in ("mean", "sum"):
+            raise ConfigError(f"equiformer: pool must be 'mean' or 'sum', got {pool!r}")
+        if radial not in ("gaussian", "bessel"):
+            raise ConfigError(f"equiformer: radial must be 'gaussian' or 'bessel', got {radial!r}")
+        if opts["lmax"] < 1 or opts["num_layers"] < 1 or opts["num_heads"] < 1 or cutoff <= 0:
+            raise ConfigError("equiformer: lmax, num_layers and num_heads must be >= 1 and cutoff > 0")
+        super().__init__(size=size, **opts, att_dim=att_dim, radial=radial, cutoff=cutoff,
+                         avg_neighbors=avg_neighbors, nonlinear_messages=nonlinear_messages,
+                         node_dim=node_dim, embedding_dim=embedding_dim, pool=pool)
+        C, L, H = opts["channels"], opts["lmax"], opts["num_heads"]
+        self.cutoff, self.pool, self.lmax = float(cutoff), pool, L
+        self.node_dim, self.vector_dim, self.embedding_dim = node_dim, opts["vector_dim"], embedding_dim
+        self.muls = hidden_muls(C, L, H)
+        self.irreps = irreps_of(self.muls)  # e3nn description of the hidden features
+        self.irreps_sh = o3.Irreps.spherical_harmonics(L)
+
+        self.embed = nn.Embedding(N_SPECIES, self.muls[0])
+        self.rbf = RadialBasis(cutoff, opts["num_basis"], radial)
+        nb, rh = opts["num_basis"], opts["radial_hidden"]
+        self.edge_degree = EdgeDegreeEmbedding(self.muls, L, nb, rh, avg_neighbors)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear_messages) for _ in range(opts["num_layers"])
+        )
+        self.out_norm = LayerNorm(self.muls)
+        self.out_lin = Linear(self.muls, [node_dim, self.vector_dim])
+        self.readout = nn.Sequential(
+            nn.Linear(node_dim, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
+        )
+        self.register_buffer("xyz_index", l1_to_xyz_index(), persistent=False)
+
+    @property
+    def graph_spec(self) -> dict[str, float]:
+        return {"cutoff": self.cutoff}
+
+    def forward(self, batch) -> BackboneOutput:
+        pos = batch.pos
+        n = pos.shape[0]
+        dtype = self.embed.weight.dtype
+        center, neighbor = batch.edge_index  # messages flow neighbour (dst) -> centre (src)
+        vec = edge_vectors(batch, pos).to(dtype)  # r_ij = x_j + shift - x_i
+        dist = vec.norm(dim=-1)
+        # spherical harmonics of the direction; the clamp only guards coincident atoms
+        sh = o3.spherical_harmonics(self.irreps_sh, vec / dist.clamp(min=1e-9).unsqueeze(-1), normalize=False,
+                                    normalization="component")
+        rbf = self.rbf(dist)
+        env = polynomial_envelope(dist, self.cutoff)
+
+        z_soft = getattr(batch, "z_soft", None)
+        scalars = z_soft.to(dtype) @ self.embed.weight if z_soft is not None else self.embed(batch.z)
+        cache: dict = {}
+        xs = self.edge_degree(scalars, sh, rbf, env, center, neighbor, cache)
+        xs[0] = xs[0] + scalars.unsqueeze(-1)
+        for block in self.blocks:
+            xs = block(xs, sh, rbf, env, center, neighbor, cache)
+
+        out = self.out_lin(self.out_norm(xs))
+        node = out[0][..., 0]
+        vector = out[1][..., self.xyz_index]
+
+        batch_index = getattr(batch, "batch", None)
+        if batch_index is None:
+            batch_index = torch.zeros(n, dtype=torch.long, device=pos.device)
+        n_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
+        pooled = node.new_zeros(n_graphs, self.node_dim).index_add_(0, batch_index, node)
+        if self.pool == "mean":
+            counts = torch.bincount(batch_index, minlength=n_graphs).clamp(min=1).to(dtype)
+            pooled = pooled / counts.unsqueeze(-1)
+        return BackboneOutput(node=node, graph=self.readout(pooled), vector=vector)

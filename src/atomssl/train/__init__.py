@@ -1,0 +1,27 @@
+"""Training: the pretraining run (Lightning), safe checkpoints, data loading and embeddings."""
+
+from ._checkpoint import AtomicCheckpointIO, load_backbone, load_checkpoint, save_checkpoint
+from ._data import PretrainDataModule, build_graphs, load_structures, synthetic_crystals
+from ._embed import default_checkpoint, embed_files, embed_structures
+from ._module import PretrainModule
+from ._pretrain import DEFAULTS as PRETRAIN_DEFAULTS
+from ._pretrain import load_run_config, merged_metrics, pretrain
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "load_backbone",
+    "load_checkpoint",
+    "save_checkpoint",
+    "PretrainDataModule",
+    "build_graphs",
+    "load_structures",
+    "synthetic_crystals",
+    "default_checkpoint",
+    "embed_files",
+    "embed_structures",
+    "PretrainModule",
+    "PRETRAIN_DEFAULTS",
+    "load_run_config",
+    "merged_metrics",
+    "pretrain",
+]

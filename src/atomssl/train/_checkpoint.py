@@ -1,0 +1,159 @@
+"""Safe checkpoints: plain tensors + a versioned config, loadable with ``torch.load(weights_only=True)``.
+
+Format (a dict)::
+
+    {"format": "atomssl-checkpoint", "version": 1, "atomssl_version": "...",
+     "config": {...run config...}, "backbone_config": {...}, "backbone": state_dict,
+     "tasks": {key: state_dict}, "task_configs": {key: {...}}, "metrics": {name: float},
+     "epoch": int, "global_step": int, "trainer": {...Lightning resume state, optional...}}
+
+Only tensors, numbers, strings, lists, tuples, dicts and None are stored, so loading never runs
+pickled code; a file holding anything else is refused with :class:`CheckpointError`. Files are
+written atomically (temporary file + fsync + rename): a crash leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+
+from ..errors import CheckpointError
+from ..utils import atomic_torch_save
+
+FORMAT = "atomssl-checkpoint"
+VERSION = 1
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` as JSON types (dict/list/str/number/bool/None); raises ``CheckpointError`` otherwise."""
+    try:
+        return json.loads(json.dumps(obj, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"config is not plain data (JSON types only): {exc}") from None
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (Path, os.PathLike)):
+        return os.fspath(o)
+    if isinstance(o, torch.Tensor) and o.numel() == 1:
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    backbone,
+    config: dict | None = None,
+    tasks: dict[str, torch.nn.Module] | None = None,
+    metrics: dict[str, float] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``backbone`` (+ task heads, config, metrics) to ``path`` atomically."""
+    from .. import __version__
+
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "atomssl_version": __version__,
+        "config": plain(config or {}),
+        "backbone_config": plain(getattr(backbone, "config", {"name": getattr(backbone, "name", "?")})),
+        "backbone": backbone.state_dict(),
+        "tasks": {k: t.state_dict() for k, t in (tasks or {}).items()},
+        "task_configs": plain({k: getattr(t, "config", {}) for k, t in (tasks or {}).items()}),
+        "metrics": plain(metrics or {}),
+        **extra,
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and check an atomssl checkpoint without unpickling any object.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, truncated/corrupt, holds
+    pickled objects (refused, never executed), or is not an atomssl checkpoint of a known version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), first[0] if first else "")
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects, not only tensors and plain data ({detail.strip()})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an atomssl checkpoint (no 'format': {FORMAT!r} entry)")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; this atomssl reads {VERSION}")
+    for key in ("backbone", "backbone_config"):
+        if key not in obj:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    return obj
+
+
+def load_backbone(path: str | os.PathLike, map_location: Any = "cpu", eval: bool = True):
+    """The pretrained backbone stored in an atomssl checkpoint, ready to embed or fine-tune.
+
+    A backbone trained by any pretext task loads here, independent of the task heads.
+    """
+    from ..representation import build_backbone
+
+    ck = load_checkpoint(path, map_location)
+    backbone = build_backbone(ck["backbone_config"])
+    try:
+        backbone.load_state_dict(ck["backbone"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit backbone {ck['backbone_config'].get('name')!r}: {exc}") from None
+    return backbone.eval() if eval else backbone
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """Lightning checkpoint I/O writing the atomssl format atomically and reading it back safely.
+
+    The LightningModule puts its atomssl payload under ``checkpoint["atomssl"]`` (see
+    ``PretrainModule.on_save_checkpoint``); everything else Lightning needs to resume (loops,
+    optimiser, scheduler, callbacks) is kept under ``"trainer"``. Tensors shared between the two
+    views are stored once.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        from .. import __version__
+
+        checkpoint = dict(checkpoint)
+        payload = checkpoint.pop("atomssl", None)
+        if payload is None:
+            raise CheckpointError(f"{path}: nothing to save (the module added no atomssl payload)")
+        out = {"format": FORMAT, "version": VERSION, "atomssl_version": __version__, **payload}
+        out["epoch"] = int(checkpoint.get("epoch", 0))
+        out["global_step"] = int(checkpoint.get("global_step", 0))
+        out["trainer"] = checkpoint
+        atomic_torch_save(out, path)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        ck = load_checkpoint(path, map_location if map_location is not None else "cpu")
+        if "trainer" not in ck:
+            raise CheckpointError(f"{path}: has weights but no trainer state, so a run cannot resume from it")
+        state = dict(ck["trainer"])
+        state["atomssl"] = {k: v for k, v in ck.items() if k != "trainer"}
+        return state
+
+    def remove_checkpoint(self, path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

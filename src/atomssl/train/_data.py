@@ -1,0 +1,266 @@
+"""Structures -> graphs -> batches for training.
+
+Graphs are built once per backbone ``graph_spec`` and kept in memory (a small process-wide cache
+lets several runs on the same data share them); large collections stored in an ASE database
+(:class:`atomssl.data.StructureStore`, ``*.db``) can instead be read lazily, one structure at a
+time. Shuffling depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
+uninterrupted one, on one process or several.
+
+A data source is a dataset name (``atomssl.data.load_dataset``), a file, a folder, a store, or
+``synthetic`` (small rattled, strained crystals built with ASE, for tests and demos); in a config
+each is a string or a mapping ``{name: ..., limit: N, ...options}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..data import Structure
+from ..errors import ConfigError, StructureError
+from ..graph import collate, to_graph
+
+log = logging.getLogger(__name__)
+
+DATA_DEFAULTS: dict[str, Any] = {
+    "sources": ["synthetic"],
+    "limit": None,  # at most this many structures in all (after concatenating sources)
+    "val_fraction": 0.1,
+    "batch_size": 16,
+    "num_workers": 0,
+    "in_memory": True,  # False: read *.db stores lazily instead of building every graph up front
+    "skip_bad": True,  # skip (and count) structures that fail validation instead of stopping
+}
+
+
+# ------------------------------------------------------------------------------------ sources
+# (prototype, a in A, element sets) for the synthetic set: simple binaries and elements
+_PROTOTYPES = [
+    ("rocksalt", [("Na", "Cl", 5.64), ("Mg", "O", 4.21), ("K", "Br", 6.60), ("Li", "F", 4.03), ("Ca", "O", 4.81)]),
+    ("zincblende", [("Ga", "As", 5.65), ("Zn", "S", 5.41), ("Si", "C", 4.36)]),
+    ("cesiumchloride", [("Cs", "Cl", 4.12)]),
+    ("fluorite", [("Ca", "F2", 5.46)]),
+    ("fcc", [("Cu", None, 3.61), ("Al", None, 4.05), ("Ag", None, 4.09)]),
+    ("bcc", [("Fe", None, 2.87), ("W", None, 3.16)]),
+    ("diamond", [("Si", None, 5.43), ("Ge", None, 5.66)]),
+]
+
+
+def synthetic_crystals(n: int = 64, seed: int = 0, rattle: float = 0.05, strain: float = 0.03) -> list[Structure]:
+    """``n`` small periodic crystals (2-8 atoms) of common prototypes, randomly strained and rattled."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        proto, choices = _PROTOTYPES[rng.integers(len(_PROTOTYPES))]
+        a_el, b_el, a = choices[rng.integers(len(choices))]
+        symbol = a_el if b_el is None else a_el + b_el
+        atoms = bulk(symbol, proto, a=a, cubic=bool(rng.integers(2)))
+        eps = rng.uniform(-strain, strain, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.5 * (eps + eps.T)), scale_atoms=True)
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+        s = Structure.from_ase(atoms)
+        out.append(s.copy(id=f"synthetic-{i}", source="synthetic", index=i))
+    return out
+
+
+def _source_entry(entry: Any) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict) and "name" in entry:
+        entry = dict(entry)
+        return str(entry.pop("name")), entry
+    raise ConfigError(f"data source {entry!r}: give a name/path or a mapping with 'name'")
+
+
+def load_source(entry: Any, skip_bad: bool = True, in_memory: bool = True) -> Sequence[Structure]:
+    """The structures of one data source (see module docstring)."""
+    from .. import data as atomssl_data
+
+    name, opts = _source_entry(entry)
+    limit = opts.pop("limit", None)
+    if name == "synthetic":
+        structures: Sequence[Structure] = synthetic_crystals(**opts)
+    elif Path(name).suffix == ".db" and Path(name).is_file() and not in_memory:
+        structures = atomssl_data.StructureStore(name)
+    elif Path(name).exists():
+        errors: list[StructureError] = []
+        structures = list(atomssl_data.iter_structures(name, skip_bad=skip_bad, errors=errors, **opts))
+        if errors:
+            log.warning("%s: skipped %d bad structure(s), first: %s", name, len(errors), errors[0])
+    else:
+        loader = getattr(atomssl_data, "load_dataset", None)
+        if loader is None:
+            raise ConfigError(f"data source {name!r}: no such file or folder (and no named datasets in this build)")
+        structures = loader(name, **opts)
+    if limit is not None:
+        structures = structures[: int(limit)] if isinstance(structures, Sequence) else list(structures)[: int(limit)]
+    return structures
+
+
+class _Concat(Sequence):
+    """Several structure sequences (lists or lazy stores) seen as one."""
+
+    def __init__(self, parts: list[Sequence[Structure]]):
+        self.parts = [p for p in parts if len(p)]
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> Structure:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return self.parts[k][i - int(self.offsets[k])]
+
+
+def load_structures(cfg: dict[str, Any]) -> Sequence[Structure]:
+    """All sources of a ``data`` config section, concatenated in order (``limit`` applied)."""
+    sources = cfg.get("sources", DATA_DEFAULTS["sources"])
+    if isinstance(sources, (str, dict)):
+        sources = [sources]
+    parts = [load_source(s, cfg.get("skip_bad", True), cfg.get("in_memory", True)) for s in sources]
+    out: Sequence[Structure] = parts[0] if len(parts) == 1 else _Concat(parts)
+    if cfg.get("limit") is not None:
+        out = out[: int(cfg["limit"])] if isinstance(out, list) else [out[i] for i in range(min(len(out), int(cfg["limit"])))]
+    if len(out) == 0:
+        raise ConfigError(f"data sources {sources!r} hold no structures")
+    return out
+
+
+# ------------------------------------------------------------------------------------- graphs
+_GRAPH_CACHE: OrderedDict[str, list] = OrderedDict()
+_CACHE_SIZE = 2
+
+
+def build_graphs(structures: Sequence[Structure], graph_spec: dict, skip_bad: bool = True, cache_key: str | None = None):
+    """Graphs of ``structures`` for ``graph_spec`` (``{"cutoff": r}`` or ``{"k": k}``).
+
+    Returns ``(graphs, kept_indices)``; structures failing validation are skipped with a warning
+    when ``skip_bad`` (else their :class:`StructureError` is raised). With ``cache_key`` the
+    result is remembered for the next call with the same key and spec.
+    """
+    key = None if cache_key is None else json.dumps([cache_key, graph_spec], sort_keys=True)
+    if key is not None and key in _GRAPH_CACHE:
+        _GRAPH_CACHE.move_to_end(key)
+        return _GRAPH_CACHE[key]
+    graphs, kept, bad = [], [], []
+    for i in range(len(structures)):
+        s = structures[i]
+        try:
+            graphs.append(to_graph(s, **graph_spec))
+            kept.append(i)
+        except StructureError as err:
+            if not skip_bad:
+                raise
+            bad.append(err)
+    if bad:
+        log.warning("skipped %d structure(s) that failed validation; first: %s", len(bad), bad[0])
+    if not graphs:
+        raise ConfigError("no usable structure left to build graphs from")
+    result = (graphs, kept)
+    if key is not None:
+        _GRAPH_CACHE[key] = result
+        while len(_GRAPH_CACHE) > _CACHE_SIZE:
+            _GRAPH_CACHE.popitem(last=False)
+    return result
+
+
+class GraphDataset(Dataset):
+    """Graphs for a backbone: prebuilt in memory, or built on access from a lazy sequence."""
+
+    def __init__(self, structures: Sequence[Structure], graph_spec: dict, graphs: list | None = None):
+        self.structures, self.graph_spec, self.graphs = structures, dict(graph_spec), graphs
+
+    def __len__(self) -> int:
+        return len(self.graphs) if self.graphs is not None else len(self.structures)
+
+    def __getitem__(self, i: int):
+        if self.graphs is not None:
+            return self.graphs[i]
+        return to_graph(self.structures[i], **self.graph_spec)
+
+
+class _Subset(Dataset):
+    def __init__(self, base: Dataset, indices: np.ndarray):
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.base[int(self.indices[i])]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split (held-out structures), fixed by ``seed``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and n_val == 0 and n > 1:
+        n_val = 1
+    if n - n_val < 1:
+        raise ConfigError(f"only {n} structure(s): nothing left to train on after the validation split")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Train/validation loaders of graphs for one backbone ``graph_spec``.
+
+    The shuffle of epoch ``e`` is a function of ``(seed, e)`` only (``DistributedSampler`` with
+    ``set_epoch``, also on one process), which makes resumed and multi-process runs reproducible.
+    """
+
+    def __init__(self, cfg: dict[str, Any], graph_spec: dict, seed: int = 0):
+        super().__init__()
+        self.cfg = {**DATA_DEFAULTS, **cfg}
+        self.graph_spec, self.seed = dict(graph_spec), int(seed)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        structures = load_structures(self.cfg)
+        lazy = not self.cfg["in_memory"] and not isinstance(structures, list)
+        if lazy:
+            dataset = GraphDataset(structures, self.graph_spec)
+        else:
+            key = json.dumps({k: self.cfg[k] for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
+            graphs, _ = build_graphs(structures, self.graph_spec, self.cfg["skip_bad"], cache_key=key)
+            dataset = GraphDataset(structures, self.graph_spec, graphs)
+        train_idx, val_idx = split_indices(len(dataset), float(self.cfg["val_fraction"]), self.seed)
+        self.train_set, self.val_set = _Subset(dataset, train_idx), _Subset(dataset, val_idx)
+        log.info("data: %d training, %d validation structures", len(train_idx), len(val_idx))
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        workers = int(self.cfg["num_workers"])
+        return DataLoader(
+            dataset,
+            batch_size=int(self.cfg["batch_size"]),
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []

@@ -1,0 +1,341 @@
+"""One pretraining run: config -> run folder with checkpoints, metrics, loss curve and summary.
+
+Run folder::
+
+    RUN/config.yaml                 the config used (resuming reads it back)
+    RUN/checkpoints/best.pt         lowest validation loss   (atomssl format, weights_only-safe)
+    RUN/checkpoints/last.pt         end of the latest epoch  (+ trainer state for --resume)
+    RUN/logs/version_N/metrics.csv  one version per (re)start; merged for plots and summary
+    RUN/loss_curve.png              train/validation loss and baselines per task
+    RUN/summary.json, summary.md    task / backbone / baseline / reached, throughput
+
+Checkpoints are written at epoch ends only: a run killed mid-epoch resumes from the end of the
+previous epoch and, because data order and corruptions depend only on (seed, epoch, step),
+repeats the interrupted epoch exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from ..errors import ConfigError
+from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ._checkpoint import AtomicCheckpointIO
+from ._data import DATA_DEFAULTS, PretrainDataModule
+from ._module import OPTIM_DEFAULTS, PretrainModule
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "imports": [],  # modules to import first (they may register extra backbones/tasks)
+    "data": dict(DATA_DEFAULTS),
+    "backbone": {"name": "megnet"},
+    "tasks": [{"name": "edge_denoise", "weight": 1.0}],
+    "optim": dict(OPTIM_DEFAULTS),
+    "trainer": {
+        "max_epochs": 20,
+        "accelerator": "auto",
+        "devices": 1,
+        "strategy": "auto",
+        "num_nodes": 1,
+        "precision": "32-true",
+        "gradient_clip_val": 1.0,
+        "log_every_n_steps": 10,
+        "deterministic": False,
+    },
+    "run": {"root": "runs", "name": "pretrain"},
+}
+_RUN_DIR_ENV = "ATOMSSL_RUN_DIR"  # tells DDP worker processes (re-launched scripts) where rank 0 writes
+
+
+class Throughput(Callback):
+    """Training structures per second, per epoch (timed from first to last batch)."""
+
+    def __init__(self) -> None:
+        self.per_epoch: list[float] = []
+        self._t0: float | None = None
+        self._n = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._n += int(batch.num_graphs) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self._t0 is not None and self._n:
+            rate = self._n / max(time.perf_counter() - self._t0, 1e-9)
+            self.per_epoch.append(rate)
+            pl_module.log("train/structures_per_s", rate, rank_zero_only=True)
+
+
+def _is_worker() -> bool:
+    """A DDP process re-launched by Lightning (not the one the user started)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
+def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
+    if _is_worker() and os.environ.get(_RUN_DIR_ENV):
+        return Path(os.environ[_RUN_DIR_ENV])
+    if run_dir is not None:
+        path = make_run_dir(run_dir, exist_ok=True)
+    else:
+        run = config.get("run") or {}
+        path = make_run_dir(run.get("root", "runs"), run.get("name", "pretrain"))
+    os.environ[_RUN_DIR_ENV] = str(path)
+    return path
+
+
+def _clean_partial_files(folder: Path) -> list[Path]:
+    """Remove temporary files left by a write interrupted by a crash (atomic writes use ``.NAME.*.tmp``)."""
+    removed = []
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _import_plugins(config: dict) -> None:
+    import importlib
+
+    for name in config.get("imports") or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"imports: cannot import {name!r}: {exc}") from None
+
+
+def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) -> L.Trainer:
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.strategies import DDPStrategy
+
+    tcfg = dict(config["trainer"])
+    if tcfg.get("strategy") == "ddp":  # pretext heads ignore some backbone outputs (e.g. the readout)
+        tcfg["strategy"] = DDPStrategy(find_unused_parameters=True)
+    loggers: list = [CSVLogger(run_dir, name="logs")]
+    try:
+        from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+
+        if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
+    except ImportError:  # pragma: no cover - depends on the Lightning build
+        pass
+    try:
+        return L.Trainer(
+            default_root_dir=run_dir,
+            logger=loggers,
+            callbacks=callbacks,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=progress,
+            enable_model_summary=progress,
+            use_distributed_sampler=False,  # PretrainDataModule shards and shuffles by (seed, epoch) itself
+            num_sanity_val_steps=0,
+            **tcfg,
+        )
+    except TypeError as exc:
+        raise ConfigError(f"trainer: bad option: {exc}") from None
+
+
+def prepare_config(config: dict) -> dict:
+    """Fill defaults section by section (``tasks`` and ``data.sources`` are replaced, not merged)."""
+    from ..utils._config import _merge
+    import copy
+
+    out = _merge(copy.deepcopy(DEFAULTS), copy.deepcopy(config))
+    if "tasks" in config:
+        out["tasks"] = copy.deepcopy(config["tasks"])
+    for section in ("data", "optim", "trainer", "backbone"):
+        if not isinstance(out.get(section), dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+    if not isinstance(out["tasks"], list):
+        raise ConfigError("config 'tasks' must be a list of task mappings")
+    return out
+
+
+def pretrain(
+    config: dict,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume, with ``resume=True`` and the same ``run_dir``) a pretraining run.
+
+    Returns the summary (also written to ``RUN/summary.json``): per task the validation
+    baseline and loss reached, throughput, checkpoint paths.
+    """
+    config = prepare_config(config)
+    _import_plugins(config)
+    run_dir = _resolve_run_dir(config, run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.pt"
+    zero = not _is_worker()
+    if zero:
+        for p in _clean_partial_files(ckpt_dir) + _clean_partial_files(run_dir):
+            log.info("removed partial file %s left by an interrupted run", p)
+        dump_config(config, run_dir / "config.yaml")
+    ckpt_path = None
+    if resume:
+        if last.is_file():
+            ckpt_path = str(last)
+            log.info("resuming from %s", last)
+        else:
+            log.info("no checkpoint in %s yet: starting from scratch", ckpt_dir)
+
+    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    module = PretrainModule(config)
+    datamodule = PretrainDataModule(config["data"], module.backbone.graph_spec, seed=int(config["seed"]))
+    has_val = float(config["data"].get("val_fraction", 0.0)) > 0
+    monitor = "val/loss" if has_val else "train/loss_epoch"
+    ckpt_cb = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    ckpt_cb.FILE_EXTENSION = ".pt"
+    throughput = Throughput()
+    trainer = _make_trainer(config, run_dir, [ckpt_cb, throughput], progress)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    if not trainer.is_global_zero:
+        return {}
+    rows = merged_metrics(run_dir)
+    summary = summarize(rows, module, config, throughput.per_epoch, ckpt_dir)
+    write_json(run_dir / "summary.json", summary)
+    table = format_table(summary)
+    with atomic_write(run_dir / "summary.md", "w") as fh:
+        fh.write(table + "\n")
+    plot_loss_curves(rows, module.keys, run_dir / "loss_curve.png")
+    if progress:
+        print(table)
+    return summary
+
+
+# -------------------------------------------------------------------------------- metrics
+def merged_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """One row per epoch, merged over ``logs/version_*`` (a later version overrides the epochs it re-ran)."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    for path in versions:
+        fresh: dict[int, dict[str, float]] = {}
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if not row.get("epoch"):
+                    continue
+                e = int(float(row["epoch"]))
+                for k, v in row.items():
+                    if v not in ("", None) and k not in ("epoch", "step"):
+                        fresh.setdefault(e, {})[k] = float(v)
+        if fresh:
+            for e in [e for e in by_epoch if e >= min(fresh)]:
+                del by_epoch[e]
+            by_epoch.update(fresh)
+    return [{"epoch": e, **by_epoch[e]} for e in sorted(by_epoch)]
+
+
+def summarize(rows, module: PretrainModule, config: dict, rates: list[float], ckpt_dir: Path) -> dict[str, Any]:
+    stage = "val" if any("val/loss" in r for r in rows) else "train"
+    final = next((r for r in reversed(rows) if f"{stage}/loss" in r), {})
+    tasks = []
+    for key in module.keys:
+        losses = [r[f"{stage}/{key}/loss"] for r in rows if f"{stage}/{key}/loss" in r]
+        entry = {
+            "task": key,
+            "backbone": module.backbone.name,
+            "weight": module.weights[key],
+            "baseline": final.get(f"{stage}/{key}/baseline"),
+            "reached": final.get(f"{stage}/{key}/loss"),
+            "best": min(losses) if losses else None,
+        }
+        for k, v in final.items():
+            prefix = f"{stage}/{key}/"
+            if k.startswith(prefix) and k[len(prefix) :] not in ("loss", "baseline"):
+                entry[k[len(prefix) :]] = v
+        tasks.append(entry)
+    steady = rates[1:] if len(rates) > 1 else rates
+    return {
+        "stage": stage,
+        "epochs": int(final.get("epoch", -1)) + 1 if final else 0,
+        "backbone": module.backbone.name,
+        "parameters": module.backbone.num_parameters(),
+        "tasks": tasks,
+        "total": {"baseline": final.get(f"{stage}/baseline"), "reached": final.get(f"{stage}/loss")},
+        "structures_per_s": sorted(steady)[len(steady) // 2] if steady else None,
+        "best_checkpoint": str(ckpt_dir / "best.pt"),
+        "last_checkpoint": str(ckpt_dir / "last.pt"),
+    }
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = [
+        f"| task | backbone | {summary['stage']} baseline | reached | best | reached/baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in summary["tasks"]:
+        ratio = t["reached"] / t["baseline"] if t["reached"] is not None and t["baseline"] else None
+        lines.append(f"| {t['task']} | {t['backbone']} | {_fmt(t['baseline'])} | {_fmt(t['reached'])} | {_fmt(t['best'])} | {_fmt(ratio)} |")
+    rate = summary.get("structures_per_s")
+    lines.append("")
+    lines.append(f"epochs: {summary['epochs']}; training throughput: {_fmt(rate)} structures/s")
+    return "\n".join(lines)
+
+
+def plot_loss_curves(rows, keys: list[str], path: Path) -> None:
+    """Per task: training loss, validation loss and validation baseline against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (["total"] if len(keys) > 1 else []) + list(keys)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        base = "" if key == "total" else f"{key}/"
+        for name, style, label in (
+            (f"train/{base}loss" + ("_epoch" if key == "total" else ""), "-", "train"),
+            (f"val/{base}loss", "-", "validation"),
+            (f"val/{base}baseline", "--", "baseline (val)"),
+        ):
+            pts = [(r["epoch"], r[name]) for r in rows if name in r]
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", ms=3, label=label)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def load_run_config(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml: not a pretraining run folder")
+    return yaml.safe_load(path.read_text())

@@ -1,0 +1,36 @@
+"""Shared pytest fixtures: small structures of every periodicity (fast to build, no I/O)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _small_structures():
+    from ase import Atoms
+    from ase.build import bulk, fcc111, molecule
+
+    si = bulk("Si", "diamond", a=5.43)  # 2 atoms, triclinic primitive cell
+    si.rattle(0.02, seed=1)
+    nacl = bulk("NaCl", "rocksalt", a=5.64, cubic=True)  # 8 atoms, cubic, two species
+    nacl.rattle(0.02, seed=2)
+    tri = Atoms(
+        "MgO2",
+        scaled_positions=[[0.1, 0.2, 0.3], [0.55, 0.45, 0.6], [0.8, 0.9, 0.05]],
+        cell=[[4.0, 0.0, 0.0], [1.2, 3.8, 0.0], [0.7, -0.9, 4.4]],
+        pbc=True,
+    )  # skewed triclinic cell
+    water = molecule("H2O")  # no pbc, no cell
+    slab = fcc111("Al", size=(2, 2, 2), vacuum=5.0)  # mixed pbc (True, True, False)
+    return {"si": si, "nacl": nacl, "triclinic": tri, "water": water, "slab": slab}
+
+
+@pytest.fixture
+def small_atoms():
+    """Fresh dict name -> ``ase.Atoms``: si, nacl, triclinic (all periodic), water (no pbc), slab (mixed pbc)."""
+    return _small_structures()
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

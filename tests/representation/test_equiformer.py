@@ -1,0 +1,211 @@
+"""Equivariant graph attention transformer: exact symmetry, continuity, species input, learning."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from e3nn import o3
+
+from atomssl.data import Structure, load_matbench_dielectric
+from atomssl.errors import ConfigError
+from atomssl.graph import collate, to_graph
+from atomssl.representation import BACKBONES, build_backbone
+from atomssl.representation._e3nn_layers import DepthwiseTP, from_e3nn, to_e3nn
+from atomssl.representation.equiformer import SIZES, EquivariantTransformer
+from atomssl.testing import ALL_CHECKS, assert_backbone_equivariant, random_rotation
+
+# small but with l = 2 and l = 3 features, so every path type is exercised
+SMALL = dict(size="tiny", channels=12, lmax=3, num_heads=2, num_layers=2, att_dim=4, vector_dim=3)
+
+
+def _crystal() -> Structure:
+    """Rattled rock salt in a skewed (triclinic) cell, two species."""
+    atoms = bulk("NaCl", "rocksalt", a=5.4, cubic=True)
+    atoms.cell = atoms.cell.array + np.array([[0, 0.4, 0.2], [0.3, 0, 0.1], [0.2, 0.5, 0]])
+    atoms.rattle(0.1, seed=1)
+    return Structure.from_ase(atoms)
+
+
+def _model(**kw) -> EquivariantTransformer:
+    torch.manual_seed(0)
+    return build_backbone({"name": "equiformer", **{**SMALL, **kw}})
+
+
+def _run(model, structures, dtype=torch.float64):
+    model.to(dtype).eval()
+    batch = collate([to_graph(s, dtype=dtype, **model.graph_spec) for s in structures])
+    return model(batch), batch
+
+
+def test_registered_and_configurable():
+    assert BACKBONES["equiformer"] is EquivariantTransformer
+    sizes = {name: build_backbone({"name": "equiformer", "size": name}) for name in SIZES}
+    counts = [sizes[n].num_parameters() for n in ("tiny", "small", "large")]
+    assert counts == sorted(counts) and counts[0] < counts[2] / 50
+    large = sizes["large"]
+    assert 2 <= large.lmax <= 6 and large.muls[0] >= 128 and len(large.blocks) >= 6
+    assert sizes["small"].graph_spec == {"cutoff": 5.0}
+    assert build_backbone({"name": "equiformer", "cutoff": 4.0}).graph_spec == {"cutoff": 4.0}
+    assert str(build_backbone({"name": "equiformer", "size": "tiny", "lmax": 2}).irreps) == "16x0e+8x1o+4x2e"
+    with pytest.raises(ConfigError):
+        build_backbone({"name": "equiformer", "size": "huge"})
+    with pytest.raises(ConfigError):
+        build_backbone({"name": "equiformer", "bogus": 1})
+
+
+def test_tensor_product_matches_e3nn():
+    torch.manual_seed(0)
+    muls = [3, 2, 2]
+    tp = DepthwiseTP(muls, lmax_sh=2, lmax_out=2, num_basis=4, radial_hidden=8).double()
+    irreps_in = o3.Irreps("3x0e+2x1o+2x2e")
+    ref = o3.TensorProduct(
+        irreps_in, o3.Irreps.spherical_harmonics(2), tp.irreps_out_e3nn, tp.instructions,
+        shared_weights=False, internal_weights=False,
+    ).double()
+    E = 7
+    x = torch.randn(E, irreps_in.dim, dtype=torch.float64)
+    sh = o3.spherical_harmonics(2, torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component")
+    rbf = torch.randn(E, 4, dtype=torch.float64)
+    ours = to_e3nn(tp(from_e3nn(x, muls), sh, rbf))
+    expected = ref(x, sh, tp.radial(rbf))
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_symmetry(dtype):
+    model = _model()
+    assert_backbone_equivariant(model, _crystal(), checks=ALL_CHECKS, dtype=dtype, n_trials=2)
+    # outputs are not trivially symmetric: they vary across atoms and vectors are non-zero
+    out, _ = _run(model, [_crystal()], dtype)
+    assert out.node.std(dim=0).mean() > 1e-2
+    assert out.vector.norm(dim=-1).mean() > 1e-2
+
+
+def test_symmetry_default_size_float64():
+    torch.manual_seed(1)
+    model = build_backbone("equiformer")
+    assert_backbone_equivariant(model, _crystal(), dtype=torch.float64, n_trials=1, seed=3)
+
+
+def test_vectors_rotate_like_positions():
+    """Hand-applied proper and improper rotations: v -> R v in Cartesian (x, y, z)."""
+    model = _model()
+    s = _crystal()
+    ref, _ = _run(model, [s])
+    rng = np.random.default_rng(5)
+    for improper in (False, True):
+        R = random_rotation(rng, improper)
+        rotated = s.copy(positions=s.positions @ R.T, cell=s.cell @ R.T)
+        out, _ = _run(model, [rotated])
+        Rt = torch.as_tensor(R)
+        torch.testing.assert_close(out.vector, ref.vector @ Rt.T, atol=1e-9, rtol=1e-7)
+        torch.testing.assert_close(out.node, ref.node, atol=1e-9, rtol=1e-7)
+    # and a vector output is not an invariant in disguise
+    assert not torch.allclose(out.vector, ref.vector, atol=1e-3)
+
+
+def test_vector_output_points_along_the_only_bond():
+    """For an isolated dimer every l=1 output is parallel to the bond (x, y, z order check)."""
+    model = _model()
+    bond = np.array([0.3, -1.1, 2.0])
+    s = Structure(np.array([8, 8]), np.array([np.zeros(3), bond]), np.eye(3) * 20.0, np.zeros(3, bool))
+    out, _ = _run(model, [s])
+    v = out.vector.detach().numpy().reshape(-1, 3)
+    u = bond / np.linalg.norm(bond)
+    perp = v - (v @ u)[:, None] * u
+    assert np.abs(perp).max() < 1e-9 * max(1.0, np.abs(v).max())
+    assert np.abs(v @ u).max() > 1e-3
+
+
+def test_continuous_at_cutoff():
+    model = _model(cutoff=4.0)
+    base = np.array([[0.0, 0.0, 0.0], [1.9, 0.3, -0.2], [0.2, 2.1, 0.4]])
+    direction = np.array([0.6, -0.48, 0.64])
+
+    def with_third(d):
+        pos = np.vstack([base, d * direction])
+        return Structure(np.array([14, 8, 8, 11]), pos, np.eye(3) * 30.0, np.zeros(3, bool))
+
+    inside, _ = _run(model, [with_third(4.0 - 1e-4)])
+    outside, b_out = _run(model, [with_third(4.0 + 1e-4)])
+    near, _ = _run(model, [with_third(3.0)])
+    assert not ((b_out.edge_index == 3).any())  # the graph really changed
+    for name in ("node", "graph", "vector"):
+        a, b, c = getattr(inside, name), getattr(outside, name), getattr(near, name)
+        assert (a - b).abs().max() < 1e-8, name  # crossing the cutoff: (1e-4/4)^3 scale change
+        assert (c - b).abs().max() > 1e-3, name  # while the neighbour does matter inside
+
+
+def test_batching_matches_single_structures():
+    model = _model()
+    structures = load_matbench_dielectric(limit=3)
+    batched, _ = _run(model, structures)
+    start = 0
+    for i, s in enumerate(structures):
+        single, _ = _run(model, [s])
+        torch.testing.assert_close(batched.graph[i], single.graph[0], atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(batched.node[start : start + s.n_atoms], single.node, atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(batched.vector[start : start + s.n_atoms], single.vector, atol=1e-10, rtol=1e-8)
+        start += s.n_atoms
+
+
+def test_z_soft_one_hot_equals_z_and_is_differentiable():
+    model = _model()
+    _, batch = _run(model, [_crystal()])
+    ref = model(batch)
+    z_soft = torch.nn.functional.one_hot(batch.z, 119).double().requires_grad_(True)
+    batch.z_soft = z_soft
+    out = model(batch)
+    for name in ("node", "graph", "vector"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=1e-12, rtol=1e-10)
+    out.graph.sum().backward()
+    assert z_soft.grad is not None and z_soft.grad.abs().sum() > 0
+    # a different species distribution changes the output
+    batch.z_soft = torch.full_like(z_soft, 1.0 / 119)
+    assert (model(batch).graph - ref.graph).abs().max() > 1e-4
+
+
+def test_position_gradients_finite():
+    model = _model()
+    model.float().train()
+    structures = load_matbench_dielectric(limit=4)
+    batch = collate([to_graph(s, **model.graph_spec) for s in structures])
+    batch.pos.requires_grad_(True)
+    out = model(batch)
+    (out.graph.pow(2).sum() + out.vector.pow(2).sum()).backward()
+    g = batch.pos.grad
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    # the forces of an invariant energy sum to zero per structure (translation invariance)
+    energy_grad = torch.autograd.grad(model(batch).node.sum(), batch.pos)[0]
+    per_structure = torch.zeros(len(structures), 3).index_add_(0, batch.batch, energy_grad)
+    assert per_structure.abs().max() < 1e-3 * max(1.0, energy_grad.abs().max())
+
+
+def test_overfits_volume_per_atom():
+    """A tiny model fits volume per atom of 64 real crystals to a few % of the label spread."""
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    structures = load_matbench_dielectric(limit=64)
+    y = torch.tensor([s.volume / s.n_atoms for s in structures], dtype=torch.float32)
+    mean, mad = y.mean(), (y - y.mean()).abs().mean()
+    model = build_backbone({"name": "equiformer", "size": "tiny", "cutoff": 4.0, "num_layers": 1})
+    head = torch.nn.Linear(model.embedding_dim, 1)
+    batch = collate([to_graph(s, **model.graph_spec) for s in structures])
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=5e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=150)
+    for _ in range(150):
+        opt.zero_grad()
+        pred = head(model(batch).graph).squeeze(-1)
+        loss = torch.nn.functional.mse_loss(pred, (y - mean) / mad)
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        mae = ((head(model(batch).graph).squeeze(-1) * mad + mean) - y).abs().mean()
+    assert mae < 0.05 * mad, f"train MAE {mae:.3f} vs label MAD {mad:.3f}"
+    assert time.perf_counter() - start < 60
