@@ -213,3 +213,10 @@ def test_every_bad_entry_is_a_structure_error_in_bulk(tmp_path, small_atoms):
     assert kinds == ["EmptyStructureError", "NonFiniteError", "SingularCellError", "UnreadableFileError"]
     assert all(e.source and str(tmp_path) in e.source for e in errors)
     assert np.isfinite(good[0].positions).all()
+
+
+def test_lammps_type_missing_from_species_mapping(tmp_path, small_atoms):
+    path = tmp_path / "nacl.lmp"
+    ase.io.write(path, small_atoms["nacl"], format="lammps-data", specorder=["Na", "Cl"], atom_style="atomic")
+    _raises(UnknownElementError, path, "species mapping", species={1: "Na"})
+    _raises(UnknownElementError, path, "'Qq'", species={1: "Na", 2: "Qq"})

@@ -28,7 +28,7 @@ from atomssl.data import (
     nearest_distance,
 )
 from atomssl.data import _matbench, _prototypes
-from atomssl.data._cache import cache_path
+from atomssl.data._cache import cache_path, source_key
 from atomssl.errors import MissingFileError
 
 
@@ -158,6 +158,20 @@ def test_folds_are_sklearn_kfold_of_dataset_order():
     for (train, test), (rtrain, rtest) in zip(matbench_folds(), ref):
         np.testing.assert_array_equal(test, np.sort(rtest))
         np.testing.assert_array_equal(train, np.sort(rtrain))
+
+
+def test_damaged_fold_cache_is_rebuilt(tmp_path, monkeypatch):
+    reference = matbench_folds()
+    monkeypatch.setenv("ATOMSSL_CACHE", str(tmp_path))
+    path = _matbench.find_package_file(*_matbench._VALIDATION_FILE)
+    damaged = {f"fold{k}_{p}": np.arange(3) for k in range(5) for p in ("train", "test")}
+    cached = tmp_path / f"matbench_folds-matbench_dielectric-{source_key(path)}-v1.npz"
+    np.savez(cached, **damaged)
+    for (train, test), (rtrain, rtest) in zip(matbench_folds(), reference):
+        np.testing.assert_array_equal(train, rtrain)
+        np.testing.assert_array_equal(test, rtest)
+    with np.load(cached) as z:  # replaced by the rebuilt folds
+        assert len(z["fold0_test"]) == 953
 
 
 def test_unknown_matbench_task():
@@ -300,6 +314,17 @@ def test_replication_counts_brute_force():
         ok = a * b * c * n_cell >= n_min
         side = np.maximum(np.maximum(a * h[0], b * h[1]), c * h[2])
         assert max(np.array(reps) * h) == pytest.approx(side[ok].min())  # smallest enclosing cube
+
+
+def test_idealized_crystals_dataset():
+    crystals = load_dataset("idealized_crystals", n_min=64, sigmas=(0.0, 0.02))
+    assert [s.index for s in crystals] == list(range(2 * len(PRETRAINING_PROTOTYPES)))
+    assert len({s.id for s in crystals}) == len(crystals)
+    assert [s.labels["prototype"] for s in crystals[::2]] == list(PRETRAINING_PROTOTYPES)
+    for clean, noisy in zip(crystals[::2], crystals[1::2]):
+        assert clean.n_atoms >= 64 and noisy.labels["sigma"] == 0.02
+        np.testing.assert_array_equal(clean.numbers, noisy.numbers)
+        assert 0 < np.abs(noisy.positions - clean.positions).max() < 0.2
 
 
 # --------------------------------------------------------------------------- folders and registry

@@ -21,7 +21,7 @@ from atomssl.testing import ALL_CHECKS, assert_backbone_equivariant, random_rota
 PROPER = tuple(c for c in ALL_CHECKS if c != "reflection")
 
 
-def rattled(formula="NaCl", seed=0, scale=0.08):
+def rattled(seed=0, scale=0.08):
     """A rattled rock-salt cell with three species (no distance ties, so kNN is unambiguous)."""
     s = Structure.from_ase(bulk("NaCl", "rocksalt", a=5.64, cubic=True))
     rng = np.random.default_rng(seed)

@@ -54,12 +54,12 @@ def data():
 
 # held-out loss must end below this fraction of the baseline (measured: see the report)
 MAX_RATIO = {
-    "noisy_bond": 0.85,
-    "nearest_bond": 0.5,
-    "cloud_denoise": 0.75,
-    "shift": 0.1,
-    "autoencoder": 0.4,
-    "frame_class": 0.2,
+    "noisy_bond": 0.8,  # measured 0.65 (accuracy 0.80)
+    "nearest_bond": 0.4,  # 0.20
+    "cloud_denoise": 0.75,  # 0.55
+    "shift": 0.1,  # 0.016
+    "autoencoder": 0.4,  # 0.21
+    "frame_class": 0.1,  # 0.013
 }
 
 
@@ -71,7 +71,7 @@ def test_task_learns_well_below_baseline(name, data):
     task = build_task(task_config(name), bb)
     opt = torch.optim.Adam([*bb.parameters(), *task.parameters()], lr=3e-3)
     gen = torch.Generator().manual_seed(1)
-    steps = 60 if name == "noisy_bond" else 40
+    steps = 45 if name == "noisy_bond" else 30
     for step in range(steps):
         opt.zero_grad()
         res = task.step(train[step % len(train)], bb, gen)

@@ -2,6 +2,9 @@
 features and covariant per-atom vectors (RBF-weighted sums of unit edge vectors), so every crystal
 pretext task can run on it in seconds. Import this module (config ``imports: [toy_backbone]``)."""
 
+import os
+import time
+
 import torch
 from torch import nn
 
@@ -31,6 +34,8 @@ class ToyBackbone(Backbone):
         return {"cutoff": self.cutoff}
 
     def forward(self, batch) -> BackboneOutput:
+        if os.environ.get("TOY_SLEEP"):  # lets a test kill a run reliably in the middle of an epoch
+            time.sleep(float(os.environ["TOY_SLEEP"]))
         src, dst = batch.edge_index
         vec = edge_vectors(batch)
         d = vec.norm(dim=-1).clamp_min(1e-9)
@@ -51,3 +56,23 @@ class ToyBackbone(Backbone):
         count = torch.zeros(n_graphs, dtype=h.dtype, device=h.device).index_add_(0, gidx, torch.ones_like(h[:, 0]))
         graph = torch.zeros(n_graphs, h.shape[1], dtype=h.dtype, device=h.device).index_add_(0, gidx, h) / count[:, None]
         return BackboneOutput(node=h, graph=graph, vector=vector, edge=edge)
+
+
+def tiny_config(**changes):
+    """A pretraining config that runs in seconds on CPU with this backbone."""
+    cfg = {
+        "seed": 0,
+        "imports": ["toy_backbone"],
+        "data": {"sources": [{"name": "synthetic", "n": 40}], "batch_size": 8, "val_fraction": 0.25},
+        "backbone": {"name": "toy", "width": 16, "vector_dim": 4},
+        "tasks": [{"name": "mask", "weight": 1.0}, {"name": "denoise", "weight": 0.5}],
+        "optim": {"lr": 3e-3},
+        "trainer": {"max_epochs": 3, "accelerator": "cpu"},
+    }
+    for key, value in changes.items():
+        node = cfg
+        *parts, last = key.split("__")
+        for p in parts:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return cfg

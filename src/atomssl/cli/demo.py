@@ -125,8 +125,10 @@ def plot_histograms(structures, path: Path) -> None:
     atoms = [s.n_atoms for s in structures]
     fig = Figure(figsize=(10, 4), dpi=100)
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.hist(n, bins=60, color="tab:blue")
-    ax1.set_xlabel("refractive index n")
+    # n has a long tail (up to ~60): logarithmic bins keep the bulk near 2 readable
+    ax1.hist(n, bins=np.geomspace(min(n), max(n) * 1.0001, 60), color="tab:blue")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("refractive index n (log scale)")
     ax1.set_ylabel("structures")
     ax1.set_title("label n")
     ax2.hist(atoms, bins=np.arange(0.5, max(atoms) + 1.5, max(1, max(atoms) // 60)), color="tab:orange")

@@ -84,16 +84,25 @@ def unpack_structures(arrays, source: str | None = None) -> list[Structure]:
     return out
 
 
-def load_cached(path: Path) -> dict[str, np.ndarray] | None:
-    """The arrays stored at ``path``, or ``None`` when absent or unreadable (then it is rebuilt)."""
+PACKED_KEYS = frozenset({"offsets", "numbers", "positions", "cells", "pbc", "ids"})
+
+
+def load_cached(path: Path, required: frozenset[str] | set[str] = frozenset()) -> dict[str, np.ndarray] | None:
+    """The arrays stored at ``path``, or ``None`` when absent, unreadable or lacking a
+    ``required`` key (the caller then rebuilds it from the source)."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # a corrupt cache is not an error: it is rebuilt from the source
         log.warning("ignoring unreadable cache %s (%s)", path, exc)
         return None
+    missing = set(required) - set(arrays)
+    if missing:
+        log.warning("ignoring incomplete cache %s (missing %s)", path, sorted(missing))
+        return None
+    return arrays
 
 
 def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -17,19 +17,16 @@ import gzip
 import importlib.metadata
 import importlib.util
 import json
-import logging
 import sys
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import AtomsslError, MissingFileError, StructureError, UnreadableFileError
-from ._cache import cache_dir, cache_path, load_cached, pack_structures, save_cached, source_key, unpack_structures
+from ..errors import AtomsslError, MissingFileError, UnreadableFileError
+from ._cache import PACKED_KEYS, cache_dir, cache_path, load_cached, pack_structures, save_cached, source_key, unpack_structures
 from ._pmg_dict import structure_from_pmg_dict
 from ._structure import Structure
-
-log = logging.getLogger(__name__)
 
 MATBENCH_DIELECTRIC_COUNT = 4764
 MATBENCH_DIELECTRIC_MAD = 0.8085347  # mean absolute deviation of n from its mean (matbench metadata)
@@ -147,14 +144,17 @@ def load_matbench_dielectric(limit: int | None = None, *, path: str | Path | Non
         raise MissingFileError(f"install it with `pip install --no-deps {CRYSTAL_TOOLKIT_PIN}`", str(path))
     source = str(path)
     cpath = cache_path("matbench_dielectric", path)
-    arrays = load_cached(cpath) if cache else None
-    if arrays is None or "label_n" not in arrays:
+    arrays = load_cached(cpath, PACKED_KEYS | {"label_n"}) if cache else None
+    if arrays is not None:
+        try:
+            _verify_dielectric(arrays["label_n"], f"{source} (cache {cpath})")
+        except DatasetError:  # a damaged cache is rebuilt from the source
+            arrays = None
+    if arrays is None:
         arrays = pack_structures(_parse_dielectric(path), labels=["n"])
         _verify_dielectric(arrays["label_n"], source)
         if cache:
             save_cached(cpath, arrays)
-    else:
-        _verify_dielectric(arrays["label_n"], f"{source} (cache {cpath})")
     if limit is not None:
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -206,6 +206,11 @@ def matbench_folds(task: str = "matbench_dielectric") -> list[tuple[np.ndarray, 
     source = str(path)
     cpath = cache_dir() / f"matbench_folds-{task}-{source_key(path)}-v1.npz"
     arrays = load_cached(cpath)
+    if arrays is not None:
+        try:
+            _verify_folds(arrays, n_samples, f"{source} [{task}] (cache {cpath})")
+        except DatasetError:  # a damaged cache is rebuilt from the source
+            arrays = None
     if arrays is None:
         try:
             with open(path, "rb") as fh:
@@ -222,8 +227,6 @@ def matbench_folds(task: str = "matbench_dielectric") -> list[tuple[np.ndarray, 
                 arrays[f"fold{k}_{part}"] = idx
         _verify_folds(arrays, n_samples, f"{source} [{task}]")
         save_cached(cpath, arrays)
-    else:
-        _verify_folds(arrays, n_samples, f"{source} [{task}] (cache {cpath})")
     n_folds = len(arrays) // 2
     return [(arrays[f"fold{k}_train"], arrays[f"fold{k}_test"]) for k in range(n_folds)]
 

@@ -24,7 +24,6 @@ from typing import Any, Union
 import numpy as np
 
 from ..errors import (
-    DisorderError,
     MissingFileError,
     StructureError,
     UnknownElementError,
@@ -348,6 +347,14 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
             atoms = next(frames)
         except StopIteration:
             break
+        except (KeyError, IndexError) as exc:
+            if z_of_type and fmt.startswith("lammps"):
+                raise UnknownElementError(
+                    f"a LAMMPS atom type is missing from the species mapping {z_of_type} ({type(exc).__name__}: {exc})",
+                    source,
+                    i if i else None,
+                ) from None
+            raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}") from None
         except Exception as exc:
             # A garbled file: name the frame when earlier frames were fine.
             raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}" + (f" at frame {i}" if i else "")) from None

@@ -16,14 +16,35 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
-from ..data._structure import Structure
+from ..data._structure import MIN_DISTANCE, Structure
+from ..errors import OverlapError
 from ._neighbors import NeighborList, knn_graph, radius_graph
 
 
-def build_neighbors(structure: Structure, cutoff: float | None = None, k: int | None = None) -> NeighborList:
+def build_neighbors(
+    structure: Structure, cutoff: float | None = None, k: int | None = None, *, validate: bool = False
+) -> NeighborList:
+    """Radius graph (``cutoff=``) or k-nearest-neighbour graph (``k=``) of one structure."""
     if (cutoff is None) == (k is None):
         raise ValueError("give exactly one of cutoff= or k=")
-    return radius_graph(structure, cutoff, validate=False) if cutoff is not None else knn_graph(structure, k, validate=False)
+    if cutoff is not None:
+        return radius_graph(structure, cutoff, validate=validate)
+    return knn_graph(structure, k, validate=validate)
+
+
+def _check_overlap(structure: Structure, nl: NeighborList) -> None:
+    # Same check and message as Structure.validate(), read off the graph just built instead
+    # of a second neighbour search (which would cost as much as the graph itself).
+    if len(nl) == 0 or structure.n_atoms < 2:  # validate() skips single atoms too
+        return
+    d = nl.distance
+    e = int(np.argmin(d))
+    if d[e] < MIN_DISTANCE:
+        raise OverlapError(
+            f"atoms {int(nl.src[e])} and {int(nl.dst[e])} are {d[e]:.4f} A apart (< {MIN_DISTANCE} A)",
+            structure.source or structure.id or None,
+            structure.index,
+        )
 
 
 def to_graph(
@@ -34,20 +55,28 @@ def to_graph(
     dtype: torch.dtype = torch.float32,
     validate: bool = True,
 ) -> Data:
-    """Convert one structure into a training-ready graph."""
+    """Convert one structure into a training-ready graph (see the module docstring for fields).
+
+    ``validate`` runs :meth:`Structure.validate` (typed errors naming the structure); the
+    overlap check reuses the graph when the cutoff (or the kNN graph) covers 0.1 A.
+    """
     structure = Structure.coerce(structure)
+    reuse = validate and (k is not None or (cutoff is not None and cutoff > MIN_DISTANCE))
     if validate:
-        structure.validate()
+        structure.validate(min_distance=0.0 if reuse else MIN_DISTANCE)
     nl = build_neighbors(structure, cutoff, k)
+    if reuse:
+        _check_overlap(structure, nl)
+    n = structure.n_atoms
     data = Data(
         z=torch.from_numpy(structure.numbers.copy()),
         pos=torch.tensor(structure.positions, dtype=dtype),
         cell=torch.tensor(structure.cell, dtype=dtype).unsqueeze(0),
         pbc=torch.from_numpy(structure.pbc.copy()).unsqueeze(0),
         edge_index=torch.from_numpy(np.stack([nl.src, nl.dst])),
-        shift=torch.tensor(nl.shift, dtype=dtype),
-        natoms=torch.tensor([structure.n_atoms]),
-        num_nodes=structure.n_atoms,
+        shift=torch.from_numpy(nl.shift).to(dtype),
+        natoms=torch.tensor([n]),
+        num_nodes=n,
     )
     for name in labels:
         if name not in structure.labels:

@@ -100,7 +100,7 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
     buf = getattr(_local, "buffer", None)
     if buf is None:
         buf = _local.buffer = _Buffer()
-    opts = _Options(float(cutoff), True, False, 0, 0.0, int(n_threads), True, False, True)
+    opts = _Options(float(cutoff), True, False, 0, 0.0, int(n_threads), True, False, False)
     status = _lib.vesin_neighbors(
         points.ctypes.data,
         len(points),
@@ -115,13 +115,9 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
         raise RuntimeError("vesin: " + (buf.error.value or b"unknown error").decode("utf8", "replace"))
     n = int(buf.result.length)
     if n == 0:
-        return np.zeros((0, 2), np.uint64), np.zeros((0, 3), np.int32), np.zeros((0, 3), np.float64)
+        return np.zeros((0, 2), np.uint64), np.zeros((0, 3), np.int32)
     r = buf.result
-    return (
-        _read(r.pairs, 2 * n, np.uint64).reshape(n, 2),
-        _read(r.shifts, 3 * n, np.int32).reshape(n, 3),
-        _read(r.vectors, 3 * n, np.float64).reshape(n, 3),
-    )
+    return _read(r.pairs, 2 * n, np.uint64).reshape(n, 2), _read(r.shifts, 3 * n, np.int32).reshape(n, 3)
 
 
 _public_cache: dict[tuple[float, int], vesin.NeighborList] = {}
@@ -134,17 +130,17 @@ def _public(points, box, periodic, cutoff, n_threads):
         if len(_public_cache) > 16:
             _public_cache.clear()
         nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, n_threads=key[1])
-    pairs, shifts, vectors = nl.compute(points, box, periodic, "PSD", copy=True)
-    return pairs.astype(np.uint64, copy=False), shifts, vectors
+    pairs, shifts = nl.compute(points, box, periodic, "PS", copy=True)
+    return pairs.astype(np.uint64, copy=False), shifts
 
 
 def vesin_pairs(
     points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int = 1, *, direct: bool | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Full (i->j and j->i) neighbour list of ``points`` within ``cutoff``, unordered.
 
-    Returns ``pairs`` (E, 2) uint64, ``shifts`` (E, 3) int32 and ``vectors`` (E, 3) float64
-    with ``vectors = points[j] - points[i] + shifts @ box``; the arrays may be read-only.
+    Returns ``pairs`` (E, 2) uint64 and ``shifts`` (E, 3) int32 such that
+    ``|points[j] - points[i] + shifts @ box| < cutoff``; the arrays may be read-only.
     ``direct=False`` forces the public
     vesin API (used by the tests to check that both paths agree).
     """

@@ -62,12 +62,19 @@ def aligned_rmsd(x: np.ndarray, y: np.ndarray, proper: bool = False) -> np.ndarr
 
 
 def assign_and_align(
-    x: np.ndarray, y: np.ndarray, proper: bool = False, iterations: int = 10, n_starts: int = 8, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    proper: bool = False,
+    iterations: int = 10,
+    n_starts: int = 8,
+    seed: int = 0,
+    init: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Best matching of the rows of ``x`` (k, 3) to the rows of ``y`` (m <= k, 3) and best orthogonal ``Q``.
 
     Alternates Procrustes (given the matching) and Hungarian assignment (given ``Q``), from a matching by
-    distance to the centre (rotation invariant) plus ``n_starts - 1`` random rotations. Returns
+    distance to the centre (rotation invariant), from ``init`` (a matching, e.g. the identity) if given,
+    and from ``n_starts - 1`` random rotations. Returns
     ``(index, Q, rmsd)`` with ``x[index] @ Q`` approximating ``y``.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -76,6 +83,8 @@ def assign_and_align(
     rx, ry = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     _, first = linear_sum_assignment(np.abs(ry[:, None] - rx[None, :]))
     starts: list[tuple[np.ndarray | None, np.ndarray | None]] = [(first, None)]
+    if init is not None:
+        starts.append((np.asarray(init), None))
     for _ in range(max(0, n_starts - 1)):
         q, _r = np.linalg.qr(rng.normal(size=(3, 3)))
         starts.append((None, q))
@@ -96,3 +105,42 @@ def assign_and_align(
         if err < best[2]:
             best = (np.asarray(index), q, err)
     return best
+
+
+def gram_to_distances(gram: np.ndarray) -> np.ndarray:
+    """Distances (..., k+1, k+1) among the central atom (index 0) and its k neighbours implied by a Gram matrix."""
+    gram = np.asarray(gram, dtype=np.float64)
+    k = gram.shape[-1]
+    diag = np.clip(np.diagonal(gram, axis1=-2, axis2=-1), 0.0, None)
+    d2 = np.zeros(gram.shape[:-2] + (k + 1, k + 1))
+    d2[..., 0, 1:] = d2[..., 1:, 0] = diag
+    d2[..., 1:, 1:] = diag[..., :, None] + diag[..., None, :] - 2 * gram
+    return np.sqrt(np.clip(d2, 0.0, None))
+
+
+def refine_coords(gram: np.ndarray, coords: np.ndarray | None = None, iterations: int = 200) -> np.ndarray:
+    """Coordinates that best reproduce the *distances* implied by a (possibly non-PSD, high-rank) Gram matrix.
+
+    The rank-3 eigen-solution is the best fit to the Gram entries, but when a decoded Gram matrix is a blur of
+    several clouds its truncation shrinks the cloud. Starting from it, L-BFGS minimises the squared error of all
+    centre-neighbour and neighbour-neighbour distances (metric multidimensional scaling).
+    """
+    import torch
+
+    target = torch.as_tensor(gram_to_distances(gram))
+    x0 = gram_to_coords(gram) if coords is None else np.asarray(coords, dtype=np.float64)
+    x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+    iu = torch.triu_indices(target.shape[-1], target.shape[-1], 1)
+    opt = torch.optim.LBFGS([x], max_iter=iterations, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        pts = torch.cat([torch.zeros_like(x[..., :1, :]), x], dim=-2)
+        diff = pts[..., :, None, :] - pts[..., None, :, :]
+        d = torch.sqrt((diff**2).sum(-1) + 1e-12)
+        loss = ((d - target)[..., iu[0], iu[1]] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return x.detach().numpy()

@@ -24,11 +24,23 @@ import torch
 from scipy.optimize import least_squares, linear_sum_assignment
 
 from ..graph import gram_matrices
-from ._decode import align, gram_to_coords, procrustes, rmsd
+from ._decode import align, gram_to_coords, procrustes, refine_coords, rmsd
 from ._vae import GramVAE
 
 
-def sample(model: GramVAE, n: int, seed: int = 0, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def decode_coords(grams: np.ndarray, decoding: str = "eigen") -> np.ndarray:
+    """Coordinates from decoded Gram matrices: ``"eigen"`` (nearest PSD rank 3) or ``"metric"``
+    (then refined to fit the implied distances, see :func:`refine_coords`)."""
+    if decoding == "eigen":
+        return gram_to_coords(grams)
+    if decoding == "metric":
+        return refine_coords(grams)
+    raise ValueError(f"decoding must be 'eigen' or 'metric', got {decoding!r}")
+
+
+def sample(
+    model: GramVAE, n: int, seed: int = 0, temperature: float = 1.0, decoding: str = "eigen"
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``z ~ N(0, temperature^2 I)`` and decode: ``(coords (n, k, 3), grams (n, k, k))``.
 
     Coordinates are in the decoded principal-axes frame (defined up to a reflection).
@@ -36,7 +48,7 @@ def sample(model: GramVAE, n: int, seed: int = 0, temperature: float = 1.0) -> t
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, model.config.latent)) * temperature
     grams = model.decode_grams(z)
-    return gram_to_coords(grams), grams
+    return decode_coords(grams, decoding), grams
 
 
 def interpolate(model: GramVAE, start: np.ndarray, end: np.ndarray, n_frames: int = 11) -> np.ndarray:

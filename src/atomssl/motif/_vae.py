@@ -184,8 +184,8 @@ def train_vae(
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(xb)
-            rec_tot += float(rec) * len(xb)
-            kl_tot += float(kl) * len(xb)
+            rec_tot += float(rec.detach()) * len(xb)
+            kl_tot += float(kl.detach()) * len(xb)
         rec_n = {"epoch": epoch + 1, "lr": lr, "beta": beta, "loss": tot / len(x), "recon": rec_tot / len(x), "kl": kl_tot / len(x)}
         if x_val is not None:
             model.eval()

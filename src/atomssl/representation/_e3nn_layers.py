@@ -56,17 +56,20 @@ class RadialBasis(nn.Module):
 
 
 def segment_softmax(logits: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    """Weighted softmax of ``logits`` (E, H) over the edges sharing ``index`` (E,).
+    """Weighted softmax of ``logits`` (E, H) over the edges sharing ``index`` (E,), with a sink.
 
-    alpha_e = w_e exp(l_e) / sum_{e' in seg} w_e' exp(l_e'); with ``weight`` the cutoff envelope an
-    edge fades out continuously as it crosses the cutoff (a plain softmax would jump).
+    alpha_e = w_e exp(l_e) / (1 + sum_{e' in seg} w_e' exp(l_e')). With ``weight`` the cutoff
+    envelope an edge fades out continuously as it crosses the cutoff; the sink (a virtual edge of
+    logit 0 and value 0) keeps that true when the fading edge is an atom's only one (a plain
+    softmax would renormalise it back to weight 1).
     """
     idx = index.unsqueeze(-1).expand_as(logits)
-    seg_max = torch.full((n, logits.shape[1]), -torch.inf, dtype=logits.dtype, device=logits.device)
+    # shift by max(0, max logit) per segment for stability (0 = the sink's logit)
+    seg_max = torch.zeros((n, logits.shape[1]), dtype=logits.dtype, device=logits.device)
     seg_max = seg_max.scatter_reduce(0, idx, logits.detach(), reduce="amax", include_self=True)
     e = torch.exp(logits - seg_max.index_select(0, index)) * weight.unsqueeze(-1)
-    denom = torch.zeros((n, logits.shape[1]), dtype=logits.dtype, device=logits.device).index_add_(0, index, e)
-    return e / (denom.index_select(0, index) + 1e-12)
+    denom = torch.exp(-seg_max).index_add_(0, index, e)
+    return e / denom.index_select(0, index)
 
 
 class Linear(nn.Module):
@@ -114,22 +117,25 @@ class Gate(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Equivariant layer norm (as in Equiformer): scalars centred and divided by their std over
-    channels; each l > 0 block divided by the RMS of its components. Per-channel scales, scalar bias."""
+    """Equivariant RMS layer norm (as in EquiformerV2): scalars are centred over channels, then
+    all degrees are divided by one RMS over every component of the atom's features; per-channel
+    scales and a scalar bias. One shared RMS (rather than one per degree) keeps small l > 0
+    features small, so the network stays well conditioned, e.g. when an atom's only neighbour
+    fades out at the cutoff."""
 
     def __init__(self, muls: list[int], eps: float = 1e-5):
         super().__init__()
         self.eps = eps
+        self.dim = sum(m * (2 * l + 1) for l, m in enumerate(muls))
         self.weight = nn.ParameterList(nn.Parameter(torch.ones(m)) for m in muls)
         self.bias = nn.Parameter(torch.zeros(muls[0]))
 
     def forward(self, xs: Feats) -> Feats:
-        out = []
-        for l, (x, w) in enumerate(zip(xs, self.weight)):
-            if l == 0:
-                x = x - x.mean(dim=1, keepdim=True)
-            x = x * torch.rsqrt(x.pow(2).mean(dim=(1, 2), keepdim=True) + self.eps) * w[:, None]
-            out.append(x + self.bias[:, None] if l == 0 else x)
+        xs = [xs[0] - xs[0].mean(dim=1, keepdim=True)] + list(xs[1:])
+        ms = sum(x.pow(2).sum(dim=(1, 2)) for x in xs) / self.dim
+        scale = torch.rsqrt(ms + self.eps)[:, None, None]
+        out = [x * scale * w[:, None] for x, w in zip(xs, self.weight)]
+        out[0] = out[0] + self.bias[:, None]
         return out
 
 
@@ -160,6 +166,10 @@ class DepthwiseTP(nn.Module):
         self.paths = paths
         self.muls_out = [sum(muls_in[l1] for l1, _, o in paths if o == lo) for lo in range(lmax_out + 1)]
         sh_off = [l * l for l in range(lmax_sh + 2)]
+        # Coupling coefficients stay float64 outside the module state: a float32 buffer later
+        # cast to float64 would carry float32 rounding and break equivariance at ~1e-8.
+        self._cg: dict[int, torch.Tensor] = {}
+        self._cg_cast: dict[tuple, torch.Tensor] = {}
         self.l1s = sorted({p[0] for p in paths})
         for l1 in self.l1s:
             mine = [p for p in paths if p[0] == l1]
@@ -170,7 +180,7 @@ class DepthwiseTP(nn.Module):
                 block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)
                 cg[:, sh_off[l2] : sh_off[l2 + 1], k : k + 2 * lo + 1] = block
                 k += 2 * lo + 1
-            self.register_buffer(f"cg_{l1}", cg.to(torch.get_default_dtype()))
+            self._cg[l1] = cg
         self.weight_numel = sum(muls_in[l1] for l1, _, _ in paths)
         self.radial = nn.Sequential(
             nn.Linear(num_basis, radial_hidden), nn.LayerNorm(radial_hidden), nn.SiLU(),
@@ -189,6 +199,12 @@ class DepthwiseTP(nn.Module):
         order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
         return o3.Irreps([(self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2])) for i in order])
 
+    def _coefficients(self, l1: int, like: torch.Tensor) -> torch.Tensor:
+        key = (l1, like.dtype, like.device)
+        if key not in self._cg_cast:
+            self._cg_cast[key] = self._cg[l1].to(dtype=like.dtype, device=like.device)
+        return self._cg_cast[key]
+
     def forward(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> Feats:
         """``cache``: a dict shared by the tensor products of one forward pass, so that the
         harmonics contracted with the coupling coefficients are computed once per degree."""
@@ -204,7 +220,7 @@ class DepthwiseTP(nn.Module):
             key = (l1, self.lmax_sh, len(self.muls_out))  # same key -> same paths, same coefficients
             t = None if cache is None else cache.get(key)
             if t is None:
-                t = torch.einsum("ej,ijk->eik", sh, getattr(self, f"cg_{l1}"))  # (E, 2l1+1, K)
+                t = torch.einsum("ej,ijk->eik", sh, self._coefficients(l1, sh))  # (E, 2l1+1, K)
                 if cache is not None:
                     cache[key] = t
             # (E, mul, K): all paths from l1 at once (an outer product when l1 = 0)

@@ -1,0 +1,121 @@
+"""``atomssl motif``: a-Si melt-quench, Gram-matrix VAE, sampling, interpolation and inpainting of motifs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+ACTIONS = ("simulate", "train", "sample", "interpolate", "inpaint", "evaluate")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "motif",
+        help="glassy motifs: simulate a-Si, train the Gram VAE, sample / interpolate / inpaint / evaluate",
+        description=(
+            "Local motifs of amorphous Si as Gram matrices of the 8 nearest neighbours.\n"
+            "  simulate     LAMMPS melt-quench of a-Si cells (Vink modified Stillinger-Weber) -> cells.extxyz, plots\n"
+            "  train        train the VAE on the bundled (or --cells) a-Si cells -> checkpoints/model.pt\n"
+            "  sample       draw motifs from N(0, I) -> samples.extxyz, samples_vs_data.png\n"
+            "  interpolate  latent path between two held-out motifs -> frames.extxyz\n"
+            "  inpaint      infill missing neighbours (--input partial motifs, else a held-out benchmark)\n"
+            "  evaluate     reconstruction, generation and inpainting metrics -> metrics.json, summary.md\n"
+            "Example: atomssl motif train --out runs/motif && atomssl motif evaluate --checkpoint "
+            "runs/motif/checkpoints/model.pt --out runs/motif/eval"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in")
+    p.add_argument("--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)")
+    p.add_argument("--checkpoint", help="trained model (sample, interpolate, inpaint, evaluate)")
+    p.add_argument("--cells", help="extxyz a-Si cells to use instead of the bundled ones (data.cells)")
+    p.add_argument("--input", help="inpaint: extxyz of partial motifs (central atom first, then the known neighbours)")
+    p.add_argument("--start", help="interpolate: extxyz motif to start from (default: held-out motif interpolate.start)")
+    p.add_argument("--end", help="interpolate: extxyz motif to end at")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=100")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..motif import _workflow as W
+    from ..utils import load_config
+
+    overrides = list(args.overrides)
+    if args.cells:
+        overrides.append(f"data.cells={args.cells}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    needs_ckpt = args.action in ("sample", "interpolate", "inpaint", "evaluate")
+    if needs_ckpt and not args.checkpoint:
+        raise ConfigError(f"motif {args.action} needs --checkpoint (made by 'atomssl motif train')")
+    if needs_ckpt:
+        from ..motif import load_vae
+
+        load_vae(args.checkpoint)  # clean CheckpointError before any work
+        base = W._checkpoint_config(args.checkpoint, None)
+        cfg = load_config(args.config, defaults=base, overrides=overrides)
+    else:
+        cfg = load_config(args.config, defaults=W.DEFAULTS, overrides=overrides)
+    bar = _progress(args.no_progress)
+    try:
+        if args.action == "simulate":
+            run_dir = W.run_simulate(cfg, args.out, progress=bar.simulate)
+        elif args.action == "train":
+            bar.total = int(cfg["train"]["epochs"])
+            run_dir = W.run_train(cfg, args.out, progress=bar.epoch)
+        elif args.action == "sample":
+            run_dir = W.run_sample(args.checkpoint, cfg, args.out)
+        elif args.action == "interpolate":
+            start = end = None
+            if bool(args.start) != bool(args.end):
+                raise ConfigError("give both --start and --end (or neither)")
+            if args.start:
+                start, end = W.read_motifs(args.start)[0], W.read_motifs(args.end)[0]
+            run_dir = W.run_interpolate(args.checkpoint, cfg, args.out, start, end)
+        elif args.action == "inpaint":
+            motifs = W.read_motifs(args.input) if args.input else None
+            run_dir = W.run_inpaint(args.checkpoint, cfg, args.out, motifs)
+        else:
+            run_dir = W.run_evaluate(args.checkpoint, cfg, args.out)
+    finally:
+        bar.close()
+    print(f"motif {args.action}: wrote {run_dir}")
+    return 0
+
+
+class _progress:
+    """tqdm progress for simulation steps and training epochs (silent with --no-progress)."""
+
+    def __init__(self, disabled: bool):
+        self.disabled = disabled
+        self.bar = None
+        self.total = None
+
+    def _get(self, total, desc):
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, disable=self.disabled, leave=False)
+        return self.bar
+
+    def simulate(self, stage, done, total):
+        bar = self._get(total, "melt-quench")
+        if done < bar.n:  # next cell
+            bar.reset(total)
+        bar.set_description(stage)
+        bar.update(done - bar.n)
+
+    def epoch(self, epoch, record):
+        bar = self._get(self.total, "epochs")
+        bar.set_postfix(recon=f"{record['recon']:.3f}", kl=f"{record['kl']:.2f}")
+        bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
