@@ -45,6 +45,9 @@ def test_registered_and_configurable():
     large = sizes["large"]
     assert 2 <= large.lmax <= 6 and large.muls[0] >= 128 and len(large.blocks) >= 6
     assert sizes["small"].graph_spec == {"cutoff": 5.0}
+    rebuilt = build_backbone(sizes["small"].config)  # the stored config rebuilds the same model
+    assert rebuilt.load_state_dict(sizes["small"].state_dict()) is not None
+    assert rebuilt.num_parameters() == sizes["small"].num_parameters()
     assert build_backbone({"name": "equiformer", "cutoff": 4.0}).graph_spec == {"cutoff": 4.0}
     assert str(build_backbone({"name": "equiformer", "size": "tiny", "lmax": 2}).irreps) == "16x0e+8x1o+4x2e"
     with pytest.raises(ConfigError):
@@ -82,6 +85,11 @@ def test_exact_symmetry(dtype):
     out, _ = _run(model, [_crystal()], dtype)
     assert out.node.std(dim=0).mean() > 1e-2
     assert out.vector.norm(dim=-1).mean() > 1e-2
+
+
+def test_symmetry_other_options():
+    model = _model(radial="bessel", pool="sum", nonlinear_messages=False, lmax=2)
+    assert_backbone_equivariant(model, _crystal(), dtype=torch.float64, n_trials=1, seed=7)
 
 
 def test_symmetry_default_size_float64():

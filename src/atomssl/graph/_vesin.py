@@ -100,7 +100,7 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
     buf = getattr(_local, "buffer", None)
     if buf is None:
         buf = _local.buffer = _Buffer()
-    opts = _Options(float(cutoff), True, False, 0, 0.0, int(n_threads), True, False, False)
+    opts = _Options(float(cutoff), True, True, 0, 0.0, int(n_threads), True, False, False)
     status = _lib.vesin_neighbors(
         points.ctypes.data,
         len(points),
@@ -129,7 +129,7 @@ def _public(points, box, periodic, cutoff, n_threads):
     if nl is None:
         if len(_public_cache) > 16:
             _public_cache.clear()
-        nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, n_threads=key[1])
+        nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, sorted=True, n_threads=key[1])
     pairs, shifts = nl.compute(points, box, periodic, "PS", copy=True)
     return pairs.astype(np.uint64, copy=False), shifts
 
@@ -137,7 +137,7 @@ def _public(points, box, periodic, cutoff, n_threads):
 def vesin_pairs(
     points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int = 1, *, direct: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full (i->j and j->i) neighbour list of ``points`` within ``cutoff``, unordered.
+    """Full (i->j and j->i) neighbour list of ``points`` within ``cutoff``, sorted by (i, j, shift).
 
     Returns ``pairs`` (E, 2) uint64 and ``shifts`` (E, 3) int32 such that
     ``|points[j] - points[i] + shifts @ box| < cutoff``; the arrays may be read-only.

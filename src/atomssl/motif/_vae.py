@@ -102,6 +102,7 @@ class GramVAE(nn.Module):
     # -------------------------------------------------------------- physical units
     def decode_gram(self, z: torch.Tensor) -> torch.Tensor:
         """Decoded Gram matrices in A^2, (..., k, k), differentiable in ``z``."""
+        z = z.to(self.mu.weight.dtype)
         tri = self.normalizer.inverse(self.decode(z).to(torch.float64))
         k = self.config.k
         iu = torch.triu_indices(k, k)

@@ -33,7 +33,7 @@ DEFAULTS: dict = {
         "epochs": 400, "batch_size": 256, "lr": 3.0e-3, "lr_final": 1.0e-4, "beta": 1.0e-3, "beta_warmup": 50,
         "permutation_copies": 0, "permutation_within": "shell",
     },
-    "sample": {"n": 2000, "temperature": 1.0},
+    "sample": {"n": 2000, "temperature": 1.0, "decoding": "metric"},
     "interpolate": {"frames": 11, "start": 0, "end": 1},
     "inpaint": {
         "fixed": [7, 6, 5], "cases": 200, "restarts": 16, "steps": 150, "lr": 0.05, "prior": 1.0e-3,
@@ -202,7 +202,7 @@ def run_sample(checkpoint, cfg: dict, out=None) -> Path:
     run = _run_dir(out, "sample")
     model = load_vae(checkpoint)
     s = cfg["sample"]
-    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]))
+    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]), decoding=s.get("decoding", "metric"))
     write_motifs(run / "samples.extxyz", coords)
     _, held, _ = split_environments(cfg)
     metrics = A.compare_motifs(held.vectors, coords)
@@ -299,7 +299,7 @@ def run_evaluate(checkpoint, cfg: dict, out=None) -> Path:
     _, held, cells = split_environments(cfg)
     rec, r = reconstruction_metrics(model, held)
     s = cfg["sample"]
-    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]))
+    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]), decoding=s.get("decoding", "metric"))
     write_motifs(run / "samples.extxyz", coords[:200])
     gen = A.compare_motifs(held.vectors, coords)
     A.plot_motif_comparison(held.vectors, coords, run / "samples_vs_data.png")

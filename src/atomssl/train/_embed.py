@@ -1,7 +1,7 @@
 """Embeddings from a pretrained backbone: one row per structure and one per atom.
 
 Output arrays (``.npz``, written atomically):
-``structure`` (n_structures, embedding_dim) in input order; ``atom`` (n_atoms_total, node_dim);
+``structure`` (n_structures, embedding_dim) in input order (float32, or float64 when computed so); ``atom`` (n_atoms_total, node_dim);
 ``atom_index`` (n_atoms_total,) the structure row of each atom row (atoms keep their input order);
 ``ids`` and ``sources`` name each structure.
 """
@@ -77,9 +77,10 @@ def embed_structures(
         flush()
     if not counts:
         raise ValueError("no structures to embed")
+    out_dtype = np.float64 if dtype == torch.float64 else np.float32
     return {
-        "structure": np.concatenate(graph_rows).astype(np.float32),
-        "atom": np.concatenate(atom_rows).astype(np.float32),
+        "structure": np.concatenate(graph_rows).astype(out_dtype),
+        "atom": np.concatenate(atom_rows).astype(out_dtype),
         "atom_index": np.repeat(np.arange(len(counts)), counts).astype(np.int64),
         "ids": np.array(ids, dtype=str),
         "sources": np.array(sources, dtype=str),

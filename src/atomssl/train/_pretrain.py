@@ -108,6 +108,14 @@ def _clean_partial_files(folder: Path) -> list[Path]:
     return removed
 
 
+def _quiet_duplicate_logs() -> None:
+    """Lightning's loggers print through their own handlers; stop them printing again via the root."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        if lg.handlers:
+            lg.propagate = False
+
+
 def _import_plugins(config: dict) -> None:
     import importlib
 
@@ -179,6 +187,7 @@ def pretrain(
     baseline and loss reached, throughput, checkpoint paths.
     """
     config = prepare_config(config)
+    _quiet_duplicate_logs()
     _import_plugins(config)
     run_dir = _resolve_run_dir(config, run_dir)
     ckpt_dir = run_dir / "checkpoints"
