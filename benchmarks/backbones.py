@@ -68,7 +68,8 @@ def _build(job):
 
     if job["kind"] == "chgnet":
         model = _chgnet(job["width"], job.get("cutoff"))
-        model.graph_converter.verbose = False
+        # a smaller radius can leave an atom without neighbours; CHGNet refuses those by default
+        model.graph_converter.on_isolated_atoms = "ignore"
 
         def prepare(structures):
             return [model.graph_converter(s.to_pymatgen()) for s in structures]

@@ -83,3 +83,9 @@ class UnknownElementError(StructureError):
 
 class OverlapError(StructureError):
     kind = "overlapping atoms"
+
+
+class TooManyNeighborsError(StructureError):
+    """A neighbour search would produce absurdly many edges (e.g. a cell far smaller than the cutoff)."""
+
+    kind = "too many neighbours"

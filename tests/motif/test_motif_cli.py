@@ -29,7 +29,7 @@ def cells(tmp_path_factory):
 def test_motif_cli_end_to_end(cells, tmp_path, capsys):
     run = tmp_path / "train"
     quick = ["inpaint.cases=4", "inpaint.fixed=[7]", "inpaint.restarts=2", "inpaint.steps=5", "sample.n=20"]
-    assert main(["motif", "train", "--cells", str(cells), "--out", str(run), "--no-progress", "train.epochs=3"]) == 0
+    assert main(["motif", "train", "--cells", str(cells), "--out", str(run), "--no-progress", "train.epochs=3", "train.beta=1e-3"]) == 0
     ckpt = run / "checkpoints" / "model.pt"
     payload = torch.load(ckpt, weights_only=True)
     assert payload["kind"] == "atomssl.motif.GramVAE" and payload["extra"]["config"]["train"]["epochs"] == 3

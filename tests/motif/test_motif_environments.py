@@ -81,3 +81,16 @@ def test_permutation_augmentation_is_consistent_with_relabelled_clouds():
         np.testing.assert_allclose(np.linalg.eigvalsh(aug[30 * c : 30 * (c + 1)]), np.linalg.eigvalsh(aug[:30]), atol=1e-9)
     shell = random_permutations(100, 8, rng, within=[[0, 1, 2, 3], [4, 5, 6, 7]])
     assert np.all(np.sort(shell[:, :4], axis=1) == np.arange(4)) and np.all(np.sort(shell[:, 4:], axis=1) == np.arange(4, 8))
+
+
+def test_bundled_a_si_cells_are_realistic():
+    from atomssl.motif import bundled_cells, structure_summary
+
+    cells = bundled_cells()
+    assert len(cells) >= 2 and all(c.n_atoms == 512 and c.pbc.all() for c in cells)
+    s = structure_summary(cells)
+    assert 3.95 < s["mean_coordination"] < 4.05 and s["fraction_fourfold"] > 0.93
+    assert abs(s["rdf_first_peak"] - 2.35) < 0.05 and abs(s["bond_angle_mean"] - 109.3) < 1.5
+    env = extract_environments(cells)
+    assert len(env) > 0.95 * sum(c.n_atoms for c in cells)
+    assert np.linalg.norm(env.vectors, axis=-1).max() <= 4.0

@@ -40,3 +40,19 @@ def test_tiny_melt_quench_is_seeded_and_round_trips(tmp_path):
     back = read_cells(tmp_path / "cells.extxyz")
     np.testing.assert_allclose(back[0].positions, a.positions, atol=1e-8)
     assert back[1].labels["seed"] == 6 and back[0].labels["potential"] == "vink"
+
+
+def test_cli_simulate_writes_cells_and_report(tmp_path):
+    import json
+
+    from atomssl.cli.main import main
+
+    out = tmp_path / "sim"
+    args = ["motif", "simulate", "--out", str(out), "--no-progress", "simulate.n_cells=1", "simulate.n_atoms=64",
+            "simulate.melt_ps=0.5", "simulate.quench_rate=1e15", "simulate.anneal_ps=0.2"]
+    assert main(args) == 0
+    cells = read_cells(out / "cells.extxyz")
+    assert len(cells) == 1 and cells[0].n_atoms == 64 and cells[0].labels["seed"] == 1
+    report = json.loads((out / "structure.json").read_text())
+    assert report["n_atoms"] == 64 and 3.0 < report["mean_coordination"] < 5.0
+    assert (out / "structure.png").stat().st_size > 0

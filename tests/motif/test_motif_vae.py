@@ -7,7 +7,6 @@ from ase.build import bulk
 
 from atomssl.data import Structure
 from atomssl.errors import CheckpointError
-from atomssl.graph import gram_matrices
 from atomssl.motif import (
     GramVAE,
     TrainConfig,

@@ -27,18 +27,33 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("action", choices=ACTIONS)
-    p.add_argument("--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in")
-    p.add_argument("--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)")
-    p.add_argument("--checkpoint", help="trained model (sample, interpolate, inpaint, evaluate)")
-    p.add_argument("--cells", help="extxyz a-Si cells to use instead of the bundled ones (data.cells)")
-    p.add_argument("--input", help="inpaint: extxyz of partial motifs (central atom first, then the known neighbours)")
-    p.add_argument("--start", help="interpolate: extxyz motif to start from (default: held-out motif interpolate.start)")
-    p.add_argument("--end", help="interpolate: extxyz motif to end at")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=100")
-    p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    helps = {
+        "simulate": "LAMMPS melt-quench of a-Si cells",
+        "train": "train the Gram VAE",
+        "sample": "draw motifs from N(0, I)",
+        "interpolate": "latent path between two motifs",
+        "inpaint": "infill missing neighbours",
+        "evaluate": "reconstruction, generation and inpainting metrics",
+    }
+    for name in ACTIONS:
+        a = actions.add_parser(name, help=helps[name])
+        a.add_argument("--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in")
+        a.add_argument("--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)")
+        if name != "simulate":
+            a.add_argument("--cells", help="extxyz a-Si cells instead of the bundled ones (data.cells)")
+        if name in ("sample", "interpolate", "inpaint", "evaluate"):
+            a.add_argument("--checkpoint", required=False, help="model made by 'atomssl motif train'")
+        if name == "inpaint":
+            a.add_argument("--input", help="extxyz of partial motifs (central atom first, then known neighbours); "
+                           "without it, a benchmark on held-out environments")
+        if name == "interpolate":
+            a.add_argument("--start", help="extxyz motif to start from (default: held-out motif interpolate.start)")
+            a.add_argument("--end", help="extxyz motif to end at")
+        a.add_argument("--seed", type=int, help="random seed")
+        a.add_argument("--no-progress", action="store_true", help="no progress bar")
+        a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=100")
+        a.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,12 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import load_config
 
     overrides = list(args.overrides)
-    if args.cells:
+    if getattr(args, "cells", None):
         overrides.append(f"data.cells={args.cells}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     needs_ckpt = args.action in ("sample", "interpolate", "inpaint", "evaluate")
-    if needs_ckpt and not args.checkpoint:
+    if needs_ckpt and not getattr(args, "checkpoint", None):
         raise ConfigError(f"motif {args.action} needs --checkpoint (made by 'atomssl motif train')")
     if needs_ckpt:
         from ..motif import load_vae

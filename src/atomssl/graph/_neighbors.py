@@ -15,19 +15,20 @@ Two neighbour-search engines, both checked against brute force in the tests:
   evaluates up to ~40x more candidate pairs; on the 4764 matbench_dielectric crystals at 5 A
   it is 2-10x slower per structure than pymatgen's routine (see benchmarks/neighbors.py).
 
-Both engines search slightly beyond the cutoff; the cut itself (``|vec| < cutoff``, self pairs
-with zero shift excluded) is made here with one arithmetic, so the engines return the same
-edges even for pairs exactly at the cutoff.
+Both engines search slightly beyond the cutoff and report distances; the cut (``|vec| <
+cutoff``, self pairs with zero shift excluded) is made here, and pairs within ``_BAND`` of the
+cutoff are decided with atomssl's own arithmetic for ``vec``, so the engines return the same
+edges even for pairs exactly at the cutoff (e.g. cutoff = lattice constant).
+Edge vectors are computed on first use (training recomputes them in torch anyway).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..data._structure import Structure
 from ..errors import StructureError
+from ._limits import check_search_size, far_outside
 from ._vesin import vesin_pairs
 
 # From this many atoms on, "auto" uses vesin with several threads.
@@ -35,24 +36,55 @@ _LARGE = 5000
 ENGINES = ("auto", "vesin", "pymatgen")
 
 
-@dataclass(eq=False)
 class NeighborList:
-    """Directed edges of one structure (both i->j and j->i are present)."""
+    """Directed edges of one structure (both i->j and j->i are present).
 
-    src: np.ndarray  # (E,) int64
-    dst: np.ndarray  # (E,) int64
-    shift: np.ndarray  # (E, 3) int64, image offset of dst in lattice vectors
-    vec: np.ndarray  # (E, 3) float64, Cartesian vector src -> image of dst
-    n_atoms: int
-    cutoff: float | None = None
-    k: int | None = None
+    ``src``, ``dst`` (E,) int64; ``shift`` (E, 3) int64 image offsets of ``dst`` in lattice
+    vectors; ``vec`` (E, 3) float64 Cartesian vectors ``positions[dst] + shift @ cell -
+    positions[src]``; ``distance`` (E,) their lengths. ``vec`` may be given, or computed on
+    first access from ``positions`` and ``cell``.
+    """
+
+    __slots__ = ("src", "dst", "shift", "n_atoms", "cutoff", "k", "_vec", "_positions", "_cell", "_distance")
+
+    def __init__(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        shift: np.ndarray,
+        vec: np.ndarray | None,
+        n_atoms: int,
+        cutoff: float | None = None,
+        k: int | None = None,
+        *,
+        positions: np.ndarray | None = None,
+        cell: np.ndarray | None = None,
+        distance: np.ndarray | None = None,
+    ) -> None:
+        if vec is None and (positions is None or cell is None):
+            raise ValueError("give vec, or positions and cell to compute it from")
+        self.src, self.dst, self.shift = src, dst, shift
+        self.n_atoms, self.cutoff, self.k = int(n_atoms), cutoff, k
+        self._vec, self._positions, self._cell, self._distance = vec, positions, cell, distance
+
+    @property
+    def vec(self) -> np.ndarray:
+        if self._vec is None:
+            self._vec = _edge_vectors(self._positions, self._cell, self.src, self.dst, self.shift)
+        return self._vec
 
     @property
     def distance(self) -> np.ndarray:
-        return np.sqrt(np.square(self.vec) @ _ONES3)
+        """Edge lengths (the search engine's, equal to ``|vec|`` up to rounding)."""
+        if self._distance is None:
+            self._distance = np.sqrt(np.square(self.vec) @ _ONES3)
+        return self._distance
 
     def __len__(self) -> int:
         return int(len(self.src))
+
+    def __repr__(self) -> str:
+        return f"NeighborList(n_atoms={self.n_atoms}, edges={len(self)}, cutoff={self.cutoff}, k={self.k})"
 
     def sorted(self) -> "NeighborList":
         """Edges ordered by source atom, then distance (rounded to 1e-10 A), then destination and shift."""
@@ -60,8 +92,32 @@ class NeighborList:
 
     def _take(self, idx: np.ndarray) -> "NeighborList":
         return NeighborList(
-            self.src[idx], self.dst[idx], self.shift[idx], self.vec[idx], self.n_atoms, self.cutoff, self.k
+            self.src.take(idx),
+            self.dst.take(idx),
+            self.shift.take(idx, axis=0),
+            None if self._vec is None else self._vec.take(idx, axis=0),
+            self.n_atoms,
+            self.cutoff,
+            self.k,
+            positions=self._positions,
+            cell=self._cell,
+            distance=None if self._distance is None else self._distance.take(idx),
         )
+
+
+_ONES3 = np.ones(3)
+
+
+def _edge_vectors(positions, cell, src, dst, shift) -> np.ndarray:
+    """``positions[dst] + shift @ cell - positions[src]``, element-wise (bit-identical whether
+    ``cell`` is one (3, 3) matrix or a per-edge (E, 3, 3) stack)."""
+    shift = shift.astype(np.float64, copy=False)
+    vec = positions.take(dst, axis=0)
+    vec -= positions.take(src, axis=0)
+    vec += shift[:, 0:1] * cell[..., 0, :]
+    vec += shift[:, 1:2] * cell[..., 1, :]
+    vec += shift[:, 2:3] * cell[..., 2, :]
+    return vec
 
 
 def _lexsort_edges(src, dst, shift, distance) -> np.ndarray:
@@ -73,9 +129,8 @@ def _lexsort_edges(src, dst, shift, distance) -> np.ndarray:
 def _vesin_search_cutoff(structure: Structure, cutoff: float) -> float:
     """The cutoff vesin searches with: at least ``cutoff``, at least ~ the mean atomic spacing.
 
-    vesin's cells are as small as the cutoff, so a tiny cutoff (the 0.1 A overlap check in
-    :meth:`Structure.validate`) over a normal crystal means ~10^5 mostly empty cells and
-    tens of ms per call. Searching at the mean spacing (about one atom per cell) and
+    vesin's cells are as small as the cutoff, so a tiny cutoff (e.g. an overlap check at
+    0.1 A) over a normal crystal means ~10^5 mostly empty cells and tens of ms per call. Searching at the mean spacing (about one atom per cell) and
     filtering costs a few extra pairs per atom instead.
     """
     n = structure.n_atoms
@@ -101,112 +156,80 @@ def _box(structure: Structure) -> np.ndarray:
 # Engines return candidate pairs (src, dst, shift): a superset of the edges, searched slightly
 # beyond the cutoff, so that the final cut below is made by one piece of arithmetic for both.
 _SEARCH_MARGIN = 1e-9
+# Engine distances and atomssl's |vec| agree far better than this (A); pairs whose engine
+# distance is within _BAND of the cutoff are re-decided with atomssl's arithmetic.
+_BAND = 1e-7
 
 
 def _vesin_engine(structure: Structure, cutoff: float):
     search = _vesin_search_cutoff(structure, cutoff) * (1.0 + _SEARCH_MARGIN) + _SEARCH_MARGIN
     threads = 1 if structure.n_atoms < _LARGE else 0  # below, thread start-up costs more than it saves
-    pairs, shift = vesin_pairs(structure.positions, _box(structure), structure.pbc, search, threads)
+    pairs, shift, distance = vesin_pairs(structure.positions, _box(structure), structure.pbc, search, threads)
     pairs = pairs.view(np.int64)
-    return pairs[:, 0], pairs[:, 1], shift, False
+    return pairs[:, 0], pairs[:, 1], shift, distance, False
 
 
 _ALL_PERIODIC = np.ones(3, dtype=np.int64)
 
 
-def _pymatgen_engine(structure: Structure, cutoff: float):
-    from pymatgen.optimization.neighbors import find_points_in_spheres
+_find_points_in_spheres = None
 
-    if not structure.pbc.all():
-        raise ValueError("the pymatgen engine is used for fully periodic structures only")
+
+def _pymatgen_engine(structure: Structure, cutoff: float):
+    global _find_points_in_spheres
+    if _find_points_in_spheres is None:
+        from pymatgen.optimization.neighbors import find_points_in_spheres
+
+        _find_points_in_spheres = find_points_in_spheres
     pos, cell = np.ascontiguousarray(structure.positions), np.ascontiguousarray(structure.cell)
-    # Pairs up to cutoff + tol, self pairs included; image offsets as integral floats.
-    src, dst, offset, _ = find_points_in_spheres(
+    image = None
+    if far_outside(pos, cell):  # pymatgen would loop over every cell in between: wrap first
+        image = np.floor(np.linalg.solve(cell.T, pos.T).T)
+        pos = np.ascontiguousarray(pos - image @ cell)
+    # Pairs with d^2 < r^2 + tol, grouped by source, self pairs included; image offsets as
+    # integral floats.
+    src, dst, offset, distance = _find_points_in_spheres(
         pos, pos, float(cutoff) * (1.0 + _SEARCH_MARGIN), _ALL_PERIODIC, cell, _SEARCH_MARGIN
     )
-    return src, dst, offset, True
+    if image is not None:  # offsets relative to the given (unwrapped) positions
+        offset = offset - image.take(dst, axis=0) + image.take(src, axis=0)
+    return src, dst, offset, distance, True
 
 
-_ONES3 = np.ones(3)
+def _edges(structure: Structure, cutoff: float, engine: str):
+    """``(src, dst, shift int64, distance, box)`` of the edges of one structure, grouped by source.
 
-
-def _engine_for(structure: Structure, engine: str) -> str:
-    if engine == "auto":
-        return "pymatgen" if structure.n_atoms < _LARGE and structure.pbc.all() else "vesin"
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")
-    return engine
-
-
-def _edges(structures: list[Structure], cutoff: float, engine: str):
-    """Edges of several structures: one engine call each, then one vectorised cut for all.
-
-    Returns ``src, dst`` (indices local to each structure), ``shift`` (int64), ``vec``,
-    ``d2`` (squared lengths) for the kept edges, grouped by structure then source atom, and
-    ``counts`` (edges per structure). Batching matters because for small crystals numpy's
-    per-call overhead, not arithmetic, dominates; the result for a structure does not depend
-    on the batch it is in (same element-wise arithmetic).
+    Written for small arrays, where numpy's per-call overhead dominates the arithmetic
+    (``.take`` rather than fancy indexing, few passes). Batching several structures into one
+    set of array operations was measured and is not faster here.
     """
-    n = len(structures)
-    srcs, dsts, shifts, boxes = [], [], [], []
-    counts = np.empty(n, dtype=np.int64)
-    has_self = False
-    for b, s in enumerate(structures):
-        if _engine_for(s, engine) == "vesin":
-            src, dst, shift, self_pairs = _vesin_engine(s, cutoff)
-        else:
-            src, dst, shift, self_pairs = _pymatgen_engine(s, cutoff)
-        has_self |= self_pairs
-        srcs.append(src)
-        dsts.append(dst)
-        shifts.append(shift)
-        boxes.append(s.cell if s.pbc.all() else _box(s))
-        counts[b] = len(src)
-    if n == 1:
-        src, dst, shift, cell = srcs[0], dsts[0], shifts[0], boxes[0]
-        pos = structures[0].positions
-        base = None
+    check_search_size(structure, cutoff)  # refuse absurd searches (e.g. a cell far smaller than the cutoff)
+    periodic = structure.pbc.all()
+    if engine == "vesin" or (engine == "auto" and not (periodic and len(structure.numbers) < _LARGE)):
+        src, dst, shift, dist, has_self = _vesin_engine(structure, cutoff)
+    elif engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")
+    elif periodic:
+        src, dst, shift, dist, has_self = _pymatgen_engine(structure, cutoff)
     else:
-        sizes = np.fromiter((s.n_atoms for s in structures), dtype=np.int64, count=n)
-        graph = np.repeat(np.arange(n), counts)
-        base = np.repeat(np.cumsum(sizes) - sizes, counts)
-        src, dst = np.concatenate(srcs), np.concatenate(dsts)
-        shift = np.concatenate([np.asarray(x, dtype=np.float64) for x in shifts])
-        cell = np.stack(boxes).take(graph, axis=0)  # (E, 3, 3)
-        pos = np.concatenate([s.positions for s in structures])
-    gsrc = src if base is None else src + base
-    gdst = dst if base is None else dst + base
-    # vec = pos[dst] + shift @ cell - pos[src], written element-wise so that it is bit-identical
-    # whether cell is one (3, 3) box or a per-edge (E, 3, 3) stack
-    fshift = shift.astype(np.float64, copy=False)
-    vec = pos.take(gdst, axis=0)
-    vec -= pos.take(gsrc, axis=0)
-    vec += fshift[:, 0:1] * cell[..., 0, :]
-    vec += fshift[:, 1:2] * cell[..., 1, :]
-    vec += fshift[:, 2:3] * cell[..., 2, :]
-    d2 = np.square(vec) @ _ONES3
-    keep = d2 < cutoff * cutoff
+        raise ValueError("the pymatgen engine is used for fully periodic structures only")
+    box = structure.cell if periodic else _box(structure)
+    lo = cutoff - _BAND
+    keep = dist < lo
     if has_self:
-        # an atom's own image at zero shift is the only pair with src == dst and zero length
-        keep &= (src != dst) | (d2 > 0.0)
+        # an atom's own image at zero shift is the only pair with src == dst and ~zero length
+        keep &= (src != dst) | (dist > _BAND)
+    if len(dist) and dist.max() > lo:
+        near = np.flatnonzero((dist > lo) & (dist <= cutoff + _BAND))
+        if len(near):
+            # decide pairs at the cutoff with the same arithmetic as NeighborList.vec
+            vec = _edge_vectors(structure.positions, box, src.take(near), dst.take(near), shift.take(near, axis=0))
+            d2 = np.square(vec) @ _ONES3
+            keep[near] = (d2 < cutoff * cutoff) & ((src.take(near) != dst.take(near)) | (d2 > 0.0))
+    # Both engines emit pairs grouped by source atom (pymatgen loops over centres, vesin is
+    # asked to sort); the tests check it, so no re-sort here.
     idx = np.flatnonzero(keep)
-    gsrc = gsrc.take(idx)
-    if not (gsrc[:-1] <= gsrc[1:]).all():  # both engines emit pairs grouped by source already
-        idx = idx.take(np.argsort(gsrc, kind="stable"))
-    if n > 1:
-        edge_end = np.cumsum(counts)
-        kept_before = np.concatenate([[0], np.cumsum(keep)])
-        counts = kept_before[edge_end] - kept_before[edge_end - counts]
-    else:
-        counts = np.array([len(idx)])
-    return (
-        src.take(idx),
-        dst.take(idx),
-        shift.take(idx, axis=0).astype(np.int64),
-        vec.take(idx, axis=0),
-        d2.take(idx),
-        counts,
-    )
+    return src.take(idx), dst.take(idx), shift.take(idx, axis=0).astype(np.int64), dist.take(idx), box
 
 
 def _check(structure, validate: bool) -> Structure:
@@ -229,22 +252,16 @@ def radius_graph(structure, cutoff: float, *, validate: bool = True, engine: str
     return radius_graphs([structure], cutoff, validate=validate, engine=engine)[0]
 
 
-def radius_graphs(
-    structures, cutoff: float, *, validate: bool = True, engine: str = "auto", chunk: int = 256
-) -> list[NeighborList]:
-    """:func:`radius_graph` of many structures; same result, several times faster for small crystals."""
+def radius_graphs(structures, cutoff: float, *, validate: bool = True, engine: str = "auto") -> list[NeighborList]:
+    """:func:`radius_graph` of each of many structures."""
     if not cutoff > 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
     cutoff = float(cutoff)
-    structures = [_check(s, validate) for s in structures]
     out: list[NeighborList] = []
-    for start in range(0, len(structures), chunk):
-        part = structures[start : start + chunk]
-        src, dst, shift, vec, _, counts = _edges(part, cutoff, engine)
-        end = 0
-        for s, c in zip(part, counts.tolist()):
-            begin, end = end, end + c
-            out.append(NeighborList(src[begin:end], dst[begin:end], shift[begin:end], vec[begin:end], s.n_atoms, cutoff))
+    for s in structures:
+        s = _check(s, validate)
+        src, dst, shift, dist, box = _edges(s, cutoff, engine)
+        out.append(NeighborList(src, dst, shift, None, len(s.numbers), cutoff, positions=s.positions, cell=box, distance=dist))
     return out
 
 
@@ -282,7 +299,7 @@ def knn_graph(
         )
     cutoff = _initial_cutoff(structure, k)
     while True:
-        src, dst, shift, vec, d2, _ = _edges([structure], cutoff, engine)
+        src, dst, shift, dist, box = _edges(structure, cutoff, engine)
         counts = np.bincount(src, minlength=n)
         if counts.min() >= k:
             break
@@ -291,7 +308,18 @@ def knn_graph(
                 f"could not find {k} neighbours within {max_cutoff} A", structure.source or structure.id, structure.index
             )
         cutoff *= 1.5
-    order = _lexsort_edges(src, dst, shift, np.sqrt(d2))
+    order = _lexsort_edges(src, dst, shift, dist)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     take = order.take((starts[:, None] + np.arange(k)[None, :]).reshape(-1))
-    return NeighborList(src.take(take), dst.take(take), shift.take(take, axis=0), vec.take(take, axis=0), n, None, k)
+    return NeighborList(
+        src.take(take),
+        dst.take(take),
+        shift.take(take, axis=0),
+        None,
+        n,
+        None,
+        k,
+        positions=structure.positions,
+        cell=box,
+        distance=dist.take(take),
+    )

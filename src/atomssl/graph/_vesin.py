@@ -100,7 +100,7 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
     buf = getattr(_local, "buffer", None)
     if buf is None:
         buf = _local.buffer = _Buffer()
-    opts = _Options(float(cutoff), True, True, 0, 0.0, int(n_threads), True, False, False)
+    opts = _Options(float(cutoff), True, True, 0, 0.0, int(n_threads), True, True, False)
     status = _lib.vesin_neighbors(
         points.ctypes.data,
         len(points),
@@ -115,9 +115,13 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
         raise RuntimeError("vesin: " + (buf.error.value or b"unknown error").decode("utf8", "replace"))
     n = int(buf.result.length)
     if n == 0:
-        return np.zeros((0, 2), np.uint64), np.zeros((0, 3), np.int32)
+        return np.zeros((0, 2), np.uint64), np.zeros((0, 3), np.int32), np.zeros(0)
     r = buf.result
-    return _read(r.pairs, 2 * n, np.uint64).reshape(n, 2), _read(r.shifts, 3 * n, np.int32).reshape(n, 3)
+    return (
+        _read(r.pairs, 2 * n, np.uint64).reshape(n, 2),
+        _read(r.shifts, 3 * n, np.int32).reshape(n, 3),
+        _read(r.distances, n, np.float64),
+    )
 
 
 _public_cache: dict[tuple[float, int], vesin.NeighborList] = {}
@@ -130,17 +134,17 @@ def _public(points, box, periodic, cutoff, n_threads):
         if len(_public_cache) > 16:
             _public_cache.clear()
         nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, sorted=True, n_threads=key[1])
-    pairs, shifts = nl.compute(points, box, periodic, "PS", copy=True)
-    return pairs.astype(np.uint64, copy=False), shifts
+    pairs, shifts, distances = nl.compute(points, box, periodic, "PSd", copy=True)
+    return pairs.astype(np.uint64, copy=False), shifts, distances
 
 
 def vesin_pairs(
     points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int = 1, *, direct: bool | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full (i->j and j->i) neighbour list of ``points`` within ``cutoff``, sorted by (i, j, shift).
 
-    Returns ``pairs`` (E, 2) uint64 and ``shifts`` (E, 3) int32 such that
-    ``|points[j] - points[i] + shifts @ box| < cutoff``; the arrays may be read-only.
+    Returns ``pairs`` (E, 2) uint64, ``shifts`` (E, 3) int32 and ``distances`` (E,) with
+    ``distances = |points[j] - points[i] + shifts @ box| < cutoff``; arrays may be read-only.
     ``direct=False`` forces the public
     vesin API (used by the tests to check that both paths agree).
     """

@@ -107,7 +107,15 @@ def melt_quench(
     NPT melt at ``t_melt``, linear NPT quench to ``t_final`` at ``quench_rate``, NPT anneal at ``t_final``.
     ``progress(stage, done_steps, total_steps)`` is called after every chunk.
     """
-    cfg = MeltQuenchConfig(**{**asdict(config or MeltQuenchConfig()), **overrides})
+    merged = {**asdict(config or MeltQuenchConfig()), **overrides}
+    unknown = set(merged) - set(MeltQuenchConfig.__dataclass_fields__)
+    if unknown:
+        raise SimulationError(f"unknown melt-quench options {sorted(unknown)}")
+    try:  # values from YAML/CLI may arrive as strings (YAML reads "1e13" as a string)
+        defaults = asdict(MeltQuenchConfig())
+        cfg = MeltQuenchConfig(**{k: type(defaults[k])(v) for k, v in merged.items()})
+    except (TypeError, ValueError) as exc:
+        raise SimulationError(f"invalid melt-quench option: {exc}") from exc
     if cfg.n_atoms < 2:
         raise SimulationError(f"n_atoms must be >= 2, got {cfg.n_atoms}")
     if cfg.seed < 1:

@@ -108,7 +108,12 @@ def _train_config(cfg) -> TrainConfig:
     unknown = set(t) - known
     if unknown:
         raise ConfigError(f"unknown train options {sorted(unknown)}; known: {sorted(known - {'seed'})}")
-    return TrainConfig(**{**t, "seed": int(cfg.get("seed", 0))})
+    defaults = TrainConfig()
+    try:  # YAML reads e.g. "1e-3" as a string
+        values = {k: type(getattr(defaults, k))(v) for k, v in t.items()}
+        return TrainConfig(**{**values, "seed": int(cfg.get("seed", 0))})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid train option: {exc}") from exc
 
 
 # ------------------------------------------------------------------ verbs

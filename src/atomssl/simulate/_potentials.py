@@ -7,7 +7,7 @@ an energy/force function.
 
 from __future__ import annotations
 
-import math
+
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -132,5 +132,3 @@ class PairPotential:
         return float(r[np.argmin(self.energy(r))])
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -6,6 +6,10 @@ from ._embed import default_checkpoint, embed_files, embed_structures
 from ._module import PretrainModule
 from ._pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from ._pretrain import load_run_config, merged_metrics, pretrain
+from ._finetune import DEFAULTS as FINETUNE_DEFAULTS
+from ._finetune import FinetuneModule, LabelledGraphs, LinearProbe, finetune, train_and_predict
+from ._evaluate import evaluate_matbench, matbench_record
+from ._curves import learning_curves
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -24,4 +28,13 @@ __all__ = [
     "load_run_config",
     "merged_metrics",
     "pretrain",
+    "FINETUNE_DEFAULTS",
+    "FinetuneModule",
+    "LabelledGraphs",
+    "LinearProbe",
+    "finetune",
+    "train_and_predict",
+    "evaluate_matbench",
+    "matbench_record",
+    "learning_curves",
 ]

@@ -1,0 +1,49 @@
+"""``atomssl finetune``: train a regression / classification head on labelled structures."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a (pretrained or fresh) backbone on labelled structures",
+        description=(
+            "Fine-tune on labelled structures: mode full (backbone + head), frozen (head only) or "
+            "linear_probe (ridge / logistic regression on frozen embeddings). Labels: a built-in dataset's "
+            "label, an ASE db key, or a CSV/JSON (file or id, label) next to the structures (data.labels). "
+            "Writes a run folder: config.yaml, checkpoints/, metrics.csv, predictions.csv, parity.png, summary.md. "
+            "Example: atomssl finetune --config configs/finetune_dielectric.yaml "
+            "backbone.checkpoint=runs/pretrain/checkpoints/best.pt mode=frozen"
+        ),
+    )
+    p.add_argument("--config", "-c", required=True, help="YAML config (see configs/finetune_*.yaml)")
+    p.add_argument("--out", "-o", help="run folder (default: runs/finetune-<date>-<time>)")
+    p.add_argument("--checkpoint", "-k", help="pretrained backbone checkpoint; shortcut for backbone.checkpoint")
+    p.add_argument("--mode", choices=["full", "frozen", "linear_probe"], help="shortcut for mode")
+    p.add_argument("--epochs", type=int, help="shortcut for trainer.max_epochs")
+    p.add_argument("--accelerator", help="cpu, gpu or auto; shortcut for trainer.accelerator")
+    p.add_argument("--seed", type=int, help="random seed (split, initialisation, shuffling)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. task.transform=log")
+    p.set_defaults(func=run)
+
+
+def shortcuts(args: argparse.Namespace) -> list[str]:
+    out = []
+    for flag, key in (("checkpoint", "backbone.checkpoint"), ("mode", "mode"), ("epochs", "trainer.max_epochs"),
+                      ("accelerator", "trainer.accelerator"), ("seed", "seed")):  # fmt: skip
+        value = getattr(args, flag, None)
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import finetune
+    from ..utils import load_config
+
+    config = load_config(args.config, overrides=list(args.overrides) + shortcuts(args))
+    finetune(config, run_dir=args.out, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,175 @@
+"""``atomssl order``: per-particle order of a trajectory from SSL embeddings, beside Steinhardt.
+
+Forms::
+
+    atomssl order TRAJECTORY --checkpoint CKPT [--out DIR] [--stride S] [--particles N]
+    atomssl order pretrain [--config configs/order_pretrain.yaml] [--out CKPT] [key=value ...]
+    atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
+    atomssl order transfer --checkpoint CKPT [--out DIR]                        # experiment (b)
+
+(A trajectory file literally named ``pretrain``, ``liquid`` or ``transfer`` is given as ``./NAME``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+SUBCOMMANDS = ("pretrain", "liquid", "transfer")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "order",
+        help="per-particle order of a trajectory (SSL embeddings vs Steinhardt); order experiments",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="TRAJECTORY|pretrain|liquid|transfer")
+    p.add_argument("inputs", nargs="*", metavar="ARG", help="more trajectories (liquid) or key=value overrides (pretrain)")
+    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint of a per-particle (gaa) backbone")
+    p.add_argument("--out", "-o", help="output folder (checkpoint file for 'pretrain'); default runs/order-*")
+    p.add_argument("--config", "-c", help="YAML config (pretrain)")
+    p.add_argument("--stride", type=int, default=1, help="analyse every S-th frame")
+    p.add_argument("--particles", type=int, default=None, help="embed N random particles per frame (default all)")
+    p.add_argument("--format", default=None, help="trajectory format (default from the file name)")
+    p.add_argument("--species", default=None, help="LAMMPS dump types, e.g. '1=Ar' (order treats all alike)")
+    p.add_argument("--names", default=None, help="liquid: comma-separated names of the trajectories")
+    p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
+    p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
+    p.add_argument("--seeds", type=int, default=3, help="transfer: number of label draws")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _backbone(args):
+    from ..errors import ConfigError
+    from ..train import load_backbone
+
+    if not args.checkpoint:
+        raise ConfigError("atomssl order needs --checkpoint CKPT (make one with 'atomssl order pretrain')")
+    return load_backbone(args.checkpoint)
+
+
+def _out(args, name: str) -> Path:
+    from ..utils import make_run_dir
+
+    return Path(args.out) if args.out else make_run_dir("runs", f"order-{name}")
+
+
+def _say(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target == "pretrain":
+        return _pretrain(args)
+    if args.target == "liquid":
+        return _liquid(args)
+    if args.target == "transfer":
+        return _transfer(args)
+    return _analyse(args)
+
+
+def _analyse(args) -> int:
+    from ..errors import MissingFileError
+    from ..order import analyse_trajectory
+
+    if args.inputs:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"atomssl order takes one trajectory; got extra arguments {args.inputs}")
+    if not Path(args.target).exists():
+        raise MissingFileError("no such file", args.target)
+    backbone = _backbone(args)
+    out = _out(args, "analysis")
+    options = {}
+    if args.format:
+        options["format"] = args.format
+    if args.species:
+        from .data import _species
+
+        options["species"] = _species(args.species)
+    summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
+                                 progress=(None if args.quiet else lambda n, m: print(f"\r{n} frames ({m})", end="", flush=True)),
+                                 **options)
+    if not args.quiet:
+        print()
+    on = summary["onset_frame"]
+    _say(args, f"{out}: {summary['frames']} frames x {summary['particles_per_frame']} particles in "
+               f"{summary['seconds']['total']:.1f} s; onset frame SSL {on['ssl_crystalline_fraction']}, "
+               f"q6 {on['q6_mean']}, solid fraction {on['steinhardt_solid_fraction']}")
+    return 0
+
+
+def _pretrain(args) -> int:
+    import numpy as np
+
+    from ..order import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, frame_clouds, pretrain_clouds, reference_clouds, save_pretrained
+    from ..utils import dump_config, load_config
+
+    defaults = {"backbone": dict(DEFAULT_BACKBONE), "tasks": list(DEFAULT_TASKS), "steps": 300, "batch": 128,
+                "lr": 2e-3, "seed": 0, "per_crystal": 2000, "trajectories": [], "frames_per_trajectory": 5}
+    cfg = load_config(args.config, defaults, args.inputs)
+    clouds = [reference_clouds(per_crystal=cfg["per_crystal"], seed=cfg["seed"]).clouds]
+    from ..data import iter_structures
+
+    for t in cfg["trajectories"]:
+        frames = list(iter_structures(t))
+        for i in np.linspace(0, len(frames) - 1, cfg["frames_per_trajectory"]).round().astype(int):
+            clouds.append(frame_clouds(frames[i]))
+    clouds = np.concatenate(clouds)
+    settings = PretrainSettings(backbone=cfg["backbone"], tasks=tuple(cfg["tasks"]), steps=cfg["steps"],
+                                batch=cfg["batch"], lr=cfg["lr"], seed=cfg["seed"])
+    t0 = time.perf_counter()
+
+    def progress(step, total, rec):
+        if not args.quiet and (step % 10 == 0 or step == total):
+            print(f"step {step}/{total} {rec['task']} loss {rec['loss']:.4f} (baseline {rec['baseline']:.4f}) "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+
+    backbone, tasks, history = pretrain_clouds(clouds, settings, progress)
+    path = Path(args.out) if args.out else _out(args, "pretrain") / "backbone.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_pretrained(path, backbone, tasks, history, settings)
+    dump_config(cfg, path.parent / "order_pretrain_config.yaml")
+    import csv
+
+    with open(path.parent / "pretrain_history.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    _say(args, f"{path}: pretrained on {len(clouds)} environments in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _liquid(args) -> int:
+    from ..errors import ConfigError
+    from ..order import liquid_classification
+
+    if len(args.inputs) < 2:
+        raise ConfigError("atomssl order liquid needs at least two trajectories")
+    backbone = _backbone(args)
+    out = _out(args, "liquid")
+    names = args.names.split(",") if args.names else None
+    rows = liquid_classification(args.inputs, backbone, out, names=names, max_frames=args.frames,
+                                 progress=lambda m: _say(args, m))
+    for r in rows:
+        _say(args, f"{r['pair']:40s} {r['features']:22s} ROC AUC {r['roc_auc']:.3f}")
+    _say(args, f"tables and ROC curves in {out}")
+    return 0
+
+
+def _transfer(args) -> int:
+    from ..order import transfer
+
+    backbone = _backbone(args)
+    out = _out(args, "transfer")
+    rows = transfer(backbone, out, fraction=args.fraction, seeds=tuple(range(args.seeds)), progress=lambda m: _say(args, m))
+    for r in rows:
+        if r["seed"] == "mean":
+            _say(args, f"{r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)")
+    _say(args, f"table in {out}")
+    return 0

@@ -1,0 +1,39 @@
+"""Masked crystal reconstruction and adversarial refinement (seed 002), with CDVAE validity
+metrics and an element substitution map."""
+
+from ._discriminator import CriticHead, Discriminator, real_batch, train_classifier
+from ._gan import GAN_DEFAULTS, discriminator_loss, gan, generator_adversarial_loss, prepare_gan_config, reconstruction_losses
+from ._reconstruct import (
+    MASK_MODES,
+    Corruption,
+    Generator,
+    Reconstruction,
+    corrupt_batch,
+    corrupt_structures,
+    generate,
+    one_hot_species,
+    reconstruct,
+    reconstruction_metrics,
+    relaxed_species,
+    repair,
+)
+from ._substitution import element_order, periodic_position, plot_substitution_map, substitution_counts, substitution_matrix
+from ._validity import (
+    OXIDATION_SETS,
+    composition_validity,
+    min_periodic_distance,
+    reduced_composition,
+    structure_validity,
+    validity_report,
+)
+
+__all__ = [
+    "CriticHead", "Discriminator", "real_batch", "train_classifier",
+    "GAN_DEFAULTS", "discriminator_loss", "gan", "generator_adversarial_loss", "prepare_gan_config",
+    "reconstruction_losses",
+    "MASK_MODES", "Corruption", "Generator", "Reconstruction", "corrupt_batch", "corrupt_structures", "generate",
+    "one_hot_species", "reconstruct", "reconstruction_metrics", "relaxed_species", "repair",
+    "element_order", "periodic_position", "plot_substitution_map", "substitution_counts", "substitution_matrix",
+    "OXIDATION_SETS", "composition_validity", "min_periodic_distance", "reduced_composition", "structure_validity",
+    "validity_report",
+]

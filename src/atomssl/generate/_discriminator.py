@@ -1,0 +1,124 @@
+"""The discriminator (critic): a backbone + MLP head giving one real-vs-reconstructed score per crystal.
+
+It reads species through ``batch.z_soft`` (one-hot for real crystals, relaxed for generated
+ones), so its score is differentiable in the generator's species and positions. It starts
+from a pretrained backbone and is first fine-tuned as a classifier on the same real vs
+reconstructed task (:func:`train_classifier`), as the reference work starts its
+discriminator from a fine-tuned classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError
+from ..representation import build_backbone
+from ..task.denoise import mlp
+
+CRITIC_KEY = "critic"
+
+
+class CriticHead(nn.Module):
+    """MLP from the structure embedding to one score."""
+
+    def __init__(self, embedding_dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = mlp(embedding_dim, hidden, 1)
+        self.config = {"name": CRITIC_KEY, "hidden": int(hidden)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class Discriminator(nn.Module):
+    """``score = MLP(backbone(batch).graph)`` (n_graphs,): high = real."""
+
+    def __init__(self, backbone, hidden: int = 64):
+        super().__init__()
+        self.backbone = backbone
+        self.head = CriticHead(backbone.embedding_dim, hidden)
+
+    @classmethod
+    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64) -> "Discriminator":
+        return cls(build_backbone(backbone), hidden)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, hidden: int = 64) -> "Discriminator":
+        """A discriminator saved by :meth:`save`, or a fresh head on any checkpoint's backbone."""
+        from ..train import load_backbone, load_checkpoint
+
+        ck = load_checkpoint(path)
+        backbone = load_backbone(path, eval=False)
+        cfg = (ck.get("task_configs") or {}).get(CRITIC_KEY)
+        disc = cls(backbone, int(cfg.get("hidden", hidden)) if cfg else hidden)
+        if cfg is not None:
+            try:
+                disc.head.load_state_dict(ck["tasks"][CRITIC_KEY])
+            except (RuntimeError, KeyError) as exc:
+                raise CheckpointError(f"{path}: critic head does not fit: {exc}") from None
+        return disc
+
+    def save(self, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
+        from ..train import save_checkpoint
+
+        return save_checkpoint(path, self.backbone, config=config, tasks={CRITIC_KEY: self.head}, metrics=metrics)
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.head(self.backbone(batch).graph)
+
+
+def real_batch(batch, jitter: float = 1e-3, generator: torch.Generator | None = None):
+    """Real crystals as the critic sees them: one-hot ``z_soft`` and uniform noise of
+    ``+-jitter x d_min`` on positions (so that exactness alone does not give them away)."""
+    import copy
+
+    from ..task.denoise import graph_index, min_distances, rand
+    from ._reconstruct import one_hot_species
+
+    out = copy.copy(batch)
+    out.z_soft = one_hot_species(batch.z, batch.pos.dtype)
+    if jitter > 0:
+        d = min_distances(batch).to(batch.pos.dtype)[graph_index(batch)]
+        u = rand(batch.pos.shape, generator, batch.pos.device).to(batch.pos.dtype) * 2 - 1
+        out.pos = batch.pos + u * jitter * d[:, None]
+    return out
+
+
+def train_classifier(disc: Discriminator, gen, graphs: Sequence, steps: int = 100, batch_size: int = 16,
+                     lr: float = 3e-4, mask: str = "mixed", sigma: float = 0.2, jitter: float = 1e-3,
+                     seed: int = 0, log: Any = None) -> list[dict[str, float]]:
+    """Fine-tune ``disc`` as a real-vs-reconstructed classifier (BCE) against a frozen ``gen``.
+
+    Reconstructions are the generator's hard (arg-max) repairs. Returns one row of metrics per
+    step (loss, accuracy).
+    """
+    from ..graph import collate
+    from ._reconstruct import corrupt_batch, generate
+
+    g = torch.Generator().manual_seed(int(seed))
+    opt = torch.optim.Adam(disc.parameters(), lr=lr)
+    rows = []
+    disc.train()
+    gen.eval()
+    for step in range(int(steps)):
+        idx = torch.randint(len(graphs), (batch_size,), generator=g).tolist()
+        batch = collate([graphs[i] for i in idx])
+        with torch.no_grad():
+            c = corrupt_batch(batch, mask, sigma, generator=g)
+            fake, _, _ = generate(gen, batch, c, hard=True, gumbel=False)
+        real = real_batch(batch, jitter, g)
+        s_real, s_fake = disc(real), disc(fake)
+        loss = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        acc = 0.5 * ((s_real > 0).float().mean() + (s_fake < 0).float().mean())
+        rows.append({"step": step, "loss": float(loss.detach()), "accuracy": float(acc)})
+        if log is not None:
+            log(rows[-1])
+    return rows

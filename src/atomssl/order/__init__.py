@@ -1,0 +1,23 @@
+"""Order in self-assembly: per-particle SSL embeddings vs Steinhardt order parameters.
+
+- :func:`frame_clouds`, :func:`cloud_batch`, :func:`embed_clouds`: neighbour clouds -> embeddings;
+- :func:`steinhardt_features`, :func:`solid_fraction`: the freud baseline;
+- :func:`pretrain_clouds`: a small self-supervised loop on subsampled environments;
+- :func:`liquid_classification` (experiment a), :func:`transfer` (experiment b),
+  :func:`analyse_trajectory` (``atomssl order``, experiment c).
+"""
+
+from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds
+from ._steinhardt import STEINHARDT_FEATURES, freud_system, solid_fraction, steinhardt_features
+from ._reference import SIGMAS, ReferenceClouds, ReferenceEmbeddings, reference_clouds, reference_embeddings
+from ._pretrain import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, pretrain_clouds, save_pretrained
+from ._analysis import analyse_trajectory, onset
+from ._experiments import liquid_classification, liquid_frames, transfer
+
+__all__ = [
+    "PARTICLE_Z", "cloud_batch", "embed_clouds", "frame_clouds",
+    "STEINHARDT_FEATURES", "freud_system", "solid_fraction", "steinhardt_features",
+    "SIGMAS", "ReferenceClouds", "ReferenceEmbeddings", "reference_clouds", "reference_embeddings",
+    "DEFAULT_BACKBONE", "DEFAULT_TASKS", "PretrainSettings", "pretrain_clouds", "save_pretrained",
+    "analyse_trajectory", "onset", "liquid_classification", "liquid_frames", "transfer",
+]

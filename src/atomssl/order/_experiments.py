@@ -1,0 +1,223 @@
+"""Experiments (a) liquid-frame classification and (b) transfer at 0.1 % labels.
+
+(a) Trajectories that will form different crystals are told apart from their *liquid* frames (taken
+before the crystallisation onset), per particle, by one classifier (standardised logistic
+regression) on SSL embeddings vs on Steinhardt features; train and test use disjoint frames.
+(b) {prototype, noise} of idealized-crystal environments from 0.1 % labelled environments: a head
+on the frozen pretrained core vs the same model trained from scratch vs fine-tuning all weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..data import iter_structures
+from ..errors import AtomsslError
+from ._analysis import onset
+from ._clouds import cloud_batch, embed_clouds, frame_clouds
+from ._reference import reference_clouds
+from ._steinhardt import STEINHARDT_FEATURES, solid_fraction, steinhardt_features
+
+FEATURE_SETS = {
+    "steinhardt_plain": [0, 1, 2],
+    "steinhardt_averaged": [3, 4, 5],
+    "steinhardt_all": [0, 1, 2, 3, 4, 5],
+}
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    with open(path.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def liquid_frames(path, k: int = 12, max_frames: int = 10, margin: int = 3, **read_options):
+    """(liquid frames, onset frame index, solid fractions): up to ``max_frames`` frames ending
+    ``margin`` frames before the ten Wolde solid fraction's onset (all frames if it never rises)."""
+    frames = list(iter_structures(path, **read_options))
+    fs = np.array([solid_fraction(f, k) for f in frames])
+    on = onset(fs)
+    end = (on if on is not None else len(frames)) - margin
+    if end < 2:
+        raise AtomsslError(f"{path}: crystallises at frame {on}: fewer than 2 liquid frames before it")
+    chosen = np.unique(np.linspace(0, end - 1, min(max_frames, end)).round().astype(int))
+    return [frames[i] for i in chosen], on, fs
+
+
+def liquid_classification(
+    trajectories: list,
+    backbone,
+    out_dir,
+    *,
+    names: list[str] | None = None,
+    k: int = 12,
+    max_frames: int = 10,
+    particles: int = 300,
+    margin: int = 3,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Experiment (a) on every pair of ``trajectories``; writes ``liquid_auc.{csv,md}``, ``liquid_roc.png``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = names or [Path(str(t)).stem for t in trajectories]
+    rng = np.random.default_rng(seed)
+    data = []
+    for t, name in zip(trajectories, names):
+        frames, on, _ = liquid_frames(t, k, max_frames, margin)
+        ssl, st, fid = [], [], []
+        for j, f in enumerate(frames):
+            idx = rng.choice(f.n_atoms, min(particles, f.n_atoms), replace=False)
+            ssl.append(embed_clouds(backbone, frame_clouds(f, k)[idx]))
+            st.append(steinhardt_features(f, k)[idx])
+            fid.append(np.full(len(idx), j))
+        data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
+                     "steinhardt": np.concatenate(st), "frame": np.concatenate(fid),
+                     "temperature": [f.labels.get("temperature") for f in frames]})
+        if progress:
+            progress(f"{name}: {len(frames)} liquid frames before onset frame {on}")
+    rows, curves = [], {}
+    for a in range(len(data)):
+        for b in range(a + 1, len(data)):
+            A, B = data[a], data[b]
+            y = np.r_[np.zeros(len(A["frame"])), np.ones(len(B["frame"]))]
+            frame = np.r_[A["frame"], B["frame"]]
+            test = frame % 2 == 1  # disjoint frames: even frames train, odd frames test
+            feats = {"ssl_embedding": np.r_[A["ssl"], B["ssl"]]}
+            st = np.r_[A["steinhardt"], B["steinhardt"]]
+            feats.update({n: st[:, cols] for n, cols in FEATURE_SETS.items()})
+            for fname, X in feats.items():
+                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+                clf.fit(X[~test], y[~test])
+                p = clf.predict_proba(X[test])[:, 1]
+                auc = float(roc_auc_score(y[test], p))
+                rows.append({"pair": f"{A['name']} vs {B['name']}", "features": fname, "n_features": int(X.shape[1]),
+                             "train_particles": int((~test).sum()), "test_particles": int(test.sum()), "roc_auc": auc})
+                curves[(rows[-1]["pair"], fname)] = roc_curve(y[test], p)[:2]
+    _write_table(out / "liquid_auc", rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({r["pair"] for r in rows})
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
+    for ax, pair in zip(axes[0], pairs):
+        for r in rows:
+            if r["pair"] == pair:
+                fpr, tpr = curves[(pair, r["features"])]
+                ax.plot(fpr, tpr, label=f"{r['features']} (AUC {r['roc_auc']:.3f})")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(pair, fontsize=9)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "liquid_roc.png", dpi=110)
+    plt.close(fig)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- (b)
+def _train_head(backbone, head, clouds, y, *, train_backbone: bool, steps: int, lr: float, seed: int):
+    torch.manual_seed(seed)
+    params = list(head.parameters()) + (list(backbone.parameters()) if train_backbone else [])
+    for p in backbone.parameters():
+        p.requires_grad_(train_backbone)
+    opt = torch.optim.Adam(params, lr=lr)
+    batch = cloud_batch(clouds)
+    target = torch.as_tensor(y, dtype=torch.long)
+    if not train_backbone:
+        backbone.eval()
+        with torch.no_grad():
+            feats = backbone(batch).node
+    for _ in range(steps):
+        if train_backbone:
+            backbone.train()
+            feats = backbone(batch).node
+        loss = torch.nn.functional.cross_entropy(head(feats), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    backbone.eval()
+    return float(loss.detach())
+
+
+def _accuracy(backbone, head, clouds, y, chunk: int = 2048) -> float:
+    emb = torch.as_tensor(embed_clouds(backbone, clouds, chunk))
+    with torch.no_grad():
+        pred = head(emb).argmax(-1).numpy()
+    return float((pred == y).mean())
+
+
+def transfer(
+    backbone,
+    out_dir,
+    *,
+    fraction: float = 0.001,
+    seeds: tuple = (0, 1, 2),
+    n_test: int = 3000,
+    head_steps: int = 300,
+    full_steps: int = 150,
+    lr_head: float = 1e-2,
+    lr_full: float = 2e-3,
+    n_min: int = 4096,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Experiment (b); writes ``transfer.{csv,md}`` (accuracy per mode and seed, plus mean rows)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    refs = reference_clouds(n_min=n_min, seed=123)
+    y_all = refs.structure_noise
+    n_classes = int(y_all.max()) + 1
+    pretrained = copy.deepcopy(backbone).eval()
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(y_all))
+        n_lab = max(1, int(round(fraction * len(y_all))))
+        lab, test = perm[:n_lab], perm[n_lab : n_lab + n_test]
+        for mode in ("frozen_pretrained", "scratch", "finetune_all"):
+            t = time.perf_counter()
+            torch.manual_seed(1000 + seed)
+            if mode == "scratch":
+                from ..representation import build_backbone
+
+                bb = build_backbone(dict(pretrained.config))
+            else:
+                bb = copy.deepcopy(pretrained)
+            head = torch.nn.Sequential(torch.nn.Linear(bb.node_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_classes))
+            loss = _train_head(bb, head, refs.clouds[lab], y_all[lab], train_backbone=mode != "frozen_pretrained",
+                               steps=head_steps if mode == "frozen_pretrained" else full_steps,
+                               lr=lr_head if mode == "frozen_pretrained" else lr_full, seed=seed)
+            acc = _accuracy(bb, head, refs.clouds[test], y_all[test])
+            rows.append({"mode": mode, "seed": seed, "labelled": int(n_lab), "classes_seen": int(len(np.unique(y_all[lab]))),
+                         "n_classes": n_classes, "test": int(len(test)), "train_loss": loss, "accuracy": acc,
+                         "seconds": time.perf_counter() - t})
+            if progress:
+                progress(f"seed {seed} {mode}: accuracy {acc:.3f}")
+    for mode in ("frozen_pretrained", "scratch", "finetune_all"):
+        accs = [r["accuracy"] for r in rows if r["mode"] == mode]
+        rows.append({"mode": mode, "seed": "mean", "labelled": rows[0]["labelled"], "classes_seen": "",
+                     "n_classes": n_classes, "test": rows[0]["test"], "train_loss": float("nan"),
+                     "accuracy": float(np.mean(accs)), "seconds": float("nan")})
+    _write_table(out / "transfer", rows)
+    return rows
