@@ -82,19 +82,23 @@ def evaluate(args) -> None:
     torch.set_num_threads(1)
     all_s = load_matbench_dielectric()
     test = [all_s[i] for i in np.load(RUN / "data" / "test_idx.npy")][: args.n_test]
-    models = {"pretrained only": RUN / "pretrain" / "checkpoints" / "best.pt",
-              "adversarial": RUN / "gan" / "checkpoints" / "generator.pt",
-              "control (no adversarial term)": RUN / "control" / "checkpoints" / "generator.pt"}
-    models = {k: v for k, v in models.items() if v.is_file()}
+    # slug -> (label, checkpoint); runs that are missing are skipped
+    models = {
+        "pretrained": ("pretrained only", RUN / "pretrain" / "checkpoints" / "best.pt"),
+        "adversarial": ("adversarial (w_adv 0.1, lr_g 3e-4)", RUN / "gan" / "checkpoints" / "generator.pt"),
+        "control": ("control of w_adv 0.1 run (w_adv 0)", RUN / "control" / "checkpoints" / "generator.pt"),
+        "adversarial_w1": ("adversarial (w_adv 1.0, lr_g 1e-4)", RUN / "gan_w1" / "checkpoints" / "generator.pt"),
+        "control_w1": ("control of w_adv 1.0 run (w_adv 0)", RUN / "control_w1" / "checkpoints" / "generator.pt"),
+    }
+    models = {k: v for k, v in models.items() if v[1].is_file()}
     out = RUN / "eval"
     out.mkdir(parents=True, exist_ok=True)
     real = validity_report(test)
     results = {"n_test": len(test), "real_crystals": real, "rows": []}
     t0 = time.perf_counter()
-    for name, path in models.items():
-        if args.only and name.split()[0] != args.only:
+    for slug, (name, path) in models.items():
+        if args.only and slug != args.only:
             continue
-        slug = name.split()[0]
         cache = out / f"rows_{slug}.json"
         if cache.is_file() and cache.stat().st_mtime > path.stat().st_mtime and not args.only:
             part = json.loads(cache.read_text())  # evaluated earlier (same checkpoint file)
@@ -105,7 +109,7 @@ def evaluate(args) -> None:
                 for mask in ("species", "random"):
                     recs = reconstruct(gen, test, mask, sigma, seed=args.seed, steps=args.steps)
                     m = reconstruction_metrics(recs)
-                    part["rows"].append({"model": name, "checkpoint": str(path.relative_to(ROOT)), "sigma": sigma,
+                    part["rows"].append({"model": name, "slug": slug, "checkpoint": str(path.relative_to(ROOT)), "sigma": sigma,
                                          "mask": mask, **m})
                     print(f"{name:30s} sigma {sigma} {mask:8s} " + " ".join(f"{k}={m[k]:.3f}" for k, _ in COLUMNS),
                           flush=True)
@@ -115,8 +119,10 @@ def evaluate(args) -> None:
                                               title=f"{name}: substitutions (valid, changed composition; sigma 0.1, species mask)")
                         part["substitutions"] = {f"{a}->{b}": n for (a, b), n in counts.most_common(30)}
             cache.write_text(json.dumps(part, indent=1))
+        for r in part["rows"]:
+            r.update(model=name, slug=slug)
         results["rows"] += part["rows"]
-        results.setdefault("substitutions", {})[name] = part["substitutions"]
+        results.setdefault("substitutions", {})[slug] = part["substitutions"]
     if args.only:
         return
     results["seconds"] = time.perf_counter() - t0
@@ -163,7 +169,7 @@ def main(argv=None) -> int:
     e.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2])
     e.add_argument("--steps", type=int, default=1)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--only", help="evaluate just this model (pretrained | adversarial | control) and cache its rows")
+    e.add_argument("--only", help="evaluate just this model (a slug: pretrained, adversarial, control, adversarial_w1, control_w1) and cache its rows")
     e.set_defaults(func=evaluate)
     args = p.parse_args(argv)
     args.func(args)

@@ -184,6 +184,10 @@ def _read_cif(path: Path, source: str) -> Iterator[Entry]:
             if notes:
                 raise UnknownElementError(notes[0], source) from None
             raise _wrap(exc, source, what="could not parse as cif") from None
+    for w in caught:  # pymatgen's formula check: a CIF cut inside its atom loop still parses
+        msg = " ".join(str(w.message).split())
+        if msg.startswith(("Incorrect stoichiometry", "Missing elements")):
+            log.warning("%s: the atoms do not match the declared formula (truncated file?): %s", source, msg)
     if not structures:
         raise UnreadableFileError("no structure found in the CIF", source)
     for i, struct in enumerate(structures):
@@ -320,6 +324,30 @@ def _lammps_dump_has_species(path: Path) -> bool:
     return False
 
 
+def _lammps_dump_counts(path: Path) -> list[int]:
+    """The atom count each frame of a LAMMPS text dump declares ("ITEM: NUMBER OF ATOMS").
+
+    ASE's dump reader takes whatever atom rows a truncated last frame still has (8 declared,
+    2 read): comparing with the declared counts turns that into an error instead of a
+    silently wrong structure.
+    """
+    from ase.io.formats import open_with_compression
+
+    counts: list[int] = []
+    with open_with_compression(str(path), "r") as fh:
+        want = False
+        for line in fh:
+            if want:
+                try:
+                    counts.append(int(line.split()[0]))
+                except (ValueError, IndexError):
+                    counts.append(-1)
+                want = False
+            elif line.startswith("ITEM: NUMBER OF ATOMS"):
+                want = True
+    return counts
+
+
 def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Iterator[Entry]:
     import ase.io
 
@@ -341,6 +369,7 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
             log.warning("%s: no element/mass column and no species= mapping: LAMMPS types taken as atomic numbers", source)
         kwargs["units"] = options.get("units") or "metal"
     frames = ase.io.iread(str(path), index=":", format=fmt, do_not_split_by_at_sign=True, **kwargs)
+    declared: list[int] | None = None  # LAMMPS dump: atom count of each frame, read on first use
     i = 0
     while True:
         try:
@@ -358,6 +387,15 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
         except Exception as exc:
             # A garbled file: name the frame when earlier frames were fine.
             raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}" + (f" at frame {i}" if i else "")) from None
+        if fmt == "lammps-dump-text":
+            if declared is None:
+                declared = _lammps_dump_counts(path)
+            if i < len(declared) and declared[i] != len(atoms):
+                yield i, UnreadableFileError(
+                    f"frame {i} declares {declared[i]} atoms but holds {len(atoms)} (truncated file?)", source, i
+                )
+                i += 1
+                continue
         try:
             yield i, Structure.from_ase(atoms, source=source, index=i)
         except Exception as exc:
