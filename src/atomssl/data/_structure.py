@@ -19,6 +19,7 @@ from ..errors import (
 
 MAX_Z = 118
 MIN_DISTANCE = 0.1  # Angstrom; closer pairs are refused as overlapping atoms
+MAX_COORDINATE = 1e8  # Angstrom; larger positions/cell entries are refused (float64 resolution)
 # A cell whose volume is below this fraction of the product of its edge lengths is
 # considered singular (nearly coplanar lattice vectors).
 _SINGULAR_RTOL = 1e-8
@@ -120,6 +121,14 @@ class Structure:
             raise NonFiniteError(f"NaN/inf in positions of atom(s) {rows[:10].tolist()}", src, idx)
         if not np.isfinite(self.cell).all():
             raise NonFiniteError("NaN/inf in the cell", src, idx)
+        big = max(float(np.abs(self.positions).max()), float(np.abs(self.cell).max()))
+        if big > MAX_COORDINATE:
+            # float64 resolves such a number to worse than ~1e-8 A: distances become noise
+            raise StructureError(
+                f"coordinates up to {big:.3g} A (more than {MAX_COORDINATE:g} A): too large to resolve atomic distances",
+                src,
+                idx,
+            )
         if self.pbc.any():
             vecs = self.cell[self.pbc]
             lengths = np.linalg.norm(vecs, axis=1)
@@ -136,7 +145,15 @@ class Structure:
                 raise SingularCellError(
                     f"the periodic lattice vectors are (nearly) linearly dependent (volume {measure:.3g})", src, idx
                 )
-        if min_distance > 0 and self.n_atoms > 1:
+            if min_distance > 0 and lengths.min() < min_distance:
+                # checked before the neighbour search below, which a cell this small would flood
+                raise OverlapError(
+                    f"every atom is {lengths.min():.4g} A from its own periodic image (lattice vector "
+                    f"{int(np.where(self.pbc)[0][np.argmin(lengths)])} shorter than {min_distance} A)",
+                    src,
+                    idx,
+                )
+        if min_distance > 0 and (self.n_atoms > 1 or self.pbc.any()):
             from ..graph import radius_graph
 
             # Search a wider sphere and filter: vesin's cell list at a 0.1 A cutoff has ~1e5

@@ -2,7 +2,19 @@
 
 from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 from ._clouds import gram_matrices, neighbor_clouds, upper_triangle
-from ._batch import build_neighbors, collate, edge_vectors, to_graph, to_graphs
+
+# The torch side (_batch) imports torch and torch_geometric (seconds); load it on first use so
+# that reading and validating structures stays quick to start.
+_LAZY = {"build_neighbors", "collate", "edge_vectors", "to_graph", "to_graphs"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import _batch
+
+        return getattr(_batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "NeighborList",

@@ -15,8 +15,15 @@ import ctypes
 import os
 import threading
 
+import importlib.metadata
+import importlib.util
+
 import numpy as np
-import vesin
+
+# ``import vesin`` imports torch when it is installed (seconds); the direct path only needs the
+# shared library, so vesin's Python package is imported lazily (public-API fallback only).
+_VESIN_VERSION = importlib.metadata.version("vesin")
+_VESIN_DIR = list(importlib.util.find_spec("vesin").submodule_search_locations)[0]
 
 _KNOWN_ABI = ("0.6.",)  # vesin versions whose C structs match the ones declared below
 
@@ -53,11 +60,11 @@ class _Result(ctypes.Structure):  # struct VesinNeighborList, pointers kept as p
 
 _CPU = _Device(1, 0)
 _lib = None
-if vesin.__version__.startswith(_KNOWN_ABI) and os.environ.get("ATOMSSL_VESIN_PUBLIC_API", "") in ("", "0"):
+if _VESIN_VERSION.startswith(_KNOWN_ABI) and os.environ.get("ATOMSSL_VESIN_PUBLIC_API", "") in ("", "0"):
     try:
         # The same shared object that vesin itself loads; a separate CDLL handle so that the
         # argtypes declared here do not interfere with vesin's own bindings.
-        _lib = ctypes.CDLL(os.path.join(os.path.dirname(vesin.__file__), "lib", "libvesin.so"))
+        _lib = ctypes.CDLL(os.path.join(_VESIN_DIR, "lib", "libvesin.so"))
         _lib.vesin_neighbors.argtypes = [
             ctypes.c_void_p,  # points
             ctypes.c_size_t,  # n_points
@@ -124,13 +131,15 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
     )
 
 
-_public_cache: dict[tuple[float, int], vesin.NeighborList] = {}
+_public_cache: dict = {}
 
 
 def _public(points, box, periodic, cutoff, n_threads):
     key = (float(cutoff), int(n_threads))
     nl = _public_cache.get(key)
     if nl is None:
+        import vesin
+
         if len(_public_cache) > 16:
             _public_cache.clear()
         nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, sorted=True, n_threads=key[1])
