@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -114,29 +115,34 @@ def _search(s: Structure, cutoff: float, k: int, engine: str, validate: bool):
     try:
         g = radius_graph(s, cutoff, validate=validate, engine=engine)
         out["radius"] = (g.src, g.dst, g.shift, g.distance, np.linalg.norm(g.vec, axis=1))
-    except StructureError as err:
-        out["radius"] = err
+    except StructureError as err:  # (class names, message): typed errors only, others propagate
+        out["radius"] = Refusal([c.__name__ for c in type(err).__mro__], str(err))
     try:
         g = knn_graph(s, k, validate=validate, engine=engine)
         out["knn"] = (g.src, g.dst, g.shift, g.distance)
     except StructureError as err:
-        out["knn"] = err
+        out["knn"] = Refusal([c.__name__ for c in type(err).__mro__], str(err))
     if brute_cost(s, cutoff) <= BRUTE_LIMIT:
         out["brute"] = brute_pairs(s, cutoff)
     knn = out["knn"]
-    if not isinstance(knn, StructureError) and len(knn[3]):
+    if not isinstance(knn, Refusal) and len(knn[3]):
         r = float(knn[3].max()) + 1e-6
         if brute_cost(s, r) <= BRUTE_LIMIT:
             out["brute_knn"] = brute_pairs(s, r)
     return out
 
 
-def _check_refusal(err: StructureError, s: Structure, cutoff: float) -> None:
-    assert "\n" not in str(err)
-    if isinstance(err, TooManyNeighborsError):
+@dataclass
+class Refusal:
+    types: list[str]
+    message: str
+
+
+def _check_refusal(err: Refusal, s: Structure, cutoff: float | None) -> None:
+    assert "StructureError" in err.types and "\n" not in err.message, err
+    if cutoff is not None and "TooManyNeighborsError" in err.types:
         edges, images = _limits.search_size(s.positions, s.cell, s.pbc, cutoff)
-        # the guard fires for the searches of this structure only when they are really huge
-        assert max(edges, images) > _limits.MAX_PAIRS / 1e3, (edges, images)
+        assert max(edges, images) > _limits.MAX_PAIRS, (edges, images)
 
 
 def _check_structure(s: Structure, cutoff: float, engine: str, validate: bool) -> None:
@@ -145,7 +151,7 @@ def _check_structure(s: Structure, cutoff: float, engine: str, validate: bool) -
     assert outcome.kind == "ok", f"{s}\ncutoff={cutoff}\n{outcome.describe()}"
     res = outcome.value
     radius = res["radius"]
-    if isinstance(radius, StructureError):
+    if isinstance(radius, Refusal):
         _check_refusal(radius, s, cutoff)
     else:
         src, dst, shift, dist, vec_len = radius
@@ -157,8 +163,8 @@ def _check_structure(s: Structure, cutoff: float, engine: str, validate: bool) -
             assert g_in | g_edge >= b_in, f"missing edges {sorted(b_in - g_in - g_edge)[:5]}\n{s}"
             assert g_in <= b_in | b_edge, f"extra edges {sorted(g_in - b_in - b_edge)[:5]}\n{s}"
     knn = res["knn"]
-    if isinstance(knn, StructureError):
-        _check_refusal(knn, s, cutoff)
+    if isinstance(knn, Refusal):
+        _check_refusal(knn, s, None)
     else:
         src, dst, shift, dist = knn
         assert (np.bincount(src, minlength=s.n_atoms) == k).all()
@@ -226,7 +232,7 @@ def test_small_cells_below_the_limit_still_match_brute_force():
     s = _one_atom(0.3)
     g = radius_graph(s, 5.0)
     i, j, sh, d = brute_pairs(s, 5.0)
-    assert len(g) == len(d) == 19_389 - 1 or len(g) == len(d)
+    assert len(g) == len(d) > 10_000
     np.testing.assert_allclose(np.sort(g.distance), np.sort(d), atol=1e-9)
 
 

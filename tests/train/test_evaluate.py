@@ -101,3 +101,7 @@ def test_cli_errors_are_clean(tmp_path, capsys):
     assert "give --checkpoint" in capsys.readouterr().err
     assert main(["evaluate", "matbench_dielectric", "--folds", "7", "--out", str(tmp_path / "x")]) == 1
     assert "out of range" in capsys.readouterr().err
+    # overrides may follow options (one positional list: target, then KEY=VALUE)
+    assert main(["evaluate", "matbench_dielectric", "--folds", "9", "--out", str(tmp_path / "y"), "mode=frozen"]) == 1
+    assert "out of range" in capsys.readouterr().err
+    assert main(["evaluate", "nonsense"]) == 1 and "unknown evaluate target" in capsys.readouterr().err

@@ -21,7 +21,10 @@ def register(subparsers) -> None:
             "Example: atomssl evaluate matbench_dielectric --config configs/evaluate_dielectric.yaml --folds 0,1 --out runs/mb"
         ),
     )
-    p.add_argument("target", choices=TARGETS)
+    # one positional list (target first, then KEY=VALUE overrides): argparse cannot split two
+    # positionals around options (`evaluate X --folds 0 a.b=1`)
+    p.add_argument("target", nargs="+", metavar="TARGET [KEY=VALUE ...]",
+                   help=f"one of {', '.join(TARGETS)}, then config overrides, e.g. trainer.max_epochs=20")  # fmt: skip
     p.add_argument("--config", "-c", help="YAML config (finetune options; see configs/evaluate_*.yaml)")
     p.add_argument("--out", "-o", help="output folder (resumes what it already holds)")
     p.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
@@ -34,7 +37,6 @@ def register(subparsers) -> None:
     p.add_argument("--source", default="matbench_dielectric", help="embedding-map: structures (dataset name, file or folder)")
     p.add_argument("--method", default="auto", choices=["auto", "umap", "pca"], help="embedding-map projection")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=20")
     p.set_defaults(func=run)
 
 
@@ -42,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..utils import load_config
 
-    overrides = list(args.overrides)
+    args.target, overrides = args.target[0], list(args.target[1:])
+    if args.target not in TARGETS:
+        raise ConfigError(f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}")
     config = load_config(args.config, overrides=overrides)
     progress = not args.no_progress
     if args.target == "matbench_dielectric":

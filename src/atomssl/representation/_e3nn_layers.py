@@ -223,12 +223,10 @@ class DepthwiseTP(nn.Module):
                 t = torch.einsum("ej,ijk->eik", sh, self._coefficients(l1, sh))  # (E, 2l1+1, K)
                 if cache is not None:
                     cache[key] = t
-            # (E, mul, K): all paths from l1 at once; a sum of 2l1+1 broadcast products is ~2x
-            # faster than bmm on these tiny per-edge matrices (CPU)
+            # (E, mul, K): all paths from l1 at once, one batched matmul per edge (an outer
+            # product for scalars, where bmm is slower than a broadcast multiply)
             x = xs[l1]
-            y = x[:, :, 0:1] * t[:, None, 0, :]
-            for i in range(1, 2 * l1 + 1):
-                y = y + x[:, :, i : i + 1] * t[:, None, i, :]
+            y = x * t if l1 == 0 else torch.bmm(x, t)
             for p, ((_, _, lo), piece) in enumerate(zip(mine, y.split([2 * p[2] + 1 for p in mine], dim=-1))):
                 outs[lo].append(piece * w[:, p])
         return [torch.cat(o, dim=1) if o else sh.new_zeros(E, 0, 2 * lo + 1) for lo, o in enumerate(outs)]

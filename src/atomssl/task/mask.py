@@ -66,23 +66,45 @@ def mask_species(batch, mask: torch.Tensor):
 
 
 class SpeciesHead(nn.Module):
-    """Invariant node features -> logits over the 118 elements; tracks element frequencies."""
+    """Invariant features -> logits over the 118 elements; tracks element frequencies.
 
-    def __init__(self, node_dim: int, hidden: int = 64):
+    The input is the atom's node features, concatenated (when the backbone provides edge
+    features and ``use_edges``) with the mean features of its incoming edges, layer-normalised.
+    Why: a masked atom enters every backbone with the same token, and in a residual network
+    (MEGNet) what its neighbours add to its node features starts ~1e-4 of the token's own part,
+    so a head on raw node features sits at the element-frequency prior for many epochs; the
+    edges into the atom carry its neighbours' species and bond lengths at full scale.
+    """
+
+    def __init__(self, node_dim: int, hidden: int = 64, edge_dim: int = 0):
         super().__init__()
-        self.net = mlp(node_dim, hidden, N_ELEMENTS)
+        self.edge_dim = int(edge_dim)
+        n_in = node_dim + self.edge_dim
+        self.norm = nn.LayerNorm(n_in)
+        self.net = mlp(n_in, hidden, N_ELEMENTS)
         self.register_buffer("counts", torch.zeros(N_ELEMENTS, dtype=torch.float64))
 
-    def forward(self, node: torch.Tensor) -> torch.Tensor:
-        return self.net(node)
+    def features(self, out, batch) -> torch.Tensor:
+        """Per-atom head input (n_atoms, node_dim [+ edge_dim])."""
+        if not self.edge_dim:
+            return out.node
+        dst = batch.edge_index[1]
+        edge = out.edge
+        total = torch.zeros((out.node.shape[0], edge.shape[-1]), dtype=edge.dtype, device=edge.device).index_add_(0, dst, edge)
+        count = torch.bincount(dst, minlength=out.node.shape[0]).clamp_min(1).to(edge.dtype)
+        return torch.cat([out.node, total / count[:, None]], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
 
     def observe(self, z: torch.Tensor) -> None:
         valid = z[(z >= 1) & (z <= N_ELEMENTS)] - 1
         self.counts += torch.bincount(valid, minlength=N_ELEMENTS).to(self.counts)
 
-    def loss(self, node: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def loss(self, features: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy on the masked atoms; ``features`` from :meth:`features`."""
         target = z[mask] - 1
-        logits = self(node[mask])
+        logits = self(features[mask])
         loss = F.cross_entropy(logits, target) if target.numel() else logits.sum() * 0.0
         with torch.no_grad():
             freq = (self.counts + 1.0) / (self.counts.sum() + N_ELEMENTS)  # Laplace-smoothed
@@ -97,18 +119,20 @@ class SpeciesHead(nn.Module):
 class MaskedSpecies(Task):
     """Predict the species of masked atoms (cross-entropy over elements)."""
 
-    def __init__(self, backbone, p_species: float = 0.5, fraction: float = 0.15, hidden: int = 64):
-        super().__init__(backbone, p_species=p_species, fraction=fraction, hidden=hidden)
+    def __init__(
+        self, backbone, p_species: float = 0.5, fraction: float = 0.15, hidden: int = 64, use_edges: bool = True
+    ):
+        super().__init__(backbone, p_species=p_species, fraction=fraction, hidden=hidden, use_edges=use_edges)
         _check_mask_options(p_species, fraction)
         self.p_species, self.fraction = float(p_species), float(fraction)
-        self.head = SpeciesHead(backbone.node_dim, hidden)
+        self.head = SpeciesHead(backbone.node_dim, hidden, _edge_dim(backbone, use_edges))
 
     def step(self, batch, backbone, generator=None):
         if self.training:
             self.head.observe(batch.z)
         mask = choose_masked_atoms(batch, self.p_species, self.fraction, generator)
         out = backbone(mask_species(batch, mask))
-        return self.head.loss(out.node, batch.z, mask)
+        return self.head.loss(self.head.features(out, batch), batch.z, mask)
 
 
 @register_task("mask_denoise")
@@ -131,6 +155,7 @@ class MaskDenoise(Task):
         species_weight: float = 1.0,
         noise_weight: float = 1.0,
         hidden: int = 64,
+        use_edges: bool = True,
     ):
         super().__init__(
             backbone,
@@ -141,6 +166,7 @@ class MaskDenoise(Task):
             species_weight=species_weight,
             noise_weight=noise_weight,
             hidden=hidden,
+            use_edges=use_edges,
         )
         _check_mask_options(p_species, fraction)
         if sigma_mode not in SIGMA_MODES:
@@ -148,7 +174,7 @@ class MaskDenoise(Task):
         self.p_species, self.fraction = float(p_species), float(fraction)
         self.sigma, self.sigma_mode = float(sigma), sigma_mode
         self.species_weight, self.noise_weight = float(species_weight), float(noise_weight)
-        self.species = SpeciesHead(backbone.node_dim, hidden)
+        self.species = SpeciesHead(backbone.node_dim, hidden, _edge_dim(backbone, use_edges))
         self.noise = NoiseHead(backbone.node_dim, backbone.vector_dim, hidden)
 
     def step(self, batch, backbone, generator=None):
@@ -157,7 +183,7 @@ class MaskDenoise(Task):
         mask = choose_masked_atoms(batch, self.p_species, self.fraction, generator)
         noisy, noise, sig = perturb_positions(batch, self.sigma, self.sigma_mode, generator)
         out = backbone(mask_species(noisy, mask))
-        sp = self.species.loss(out.node, batch.z, mask)
+        sp = self.species.loss(self.species.features(out, batch), batch.z, mask)
         nz = noise_loss(self.noise, out, noise, sig, batch)
         res = {
             "loss": self.species_weight * sp["loss"] + self.noise_weight * nz["loss"],
@@ -173,3 +199,8 @@ def _check_mask_options(p_species: float, fraction: float) -> None:
         raise ConfigError(f"p_species must be in [0, 1], got {p_species}")
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+
+
+def _edge_dim(backbone, use_edges: bool) -> int:
+    """Width of the edge features the species head pools (0: node features only)."""
+    return int(backbone.edge_dim) if use_edges and getattr(backbone, "provides_edges", False) else 0

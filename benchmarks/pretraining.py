@@ -1,0 +1,346 @@
+"""Pretext-task benchmark: each task on a backbone that fits, trained briefly on CPU.
+
+For every row: held-out validation loss reached vs the task's trivial baseline (the same
+corruptions, the trivial predictor), their ratio, and training throughput (structures/s,
+forward + backward of every task of the run). Crystal tasks train on the bundled real
+structures (matbench_dielectric without labels + the 288 AFLOW prototypes, subsets where the
+backbone is slow); the per-particle cloud tasks train on idealized crystals
+(``atomssl.data.idealized_crystals`` subsampled to small supercells) with the ``gaa`` backbone.
+
+Every row but ``frame_class`` runs through the pretraining trainer (``atomssl.train.pretrain``,
+the code behind ``atomssl pretrain``); its full config is in the JSON output. ``frame_class``
+needs a per-atom frame label, which the trainer's data pipeline does not attach, so it runs a
+plain Adam loop over the same task code.
+
+    OMP_NUM_THREADS=1 python benchmarks/pretraining.py                 # every row (~30-40 min on 2 loaded cores)
+    OMP_NUM_THREADS=1 python benchmarks/pretraining.py --only mask-megnet denoise-equiformer
+    OMP_NUM_THREADS=1 python benchmarks/pretraining.py --list
+
+Writes ``benchmarks/results/pretraining.{md,json}`` (rows merged with earlier results, so a row
+can be re-run alone) and one loss-curve PNG per row (``pretraining_<row>.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+RUNS = ROOT.parent / "runs" / "bench-pretraining"
+
+# ------------------------------------------------------------------------------------- data
+REAL = [{"name": "matbench_dielectric", "limit": 1200}, "aflow_prototypes"]  # 1488 structures
+REAL_SMALL = [{"name": "matbench_dielectric", "limit": 400}, "aflow_prototypes"]  # 688 (slow backbones)
+IDEAL_NAMES = ["cF4-Cu", "cI2-W", "cP1-Po", "cP46-Si", "hP2-Mg", "tP30-U"]
+IDEAL_SIGMAS = [0.01, 0.03, 0.05]
+
+
+def ideal_source(seed: int) -> dict:
+    """Idealized crystals subsampled: >= 48 atoms per crystal instead of 4096 (per-atom clouds)."""
+    return {"name": "idealized_crystals", "names": IDEAL_NAMES, "sigmas": IDEAL_SIGMAS, "n_min": 48, "seed": seed}
+
+
+MEGNET = {"name": "megnet", "cutoff": 4.0}  # reference sizes: 3 blocks, dense (64, 32), conv (64, 64, 32)
+EQUIFORMER = {"name": "equiformer", "size": "tiny", "cutoff": 5.0}
+GAA = {"name": "gaa", "k": 12, "width": 16, "n_blocks": 2, "dropout": 0.0, "normalize": "min"}
+
+# row key -> (backbone size in words, config)
+ROWS: dict[str, tuple[str, dict]] = {
+    "edge_denoise-megnet": (
+        "reference (3 blocks, 32 wide; 4 A cutoff)",
+        {
+            "data": {"sources": REAL, "batch_size": 32},
+            "backbone": MEGNET,
+            "tasks": [{"name": "edge_denoise", "sigma": 0.1, "sigma_mode": "relative"}],
+            "optim": {"lr": 2e-3, "warmup_steps": 30},
+            "trainer": {"max_epochs": 5},
+        },
+    ),
+    "mask-megnet": (
+        "reference (3 blocks, 32 wide; 4 A cutoff)",
+        {
+            "data": {"sources": REAL, "batch_size": 32},
+            "backbone": MEGNET,
+            "tasks": [{"name": "mask"}],
+            "optim": {"lr": 2e-3, "warmup_steps": 30},
+            "trainer": {"max_epochs": 5},
+        },
+    ),
+    "denoise-equiformer": (
+        "tiny (16 channels, lmax 1, 2 layers; 5 A cutoff)",
+        {
+            "data": {"sources": REAL_SMALL, "batch_size": 16},
+            "backbone": EQUIFORMER,
+            "tasks": [{"name": "denoise", "sigma": 0.1, "sigma_mode": "relative"}],
+            "optim": {"lr": 2e-3, "warmup_steps": 30},
+            "trainer": {"max_epochs": 4},
+        },
+    ),
+    "mask-equiformer": (
+        "tiny (16 channels, lmax 1, 2 layers; 5 A cutoff)",
+        {
+            "data": {"sources": REAL_SMALL, "batch_size": 16},
+            "backbone": EQUIFORMER,
+            "tasks": [{"name": "mask"}],
+            "optim": {"lr": 2e-3, "warmup_steps": 30},
+            "trainer": {"max_epochs": 4},
+        },
+    ),
+    "mask_denoise-equiformer": (
+        "tiny (16 channels, lmax 1, 2 layers; 5 A cutoff)",
+        {
+            "data": {"sources": REAL_SMALL, "batch_size": 16},
+            "backbone": EQUIFORMER,
+            "tasks": [{"name": "mask_denoise", "sigma": 0.1, "species_weight": 1.0, "noise_weight": 1.0}],
+            "optim": {"lr": 2e-3, "warmup_steps": 30},
+            "trainer": {"max_epochs": 4},
+        },
+    ),
+}
+_CLOUD_SIZE = "width 16, 2 blocks, k = 12"
+for _name in ("noisy_bond", "nearest_bond", "cloud_denoise", "shift", "autoencoder"):
+    ROWS[f"{_name}-gaa"] = (
+        _CLOUD_SIZE,
+        {
+            "data": {"sources": [ideal_source(0)], "batch_size": 2, "val_fraction": 0.25},
+            "backbone": GAA,
+            "tasks": [{"name": _name}],
+            "optim": {"lr": 3e-3, "warmup_steps": 10},
+            "trainer": {"max_epochs": 6},
+        },
+    )
+ROWS["frame_class-gaa"] = (_CLOUD_SIZE, {"custom": "frame_class", "backbone": GAA, "epochs": 6, "lr": 3e-3})
+
+
+def full_config(key: str, base: dict) -> dict:
+    cfg = copy.deepcopy(base)
+    cfg.setdefault("seed", 0)
+    cfg["data"] = {"val_fraction": 0.15, **cfg["data"]}
+    cfg["optim"] = {"scheduler": "cosine", **cfg["optim"]}
+    cfg["trainer"] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "gradient_clip_val": 1.0,
+        "log_every_n_steps": 5,
+        **cfg["trainer"],
+    }
+    cfg["run"] = {"root": str(RUNS), "name": key}
+    return cfg
+
+
+# ------------------------------------------------------------------------------------ runs
+def run_trainer_row(key: str, cfg: dict) -> dict:
+    from atomssl.train import pretrain
+
+    run_dir = RUNS / key
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    summary = pretrain(cfg, run_dir=run_dir, progress=False)
+    wall = time.perf_counter() - t0
+    task = summary["tasks"][0]
+    extra = {k: v for k, v in task.items() if k not in ("task", "backbone", "weight", "baseline", "reached", "best")}
+    png = RESULTS / f"pretraining_{key}.png"
+    shutil.copyfile(run_dir / "loss_curve.png", png)
+    return {
+        "baseline": task["baseline"],
+        "reached": task["reached"],
+        "best": task["best"],
+        "epochs": summary["epochs"],
+        "structures_per_s": summary["structures_per_s"],
+        "parameters": summary["parameters"],
+        "wall_s": wall,
+        "metrics": extra,
+        "loss_curve": png.name,
+        "config": cfg,
+    }
+
+
+def _frame_graphs(seed: int):
+    """kNN graphs of idealized crystals with a per-atom ``frame`` label = prototype index."""
+    from atomssl.data import idealized_crystals
+    from atomssl.graph import to_graph
+
+    out = []
+    for s in idealized_crystals(IDEAL_NAMES, IDEAL_SIGMAS, n_min=48, seed=seed):
+        g = to_graph(s, k=GAA["k"])
+        g.frame = torch.full((s.n_atoms,), IDEAL_NAMES.index(s.labels["prototype"]), dtype=torch.long)
+        out.append(g)
+    return out
+
+
+def run_frame_class(key: str, spec: dict) -> dict:
+    """Plain Adam + cosine loop (the trainer attaches no per-atom frame labels)."""
+    from atomssl.graph import collate
+    from atomssl.representation import build_backbone
+    from atomssl.task import build_task
+
+    torch.manual_seed(0)
+    train = _frame_graphs(seed=0)
+    held_out = _frame_graphs(seed=1)  # other noise draws of every (prototype, sigma)
+    bb = build_backbone(spec["backbone"])
+    task = build_task({"name": "frame_class", "n_frames": len(IDEAL_NAMES)}, bb)
+    params = [*bb.parameters(), *task.parameters()]
+    opt = torch.optim.Adam(params, lr=spec["lr"])
+    batch_size, epochs = 2, int(spec["epochs"])
+    steps = epochs * math.ceil(len(train) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
+    rng = np.random.default_rng(0)
+    gen = torch.Generator().manual_seed(0)
+    rates, curve = [], []
+    t_start = time.perf_counter()
+    for epoch in range(epochs):
+        bb.train(), task.train()
+        order = rng.permutation(len(train))
+        t0, n, losses = time.perf_counter(), 0, []
+        for i in range(0, len(order), batch_size):
+            batch = collate([train[j] for j in order[i : i + batch_size]])
+            opt.zero_grad()
+            res = task.step(batch, bb, gen)
+            res["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            n += batch.num_graphs
+            losses.append(float(res["loss"]))
+        rates.append(n / (time.perf_counter() - t0))
+        bb.eval(), task.eval()
+        with torch.no_grad():
+            vals = [task.step(collate(held_out[i : i + batch_size]), bb) for i in range(0, len(held_out), batch_size)]
+        val = {k: float(np.mean([float(v[k]) for v in vals])) for k in vals[0]}
+        curve.append({"epoch": epoch, "train": float(np.mean(losses)), **val})
+    _plot_curve(curve, RESULTS / f"pretraining_{key}.png", key)
+    steady = rates[1:] or rates
+    final = curve[-1]
+    return {
+        "baseline": final["baseline"],
+        "reached": final["loss"],
+        "best": min(c["loss"] for c in curve),
+        "epochs": epochs,
+        "structures_per_s": float(np.median(steady)),
+        "parameters": sum(p.numel() for p in bb.parameters()),
+        "wall_s": time.perf_counter() - t_start,
+        "metrics": {k: v for k, v in final.items() if k not in ("epoch", "train", "loss", "baseline")},
+        "loss_curve": f"pretraining_{key}.png",
+        "config": {"backbone": spec["backbone"], "task": {"name": "frame_class", "n_frames": len(IDEAL_NAMES)},
+                   "data": "idealized_crystals(n_min=48) seed 0 (train) / seed 1 (held out)", "batch_size": batch_size,
+                   "epochs": epochs, "lr": spec["lr"], "schedule": "cosine", "grad_clip": 1.0},
+    }
+
+
+def _plot_curve(curve: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    ep = [c["epoch"] for c in curve]
+    ax.plot(ep, [c["train"] for c in curve], "-o", ms=3, label="train")
+    ax.plot(ep, [c["loss"] for c in curve], "-o", ms=3, label="validation")
+    ax.plot(ep, [c["baseline"] for c in curve], "--", label="baseline (val)")
+    ax.set(title=title, xlabel="epoch", ylabel="loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- report
+def command(key: str) -> str:
+    return f"OMP_NUM_THREADS=1 python benchmarks/pretraining.py --only {key}"
+
+
+def _f(v, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"
+
+
+def write_report(rows: dict[str, dict]) -> None:
+    order = [k for k in ROWS if k in rows]
+    lines = [
+        "# Pretext tasks: held-out loss vs trivial baseline",
+        "",
+        "Each task trained briefly on CPU (2 cores shared with other jobs: throughputs are lower",
+        "bounds), validation on held-out structures with fixed corruptions. `ratio` = reached / baseline",
+        "(lower is better; < 1 beats the trivial predictor). Throughput: training structures/s",
+        "(forward + backward), median over epochs after the first. Produced by `benchmarks/pretraining.py`;",
+        "full configs in `pretraining.json`, loss curves in `pretraining_<row>.png`.",
+        "",
+        "| task | backbone | size | baseline | reached | ratio | extra | epochs | structures/s | command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in order:
+        r = rows[key]
+        ratio = r["reached"] / r["baseline"] if r["reached"] is not None and r["baseline"] else None
+        m = r.get("metrics", {})
+        extra = []
+        for name in ("accuracy", "baseline_accuracy", "species_accuracy", "species_baseline_accuracy", "noise_rmse_A",
+                     "noise_baseline_rmse_A", "rmse_A", "baseline_rmse_A"):
+            if name in m:
+                extra.append(f"{name} {m[name]:.3g}")
+        lines.append(
+            f"| {r['task']} | {r['backbone']} | {r['size']} | {_f(r['baseline'])} | {_f(r['reached'])} | {_f(ratio, 3)} | "
+            f"{'; '.join(extra) or '-'} | {r['epochs']} | {_f(r['structures_per_s'], 3)} | `{r['command']}` |"
+        )
+    per_backbone: dict[str, list[float]] = {}
+    for key in order:
+        if rows[key].get("structures_per_s"):
+            per_backbone.setdefault(rows[key]["backbone"], []).append(rows[key]["structures_per_s"])
+    lines += ["", "## Pretraining throughput per backbone (CPU)", "", "| backbone | structures/s (median over its rows) | data |",
+              "|---|---|---|"]
+    data_of = {"megnet": "real crystals (matbench_dielectric + AFLOW)", "equiformer": "real crystals (matbench_dielectric + AFLOW)",
+               "gaa": "idealized crystals, 48-96 atoms each (per-atom kNN clouds)"}
+    for bb, rates in per_backbone.items():
+        lines.append(f"| {bb} | {np.median(rates):.3g} | {data_of.get(bb, '')} |")
+    meta = rows[order[0]].get("machine", "") if order else ""
+    lines += ["", f"Machine: {meta}.", ""]
+    (RESULTS / "pretraining.md").write_text("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="*", help="row keys to run (default: all); see --list")
+    p.add_argument("--list", action="store_true")
+    args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(ROWS))
+        return 0
+    keys = args.only or list(ROWS)
+    unknown = [k for k in keys if k not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json = RESULTS / "pretraining.json"
+    rows = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    for key in keys:
+        size, spec = ROWS[key]
+        task, backbone = key.rsplit("-", 1)
+        print(f"== {key}", flush=True)
+        if "custom" in spec:
+            res = run_frame_class(key, spec)
+        else:
+            res = run_trainer_row(key, full_config(key, spec))
+        res.update(task=task, backbone=backbone, size=size, command=command(key), machine=machine)
+        rows[key] = res
+        ratio = res["reached"] / res["baseline"]
+        print(f"   baseline {res['baseline']:.4g} reached {res['reached']:.4g} ratio {ratio:.3f} "
+              f"{res['structures_per_s']:.3g} structures/s ({res['wall_s']:.0f} s)", flush=True)
+        out_json.write_text(json.dumps(rows, indent=1, default=str))
+        write_report(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
