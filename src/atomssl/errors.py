@@ -38,7 +38,7 @@ class StructureError(AtomsslError, ValueError):
         super().__init__(self._format())
 
     def _format(self) -> str:
-        where = self.source if self.source is not None else "<structure>"
+        where = self.source if self.source else "<structure>"
         if self.index is not None:
             where = f"{where} [index {self.index}]"
         return f"{where}: {self.kind}: {self.reason}"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from robust_helpers import TIME_BOUND, bounded
 
@@ -33,6 +33,7 @@ FUZZ = settings(
     deadline=None,  # the fork time bound is the deadline (the machine may be heavily shared)
     derandomize=True,  # the same examples on every run: CI never turns red at random
     database=None,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: a hang costs a full time bound per try
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 

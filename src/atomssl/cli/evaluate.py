@@ -7,6 +7,23 @@ import argparse
 TARGETS = ("matbench_dielectric", "curves", "embedding-map")
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Parses the verb's arguments with ``parse_known_intermixed_args``: plain argparse gives
+    all positionals (target + overrides) to the first positional chunk, so overrides after
+    options would be rejected."""
+
+    _inner = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inner:
+            return super().parse_known_args(args, namespace)
+        self._inner = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inner = False
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
@@ -21,10 +38,8 @@ def register(subparsers) -> None:
             "Example: atomssl evaluate matbench_dielectric --config configs/evaluate_dielectric.yaml --folds 0,1 --out runs/mb"
         ),
     )
-    # one positional list (target first, then KEY=VALUE overrides): argparse cannot split two
-    # positionals around options (`evaluate X --folds 0 a.b=1`)
-    p.add_argument("target", nargs="+", metavar="TARGET [KEY=VALUE ...]",
-                   help=f"one of {', '.join(TARGETS)}, then config overrides, e.g. trainer.max_epochs=20")  # fmt: skip
+    p.__class__ = _IntermixedParser  # `evaluate TARGET --folds 0 KEY=VALUE`: positionals around options
+    p.add_argument("target", metavar="TARGET", help=f"one of {', '.join(TARGETS)}")
     p.add_argument("--config", "-c", help="YAML config (finetune options; see configs/evaluate_*.yaml)")
     p.add_argument("--out", "-o", help="output folder (resumes what it already holds)")
     p.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
@@ -37,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--source", default="matbench_dielectric", help="embedding-map: structures (dataset name, file or folder)")
     p.add_argument("--method", default="auto", choices=["auto", "umap", "pca"], help="embedding-map projection")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=20")
     p.set_defaults(func=run)
 
 
@@ -44,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..utils import load_config
 
-    args.target, overrides = args.target[0], list(args.target[1:])
+    overrides = list(args.overrides)
     if args.target not in TARGETS:
         raise ConfigError(f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}")
     config = load_config(args.config, overrides=overrides)

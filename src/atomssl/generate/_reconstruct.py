@@ -92,7 +92,8 @@ class Generator(nn.Module):
         ``unit`` (n,): A per head unit, ``train_sigma x d_min`` of each atom's structure.
         """
         out = self.backbone(batch)
-        logits = self.task.species(out.node)
+        every_atom = torch.ones(out.node.shape[0], dtype=torch.bool, device=out.node.device)
+        logits = self.task.species(out, batch, every_atom)
         pred = center_per_graph(self.task.noise(out.node, out.vector), batch)
         return logits, pred, pred * unit[:, None].to(pred.dtype)
 

@@ -112,18 +112,25 @@ def check_search_size(structure, cutoff: float, limit: float | None = None) -> N
     )
 
 
-def far_outside(positions: np.ndarray, cell: np.ndarray, margin: float = 2.0) -> bool:
-    """Whether some atom may lie more than ``margin`` cells outside a periodic ``cell``.
+#: Largest cell-list grid (cubes) pymatgen's search may allocate (27 int64 per cube): past it,
+#: a sparse box (a few atoms spread over 1000 A) would need gigabytes, so vesin is used instead.
+PYMATGEN_MAX_CUBES = 200_000
 
-    Cheap (bounding box of the positions, plain float arithmetic): pymatgen's neighbour search
-    loops over every lattice translation between the fractional positions of the atoms, so an
-    atom 1e10 A away (unwrapped trajectories, garbled files) makes it loop ~forever; such
-    structures are wrapped before that search (see ``_pymatgen_engine``).
+
+def pymatgen_plan(positions: np.ndarray, cell: np.ndarray, cutoff: float, margin: float = 2.0) -> str:
+    """How to run pymatgen's ``find_points_in_spheres`` safely on a periodic structure.
+
+    ``"ok"``: as is; ``"wrap"``: wrap the atoms into the cell first (some lie more than
+    ``margin`` cells outside: pymatgen loops over every lattice translation between them, ~forever
+    for an atom 1e10 A away); ``"vesin"``: do not use pymatgen (its cube grid spans the atoms'
+    bounding box in steps of the cutoff, ~(extent / cutoff)^3 cubes: gigabytes for a sparse box).
+    Cheap (bounding box + plain float arithmetic): it runs before every pymatgen search.
     """
     if len(positions) == 0:
-        return False
+        return "ok"
     lo, hi = positions.min(axis=0).tolist(), positions.max(axis=0).tolist()
-    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = cell.tolist()
+    m = cell.tolist()
+    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = m
     rows = (
         (b2 * c3 - b3 * c2, b3 * c1 - b1 * c3, b1 * c2 - b2 * c1),
         (c2 * a3 - c3 * a2, c3 * a1 - c1 * a3, c1 * a2 - c2 * a1),
@@ -131,12 +138,24 @@ def far_outside(positions: np.ndarray, cell: np.ndarray, margin: float = 2.0) ->
     )
     volume = a1 * rows[0][0] + a2 * rows[0][1] + a3 * rows[0][2]
     if volume == 0.0:
-        return True
+        return "vesin"
+    wrap = False
     for r in rows:  # fractional coordinate i = position . r_i / volume
         f_hi = sum(x * (h if x > 0 else l) for x, l, h in zip(r, lo, hi)) / volume
         f_lo = sum(x * (l if x > 0 else h) for x, l, h in zip(r, lo, hi)) / volume
         if volume < 0:
             f_lo, f_hi = f_hi, f_lo
         if f_lo < -margin or f_hi > 1.0 + margin:
-            return True
-    return False
+            wrap = True
+            break
+    if wrap:  # after wrapping the atoms span at most the cell's bounding box
+        extent = [abs(m[0][c]) + abs(m[1][c]) + abs(m[2][c]) for c in range(3)]
+    else:
+        extent = [h - l for l, h in zip(lo, hi)]
+    edge = max(cutoff, 1.0)  # pymatgen searches at least 1 A, with cubes as large as that
+    cubes = 1.0
+    for e in extent:
+        cubes *= math.ceil((e + 2.0 * edge) / edge)
+    if cubes > PYMATGEN_MAX_CUBES:
+        return "vesin"
+    return "wrap" if wrap else "ok"

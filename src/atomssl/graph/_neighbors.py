@@ -28,7 +28,7 @@ import numpy as np
 
 from ..data._structure import Structure
 from ..errors import StructureError
-from ._limits import check_search_size, far_outside
+from ._limits import check_search_size, pymatgen_plan
 from ._vesin import vesin_pairs
 
 # From this many atoms on, "auto" uses vesin with several threads.
@@ -182,8 +182,13 @@ def _pymatgen_engine(structure: Structure, cutoff: float):
 
         _find_points_in_spheres = find_points_in_spheres
     pos, cell = np.ascontiguousarray(structure.positions), np.ascontiguousarray(structure.cell)
+    if cutoff < 1.0:  # find_points_in_spheres searches at least 1 A (its min_r), then filters
+        check_search_size(structure, 1.0)
+    plan = pymatgen_plan(pos, cell, cutoff)  # guards against pymatgen's slow/huge cases
+    if plan == "vesin":
+        return _vesin_engine(structure, cutoff)
     image = None
-    if far_outside(pos, cell):  # pymatgen would loop over every cell in between: wrap first
+    if plan == "wrap":  # pymatgen would loop over every cell in between: wrap first
         image = np.floor(np.linalg.solve(cell.T, pos.T).T)
         pos = np.ascontiguousarray(pos - image @ cell)
     # Pairs with d^2 < r^2 + tol, grouped by source, self pairs included; image offsets as
@@ -205,7 +210,8 @@ def _edges(structure: Structure, cutoff: float, engine: str):
     """
     check_search_size(structure, cutoff)  # refuse absurd searches (e.g. a cell far smaller than the cutoff)
     periodic = structure.pbc.all()
-    if engine == "vesin" or (engine == "auto" and not (periodic and len(structure.numbers) < _LARGE)):
+    # (auto: not pymatgen below 1 A, where it searches at 1 A anyway, a flood in tiny cells)
+    if engine == "vesin" or (engine == "auto" and not (periodic and len(structure.numbers) < _LARGE and cutoff >= 1.0)):
         src, dst, shift, dist, has_self = _vesin_engine(structure, cutoff)
     elif engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")

@@ -1,12 +1,15 @@
 """Building blocks for the equivariant transformer (:mod:`.equiformer`).
 
-Features are kept as a list indexed by l of tensors ``(n, mul_l, 2l+1)`` with polar parity
-(-1)^l, i.e. the e3nn irreps ``mul_0 x 0e + mul_1 x 1o + mul_2 x 2e + ...`` in e3nn's real basis.
-e3nn supplies the spherical harmonics and Clebsch-Gordan coefficients (``o3.wigner_3j``); the
-linear, gate and depth-wise tensor-product layers are written here on that layout because e3nn's
-generated modules slice their inputs once per path and autograd then materialises a full-size
-gradient per slice, which made forward+backward about 10x slower on CPU. ``tests`` check the
-tensor product against ``e3nn.o3.TensorProduct``.
+Features are kept as a list indexed by l of tensors ``(n, 2l+1, mul_l)`` ("channels last") with
+polar parity (-1)^l, i.e. the e3nn irreps ``mul_0 x 0e + mul_1 x 1o + mul_2 x 2e + ...`` in e3nn's
+real basis (``to_e3nn``/``from_e3nn`` convert to e3nn's flat layout). e3nn supplies the spherical
+harmonics and Clebsch-Gordan coefficients (``o3.wigner_3j``); the linear, gate and depth-wise
+tensor-product layers are written here on that layout because e3nn's generated modules slice
+their inputs once per path and autograd then materialises a full-size gradient per slice, which
+made forward+backward about 10x slower on CPU. Channels last makes every channel-mixing linear a
+plain matrix product without copies, and lets the tensor product run as one batched matmul per
+input degree (see :class:`DepthwiseTP`). ``tests`` check the tensor product against
+``e3nn.o3.TensorProduct``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-Feats = list  # list over l of (n, mul_l, 2l+1) tensors
+Feats = list  # list over l of (n, 2l+1, mul_l) tensors
 
 
 def irreps_of(muls: list[int]) -> o3.Irreps:
@@ -85,16 +88,31 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(muls_out[0])) if bias and muls_out[0] else None
 
     def forward(self, xs: Feats) -> Feats:
+        return self.forward_pieces([[x] for x in xs])
+
+    def forward_pieces(self, pieces: list[list[torch.Tensor]]) -> Feats:
+        """Same map, with each degree's input given as pieces whose channels concatenate to it
+        (as :meth:`DepthwiseTP.pieces` returns them): saves concatenating wide edge tensors."""
         out = []
         for l, mo in enumerate(self.muls_out):
             mi = self.muls_in[l] if l < len(self.muls_in) else 0
             if mi and mo:
-                y = torch.einsum("nci,cd->ndi", xs[l], self.weight[l]) / math.sqrt(mi)
+                # F.linear with a contiguous (mo, mi) matrix: on CPU its backward products run
+                # several times faster than matmul's, whose input gradient multiplies by a
+                # transposed view
+                wt = (self.weight[l] * (1.0 / math.sqrt(mi))).t().contiguous()
+                y, start = None, 0
+                for x in pieces[l]:
+                    c = x.shape[-1]
+                    part = nn.functional.linear(x, wt if c == mi else wt[:, start : start + c])  # (n, 2l+1, mo)
+                    y = part if y is None else y + part
+                    start += c
+                assert start == mi, (start, mi)
             else:
-                ref = xs[0]
-                y = ref.new_zeros(ref.shape[0], mo, 2 * l + 1)
+                ref = pieces[0][0]
+                y = ref.new_zeros(ref.shape[0], 2 * l + 1, mo)
             if l == 0 and self.bias is not None:
-                y = y + self.bias[:, None]
+                y = y + self.bias
             out.append(y)
         return out
 
@@ -110,10 +128,10 @@ class Gate(nn.Module):
         self.muls_in = [muls[0] + sum(muls[1:])] + list(muls[1:])
 
     def forward(self, xs: Feats) -> Feats:
-        s = xs[0][..., 0]
+        s = xs[0][:, 0, :]
         gates = torch.sigmoid(s[:, self.muls[0] :]).split(self.muls[1:], dim=1)
-        out = [nn.functional.silu(s[:, : self.muls[0]]).unsqueeze(-1)]
-        return out + [x * g.unsqueeze(-1) for x, g in zip(xs[1:], gates)]
+        out = [nn.functional.silu(s[:, : self.muls[0]]).unsqueeze(1)]
+        return out + [x * g.unsqueeze(1) for x, g in zip(xs[1:], gates)]
 
 
 class LayerNorm(nn.Module):
@@ -131,11 +149,11 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(muls[0]))
 
     def forward(self, xs: Feats) -> Feats:
-        xs = [xs[0] - xs[0].mean(dim=1, keepdim=True)] + list(xs[1:])
+        xs = [xs[0] - xs[0].mean(dim=2, keepdim=True)] + list(xs[1:])
         ms = sum(x.pow(2).sum(dim=(1, 2)) for x in xs) / self.dim
         scale = torch.rsqrt(ms + self.eps)[:, None, None]
-        out = [x * scale * w[:, None] for x, w in zip(xs, self.weight)]
-        out[0] = out[0] + self.bias[:, None]
+        out = [x * scale * w for x, w in zip(xs, self.weight)]
+        out[0] = out[0] + self.bias
         return out
 
 
@@ -147,20 +165,29 @@ class DepthwiseTP(nn.Module):
     """Depth-wise ("uvu") tensor product of features with the spherical harmonics Y(r_ij) (all l
     up to ``lmax_sh`` concatenated, (E, (lmax_sh+1)^2)), path weights per edge and channel from a
     radial MLP (Equiformer's DTP). Paths: every (l1, l2 -> lo) with lo <= ``lmax_out`` and
-    l1 + l2 + lo even (polar parity); each path gives ``mul_l1`` output channels of degree lo.
+    l1 + l2 + lo even (polar parity), ordered by (l1, lo, l2); each path gives ``mul_l1`` output
+    channels of degree lo.
 
     Equals ``o3.TensorProduct(irreps_in, irreps_sh, self.irreps_out_e3nn, self.instructions,
-    shared_weights=False, internal_weights=False)`` with the same weights."""
+    shared_weights=False, internal_weights=False)`` with the same weights.
+
+    How: for each (l1, lo) group of n paths, the per-edge path weights are applied to the input
+    first, ``xw[e, (i, p), u] = w[e, p, u] x[e, i, u]``, and one batched matmul with a per-edge
+    block matrix ``T[e, (m, p), (i, p)] = sum_j Y_j(r_e) C^p_{i j m}`` (computed once per forward
+    pass and shared by all layers) gives all n paths' outputs, weighted and contiguous. This
+    avoids strided per-path slicing and (E, mul, 2l1+1, 2lo+1) intermediates; the matmul does n
+    times the strictly needed multiply-adds, far cheaper here than the memory traffic it saves.
+    """
 
     def __init__(self, muls_in: list[int], lmax_sh: int, lmax_out: int, num_basis: int, radial_hidden: int):
         super().__init__()
         self.muls_in = list(muls_in)
-        self.lmax_sh = lmax_sh
+        self.lmax_sh, self.lmax_out = lmax_sh, lmax_out
         paths = [
             (l1, l2, lo)
             for l1, m in enumerate(muls_in) if m
-            for l2 in range(lmax_sh + 1)
-            for lo in range(abs(l1 - l2), min(l1 + l2, lmax_out) + 1)
+            for lo in range(lmax_out + 1)
+            for l2 in range(abs(l1 - lo), min(l1 + lo, lmax_sh) + 1)
             if (l1 + l2 + lo) % 2 == 0
         ]
         self.paths = paths
@@ -168,20 +195,26 @@ class DepthwiseTP(nn.Module):
         sh_off = [l * l for l in range(lmax_sh + 2)]
         # Coupling coefficients stay float64 outside the module state: a float32 buffer later
         # cast to float64 would carry float32 rounding and break equivariance at ~1e-8.
-        self._cg: dict[int, torch.Tensor] = {}
+        self._cg: dict[tuple[int, int], torch.Tensor] = {}
         self._cg_cast: dict[tuple, torch.Tensor] = {}
+        self.groups: list[tuple[int, int, int, int]] = []  # (l1, lo, n paths, weight offset)
+        offset = 0
+        for l1 in sorted({p[0] for p in paths}):
+            for lo in range(lmax_out + 1):
+                mine = [p for p in paths if p[0] == l1 and p[2] == lo]
+                if not mine:
+                    continue
+                n, d1, do = len(mine), 2 * l1 + 1, 2 * lo + 1
+                cg = torch.zeros((lmax_sh + 1) ** 2, do * n, d1 * n, dtype=torch.float64)
+                for k, (_, l2, _) in enumerate(mine):
+                    # e3nn's "component" normalisation of a uvu path; row (m, k), column (i, k)
+                    block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)  # (i, j, m)
+                    cg[sh_off[l2] : sh_off[l2 + 1], k::n, k::n] = block.permute(1, 2, 0)
+                self._cg[(l1, lo)] = cg.reshape((lmax_sh + 1) ** 2, -1)
+                self.groups.append((l1, lo, n, offset))
+                offset += n * muls_in[l1]
         self.l1s = sorted({p[0] for p in paths})
-        for l1 in self.l1s:
-            mine = [p for p in paths if p[0] == l1]
-            cg = torch.zeros(2 * l1 + 1, (lmax_sh + 1) ** 2, sum(2 * lo + 1 for _, _, lo in mine), dtype=torch.float64)
-            k = 0
-            for _, l2, lo in mine:
-                # e3nn's "component" normalisation of a uvu path
-                block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)
-                cg[:, sh_off[l2] : sh_off[l2 + 1], k : k + 2 * lo + 1] = block
-                k += 2 * lo + 1
-            self._cg[l1] = cg
-        self.weight_numel = sum(muls_in[l1] for l1, _, _ in paths)
+        self.weight_numel = offset
         self.radial = nn.Sequential(
             nn.Linear(num_basis, radial_hidden), nn.LayerNorm(radial_hidden), nn.SiLU(),
             nn.Linear(radial_hidden, self.weight_numel),
@@ -199,47 +232,53 @@ class DepthwiseTP(nn.Module):
         order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
         return o3.Irreps([(self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2])) for i in order])
 
-    def _coefficients(self, l1: int, like: torch.Tensor) -> torch.Tensor:
-        key = (l1, like.dtype, like.device)
-        if key not in self._cg_cast:
-            self._cg_cast[key] = self._cg[l1].to(dtype=like.dtype, device=like.device)
-        return self._cg_cast[key]
+    def _coefficients(self, key: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        ckey = (key, like.dtype, like.device)
+        if ckey not in self._cg_cast:
+            self._cg_cast[ckey] = self._cg[key].to(dtype=like.dtype, device=like.device)
+        return self._cg_cast[ckey]
 
-    def forward(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> Feats:
-        """``cache``: a dict shared by the tensor products of one forward pass, so that the
-        harmonics contracted with the coupling coefficients are computed once per degree."""
+    def pieces(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> list[list[torch.Tensor]]:
+        """The output of degree lo as a list of (E, 2lo+1, channels) pieces, in channel order
+        (concatenated, they are ``forward``'s output). ``cache``: a dict shared by the tensor
+        products of one forward pass, so that the harmonics contracted with the coupling
+        coefficients are computed once."""
         E = sh.shape[0]
-        w_all = self.radial(rbf)
+        # split, not sliced: the backward of a split is one concatenation, slices would each
+        # fill and copy a full-size gradient
+        ws = self.radial(rbf).split([n * self.muls_in[l1] for l1, _, n, _ in self.groups], dim=1)
         outs: list[list[torch.Tensor]] = [[] for _ in self.muls_out]
-        offset = 0
-        for l1 in self.l1s:
-            mul = self.muls_in[l1]
-            mine = [p for p in self.paths if p[0] == l1]
-            w = w_all[:, offset : offset + mul * len(mine)].view(E, len(mine), mul, 1)
-            offset += mul * len(mine)
-            key = (l1, self.lmax_sh, len(self.muls_out))  # same key -> same paths, same coefficients
+        for (l1, lo, n, _), w in zip(self.groups, ws):
+            mul, d1, do = self.muls_in[l1], 2 * l1 + 1, 2 * lo + 1
+            w = w.view(E, 1, n, mul)
+            key = ("dtp", l1, lo, self.lmax_sh)  # same key -> same paths, same coefficients
             t = None if cache is None else cache.get(key)
             if t is None:
-                t = torch.einsum("ej,ijk->eik", sh, self._coefficients(l1, sh))  # (E, 2l1+1, K)
+                t = (sh @ self._coefficients((l1, lo), sh)).view(E, do * n, d1 * n)
                 if cache is not None:
                     cache[key] = t
-            # (E, mul, K): all paths from l1 at once, one batched matmul per edge (an outer
-            # product for scalars, where bmm is slower than a broadcast multiply)
-            x = xs[l1]
-            y = x * t if l1 == 0 else torch.bmm(x, t)
-            for p, ((_, _, lo), piece) in enumerate(zip(mine, y.split([2 * p[2] + 1 for p in mine], dim=-1))):
-                outs[lo].append(piece * w[:, p])
-        return [torch.cat(o, dim=1) if o else sh.new_zeros(E, 0, 2 * lo + 1) for lo, o in enumerate(outs)]
+            xw = (xs[l1].unsqueeze(2) * w).reshape(E, d1 * n, mul)  # (E, (i, p), u)
+            # (E, (m, p), u); an outer product when d1 * n == 1, where a broadcast beats bmm
+            y = t * xw if d1 * n == 1 else torch.bmm(t, xw)
+            outs[lo].append(y.view(E, do, n * mul))
+        return outs
+
+    def forward(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> Feats:
+        outs = self.pieces(xs, sh, rbf, cache)
+        return [
+            (o[0] if len(o) == 1 else torch.cat(o, dim=-1)) if o else sh.new_zeros(sh.shape[0], 2 * lo + 1, 0)
+            for lo, o in enumerate(outs)
+        ]
 
 
 def to_e3nn(xs: Feats) -> torch.Tensor:
     """Flatten into e3nn's layout (blocks by l, each channel-major)."""
-    return torch.cat([x.reshape(x.shape[0], -1) for x in xs], dim=-1)
+    return torch.cat([x.transpose(1, 2).reshape(x.shape[0], -1) for x in xs], dim=-1)
 
 
 def from_e3nn(x: torch.Tensor, muls: list[int]) -> Feats:
     parts = x.split([m * (2 * l + 1) for l, m in enumerate(muls)], dim=-1)
-    return [p.reshape(x.shape[0], m, 2 * l + 1) for l, (p, m) in enumerate(zip(parts, muls))]
+    return [p.reshape(x.shape[0], m, 2 * l + 1).transpose(1, 2) for l, (p, m) in enumerate(zip(parts, muls))]
 
 
 def l1_to_xyz_index() -> torch.Tensor:

@@ -17,7 +17,10 @@ l > 0 features. Outputs: invariant per-atom scalars, per-atom l=1 vectors in Car
 and an MLP of the mean (or sum) of the per-atom scalars per structure.
 
 Sizes (``size=``): ``"tiny"`` (tests), ``"small"`` (default, CPU), ``"large"`` (GPU: lmax 4,
-128 scalar channels, 8 layers, 8 heads); any option may also be given explicitly.
+128 scalar channels, 8 layers, 8 heads); any option may also be given explicitly. ``"small"``
+uses linear messages (``nonlinear_messages=False``, Equiformer's cheaper variant: one tensor
+product per edge and layer instead of two, ~1.4x faster training steps on CPU); the other sizes
+use nonlinear messages.
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ from ._e3nn_layers import (
 )
 
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(channels=16, lmax=1, num_layers=2, num_heads=2, num_basis=16, radial_hidden=32, vector_dim=4),
-    "small": dict(channels=48, lmax=2, num_layers=3, num_heads=4, num_basis=32, radial_hidden=64, vector_dim=16),
-    "large": dict(channels=128, lmax=4, num_layers=8, num_heads=8, num_basis=128, radial_hidden=128, vector_dim=64),
+    "tiny": dict(channels=16, lmax=1, num_layers=2, num_heads=2, num_basis=16, radial_hidden=32, vector_dim=4,
+                 nonlinear_messages=True),
+    "small": dict(channels=48, lmax=2, num_layers=3, num_heads=4, num_basis=32, radial_hidden=64, vector_dim=16,
+                  nonlinear_messages=False),
+    "large": dict(channels=128, lmax=4, num_layers=8, num_heads=8, num_basis=128, radial_hidden=128, vector_dim=64,
+                  nonlinear_messages=True),
 }
 
 
@@ -81,17 +87,20 @@ class GraphAttention(nn.Module):
     def forward(self, xs, sh, rbf, env, center, neighbor, cache=None):
         xc, xn = self.lin_center(xs), self.lin_neighbor(xs)
         pair = [a.index_select(0, center) + b.index_select(0, neighbor) for a, b in zip(xc, xn)]
-        msg = self.lin1(self.tp1(pair, sh, rbf, cache))
-        logits = nn.functional.leaky_relu(msg[0][:, : self.n_logit, 0].view(-1, self.heads, self.att_dim), 0.2)
+        msg = self.lin1.forward_pieces(self.tp1.pieces(pair, sh, rbf, cache))
+        logit_in, scalars = msg[0].split([self.n_logit, msg[0].shape[-1] - self.n_logit], dim=-1)
+        logits = nn.functional.leaky_relu(logit_in.reshape(-1, self.heads, self.att_dim), 0.2)
         alpha = segment_softmax((logits * self.att_vec).sum(-1), env, center, xs[0].shape[0])  # (E, heads)
-        value = self.gate([msg[0][:, self.n_logit :]] + msg[1:])
-        if self.tp2 is not None:
-            value = self.tp2(value, sh, rbf, cache)
+        value = self.gate([scalars] + msg[1:])
+        if self.tp2 is None:
+            value = self.lin_value(value)
+        else:
+            value = self.lin_value.forward_pieces(self.tp2.pieces(value, sh, rbf, cache))
         out = []
-        for v in self.lin_value(value):  # channels of each l split into heads
-            E, m, d = v.shape
-            v = (v.view(E, self.heads, m // self.heads, d) * alpha[:, :, None, None]).view(E, m, d)
-            out.append(v.new_zeros(xs[0].shape[0], m, d).index_add_(0, center, v))
+        for v in value:  # channels of each l split into heads
+            E, d, m = v.shape
+            v = (v.view(E, d, self.heads, m // self.heads) * alpha[:, None, :, None]).view(E, d, m)
+            out.append(v.new_zeros(xs[0].shape[0], d, m).index_add_(0, center, v))
         return self.proj(out)
 
 
@@ -132,7 +141,7 @@ class EdgeDegreeEmbedding(nn.Module):
         self.avg_neighbors = float(avg_neighbors)
 
     def forward(self, scalars, sh, rbf, env, center, neighbor, cache=None):
-        msg = self.lin(self.tp([scalars.index_select(0, neighbor).unsqueeze(-1)], sh, rbf, cache))
+        msg = self.lin.forward_pieces(self.tp.pieces([scalars.index_select(0, neighbor).unsqueeze(1)], sh, rbf, cache))
         n = scalars.shape[0]
         return [
             m.new_zeros(n, *m.shape[1:]).index_add_(0, center, m * env[:, None, None]) / self.avg_neighbors
@@ -167,7 +176,7 @@ class EquivariantTransformer(Backbone):
         radial_hidden: int | None = None,
         cutoff: float = 5.0,
         avg_neighbors: float = 40.0,
-        nonlinear_messages: bool = True,
+        nonlinear_messages: bool | None = None,
         node_dim: int | None = None,
         vector_dim: int | None = None,
         embedding_dim: int | None = None,
@@ -177,7 +186,8 @@ class EquivariantTransformer(Backbone):
             raise ConfigError(f"equiformer: unknown size {size!r}; choose one of {sorted(SIZES)}")
         preset = SIZES[size]
         opts = dict(channels=channels, lmax=lmax, num_layers=num_layers, num_heads=num_heads,
-                    num_basis=num_basis, radial_hidden=radial_hidden, vector_dim=vector_dim)
+                    num_basis=num_basis, radial_hidden=radial_hidden, vector_dim=vector_dim,
+                    nonlinear_messages=nonlinear_messages)
         opts = {k: preset[k] if v is None else v for k, v in opts.items()}
         node_dim = opts["channels"] if node_dim is None else node_dim
         embedding_dim = opts["channels"] if embedding_dim is None else embedding_dim
@@ -187,8 +197,7 @@ class EquivariantTransformer(Backbone):
             raise ConfigError(f"equiformer: radial must be 'gaussian' or 'bessel', got {radial!r}")
         if opts["lmax"] < 1 or opts["num_layers"] < 1 or opts["num_heads"] < 1 or cutoff <= 0:
             raise ConfigError("equiformer: lmax, num_layers and num_heads must be >= 1 and cutoff > 0")
-        super().__init__(size=size, **opts, att_dim=att_dim, radial=radial, cutoff=cutoff,
-                         avg_neighbors=avg_neighbors, nonlinear_messages=nonlinear_messages,
+        super().__init__(size=size, **opts, att_dim=att_dim, radial=radial, cutoff=cutoff, avg_neighbors=avg_neighbors,
                          node_dim=node_dim, embedding_dim=embedding_dim, pool=pool)
         C, L, H = opts["channels"], opts["lmax"], opts["num_heads"]
         self.cutoff, self.pool, self.lmax = float(cutoff), pool, L
@@ -201,8 +210,9 @@ class EquivariantTransformer(Backbone):
         self.rbf = RadialBasis(cutoff, opts["num_basis"], radial)
         nb, rh = opts["num_basis"], opts["radial_hidden"]
         self.edge_degree = EdgeDegreeEmbedding(self.muls, L, nb, rh, avg_neighbors)
+        nonlinear = bool(opts["nonlinear_messages"])
         self.blocks = nn.ModuleList(
-            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear_messages) for _ in range(opts["num_layers"])
+            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear) for _ in range(opts["num_layers"])
         )
         self.out_norm = LayerNorm(self.muls)
         self.out_lin = Linear(self.muls, [node_dim, self.vector_dim])
@@ -232,13 +242,13 @@ class EquivariantTransformer(Backbone):
         scalars = z_soft.to(dtype) @ self.embed.weight if z_soft is not None else self.embed(batch.z)
         cache: dict = {}
         xs = self.edge_degree(scalars, sh, rbf, env, center, neighbor, cache)
-        xs[0] = xs[0] + scalars.unsqueeze(-1)
+        xs[0] = xs[0] + scalars.unsqueeze(1)
         for block in self.blocks:
             xs = block(xs, sh, rbf, env, center, neighbor, cache)
 
         out = self.out_lin(self.out_norm(xs))
-        node = out[0][..., 0]
-        vector = out[1][..., self.xyz_index]
+        node = out[0][:, 0, :]
+        vector = out[1].transpose(1, 2)[..., self.xyz_index]
 
         batch_index = getattr(batch, "batch", None)
         if batch_index is None:

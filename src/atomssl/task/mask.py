@@ -68,47 +68,71 @@ def mask_species(batch, mask: torch.Tensor):
 class SpeciesHead(nn.Module):
     """Invariant features -> logits over the 118 elements; tracks element frequencies.
 
-    The input is the atom's node features, concatenated (when the backbone provides edge
-    features and ``use_edges``) with the mean features of its incoming edges, layer-normalised.
-    Why: a masked atom enters every backbone with the same token, and in a residual network
-    (MEGNet) what its neighbours add to its node features starts ~1e-4 of the token's own part,
-    so a head on raw node features sits at the element-frequency prior for many epochs; the
-    edges into the atom carry its neighbours' species and bond lengths at full scale.
+    Input: the atom's (layer-normalised) node features, the mean node features of its structure
+    (what the rest of the structure holds: its composition, seen through the backbone) and, when the backbone provides edge
+    features and ``use_edges``, a learned message pooled (mean) over the atom's incoming edges
+    from ``[neighbour node features, edge features]`` -- one graph-convolution layer in the head.
+    Why: a masked atom enters the backbone with the same token everywhere, and in a residual
+    network such as MEGNet what its neighbours add to its own node features starts ~1e-4 of the
+    token's part; with a head on node features alone the loss sat at the element-frequency
+    prior for epochs. The neighbours' node features carry their species at full scale and the
+    edge features the bond lengths, so the head sees the environment from the first step while
+    the gradient still flows into the backbone through both.
     """
 
     def __init__(self, node_dim: int, hidden: int = 64, edge_dim: int = 0):
         super().__init__()
         self.edge_dim = int(edge_dim)
-        n_in = node_dim + self.edge_dim
-        self.norm = nn.LayerNorm(n_in)
-        self.net = mlp(n_in, hidden, N_ELEMENTS)
+        self.norm = nn.LayerNorm(node_dim)
+        if self.edge_dim:
+            self.message = nn.Sequential(
+                nn.LayerNorm(node_dim + self.edge_dim), nn.Linear(node_dim + self.edge_dim, hidden), nn.SiLU(),
+                nn.Linear(hidden, hidden),
+            )
+        self.context = nn.LayerNorm(node_dim)
+        self.net = mlp(2 * node_dim + (hidden if self.edge_dim else 0), hidden, N_ELEMENTS)
+        # the net predicts a correction to the log element frequencies (the baseline): it starts
+        # near the baseline instead of spending its first epochs learning the prior
+        nn.init.zeros_(self.net[-1].bias)
         self.register_buffer("counts", torch.zeros(N_ELEMENTS, dtype=torch.float64))
 
-    def features(self, out, batch) -> torch.Tensor:
-        """Per-atom head input (n_atoms, node_dim [+ edge_dim])."""
-        if not self.edge_dim:
-            return out.node
-        dst = batch.edge_index[1]
-        edge = out.edge
-        total = torch.zeros((out.node.shape[0], edge.shape[-1]), dtype=edge.dtype, device=edge.device).index_add_(0, dst, edge)
-        count = torch.bincount(dst, minlength=out.node.shape[0]).clamp_min(1).to(edge.dtype)
-        return torch.cat([out.node, total / count[:, None]], dim=-1)
+    def log_prior(self) -> torch.Tensor:
+        """Log of the Laplace-smoothed element frequencies seen in training (118,)."""
+        return ((self.counts + 1.0) / (self.counts.sum() + N_ELEMENTS)).log()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(x))
+    def forward(self, out, batch, mask: torch.Tensor) -> torch.Tensor:
+        """Logits (n_masked, 118) of the atoms selected by the boolean ``mask``."""
+        gidx = graph_index(batch)
+        n_graphs = num_graphs(batch)
+        node = out.node
+        mean = torch.zeros((n_graphs, node.shape[-1]), dtype=node.dtype, device=node.device).index_add_(0, gidx, node)
+        mean = mean / torch.bincount(gidx, minlength=n_graphs).clamp_min(1).to(node.dtype)[:, None]
+        x = torch.cat([self.norm(node[mask]), self.context(mean[gidx[mask]])], dim=-1)
+        prior = self.log_prior().to(x.dtype)
+        if not self.edge_dim:
+            return prior + self.net(x)
+        src, dst = batch.edge_index
+        keep = mask[dst]
+        row = torch.full_like(mask, -1, dtype=torch.long)
+        row[mask] = torch.arange(int(mask.sum()), device=mask.device)
+        row = row[dst[keep]]
+        msg = self.message(torch.cat([out.node[src[keep]], out.edge[keep]], dim=-1))
+        pooled = torch.zeros((x.shape[0], msg.shape[-1]), dtype=msg.dtype, device=msg.device).index_add_(0, row, msg)
+        count = torch.bincount(row, minlength=x.shape[0]).clamp_min(1).to(msg.dtype)
+        return prior + self.net(torch.cat([x, pooled / count[:, None]], dim=-1))
 
     def observe(self, z: torch.Tensor) -> None:
         valid = z[(z >= 1) & (z <= N_ELEMENTS)] - 1
         self.counts += torch.bincount(valid, minlength=N_ELEMENTS).to(self.counts)
 
-    def loss(self, features: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy on the masked atoms; ``features`` from :meth:`features`."""
+    def loss(self, out, batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy on the masked atoms (targets: the clean species ``batch.z``)."""
+        z = batch.z
         target = z[mask] - 1
-        logits = self(features[mask])
+        logits = self(out, batch, mask)
         loss = F.cross_entropy(logits, target) if target.numel() else logits.sum() * 0.0
         with torch.no_grad():
-            freq = (self.counts + 1.0) / (self.counts.sum() + N_ELEMENTS)  # Laplace-smoothed
-            log_freq = freq.log().to(logits.dtype)
+            log_freq = self.log_prior().to(logits.dtype)
             baseline = -log_freq[target].mean() if target.numel() else loss.detach() * 0.0
             acc = (logits.argmax(-1) == target).to(logits.dtype).mean() if target.numel() else baseline * 0.0
             base_acc = (target == int(torch.argmax(self.counts))).to(logits.dtype).mean() if target.numel() else acc * 0.0
@@ -132,7 +156,7 @@ class MaskedSpecies(Task):
             self.head.observe(batch.z)
         mask = choose_masked_atoms(batch, self.p_species, self.fraction, generator)
         out = backbone(mask_species(batch, mask))
-        return self.head.loss(self.head.features(out, batch), batch.z, mask)
+        return self.head.loss(out, batch, mask)
 
 
 @register_task("mask_denoise")
@@ -183,7 +207,7 @@ class MaskDenoise(Task):
         mask = choose_masked_atoms(batch, self.p_species, self.fraction, generator)
         noisy, noise, sig = perturb_positions(batch, self.sigma, self.sigma_mode, generator)
         out = backbone(mask_species(noisy, mask))
-        sp = self.species.loss(self.species.features(out, batch), batch.z, mask)
+        sp = self.species.loss(out, batch, mask)
         nz = noise_loss(self.noise, out, noise, sig, batch)
         res = {
             "loss": self.species_weight * sp["loss"] + self.noise_weight * nz["loss"],
