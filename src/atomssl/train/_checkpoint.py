@@ -157,3 +157,19 @@ class AtomicCheckpointIO(CheckpointIO):
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def epoch_checkpoints(ckpt_dir, monitor: str | None) -> list:
+    """Lightning callbacks writing ``best.pt`` (lowest ``monitor``) and ``last.pt`` (every epoch).
+
+    Two callbacks, because Lightning's ``save_last=True`` refreshes ``last`` only when a top-k
+    checkpoint is saved, so an epoch that does not improve ``monitor`` would be lost on resume.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    common = dict(dirpath=ckpt_dir, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    best = ModelCheckpoint(filename="best", monitor=monitor, mode="min", **common)
+    last = ModelCheckpoint(filename="last", monitor=None, every_n_epochs=1, **common)
+    for cb in (best, last):
+        cb.FILE_EXTENSION = ".pt"
+    return [best, last]

@@ -27,11 +27,11 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
 from ..utils import atomic_write, dump_config, make_run_dir, write_json
-from ._checkpoint import AtomicCheckpointIO
+from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
 from ._data import DATA_DEFAULTS, PretrainDataModule
 from ._module import OPTIM_DEFAULTS, PretrainModule
 
@@ -210,19 +210,8 @@ def pretrain(
     datamodule = PretrainDataModule(config["data"], module.backbone.graph_spec, seed=int(config["seed"]))
     has_val = float(config["data"].get("val_fraction", 0.0)) > 0
     monitor = "val/loss" if has_val else "train/loss_epoch"
-    ckpt_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor=monitor,
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    ckpt_cb.FILE_EXTENSION = ".pt"
     throughput = Throughput()
-    trainer = _make_trainer(config, run_dir, [ckpt_cb, throughput], progress)
+    trainer = _make_trainer(config, run_dir, [*epoch_checkpoints(ckpt_dir, monitor), throughput], progress)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     if not trainer.is_global_zero:
