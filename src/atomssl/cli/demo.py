@@ -32,6 +32,15 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N structures")
     p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="graph radius cutoff in Angstrom (default 5)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--checkpoint",
+        help="pretrained backbone for the transfer stage (default: the shipped atomssl/weights/default.pt)",
+    )
+    p.add_argument("--sizes", default="100,250", help="label budgets of the transfer stage (default 100,250)")
+    p.add_argument("--seeds", default="0", help="seeds of the transfer stage (default 0)")
+    p.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs per run (default 15)")
+    p.add_argument("--test-limit", type=int, default=300, help="fold-0 test structures scored (default 300)")
+    p.add_argument("--skip-transfer", action="store_true", help="only the dataset stage (load, verify, graph)")
     p.set_defaults(func=_main)
 
 
@@ -40,7 +49,17 @@ def _main(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    run_demo(out=args.out, limit=args.limit, cutoff=args.cutoff, progress=not args.no_progress)
+    summary = run_demo(out=args.out, limit=args.limit, cutoff=args.cutoff, progress=not args.no_progress)
+    if not args.skip_transfer:
+        run_transfer(
+            Path(summary["run_dir"]),
+            checkpoint=args.checkpoint,
+            sizes=args.sizes,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            test_limit=args.test_limit,
+            progress=not args.no_progress,
+        )
     return 0
 
 
@@ -191,3 +210,65 @@ def run_demo(out: str | Path | None = None, limit: int | None = None, cutoff: fl
     plot_histograms(structures, run_dir / "histograms.png")
     print(f"run folder: {run_dir}")
     return summary
+
+
+# --------------------------------------------------------------------------- transfer stage
+TRANSFER_CONFIG: dict[str, Any] = {
+    # fine-tuning recipe of configs/evaluate_curves.yaml, with a budget that fits the demo
+    "seed": 0,
+    "mode": "full",
+    "data": {"val_fraction": 0.2, "batch_size": 16},
+    "task": {"name": "regression", "loss": "l1", "transform": "log", "readout": "set2set", "hidden": [64, 32]},
+    "optim": {"lr": 2.0e-3, "scheduler": "cosine", "warmup_steps": 20},
+    "trainer": {"max_epochs": 25, "patience": 8, "accelerator": "auto"},
+}
+
+
+def run_transfer(
+    run_dir: Path,
+    checkpoint: str | Path | None = None,
+    sizes: str = "100,250",
+    seeds: str = "0",
+    epochs: int = 15,
+    test_limit: int | None = 300,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune on matbench_dielectric with and without the pretrained backbone (same rows,
+    architecture and budget), then draw the learning curve and the embedding map."""
+    import copy
+
+    from ..analysis import embedding_map_figure
+    from ..errors import CheckpointError
+    from ..train import default_checkpoint
+    from ..train._curves import learning_curves
+    from ..utils import write_json
+
+    ckpt = Path(checkpoint) if checkpoint else default_checkpoint()
+    if ckpt is None or not Path(ckpt).is_file():
+        raise CheckpointError(
+            f"no pretrained backbone found ({checkpoint or 'shipped atomssl/weights/default.pt'}); "
+            "pass --checkpoint or run with --skip-transfer"
+        )
+    cfg = copy.deepcopy(TRANSFER_CONFIG)
+    cfg["trainer"]["max_epochs"] = int(epochs)
+    print(f"\ntransfer: fine-tuning on refractive index n, pretrained ({ckpt}) vs scratch, sizes {sizes}")
+    curves = learning_curves(
+        cfg, ckpt, run_dir / "transfer", sizes=sizes, seeds=seeds, test_limit=test_limit, progress=progress
+    )
+    print("embedding map of the pretrained structure embeddings (coloured by density) ...")
+    emap = embedding_map_figure(ckpt, run_dir / "embedding_map.png", limit=1000, control=True)
+    result = {
+        "checkpoint": str(ckpt),
+        "learning_curves": {k: v for k, v in curves.items() if k != "rows"},
+        "embedding_map": {k: v for k, v in emap.items() if k != "xy"},
+    }
+    write_json(run_dir / "transfer.json", result)
+    if not progress:  # learning_curves printed the table already when progress is on
+        print((run_dir / "transfer" / "learning_curves.md").read_text())
+    print(
+        f"embedding map: {run_dir / 'embedding_map.png'} ({emap['method'].upper()}, "
+        f"density kNN agreement {emap['agreement']:.2f} pretrained vs {emap.get('agreement_random', float('nan')):.2f} random weights)"
+    )
+    print(f"learning curve: {run_dir / 'transfer' / 'learning_curves.png'}")
+    print(f"run folder: {run_dir}")
+    return result
