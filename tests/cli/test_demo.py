@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from atomssl.cli.main import main
 from atomssl.data import MATBENCH_DIELECTRIC_MAD, load_matbench_dielectric
@@ -13,7 +14,7 @@ from atomssl.graph import radius_graph
 
 def test_demo_limit_50_writes_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["demo", "--out", str(run), "--limit", "50", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(run), "--limit", "50", "--no-progress", "--skip-transfer"]) == 0
     printed = capsys.readouterr().out
     assert "matbench_dielectric (50 of 4764 structures)" in printed
     assert "MAD check" in printed and "OK" in printed
@@ -40,3 +41,18 @@ def test_demo_limit_50_writes_run_folder(tmp_path, capsys):
 def test_demo_rejects_bad_limit(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "r"), "--limit", "0"]) == 1
     assert "--limit must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_transfer_stage_with_shipped_backbone(tmp_path, capsys):
+    """The transfer stage end to end (tiny budget): pretrained vs scratch table, curve and map."""
+    from atomssl.cli.demo import run_transfer
+    from atomssl.train import default_checkpoint
+
+    if default_checkpoint() is None:
+        pytest.fail("the shipped backbone atomssl/weights/default.pt is missing")
+    res = run_transfer(tmp_path, sizes="20", seeds="0", epochs=1, test_limit=20, progress=False)
+    assert res["learning_curves"]["settings"] == 1
+    assert (tmp_path / "transfer" / "learning_curves.png").stat().st_size > 0
+    assert (tmp_path / "embedding_map.png").stat().st_size > 0
+    assert "pretrained beats scratch in" in capsys.readouterr().out
