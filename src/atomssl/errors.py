@@ -89,3 +89,7 @@ class TooManyNeighborsError(StructureError):
     """A neighbour search would produce absurdly many edges (e.g. a cell far smaller than the cutoff)."""
 
     kind = "too many neighbours"
+
+
+class TrainingError(AtomsslError):
+    """Training cannot go on (e.g. the loss became NaN or infinite)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from robust_helpers import bounded
 
@@ -164,6 +164,7 @@ def _check_structure(s: Structure, cutoff: float, engine: str, validate: bool) -
     assert outcome.kind == "ok", f"{s}\ncutoff={cutoff}\n{outcome.describe()}"
     res = outcome.value
     radius = res["radius"]
+    event("radius: " + ("refused: " + radius.types[0] if isinstance(radius, Refusal) else "brute-checked" if "brute" in res else "ok"))
     if isinstance(radius, Refusal):
         _check_refusal(radius, s, cutoff)
     else:
@@ -177,6 +178,7 @@ def _check_structure(s: Structure, cutoff: float, engine: str, validate: bool) -
             assert g_in <= b_in | b_edge, f"extra edges {sorted(g_in - b_in - b_edge)[:5]}\n{s}"
             assert len(b_in) == 0 or len(g_in) > 0
     knn = res["knn"]
+    event("knn: " + ("refused: " + knn.types[0] if isinstance(knn, Refusal) else "brute-checked" if "brute_knn" in res else "ok"))
     if isinstance(knn, Refusal):
         _check_refusal(knn, s, None)
     else:

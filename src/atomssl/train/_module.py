@@ -104,7 +104,17 @@ class PretrainModule(L.LightningModule):
         torch.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
     def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train", self.global_step)
+        loss = self._shared_step(batch, "train", self.global_step)
+        if not torch.isfinite(loss.detach()).all():
+            # stop before the optimiser step spreads NaN/inf into the weights: the checkpoints
+            # written so far (last.pt, best.pt) keep the last good state
+            from ..errors import TrainingError
+
+            raise TrainingError(
+                f"non-finite training loss ({float(loss.detach())}) at epoch {self.current_epoch}, step {self.global_step}: "
+                "training stopped; the checkpoints of the last completed epoch are kept (lower optim.lr, or check the data)"
+            )
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._shared_step(batch, "val", batch_idx)
