@@ -7,8 +7,9 @@ the first ``--structures`` matbench_dielectric crystals in batches of ``--batch-
 - model step = forward + backward of a structure-level loss (``mean(graph embedding ** 2)``;
   CHGNet: ``mean(energy ** 2)``) w.r.t. the parameters. Graph construction is *not* in the
   step; it is timed separately (atomssl ``to_graph`` + ``collate``; CHGNet ``graph_converter``).
-  Each configuration makes ``--repeats`` passes over the batches after one warm-up batch;
-  the fastest pass is reported (the machine is shared, slower passes measure other load).
+  Each configuration makes ``--repeats`` passes over the batches after one warm-up batch, in
+  ``--rounds`` fresh processes that alternate with those of its peers; the fastest pass is
+  reported (the machine is shared, slower passes measure other load).
 - peak memory = the largest resident-set growth during a step (Linux ``VmHWM`` after resetting it
   through ``/proc/self/clear_refs``, minus ``VmRSS`` just before the step). Every
   configuration runs in a fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` so freed tensors
@@ -16,7 +17,8 @@ the first ``--structures`` matbench_dielectric crystals in batches of ``--batch-
 - memory vs atoms: the same step on one structure and its n x n x n supercells, with a linear
   fit (bytes per atom) and the largest deviation from it.
 
-Usage: ``python benchmarks/backbones.py [--structures 64] [--batch-size 32] [--threads 1]``
+Usage: ``python benchmarks/backbones.py [--structures 64] [--batch-size 32] [--threads 1] [--rounds 2]
+[--backbones equiformer gaa]``
 writes ``benchmarks/results/backbones.{json,md}``.
 """
 
@@ -163,7 +165,16 @@ def _count_edges(job, inputs) -> int:
 
 # --------------------------------------------------------------------------- driver side
 def run_job(job: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), MALLOC_MMAP_THRESHOLD_="65536")
+    """Run ``job`` in a fresh worker process. ``job["allocator"]``: ``"mmap"`` (default) sets
+    ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors return to the OS and the resident set
+    tracks live memory (for peak-memory figures); ``"default"`` leaves glibc's allocator as users
+    have it (for timings: with the low mmap threshold every large tensor is page-faulted afresh,
+    which slowed some models' steps by up to 2.5x)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]))
+    if job.get("allocator", "mmap") == "mmap":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    else:
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
     env.setdefault("PYTHONWARNINGS", "ignore")
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
@@ -198,7 +209,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--structures", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes over the batches per process")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating backbone/peer processes per configuration")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backbones", nargs="*", default=None, help="default: all registered")
     ap.add_argument("--no-chgnet-default", action="store_true", help="skip CHGNet at its default size")
@@ -224,11 +236,21 @@ def main(argv=None) -> int:
         n_params = build_backbone(name).num_parameters()
         width, peer_params = match_chgnet_width(n_params)
         widths.setdefault(width, peer_params)
-        mine = run_job({"kind": "atomssl", "name": name, "mode": "throughput", **common})
-        peers = [run_job({"kind": "chgnet", "width": width, "mode": "throughput", **common})]
+        jobs = [{"kind": "atomssl", "name": name, "mode": "throughput", **common},
+                {"kind": "chgnet", "width": width, "mode": "throughput", **common}]  # fmt: skip
         cutoff = build_backbone(name).graph_spec.get("cutoff")
         if cutoff is not None and cutoff >= 3.0:  # also the peer on the backbone's own radius (same neighbours)
-            peers.append(run_job({"kind": "chgnet", "width": width, "cutoff": cutoff, "mode": "throughput", **common}))
+            jobs.append({"kind": "chgnet", "width": width, "cutoff": cutoff, "mode": "throughput", **common})
+        # timings: backbone and peers alternate for --rounds rounds, default allocator; each keeps
+        # its fastest round, so a burst of load from other processes hits both sides alike
+        runs: list[list[dict]] = [[] for _ in jobs]
+        for _ in range(args.rounds):
+            for job, done in zip(jobs, runs):
+                done.append(run_job({**job, "allocator": "default"}))
+        mine, *peers = [max(done, key=lambda r: r["structures_per_s"]) for done in runs]
+        # peak memory: one more process per configuration with the mmap allocator (see run_job)
+        for job, res in zip(jobs, [mine, *peers]):
+            res["peak_bytes"] = run_job({**job, "allocator": "mmap", "repeats": 1})["peak_bytes"]
         for peer in peers:
             rows.append({"backbone": name, "result": mine, "peer": peer,
                          "throughput_ratio": mine["structures_per_s"] / peer["structures_per_s"],
@@ -238,7 +260,9 @@ def main(argv=None) -> int:
                   flush=True)  # fmt: skip
     chgnet_default = None
     if not args.no_chgnet_default:
-        chgnet_default = run_job({"kind": "chgnet", "width": CHGNET_DEFAULT_WIDTH, "mode": "throughput", **common})
+        job = {"kind": "chgnet", "width": CHGNET_DEFAULT_WIDTH, "mode": "throughput", **common}
+        chgnet_default = run_job({**job, "allocator": "default"})
+        chgnet_default["peak_bytes"] = run_job({**job, "allocator": "mmap", "repeats": 1})["peak_bytes"]
     for kind, key in [("atomssl", n) for n in names] + [("chgnet", w) for w in sorted(widths)]:
         points = []
         for rep in args.supercells:
@@ -301,9 +325,11 @@ def render_markdown(rep: dict) -> str:
         "",
         f"Data: first {s['structures']} matbench_dielectric structures, batches of {s['batch_size']}. "
         "Step = forward + backward of a structure-level loss w.r.t. parameters, graph construction "
-        f"excluded (timed separately); fastest of {s['repeats']} passes. Peak memory = largest resident-set "
-        "growth during one step (VmHWM reset via /proc/self/clear_refs, fresh process per configuration, "
-        "MALLOC_MMAP_THRESHOLD_=65536), i.e. activations + gradients, not the model or data.",
+        f"excluded (timed separately); fastest of {s.get('rounds', 1)} round(s) x {s['repeats']} passes (each round: "
+        "backbone then its peers, each in a fresh process, default glibc allocator). Peak memory = largest "
+        "resident-set growth during one step, measured in a separate process per configuration (VmHWM reset via "
+        "/proc/self/clear_refs, MALLOC_MMAP_THRESHOLD_=65536 so freed tensors leave the resident set), i.e. "
+        "activations + gradients, not the model or data.",
         "",
         "| model | params | edges | step structures/s | step atoms/s | peak step memory | graph build structures/s | vs peer (throughput) | vs peer (memory) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -332,7 +358,8 @@ def render_markdown(rep: dict) -> str:
         "above it with that peer: throughput = backbone structures/s / peer structures/s (> 1: backbone faster); "
         "memory = backbone peak / peer peak (< 1: backbone leaner).",
         "",
-        "## Memory vs atoms (one structure and its n x n x n supercells, single-structure step)",
+        "## Memory vs atoms (one structure and its n x n x n supercells, single-structure step; step seconds "
+        "here run under the memory runs' mmap allocator, slower than the timings above)",
         "",
         "| model | atoms | peak step memory | step seconds |",
         "|---|---:|---:|---:|",

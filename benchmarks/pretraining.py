@@ -74,7 +74,7 @@ ROWS: dict[str, tuple[str, dict]] = {
             "backbone": MEGNET,
             "tasks": [{"name": "mask"}],
             "optim": {"lr": 2e-3, "warmup_steps": 30},
-            "trainer": {"max_epochs": 5},
+            "trainer": {"max_epochs": 12},
         },
     ),
     "mask_random15-megnet": (
@@ -94,7 +94,7 @@ ROWS: dict[str, tuple[str, dict]] = {
             "backbone": EQUIFORMER,
             "tasks": [{"name": "denoise", "sigma": 0.1, "sigma_mode": "relative"}],
             "optim": {"lr": 2e-3, "warmup_steps": 30},
-            "trainer": {"max_epochs": 4},
+            "trainer": {"max_epochs": 10},
         },
     ),
     "mask-equiformer": (
@@ -104,7 +104,7 @@ ROWS: dict[str, tuple[str, dict]] = {
             "backbone": EQUIFORMER,
             "tasks": [{"name": "mask"}],
             "optim": {"lr": 2e-3, "warmup_steps": 30},
-            "trainer": {"max_epochs": 4},
+            "trainer": {"max_epochs": 10},
         },
     ),
     "mask_denoise-equiformer": (
@@ -114,7 +114,7 @@ ROWS: dict[str, tuple[str, dict]] = {
             "backbone": EQUIFORMER,
             "tasks": [{"name": "mask_denoise", "sigma": 0.1, "species_weight": 1.0, "noise_weight": 1.0}],
             "optim": {"lr": 2e-3, "warmup_steps": 30},
-            "trainer": {"max_epochs": 4},
+            "trainer": {"max_epochs": 10},
         },
     ),
 }
@@ -131,7 +131,13 @@ for _name in ("noisy_bond", "nearest_bond", "cloud_denoise", "shift", "autoencod
         },
     )
 ROWS["frame_class-gaa"] = (_CLOUD_SIZE, {"custom": "frame_class", "backbone": GAA, "epochs": 10, "lr": 3e-3})
-ROWS["noisy_bond-gaa"][1]["trainer"]["max_epochs"] = 30  # the slowest cloud task to learn
+# the slowest cloud task to learn and the one that generalises worst across crystals: three noise
+# draws of every (prototype, sigma), larger batches, lower learning rate
+ROWS["noisy_bond-gaa"][1].update(
+    data={"sources": [ideal_source(0), ideal_source(1), ideal_source(2)], "batch_size": 4, "val_fraction": 0.25},
+    optim={"lr": 2e-3, "warmup_steps": 10},
+    trainer={"max_epochs": 15},
+)
 #: task column of rows whose key is not just "<task>-<backbone>"
 TASK_LABEL = {
     "mask-megnet": "mask (p_species 0.5: whole species half the time)",
@@ -299,20 +305,22 @@ def write_report(rows: dict[str, dict]) -> None:
         "(forward + backward), median over epochs after the first. Produced by `benchmarks/pretraining.py`;",
         "full configs in `pretraining.json`, loss curves in `pretraining_<row>.png`.",
         "",
-        "| task | backbone | size | baseline | reached | ratio | extra | epochs | structures/s | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | backbone | size | baseline | reached | ratio | best epoch's ratio | extra | epochs | structures/s | command |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in order:
         r = rows[key]
         ratio = r["reached"] / r["baseline"] if r["reached"] is not None and r["baseline"] else None
         m = r.get("metrics", {})
         extra = []
-        for name in ("accuracy", "baseline_accuracy", "species_accuracy", "species_baseline_accuracy", "noise_rmse_A",
-                     "noise_baseline_rmse_A", "rmse_A", "baseline_rmse_A"):
+        for name in ("accuracy", "baseline_accuracy", "species_loss", "species_baseline", "species_accuracy",
+                     "species_baseline_accuracy", "noise_loss", "noise_baseline", "noise_rmse_A", "noise_baseline_rmse_A",
+                     "rmse_A", "baseline_rmse_A"):
             if name in m:
                 extra.append(f"{name} {m[name]:.3g}")
         lines.append(
             f"| {r['task']} | {r['backbone']} | {r['size']} | {_f(r['baseline'])} | {_f(r['reached'])} | {_f(ratio, 3)} | "
+            f"{_f(r['best'] / r['baseline'] if r.get('best') is not None and r['baseline'] else None, 3)} | "
             f"{'; '.join(extra) or '-'} | {r['epochs']} | {_f(r['structures_per_s'], 3)} | `{r['command']}` |"
         )
     per_backbone: dict[str, list[tuple[float, float]]] = {}
@@ -330,8 +338,54 @@ def write_report(rows: dict[str, dict]) -> None:
         med = np.median(np.array(rates), axis=0)
         lines.append(f"| {bb} | {med[0]:.3g} | {med[1]:.3g} | {data_of.get(bb, '')} |")
     meta = rows[order[0]].get("machine", "") if order else ""
-    lines += ["", f"Machine: {meta}.", ""]
+    lines += ["", f"Machine: {meta}; 2 CPU cores shared with other jobs (load ~8-10).", ""]
+    lines += _shipped_section() + MASK_NOTES.splitlines()
     (RESULTS / "pretraining.md").write_text("\n".join(lines))
+
+
+MASK_NOTES = """
+## Masked species: why it sat at the element-frequency baseline, and the fix
+
+A first run (MEGNet, 8 epochs, edge_denoise + mask) ended at mask loss 3.318 vs baseline 3.341
+(ratio 0.99), its top-1 accuracy equal to always predicting the most frequent element (O).
+Findings (MEGNet, 800 matbench_dielectric + 288 AFLOW structures, lr 3e-3):
+
+- *Not* the learning rate or epochs alone: mask-only training with the old head (an MLP on the
+  masked atom's node features) reached 3.15 vs 3.30 after 6 epochs, accuracy still exactly the
+  majority's (0.309), and could not even memorise one fixed batch (stuck at 2.86 = prior).
+- Cause: a masked atom enters the backbone as the same token everywhere, and in MEGNet's
+  residual blocks what its neighbours add to its node features starts ~1e-4 of the token's own
+  part (std over masked atoms 8e-6 vs 0.07 over visible atoms at initialisation), so the head
+  saw (almost) the same input for every masked atom.
+- Fix (`atomssl/task/mask.py`, `SpeciesHead`): the head reads the masked atom's layer-normalised
+  node features, its structure's mean node features (what the rest of the structure holds) and,
+  when the backbone has edge features, a message pooled over the atom's incoming edges from
+  [neighbour node features, edge features]; it predicts a correction to the log element
+  frequencies (starts at the baseline instead of spending epochs learning the prior). Gradients
+  still flow into the backbone through all three inputs.
+- Masking mode matters most: hiding a *whole species* (p_species, 0.5 by default) removes a
+  whole sublattice; such structures contribute most masked atoms, and a lookup table "most
+  common visible neighbour element -> masked element" gains only 0.15 nats over the prior
+  (3.33 vs 3.48). With random-15% masking the same element is usually visible elsewhere in the
+  structure: 120 steps reach 2.34 vs 3.14 (accuracy 0.49 vs 0.34), against 2.82 vs 3.08 with
+  p_species 0.5. The table above gives both modes; the shipped backbone uses p_species 0.25.
+"""
+
+
+def _shipped_section() -> list[str]:
+    path = WEIGHTS / "default.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    out = ["## Shipped backbone (`atomssl/weights/default.pt`)", "",
+           f"MEGNet, {doc['parameters']} parameters, {doc['epochs']} epochs on {doc['data']}; "
+           f"{_f(doc.get('training_structures_per_s'), 3)} training structures/s; {doc['bytes'] / 1e6:.2f} MB.", "",
+           f"Command: `{doc['command']}`; loss curve: `pretraining_shipped_default.png`.", "",
+           "| task | val baseline | val reached | ratio | accuracy (baseline) |", "|---|---|---|---|---|"]
+    for t in doc["tasks"]:
+        acc = f"{t['accuracy']:.3f} ({t['baseline_accuracy']:.3f})" if "accuracy" in t else "-"
+        out.append(f"| {t['task']} | {_f(t['baseline'])} | {_f(t['reached'])} | {_f(t['reached'] / t['baseline'], 3)} | {acc} |")
+    return out + [""]
 
 
 # -------------------------------------------------------------------------- shipped weights
@@ -380,10 +434,13 @@ def ship(run_dir: Path) -> dict:
         "val_baseline": metrics.get("val/baseline"),
         "tasks": tasks,
         "training_structures_per_s": summary.get("structures_per_s"),
+        "wall_minutes": round(((run_dir / "summary.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60, 1),
         "machine": f"CPU, {platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}",
         "atomssl_version": atomssl.__version__,
     }
     write_json(WEIGHTS / "default.json", doc)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "loss_curve.png", RESULTS / "pretraining_shipped_default.png")
     return doc
 
 
@@ -424,10 +481,17 @@ def main(argv=None) -> int:
         else:
             res = run_trainer_row(key, full_config(key, spec))
         res.update(task=task, backbone=backbone, size=size, command=command(key), machine=machine)
+        (RUNS / key).mkdir(parents=True, exist_ok=True)
+        (RUNS / key / "row.json").write_text(json.dumps(res, indent=1, default=str))
+        if out_json.is_file():  # another run of this script may have added rows meanwhile
+            rows = json.loads(out_json.read_text())
         rows[key] = res
         ratio = res["reached"] / res["baseline"]
         print(f"   baseline {res['baseline']:.4g} reached {res['reached']:.4g} ratio {ratio:.3f} "
               f"{res['structures_per_s']:.3g} structures/s ({res['wall_s']:.0f} s)", flush=True)
+        out_json.write_text(json.dumps(rows, indent=1, default=str))
+        write_report(rows)
+    if not keys:  # --only with no rows: rebuild the report from the JSON
         out_json.write_text(json.dumps(rows, indent=1, default=str))
         write_report(rows)
     return 0

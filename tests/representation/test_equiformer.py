@@ -221,3 +221,27 @@ def test_overfits_volume_per_atom():
     with torch.no_grad():
         mae = ((head(model(batch).graph).squeeze(-1) * mad + mean) - y).abs().mean()
     assert mae < 0.05 * mad, f"train MAE {mae:.3f} vs label MAD {mad:.3f}"
+
+
+def test_linear_on_pieces_equals_linear_on_concatenation():
+    """The tensor-product outputs are fed to the next linear layer piece by piece (no concat)."""
+    torch.manual_seed(0)
+    tp = DepthwiseTP([5, 3, 2], lmax_sh=2, lmax_out=2, num_basis=4, radial_hidden=8).double()
+    from atomssl.representation._e3nn_layers import Linear
+
+    lin = Linear(tp.muls_out, [6, 4, 3]).double()
+    E = 9
+    xs = [torch.randn(E, 2 * l + 1, m, dtype=torch.float64) for l, m in enumerate([5, 3, 2])]
+    sh = o3.spherical_harmonics([0, 1, 2], torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component")
+    rbf = torch.randn(E, 4, dtype=torch.float64)
+    pieces = tp.pieces(xs, sh, rbf)
+    assert [sum(p.shape[-1] for p in ps) for ps in pieces] == tp.muls_out
+    for a, b in zip(lin.forward_pieces(pieces), lin(tp(xs, sh, rbf))):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_small_default_uses_linear_messages():
+    model = build_backbone("equiformer")
+    assert model.config["nonlinear_messages"] is False and all(b.attn.tp2 is None for b in model.blocks)
+    assert build_backbone({"name": "equiformer", "nonlinear_messages": True}).blocks[0].attn.tp2 is not None
+    assert build_backbone({"name": "equiformer", "size": "large"}).config["nonlinear_messages"] is True

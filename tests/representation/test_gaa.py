@@ -217,3 +217,29 @@ def test_overfits_volume_per_atom_of_64_dielectric_structures():
     mae = (pred - y).abs().mean()
     assert loss.item() < 0.01
     assert mae < 0.05 * sd, (mae, sd)  # mean abs deviation of the targets is ~0.8 sd
+
+
+def test_fast_dropout_matches_nn_dropout_in_distribution():
+    """The hand-written dropout (cheaper random draws) drops a fraction p, rescales the kept
+    values by 1/(1-p), passes gradients through the same mask, is reproducible under a seed and
+    is the identity in eval mode."""
+    from atomssl.representation.gaa import _Dropout
+
+    drop = _Dropout(0.1)
+    x = torch.rand(200_000, dtype=torch.float64) + 0.5
+    x.requires_grad_(True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.double().mean().item() - 0.1) < 0.003  # binomial sd ~7e-4
+    torch.testing.assert_close(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.double() / 0.9)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x.detach()), y.detach())
+    assert not torch.equal(drop(x.detach()), y.detach())  # fresh draws each call
+    # no correlation between neighbouring elements (16-bit words cut from one 64-bit draw)
+    k = kept.double().reshape(-1, 4)
+    assert abs(torch.corrcoef(k.T)[0, 1:].abs().max().item()) < 0.02
+    drop.eval()
+    assert drop(x) is x

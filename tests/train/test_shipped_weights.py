@@ -55,17 +55,18 @@ def test_shipped_checkpoint_is_documented(shipped):
 
 def _write_cifs(folder: Path) -> list[Path]:
     """Structures the project does not ship, written as CIF files at test time."""
+    from ase import Atoms
     from ase.build import bulk
     from ase.io import write
 
     rocksalt = bulk("KBr", "rocksalt", a=6.60)
-    perovskite = bulk("Ti", "sc", a=3.905)  # SrTiO3: Ti at the corner, Sr at the centre, O on edge centres
-    perovskite.set_chemical_symbols(["Ti"])
-    perovskite += bulk("Sr", "sc", a=3.905)[:1]
-    perovskite.positions[1] = [1.9525, 1.9525, 1.9525]
-    for xyz in ([1.9525, 0, 0], [0, 1.9525, 0], [0, 0, 1.9525]):
-        perovskite += bulk("O", "sc", a=3.905)[:1]
-        perovskite.positions[-1] = xyz
+    a = 3.905  # cubic SrTiO3
+    perovskite = Atoms(
+        "SrTiO3",
+        scaled_positions=[[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]],
+        cell=[a, a, a],
+        pbc=True,
+    )
     paths = []
     for name, atoms in (("KBr_rocksalt.cif", rocksalt), ("SrTiO3_perovskite.cif", perovskite)):
         path = folder / name

@@ -63,6 +63,31 @@ class _ParityEven(nn.Module):
         return torch.where(odd, x.abs(), x)
 
 
+class _Dropout(nn.Module):
+    """Inverted dropout (as ``nn.Dropout``) whose keep mask is drawn 16 bits at a time from
+    64-bit random integers. The per-element Bernoulli draws of ``nn.Dropout`` took ~20-30% of a
+    CPU training step here (the pair tensors hold n * k^2 * hidden values); this is ~5x cheaper.
+    Drop probability round(p * 2^16) / 2^16, within 1e-5 of ``p``; seeded by torch's generator."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.threshold = int(round(self.p * 65536)) - 32768  # keep iff a uniform int16 >= threshold
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        n = x.numel()
+        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))  # fastest forward+backward of the forms tried
+
+
 def _mlp(
     n_in: int, hidden: int, n_out: int, dropout: float, pre_norm: bool, chiral: bool = True, momentum: float = 0.99
 ) -> nn.Sequential:
@@ -73,9 +98,10 @@ def _mlp(
         if not chiral:
             layers.append(_ParityEven())
         layers.append(gala.MomentumNormalization(n_in, momentum=momentum))
-    layers += [nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.ReLU()]
+    # in-place ReLU: LayerNorm's backward needs its input, not its output
+    layers += [nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True)]
     if dropout:
-        layers.append(nn.Dropout(dropout))
+        layers.append(_Dropout(dropout))
     layers.append(nn.Linear(hidden, n_out))
     return nn.Sequential(*layers)
 

@@ -4,7 +4,10 @@ with coordinate denoising, one forward pass on the doubly corrupted structure).
 Masking is decided per structure: with probability ``p_species`` every atom of one random species
 present in it is masked, otherwise a random ``fraction`` (15%, at least one atom) of its atoms.
 Masked atoms get species index 0, the mask token shared by all backbones. The loss is the
-cross-entropy over the 118 elements on masked atoms only.
+cross-entropy over the 118 elements on masked atoms only. The head (:class:`SpeciesHead`)
+predicts a correction to the log element frequencies from the masked atom's node features, its
+structure's mean node features and (``use_edges``, when the backbone has edge features) a
+message pooled over its incoming edges.
 
 Baseline: the element frequencies seen in training so far (a buffer, saved with the task):
 cross-entropy of predicting those frequencies, and top-1 accuracy of always predicting the most

@@ -21,7 +21,8 @@ Modes
 - ``frozen``: backbone weights fixed (no grad, eval mode); the head (with its own Set2Set
   readouts for MEGNet) trains;
 - ``linear_probe``: structure embeddings of the frozen backbone -> standardised -> ridge
-  regression / logistic regression (scikit-learn), ``alpha`` / ``C`` chosen on validation.
+  regression / logistic regression (scikit-learn), ``alpha`` / ``C`` chosen on validation;
+  ridge predictions are clipped to the range of the training targets.
 
 Early stopping: training stops when the validation metric (``val/mae`` for regression,
 ``val/loss`` for classification) has not improved for ``trainer.patience`` epochs; the best
@@ -487,11 +488,15 @@ class LinearProbe:
         self.model = None
         self.param: float | None = None
         self.val_curve: dict[float, float] = {}
+        self.t_range: tuple[float, float] | None = None
 
     def _f(self, y):
         return np.log(y) if self.transform == "log" else np.asarray(y, float)
 
     def _finv(self, t):
+        # linear extrapolation far outside the data can overflow exp(): keep predictions within
+        # the range of the (transformed) training targets
+        t = np.clip(t, *self.t_range) if self.t_range is not None else t
         return np.exp(t) if self.transform == "log" else t
 
     def _make(self, value: float):
@@ -506,6 +511,9 @@ class LinearProbe:
     def fit(self, x_train, y_train, x_val, y_val, grid: Sequence[float]) -> "LinearProbe":
         if self.kind == "regression" and self.transform == "log" and (np.asarray(y_train) <= 0).any():
             raise ConfigError("regression transform 'log' needs positive targets")
+        if self.kind == "regression":
+            t = self._f(y_train)
+            self.t_range = (float(np.min(t)), float(np.max(t)))
         best = None
         for value in grid:
             model = self._make(float(value))
