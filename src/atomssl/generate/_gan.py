@@ -26,7 +26,6 @@ Run folder: ``config.yaml``, ``classifier.csv``, ``metrics.csv`` (one row per lo
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import logging
 import time
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..graph import collate, to_graph
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, write_csv, write_json
 from ._discriminator import Discriminator, real_batch, train_classifier
 from ._reconstruct import Corruption, Generator, corrupt_batch, generate
 
@@ -273,15 +272,7 @@ def _progress(total: int, enabled: bool):
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_write(path, "w") as fh:
-        fh.write(buf.getvalue())
+    write_csv(path, rows)
 
 
 def _plot(rows: list[dict], cls_rows: list[dict], path: Path) -> None:

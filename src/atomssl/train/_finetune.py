@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError
 from ..graph import collate
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -363,17 +363,10 @@ class FinetuneModule(L.LightningModule):
             return opt
         if c["scheduler"] != "cosine":
             raise ConfigError(f"optim.scheduler must be 'cosine' or 'constant', got {c['scheduler']!r}")
+        from ._module import warmup_cosine
+
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm, floor = int(c["warmup_steps"]), float(c["min_lr_ratio"])
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to floor * lr
-            if step < warm:
-                return (step + 1) / warm
-            t = min((step - warm) / max(total - warm, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(opt, total, int(c["warmup_steps"]), float(c["min_lr_ratio"]))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from ._checkpoint import plain
@@ -686,15 +679,7 @@ def _epoch_rows(run_dir: Path) -> list[dict[str, float]]:
 
 
 def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_write(path, "w") as fh:
-        fh.write(buf.getvalue())
+    write_csv(path, rows)
 
 
 # -------------------------------------------------------------------------- run folder

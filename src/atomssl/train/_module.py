@@ -129,16 +129,7 @@ class PretrainModule(L.LightningModule):
         if kind != "cosine":
             raise ConfigError(f"optim.scheduler must be 'cosine' or 'constant', got {kind!r}")
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm, floor = int(c["warmup_steps"]), float(c["min_lr_ratio"])
-
-        def factor(step: int) -> float:  # linear warm-up, then cosine decay to floor * lr
-            if step < warm:
-                return (step + 1) / warm
-            t = min((step - warm) / max(total - warm, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(opt, total, int(c["warmup_steps"]), float(c["min_lr_ratio"]))
 
     # ----------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -161,3 +152,16 @@ class PretrainModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint.pop("atomssl", None)
+
+
+def warmup_cosine(opt, total: int, warm: int, floor: float) -> dict[str, Any]:
+    """Lightning optimiser config: linear warm-up over ``warm`` steps, then cosine decay to ``floor * lr``."""
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min((step - warm) / max(total - warm, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,6 +1,6 @@
 """Small shared utilities: atomic writes, run folders, configs, seeding."""
 
-from ._io import atomic_write, atomic_save_npz, atomic_torch_save, make_run_dir, write_json
+from ._io import atomic_write, atomic_save_npz, atomic_torch_save, make_run_dir, write_csv, write_json
 from ._config import load_config, apply_overrides, dump_config
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "atomic_torch_save",
     "make_run_dir",
     "write_json",
+    "write_csv",
     "load_config",
     "apply_overrides",
     "dump_config",

@@ -59,6 +59,22 @@ def write_json(path, obj: Any) -> None:
         fh.write("\n")
 
 
+def write_csv(path, rows: list[dict]) -> None:
+    """Rows of dicts as CSV (columns in order of first appearance), written atomically."""
+    import csv
+    import io
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    with atomic_write(path, "w") as fh:
+        fh.write(buf.getvalue())
+
+
 def _json_default(o):
     import numpy as np
 
