@@ -36,9 +36,9 @@ def register(subparsers) -> None:
         "--checkpoint",
         help="pretrained backbone for the transfer stage (default: the shipped atomssl/weights/default.pt)",
     )
-    p.add_argument("--sizes", default="100,250", help="label budgets of the transfer stage (default 100,250)")
+    p.add_argument("--sizes", default="100,250,500", help="label budgets of the transfer stage (default 100,250,500)")
     p.add_argument("--seeds", default="0", help="seeds of the transfer stage (default 0)")
-    p.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs per run (default 15)")
+    p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs per run (default 20)")
     p.add_argument("--test-limit", type=int, default=300, help="fold-0 test structures scored (default 300)")
     p.add_argument("--skip-transfer", action="store_true", help="only the dataset stage (load, verify, graph)")
     p.set_defaults(func=_main)
@@ -227,9 +227,9 @@ TRANSFER_CONFIG: dict[str, Any] = {
 def run_transfer(
     run_dir: Path,
     checkpoint: str | Path | None = None,
-    sizes: str = "100,250",
+    sizes: str = "100,250,500",
     seeds: str = "0",
-    epochs: int = 15,
+    epochs: int = 20,
     test_limit: int | None = 300,
     progress: bool = True,
 ) -> dict[str, Any]:
