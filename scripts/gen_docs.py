@@ -39,6 +39,8 @@ def cli_reference() -> str:
 def _signature_table(registry: dict) -> list[str]:
     rows = ["| name | option | default |", "|---|---|---|"]
     for name, cls in sorted(registry.items()):
+        if not cls.__module__.startswith("atomssl."):
+            continue  # plugins registered at run time (e.g. test backbones) are not part of the reference
         for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
             if p.name in ("backbone",) or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
