@@ -38,16 +38,7 @@ TRANSFORMS = ("none", "log")
 LOSSES = ("l1", "mse", "huber")
 
 
-def _graph_index(batch) -> torch.Tensor:
-    b = getattr(batch, "batch", None)
-    if b is None:
-        return torch.zeros(batch.pos.shape[0], dtype=torch.long, device=batch.pos.device)
-    return b
-
-
-def _num_graphs(batch) -> int:
-    n = getattr(batch, "num_graphs", None)
-    return int(n) if n is not None else 1
+from .denoise import graph_index as _graph_index, num_graphs as _num_graphs  # noqa: E402
 
 
 class Readout(nn.Module):
