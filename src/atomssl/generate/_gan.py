@@ -26,7 +26,6 @@ Run folder: ``config.yaml``, ``classifier.csv``, ``metrics.csv`` (one row per lo
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..graph import collate, to_graph
-from ..utils import atomic_write, dump_config, make_run_dir, write_csv, write_json
+from ..utils import dump_config, make_run_dir, save_figure, write_csv, write_json
 from ._discriminator import Discriminator, real_batch, train_classifier
 from ._reconstruct import Corruption, Generator, corrupt_batch, generate
 
@@ -300,8 +299,4 @@ def _plot(rows: list[dict], cls_rows: list[dict], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("step")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=110)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
 from ._evaluate import EVAL_DEFAULTS, _load_task
 from ._finetune import prepare_config, train_and_predict
 
@@ -191,8 +191,4 @@ def _plot(path: Path, per_size: dict[str, dict]) -> None:
     ax.legend()
     ax.set_title("learning curves (mean +- std over seeds)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=110)

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import CheckpointError, ConfigError
 from ..graph import collate
-from ..utils import atomic_write, dump_config, make_run_dir, write_csv, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -804,11 +804,7 @@ def plot_parity(path: Path, kind: str, sets: dict[str, LabelledGraphs], preds: d
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

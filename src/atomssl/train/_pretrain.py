@@ -17,7 +17,6 @@ repeats the interrupted epoch exactly.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
 from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
 from ._data import DATA_DEFAULTS, PretrainDataModule
 from ._module import OPTIM_DEFAULTS, PretrainModule
@@ -325,11 +324,7 @@ def plot_loss_curves(rows, keys: list[str], path: Path) -> None:
         ax.set_ylabel("loss")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=110)
 
 
 def load_run_config(run_dir: str | os.PathLike) -> dict:

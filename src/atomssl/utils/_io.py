@@ -59,6 +59,20 @@ def write_json(path, obj: Any) -> None:
         fh.write("\n")
 
 
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Render a matplotlib figure to PNG, write it atomically to ``path`` and close the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+    return Path(path)
+
+
 def write_csv(path, rows: list[dict]) -> None:
     """Rows of dicts as CSV (columns in order of first appearance), written atomically."""
     import csv
