@@ -7,6 +7,7 @@ import os
 import pickle
 
 import ase.io
+from ase.build import bulk
 import numpy as np
 import pytest
 
@@ -176,3 +177,25 @@ def test_store_is_a_source_for_another_import(tmp_path, small_atoms):
     assert report.n_written == 5
     for a, b in zip(StructureStore(first), StructureStore(second)):
         _assert_same(a, b)
+
+
+def test_import_removes_temporaries_of_dead_imports_only(tmp_path):
+    import subprocess
+    import sys
+
+    from atomssl.data import _store
+
+    src = tmp_path / "a.extxyz"
+    ase.io.write(src, bulk("Cu", "fcc", a=3.6))
+    out = tmp_path / "store.db"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.abc.tmp.db"
+    live = tmp_path / f".store.db.{_store._HOST}.{os.getppid()}.abc.tmp.db"  # our parent is alive
+    other_host = tmp_path / f".store.db.otherhost.{dead.pid}.abc.tmp.db"
+    for p in (stale, live, other_host):
+        p.write_bytes(b"partial")
+    import_structures([src], out)
+    assert not stale.exists()
+    assert live.exists() and other_host.exists()
+    assert len(list(StructureStore(out))) == 1

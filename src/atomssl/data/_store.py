@@ -10,8 +10,11 @@ SQLite connection.
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
 from collections import Counter
@@ -25,6 +28,8 @@ import numpy as np
 from ..errors import MissingFileError, StructureError, UnreadableFileError
 from ._readers import _ase_db_labels, _check_ase_sqlite, expand_sources, iter_entries, open_ase_db_readonly, select_rows
 from ._structure import Structure
+
+log = logging.getLogger(__name__)
 
 _META = "atomssl"
 
@@ -232,6 +237,31 @@ class ImportReport:
         }
 
 
+_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def _remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete temporary stores left beside ``out`` by imports on this host whose process is gone
+    (a killed ``data import``); temporaries of live processes or other hosts are left alone."""
+    removed = []
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.{glob.escape(_HOST)}.*.tmp.db"):
+        pid = tmp.name[len(f".{out.name}.{_HOST}.") :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, owned by someone else
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+            log.info("removed %s left by an interrupted import (process %s is gone)", tmp, pid)
+    return removed
+
+
 def import_structures(
     sources: Any,
     out: str | os.PathLike,
@@ -256,7 +286,8 @@ def import_structures(
     items = expand_sources(sources)
     report = ImportReport(out=out, n_sources=len(items))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.db", dir=out.parent)
+    _remove_stale_temporaries(out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.{_HOST}.{os.getpid()}.", suffix=".tmp.db", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -556,7 +556,9 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool, 
     from lightning.pytorch.loggers import CSVLogger
 
     from ._checkpoint import AtomicCheckpointIO
+    from ._pretrain import _quiet_duplicate_logs
 
+    _quiet_duplicate_logs()
     tcfg = {k: v for k, v in config["trainer"].items() if k != "patience"}
     if tcfg.get("max_time") is None:
         tcfg.pop("max_time", None)
