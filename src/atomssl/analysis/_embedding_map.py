@@ -9,14 +9,13 @@ random map, 1 when neighbours share the value exactly).
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..utils import atomic_write
+from ..utils import save_figure
 
 #: atomic mass unit / A^3 -> g / cm^3
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
@@ -96,11 +95,7 @@ def embedding_map(
     agree = neighbour_agreement(embeddings, values)
     ax.set_title(title or f"structure embeddings ({used.upper()}); kNN agreement r={agree:.2f}", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    with atomic_write(Path(path)) as fh:
-        fh.write(buf.getvalue())
+    save_figure(fig, path, dpi=120)
     return {"method": used, "xy": xy, "agreement": agree, "agreement_2d": neighbour_agreement(xy, values)}
 
 

@@ -156,10 +156,9 @@ def plot_histograms(structures, path: Path) -> None:
     ax2.set_title("structure size")
     fig.suptitle(f"matbench_dielectric ({len(structures)} structures)")
     fig.tight_layout()
-    from ..utils import atomic_write
+    from ..utils import save_figure
 
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png")
+    save_figure(fig, path, dpi=100)
 
 
 def run_demo(out: str | Path | None = None, limit: int | None = None, cutoff: float = DEFAULT_CUTOFF, progress: bool = True) -> dict[str, Any]:

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+# the constant only: importing atomssl.train (torch) here would slow every CLI start
+DEFAULT_MAX_EDGES_PER_CHUNK = 2**17
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -20,6 +30,12 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--float64", action="store_true", help="compute in double precision")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--max-edges-per-chunk", type=_count, default=DEFAULT_MAX_EDGES_PER_CHUNK, metavar="N",
+        help=f"embed a batch with more than N bonds in chunks, exactly: MEGNet N bonds at a time, Equiformer "
+        f"blocks of atoms with their receptive-field halo; bounds the memory of huge structures (default "
+        f"{DEFAULT_MAX_EDGES_PER_CHUNK}; 0: never)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -35,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         dtype=torch.float64 if args.float64 else torch.float32,
         device=args.device,
+        max_edges_per_chunk=args.max_edges_per_chunk,
     )
     print(
         f"{args.out}: {arrays['structure'].shape[0]} structures x {arrays['structure'].shape[1]}, "

@@ -9,7 +9,6 @@ by periodic-table position: ``"period"`` (row by row, i.e. by atomic number) or 
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import atomic_write
+from ..utils import save_figure
 
 ORDERS = ("period", "group")
 
@@ -92,10 +91,4 @@ def plot_substitution_map(counts: Counter, path: str | Path, order: str = "perio
     ax.set_ylabel("original element")
     ax.set_title(title or f"element substitutions (ordered by {order})")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -122,7 +122,7 @@ def _plt():
 
 def plot_structure_summary(structures, path, cutoff: float = BOND_CUTOFF) -> Path:
     """RDF, bond-angle distribution and coordination histogram of a-Si cells in one PNG."""
-    from ..utils import atomic_write
+    from ..utils import save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -139,16 +139,12 @@ def plot_structure_summary(structures, path, cutoff: float = BOND_CUTOFF) -> Pat
     ax[2].bar(vals, [(coord == v).mean() for v in vals])
     ax[2].set(xlabel=f"coordination (r < {cutoff} A)", ylabel="fraction", title=f"mean {coord.mean():.3f}")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_motif_comparison(reference: np.ndarray, generated: np.ndarray, path, labels=("data", "generated")) -> Path:
     """Histograms of neighbour distances and angles, data vs generated motifs."""
-    from ..utils import atomic_write
+    from ..utils import save_figure
 
     plt = _plt()
     a, b = motif_statistics(reference), motif_statistics(generated)
@@ -162,16 +158,12 @@ def plot_motif_comparison(reference: np.ndarray, generated: np.ndarray, path, la
     ax[2].set(xlabel="all 8 neighbour distances (A)", title="neighbour distances")
     ax[0].legend()
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_errors(errors: dict[str, np.ndarray], path, threshold: float | None = None, xlabel: str = "error (A)") -> Path:
     """Cumulative distributions of errors, one curve per key."""
-    from ..utils import atomic_write
+    from ..utils import save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -183,8 +175,4 @@ def plot_errors(errors: dict[str, np.ndarray], path, threshold: float | None = N
     ax.set(xlabel=xlabel, ylabel="fraction <= x", xscale="log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

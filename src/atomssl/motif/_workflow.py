@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
 from . import _analysis as A
 from ._data import bundled_cells
 from ._decode import aligned_rmsd, assign_and_align, gram_to_coords
@@ -183,9 +183,7 @@ def _plot_history(history, path):
     ax.set(xlabel="epoch", yscale="log")
     ax.legend()
     fig.tight_layout()
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _checkpoint_config(checkpoint, cfg: dict | None) -> dict:

@@ -254,8 +254,19 @@ class EquivariantTransformer(Backbone):
         if batch_index is None:
             batch_index = torch.zeros(n, dtype=torch.long, device=pos.device)
         n_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
+        return BackboneOutput(node=node, graph=self.graph_from_nodes(node, batch_index, n_graphs), vector=vector)
+
+    @property
+    def receptive_hops(self) -> int:
+        """Bond hops that can reach an atom's outputs (edge-degree embedding + one per layer):
+        atoms further away never change them, so a large structure may be embedded chunk by
+        chunk, each with this many hops of neighbours around it (exact)."""
+        return len(self.blocks) + 1
+
+    def graph_from_nodes(self, node: torch.Tensor, batch_index: torch.Tensor, n_graphs: int) -> torch.Tensor:
+        """The structure embeddings from the per-atom ``node`` outputs (pool, then readout MLP)."""
         pooled = node.new_zeros(n_graphs, self.node_dim).index_add_(0, batch_index, node)
         if self.pool == "mean":
-            counts = torch.bincount(batch_index, minlength=n_graphs).clamp(min=1).to(dtype)
+            counts = torch.bincount(batch_index, minlength=n_graphs).clamp(min=1).to(node.dtype)
             pooled = pooled / counts.unsqueeze(-1)
-        return BackboneOutput(node=node, graph=self.readout(pooled), vector=vector)
+        return self.readout(pooled)

@@ -83,16 +83,36 @@ class _SplitInputMLP(nn.Module):
         self.act = ShiftedSoftplus()
         self.rest = _mlp(hidden)
 
-    def forward(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> torch.Tensor:
-        """``parts``: (features, gather index or None), in the order of ``part_dims``."""
+    def forward(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor | None]], chunk: int | None = None) -> torch.Tensor:
+        """``parts``: (features, gather index or None), in the order of ``part_dims``; with ``chunk``,
+        the output rows are computed ``chunk`` at a time (same result, less memory)."""
         weights = torch.split(self.first.weight, self.part_dims, dim=1)
-        out = None
-        for (x, index), w in zip(parts, weights):
-            y = F.linear(x, w)
-            if index is not None:
-                y = y.index_select(0, index)
-            out = y if out is None else out + y
-        return self.rest(self.act(out + self.first.bias))
+        # gathered parts are transformed once at their own size, the others row slice by row slice
+        small = [F.linear(x, w) if index is not None else None for (x, index), w in zip(parts, weights)]
+        x0, i0 = parts[0]
+
+        def rows(s: slice) -> torch.Tensor:
+            out = None
+            for (x, index), w, y in zip(parts, weights, small):
+                y = y.index_select(0, index[s]) if index is not None else F.linear(x[s], w)
+                out = y if out is None else out + y
+            return self.rest(self.act(out + self.first.bias))
+
+        return map_rows(rows, (x0 if i0 is None else i0).shape[0], chunk)
+
+
+def map_rows(fn, n_rows: int, chunk: int | None) -> torch.Tensor:
+    """``fn(slice)`` over consecutive row slices of at most ``chunk`` rows, stacked into one
+    tensor (a single ``fn(slice(None))`` when ``chunk`` is None or covers every row)."""
+    if not chunk or n_rows <= chunk:
+        return fn(slice(None))
+    out = None
+    for a in range(0, n_rows, chunk):
+        y = fn(slice(a, a + chunk))
+        if out is None:
+            out = y.new_empty((n_rows, *y.shape[1:]))
+        out[a : a + chunk] = y
+    return out
 
 
 def _scatter_mean(x: torch.Tensor, index: torch.Tensor, inv_count: torch.Tensor) -> torch.Tensor:
@@ -123,8 +143,11 @@ class _MEGNetBlock(nn.Module):
 
     def forward(self, e, v, u, g):
         e0, v0, u0 = e, v, u
-        e, v, u = self.edge_dense(e), self.node_dense(v), self.state_dense(u)
-        e_new = self.edge_update([(v, g["src"]), (v, g["dst"]), (e, None), (u, g["edge_graph"])])
+        chunk = g.get("edge_chunk")
+        e = map_rows(lambda s: self.edge_dense(e0[s]), e0.shape[0], chunk)
+        v, u = self.node_dense(v), self.state_dense(u)
+        e_new = self.edge_update([(v, g["src"]), (v, g["dst"]), (e, None), (u, g["edge_graph"])], chunk)
+        del e  # the dense edge features are not needed past the edge update
         v_in = _scatter_mean(e_new, g["dst"], g["inv_in_degree"])
         v_new = self.node_update([(v_in, None), (v, None), (u, g["node_graph"])])
         u_e = _scatter_mean(e_new, g["edge_graph"], g["inv_edges_per_graph"])
@@ -143,7 +166,15 @@ class MEGNet(Backbone):
 
     Outputs: ``node`` (n, conv[-1]) atom features, ``edge`` (E, conv[-1]) bond features,
     ``graph`` (B, 4 * conv[-1] + conv[-1]) = [Set2Set(atoms), Set2Set(bonds), state].
+
+    ``edge_chunk`` (default None: off): when set, and only without autograd (inference), the
+    per-bond work (Gaussian expansion, edge encoder, each block's edge MLPs) runs on at most
+    ``edge_chunk`` bonds at a time, so that only the (E, width) bond features stay in memory
+    between layers. Exact: the same numbers as the unchunked forward up to float round-off (the
+    global state couples every atom in each block, so the graph is cut by bonds, not by atoms).
     """
+
+    edge_chunk: int | None = None
 
     provides_vectors = False
     provides_edges = True
@@ -222,8 +253,10 @@ class MEGNet(Backbone):
             "inv_edges_per_graph": _inverse_counts(edge_graph, n_graphs, dtype),
             "inv_nodes_per_graph": _inverse_counts(node_graph, n_graphs, dtype),
         }
+        # chunk bonds only in inference: slices written into one buffer would break autograd
+        g["edge_chunk"] = self.edge_chunk if not torch.is_grad_enabled() else None
         length = edge_vectors(batch).norm(dim=-1)
-        e = self.edge_encoder(self.rbf(length))
+        e = map_rows(lambda s: self.edge_encoder(self.rbf(length[s])), length.shape[0], g["edge_chunk"])
         v = self.node_encoder(self.embed_species(batch))
         u = self.state_encoder(self.state0.to(dtype).expand(n_graphs, -1))
         for block in self.blocks:

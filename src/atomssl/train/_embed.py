@@ -4,10 +4,20 @@ Output arrays (``.npz``, written atomically):
 ``structure`` (n_structures, embedding_dim) in input order (float32, or float64 when computed so); ``atom`` (n_atoms_total, node_dim);
 ``atom_index`` (n_atoms_total,) the structure row of each atom row (atoms keep their input order);
 ``ids`` and ``sources`` name each structure.
+
+Large structures are processed in chunks, exactly (the same numbers as one forward pass up to
+float round-off), once a batch has more than ``max_edges_per_chunk`` bonds (default
+:data:`DEFAULT_MAX_EDGES_PER_CHUNK`): backbones with an ``edge_chunk`` attribute (MEGNet) run
+their per-bond work that many bonds at a time; backbones with ``receptive_hops`` and
+``graph_from_nodes`` (Equiformer) run one spatial block of atoms at a time, together with every
+atom within ``receptive_hops`` bonds of it (the halo), keep the block's node outputs and pool them
+at the end. Other backbones (GAA, whose kNN clouds need every atom's full cloud) run whole.
+Batches are also cut once they hold that many bonds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -24,6 +34,8 @@ from ._checkpoint import load_backbone
 
 #: name of the checkpoint shipped in package data ``atomssl/weights/`` (used when none is given)
 DEFAULT_CHECKPOINT_NAME = "default.pt"
+#: bonds above which a batch is embedded in chunks (MEGNet, 100 Gaussians, float32: ~50 MB per chunk)
+DEFAULT_MAX_EDGES_PER_CHUNK = 2**17
 
 
 def default_checkpoint() -> Path | None:
@@ -44,6 +56,46 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
     return found
 
 
+def _atom_blocks(pos: torch.Tensor, n_blocks: int) -> list[torch.Tensor]:
+    """Atom indices grouped into ~``n_blocks`` boxes of a grid over their bounding box (compact
+    blocks keep the halo around each small)."""
+    per_axis = max(1, math.ceil(n_blocks ** (1 / 3) - 1e-9))
+    lo, hi = pos.min(0).values, pos.max(0).values
+    ijk = ((pos - lo) / (hi - lo).clamp(min=1e-9) * per_axis).long().clamp(0, per_axis - 1)
+    key = (ijk[:, 0] * per_axis + ijk[:, 1]) * per_axis + ijk[:, 2]
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=per_axis**3).tolist()
+    return [b for b in torch.split(order, counts) if len(b)]
+
+
+def _halo_forward(backbone, graph, max_edges: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(graph row, node rows) of one structure, block by block with a ``receptive_hops`` halo."""
+    from torch_geometric.data import Data
+
+    n = graph.num_nodes
+    src, dst = graph.edge_index
+    node = None
+    for core in _atom_blocks(graph.pos, math.ceil(src.shape[0] / max_edges)):
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[core] = True
+        for _ in range(backbone.receptive_hops):  # centres gather from their neighbours (dst)
+            keep[dst[keep[src]]] = True
+        atoms = keep.nonzero().squeeze(1)
+        edges = keep[src] & keep[dst]  # every bond of the atoms within receptive_hops - 1 hops
+        local = torch.full((n,), -1, dtype=torch.long)
+        local[atoms] = torch.arange(len(atoms))
+        sub = Data(z=graph.z[atoms], pos=graph.pos[atoms], cell=graph.cell, pbc=graph.pbc,
+                   edge_index=local[graph.edge_index[:, edges]], shift=graph.shift[edges],
+                   natoms=torch.tensor([len(atoms)]), num_nodes=len(atoms))  # fmt: skip
+        out = backbone(collate([sub]).to(device)).node
+        if node is None:
+            node = out.new_empty((n, out.shape[1]))
+        node[core.to(out.device)] = out[local[core].to(out.device)]
+        del out, sub
+    rows = backbone.graph_from_nodes(node, torch.zeros(n, dtype=torch.long, device=node.device), 1)
+    return rows, node
+
+
 @torch.no_grad()
 def embed_structures(
     structures: Iterable[Any],
@@ -51,30 +103,58 @@ def embed_structures(
     batch_size: int = 32,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
 ) -> dict[str, np.ndarray]:
-    """Run ``backbone`` (eval mode) on ``structures`` and collect graph and node embeddings."""
+    """Run ``backbone`` (eval mode) on ``structures`` and collect graph and node embeddings.
+
+    ``max_edges_per_chunk``: bonds above which a batch is cut and a structure embedded in
+    chunks (see the module docstring; ``None`` or 0: never)."""
     backbone = backbone.to(device=device, dtype=dtype).eval()
     spec = backbone.graph_spec
+    limit = int(max_edges_per_chunk) if max_edges_per_chunk else None
+    halo = limit is not None and hasattr(backbone, "receptive_hops") and hasattr(backbone, "graph_from_nodes")
     graph_rows, atom_rows, ids, sources = [], [], [], []
     pending: list = []
 
+    def keep(graph: torch.Tensor, node: torch.Tensor) -> None:
+        graph_rows.append(graph.detach().double().cpu().numpy())
+        atom_rows.append(node.detach().double().cpu().numpy())
+
     def flush() -> None:
-        out = backbone(collate(pending).to(device))
-        graph_rows.append(out.graph.detach().double().cpu().numpy())
-        atom_rows.append(out.node.detach().double().cpu().numpy())
-        pending.clear()
+        if pending:
+            out = backbone(collate(pending).to(device))
+            keep(out.graph, out.node)
+            pending.clear()
 
     counts = []
-    for s in structures:
-        s = Structure.coerce(s)
-        pending.append(to_graph(s, dtype=dtype, **spec))  # validates: a bad input raises, naming it
-        counts.append(s.n_atoms)
-        ids.append(s.id or "")
-        sources.append(f"{s.source}" + (f"@{s.index}" if s.index is not None else "") if s.source else "")
-        if len(pending) >= batch_size:
-            flush()
-    if pending:
+    saved_chunk = getattr(backbone, "edge_chunk", None)
+    if hasattr(backbone, "edge_chunk"):
+        backbone.edge_chunk = limit
+    try:
+        pending_edges = 0
+        for s in structures:
+            s = Structure.coerce(s)
+            graph = to_graph(s, dtype=dtype, **spec)  # validates: a bad input raises, naming it
+            counts.append(s.n_atoms)
+            ids.append(s.id or "")
+            sources.append(f"{s.source}" + (f"@{s.index}" if s.index is not None else "") if s.source else "")
+            n_edges = graph.edge_index.shape[1]
+            if halo and n_edges > limit:
+                flush()
+                keep(*_halo_forward(backbone, graph, limit, device))
+                continue
+            if pending and limit is not None and pending_edges + n_edges > limit:
+                flush()
+            if not pending:
+                pending_edges = 0
+            pending.append(graph)
+            pending_edges += n_edges
+            if len(pending) >= batch_size:
+                flush()
         flush()
+    finally:
+        if hasattr(backbone, "edge_chunk"):
+            backbone.edge_chunk = saved_chunk
     if not counts:
         raise ValueError("no structures to embed")
     out_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -94,11 +174,12 @@ def embed_files(
     batch_size: int = 32,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
+    max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
 ) -> dict[str, np.ndarray]:
     """Embed every structure of ``paths`` (files, folders, stores) and write ``out`` (.npz)."""
     from ..data import iter_structures
 
     backbone = load_backbone(resolve_checkpoint(checkpoint), map_location="cpu")
-    arrays = embed_structures(iter_structures(list(paths)), backbone, batch_size, dtype, device)
+    arrays = embed_structures(iter_structures(list(paths)), backbone, batch_size, dtype, device, max_edges_per_chunk)
     atomic_save_npz(out, **arrays)
     return arrays
