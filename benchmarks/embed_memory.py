@@ -9,8 +9,10 @@ The backbone is the shipped default checkpoint when this build has one, else a c
 same architecture (``configs/pretrain_default.yaml``) with fresh weights: memory does not depend
 on the weight values.
 
-    OMP_NUM_THREADS=1 python benchmarks/embed_memory.py --atoms 100000 --atoms 20000 \\
+    OMP_NUM_THREADS=1 python benchmarks/embed_memory.py --atoms 100000 --atoms 200000 \\
         --out benchmarks/results/embed_memory.md
+    # the unchunked forward, for comparison:
+    OMP_NUM_THREADS=1 python benchmarks/embed_memory.py --atoms 100000 -- --max-edges-per-chunk 0
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("embed_args", nargs="*", help="extra arguments for atomssl embed (after --)")
     args = p.parse_args(argv)
     sizes = args.atoms or [100_000]
+    from atomssl.train._embed import DEFAULT_MAX_EDGES_PER_CHUNK as DEFAULT_CHUNK
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -105,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         "# `atomssl embed` peak memory on one large snapshot",
         "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')} python benchmarks/embed_memory.py "
-        + " ".join(f"--atoms {n}" for n in sizes) + "`",
+        + " ".join(f"--atoms {n}" for n in sizes) + (" -- " + " ".join(args.embed_args) if args.embed_args else "") + "`",
         f"Backbone: {what}. Snapshot: rattled fcc Cu supercell (0.05 A noise), one structure.",
+        "Chunking: " + (" ".join(args.embed_args) if "--max-edges-per-chunk" in " ".join(args.embed_args)
+                        else f"`atomssl embed` default, bonds processed {DEFAULT_CHUNK} at a time (`--max-edges-per-chunk`)") + ".",
         f"Machine: {os.cpu_count()} CPU cores visible; peak resident memory of the `atomssl embed` process.",
         "",
         f"| atoms | peak RSS (GiB) | within {args.limit_gib:g} GiB | wall time (s) | structure / atom embeddings | finite |",

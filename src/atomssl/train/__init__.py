@@ -2,7 +2,7 @@
 
 from ._checkpoint import AtomicCheckpointIO, load_backbone, load_checkpoint, save_checkpoint
 from ._data import PretrainDataModule, build_graphs, load_structures, synthetic_crystals
-from ._embed import default_checkpoint, embed_files, embed_structures
+from ._embed import DEFAULT_MAX_EDGES_PER_CHUNK, default_checkpoint, embed_files, embed_structures
 from ._module import PretrainModule
 from ._pretrain import DEFAULTS as PRETRAIN_DEFAULTS
 from ._pretrain import load_run_config, merged_metrics, pretrain
@@ -20,6 +20,7 @@ __all__ = [
     "build_graphs",
     "load_structures",
     "synthetic_crystals",
+    "DEFAULT_MAX_EDGES_PER_CHUNK",
     "default_checkpoint",
     "embed_files",
     "embed_structures",
