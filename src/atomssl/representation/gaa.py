@@ -165,6 +165,8 @@ class GeometricAlgebraAttention(Backbone):
     provides_edge_vectors = True
     #: honours ``batch.edge_delta`` and ``batch.edge_mask`` (used by the cloud pretext tasks)
     accepts_edge_delta = True
+    #: bond pairs per slice of clouds at inference (no grad, eval mode); ``None``: all at once
+    edge_chunk: int | None = None
 
     def __init__(
         self,
@@ -289,13 +291,9 @@ class GeometricAlgebraAttention(Backbone):
         return t.reshape(batch.pos.shape[0], self.k, -1)
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, batch) -> BackboneOutput:
+    def _cloud_forward(self, r, unit, mask, v):
+        """Blocks, readout and vector head on a set of clouds: (node, bond vectors, vectors, bond features)."""
         gala = _gala()
-        n, k = batch.pos.shape[0], self.k
-        r, unit, mask = self._clouds(batch)
-        v = self._types(batch)
-        if mask is not None:
-            v = v * mask[..., None]
         x = gala.Vector2Multivector()(r)
         for block in self.blocks:
             x, v = block(x, v, mask)
@@ -312,6 +310,30 @@ class GeometricAlgebraAttention(Backbone):
             vector = torch.einsum("nkc,nki->nci", weight, bond_vec) * unit
         else:
             vector = None
+        return node, bond_vec, vector, v
+
+    def forward(self, batch) -> BackboneOutput:
+        n, k = batch.pos.shape[0], self.k
+        r, unit, mask = self._clouds(batch)
+        v = self._types(batch)
+        if mask is not None:
+            v = v * mask[..., None]
+        # Clouds are independent once the length unit is known, and in eval mode the package's
+        # momentum normalisations use their running statistics, so inference may run a slice of
+        # clouds at a time: exact, and the (clouds, k, k, hidden) pair tensors of the rank-2
+        # products stay small. ``edge_chunk`` (set by ``atomssl embed``) is counted in bond pairs,
+        # k^2 per cloud, as those tensors are what fills memory here.
+        per = None if self.edge_chunk is None else max(1, int(self.edge_chunk) // (k * k))
+        if per is None or per >= n or self.training or torch.is_grad_enabled():
+            node, bond_vec, vector, v = self._cloud_forward(r, unit, mask, v)
+        else:
+            parts = [
+                self._cloud_forward(r[i : i + per], unit[i : i + per], None if mask is None else mask[i : i + per],
+                                    v[i : i + per])
+                for i in range(0, n, per)
+            ]  # fmt: skip
+            node, bond_vec, v = (torch.cat([p[j] for p in parts]) for j in (0, 1, 3))
+            vector = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
 
         graph_of = getattr(batch, "batch", None)
         if graph_of is None:
