@@ -97,6 +97,14 @@ def test_analyse_a_lammps_dump_written_by_lammps(tmp_path, backbone):
     assert summary["onset_frame"]["ssl_crystalline_fraction"] == 6
     assert summary["onset_frame"]["steinhardt_solid_fraction"] == 6
     assert (tmp_path / "out" / "order.png").stat().st_size > 0
+    # liquid-calibrated threshold: 1 % of the first 5 (liquid) frames' particles lie below it by construction
+    liq = analyse_trajectory(path, backbone, tmp_path / "liq", particles=100, per_crystal=32, reference_n_min=256,
+                             threshold="liquid", liquid_frames=5, format="lammps-dump-text", species={1: "Ar"})
+    zl = np.load(tmp_path / "liq" / "order.npz")
+    np.testing.assert_allclose(zl["distance"], z["distance"], rtol=1e-5)  # same embeddings, other threshold
+    assert zl["threshold"] == pytest.approx(np.quantile(z["distance"][:5], 0.01), rel=1e-5)
+    assert (zl["distance"][:5] < zl["threshold"]).mean() <= 0.011
+    assert liq["threshold_mode"] == "liquid" and liq["onset_frame"]["ssl_crystalline_fraction"] == 6
 
 
 def test_cli_order_reports_a_missing_checkpoint_cleanly(tmp_path, capsys):
@@ -124,3 +132,58 @@ def test_nearest_reference_matches_brute_force():
     full = np.linalg.norm(x[:, None] - ref.embeddings[None], axis=-1)
     np.testing.assert_allclose(d, full.min(1), rtol=1e-5)
     np.testing.assert_array_equal(lab, ref.prototype[full.argmin(1)])
+
+
+def test_block_features_extend_the_embedding_and_stay_invariant(backbone):
+    two = build_backbone({**TINY, "n_blocks": 2}).eval()
+    c = frame_clouds(idealized_crystal("cI2-W", n_min=64, sigma=0.05, seed=5))
+    e = embed_clouds(two, c)
+    f = embed_clouds(two, c, blocks=True, chunk=50)
+    assert f.shape == (len(c), 8 * 3)
+    np.testing.assert_allclose(f[:, :8], e, atol=1e-5)
+    R = Rotation.random(random_state=1).as_matrix().astype(np.float32)
+    np.testing.assert_allclose(embed_clouds(two, c @ R.T, blocks=True), f, atol=2e-4)
+    assert not two.blocks[0]._forward_hooks  # hooks removed
+
+
+def test_liquid_classification_rows_for_every_feature_set_and_classifier(tmp_path, backbone):
+    from ase.io import write
+
+    from atomssl.order import liquid_classification
+
+    paths = []
+    for name in ("cF4-Cu", "cI2-W"):  # two noisy crystals with different local order
+        frames = [idealized_crystal(name, n_min=200, sigma=0.03, seed=i).to_ase() for i in range(4)]
+        paths.append(tmp_path / f"{name}.extxyz")
+        write(paths[-1], frames)
+    rows = liquid_classification(paths, backbone, tmp_path / "a", names=["fcc", "bcc"], max_frames=4, particles=100,
+                                 margin=0, classifiers=("logistic", "boosting"))
+    assert {(r["features"], r["classifier"]) for r in rows} == {
+        (f, c) for f in ("ssl_embedding", "ssl_blocks", "steinhardt_plain", "steinhardt_averaged", "steinhardt_all",
+                         "radial_distances")
+        for c in ("logistic", "boosting")}
+    by = {(r["features"], r["classifier"]): r for r in rows}
+    assert by[("ssl_blocks", "logistic")]["n_features"] == 16 and by[("ssl_embedding", "logistic")]["n_features"] == 8
+    assert by[("radial_distances", "logistic")]["n_features"] == 12
+    assert all(r["train_particles"] == 400 and r["test_particles"] == 400 for r in rows)  # frames 0,2 vs 1,3
+    assert by[("ssl_embedding", "logistic")]["roc_auc"] > 0.9 and by[("steinhardt_all", "logistic")]["roc_auc"] > 0.9
+    assert (tmp_path / "a" / "liquid_auc.md").read_text().count("fcc vs bcc") == len(rows)
+
+
+def test_transfer_on_held_out_prototypes_leaves_the_pretrained_backbone_alone(tmp_path, backbone):
+    from atomssl.order import HELD_OUT_PROTOTYPES, transfer
+    from atomssl.data import PRETRAINING_PROTOTYPES
+
+    assert not set(HELD_OUT_PROTOTYPES) & set(PRETRAINING_PROTOTYPES)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    rows = transfer(backbone, tmp_path, fraction=0.1, seeds=(0,), n_test=200, head_steps=30, full_steps=3,
+                    n_min=48, split="held_out")
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    modes = {r["mode"] for r in rows}
+    assert modes == {"frozen_pretrained", "scratch", "finetune_all"}
+    assert all(r["split"] == "held_out" and r["n_classes"] == 18 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert [r["seed"] for r in rows] == [0, 0, 0, "mean", "mean", "mean", "std", "std", "std"]
+    frozen = next(r for r in rows if r["mode"] == "frozen_pretrained" and r["seed"] == 0)
+    assert frozen["accuracy"] > 2 / 18  # above chance (1/18) even with random frozen weights (deterministic seeds)
+    assert (tmp_path / "transfer_held_out.md").exists() and not (tmp_path / "transfer.md").exists()

@@ -3,9 +3,10 @@
 Forms::
 
     atomssl order TRAJECTORY --checkpoint CKPT [--out DIR] [--stride S] [--particles N]
+                             [--threshold reference|liquid] [--liquid-frames F]
     atomssl order pretrain [--config configs/order_pretrain.yaml] [--out CKPT] [key=value ...]
     atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
-    atomssl order transfer --checkpoint CKPT [--out DIR]                        # experiment (b)
+    atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both]  # (b)
 
 (A trajectory file literally named ``pretrain``, ``liquid`` or ``transfer`` is given as ``./NAME``.)
 """
@@ -33,12 +34,21 @@ def register(subparsers) -> None:
     p.add_argument("--config", "-c", help="YAML config (pretrain)")
     p.add_argument("--stride", type=int, default=1, help="analyse every S-th frame")
     p.add_argument("--particles", type=int, default=None, help="embed N random particles per frame (default all)")
+    p.add_argument("--threshold", choices=("reference", "liquid"), default="reference",
+                   help="crystalline if closer to a reference crystal than: held-out noisy references "
+                        "(reference) or all but 1%% of the particles of the first --liquid-frames frames (liquid)")
+    p.add_argument("--liquid-frames", type=int, default=5, help="frames assumed liquid for --threshold liquid")
     p.add_argument("--format", default=None, help="trajectory format (default from the file name)")
     p.add_argument("--species", default=None, help="LAMMPS dump types, e.g. '1=Ar' (order treats all alike)")
     p.add_argument("--names", default=None, help="liquid: comma-separated names of the trajectories")
     p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
     p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
     p.add_argument("--seeds", type=int, default=3, help="transfer: number of label draws")
+    p.add_argument("--split", choices=("held_out", "training", "both"), default="both",
+                   help="transfer: classes of held-out prototypes (new task), of the pretraining ones, or both")
+    p.add_argument("--classifiers", default="logistic,mlp,boosting",
+                   help="liquid: comma-separated classifiers applied to every feature set")
+    p.add_argument("--seed", type=int, default=0, help="liquid: seed of the particle sampling and classifiers")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
@@ -93,6 +103,7 @@ def _analyse(args) -> int:
 
         options["species"] = _species(args.species)
     summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
+                                 threshold=args.threshold, liquid_frames=args.liquid_frames,
                                  progress=(None if args.quiet else lambda n, m: print(f"\r{n} frames ({m})", end="", flush=True)),
                                  **options)
     if not args.quiet:
@@ -155,9 +166,10 @@ def _liquid(args) -> int:
     out = _out(args, "liquid")
     names = args.names.split(",") if args.names else None
     rows = liquid_classification(args.inputs, backbone, out, names=names, max_frames=args.frames,
+                                 classifiers=tuple(c for c in args.classifiers.split(",") if c), seed=args.seed,
                                  progress=lambda m: _say(args, m))
     for r in rows:
-        _say(args, f"{r['pair']:40s} {r['features']:22s} ROC AUC {r['roc_auc']:.3f}")
+        _say(args, f"{r['pair']:30s} {r['features']:20s} {r['classifier']:9s} ROC AUC {r['roc_auc']:.3f}")
     _say(args, f"tables and ROC curves in {out}")
     return 0
 
@@ -167,9 +179,12 @@ def _transfer(args) -> int:
 
     backbone = _backbone(args)
     out = _out(args, "transfer")
-    rows = transfer(backbone, out, fraction=args.fraction, seeds=tuple(range(args.seeds)), progress=lambda m: _say(args, m))
-    for r in rows:
-        if r["seed"] == "mean":
-            _say(args, f"{r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)")
+    splits = ("held_out", "training") if args.split == "both" else (args.split,)
+    for split in splits:
+        rows = transfer(backbone, out, fraction=args.fraction, seeds=tuple(range(args.seeds)), split=split,
+                        progress=lambda m: _say(args, m))
+        for r in rows:
+            if r["seed"] == "mean":
+                _say(args, f"{split:9s} {r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)")
     _say(args, f"table in {out}")
     return 0

@@ -9,15 +9,16 @@
 
 from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds
 from ._steinhardt import STEINHARDT_FEATURES, freud_system, solid_fraction, steinhardt_features
-from ._reference import SIGMAS, ReferenceClouds, ReferenceEmbeddings, reference_clouds, reference_embeddings
+from ._reference import HELD_OUT_PROTOTYPES, SIGMAS, ReferenceClouds, ReferenceEmbeddings, reference_clouds, reference_embeddings
 from ._pretrain import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, pretrain_clouds, save_pretrained
 from ._analysis import analyse_trajectory, onset
-from ._experiments import liquid_classification, liquid_frames, transfer
+from ._experiments import CLASSIFIERS, TRANSFER_SPLITS, liquid_classification, liquid_frames, transfer
 
 __all__ = [
     "PARTICLE_Z", "cloud_batch", "embed_clouds", "frame_clouds",
     "STEINHARDT_FEATURES", "freud_system", "solid_fraction", "steinhardt_features",
-    "SIGMAS", "ReferenceClouds", "ReferenceEmbeddings", "reference_clouds", "reference_embeddings",
+    "HELD_OUT_PROTOTYPES", "SIGMAS", "ReferenceClouds", "ReferenceEmbeddings", "reference_clouds", "reference_embeddings",
     "DEFAULT_BACKBONE", "DEFAULT_TASKS", "PretrainSettings", "pretrain_clouds", "save_pretrained",
-    "analyse_trajectory", "onset", "liquid_classification", "liquid_frames", "transfer",
+    "analyse_trajectory", "onset", "CLASSIFIERS", "TRANSFER_SPLITS", "liquid_classification",
+    "liquid_frames", "transfer",
 ]

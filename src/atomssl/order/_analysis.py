@@ -47,6 +47,9 @@ def analyse_trajectory(
     reference_n_min: int = 4096,
     chunk: int = 2048,
     seed: int = 0,
+    threshold: str = "reference",
+    liquid_frames: int = 5,
+    liquid_quantile: float = 0.01,
     progress: Callable[[int, str], None] | None = None,
     **read_options,
 ) -> dict:
@@ -56,7 +59,16 @@ def analyse_trajectory(
     and that reference's crystal label, plus Steinhardt q6. ``particles`` embeds a fixed random subset of
     particles per frame (all by default). Per frame: the fraction of particles closer than the reference
     threshold ("SSL crystalline"), the ten Wolde solid fraction and mean q6, and the onset frame of each.
+
+    ``threshold="reference"``: the distance below which held-out noisy (sigma <= 0.05) reference
+    environments fall (:func:`reference_embeddings`); needs no assumption about the trajectory.
+    ``threshold="liquid"``: the ``liquid_quantile`` of the nearest-reference distances of the particles of
+    the first ``liquid_frames`` analysed frames, which must be liquid (the onset detection assumes the same
+    of its baseline frames): a particle then counts as crystalline when it is closer to a reference crystal
+    than all but ``liquid_quantile`` of the starting liquid's particles.
     """
+    if threshold not in ("reference", "liquid"):
+        raise AtomsslError(f"threshold must be 'reference' or 'liquid', got {threshold!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -85,23 +97,31 @@ def analyse_trajectory(
         dist.append(d)
         label.append(lab)
         q6.append(q)
-        crystalline = d < refs.threshold
-        counts = np.bincount(lab[crystalline], minlength=len(refs.names))
         rows.append({
             "frame": i,
             "time": s.labels.get("time", i),
             "temperature": s.labels.get("temperature", ""),
-            "ssl_crystalline_fraction": float(crystalline.mean()),
+            "ssl_crystalline_fraction": np.nan,  # set below, once the threshold is known
             "ssl_mean_distance": float(d.mean()),
             "q6_mean": float(q.mean()),
             "steinhardt_solid_fraction": fsolid,
-            **{f"ssl_fraction_{n}": float(c / len(d)) for n, c in zip(refs.names, counts)},
         })
         if progress is not None:
             progress(len(rows), f"frame {i}")
     if not rows:
         raise AtomsslError(f"{path}: no frames to analyse")
     dist, label, q6 = np.stack(dist), np.stack(label), np.stack(q6)
+    if threshold == "liquid":
+        if len(dist) <= liquid_frames:
+            raise AtomsslError(f"{path}: threshold='liquid' needs more than {liquid_frames} analysed frames, got {len(dist)}")
+        cut = float(np.quantile(dist[:liquid_frames], liquid_quantile))
+    else:
+        cut = refs.threshold
+    for r, d, lab in zip(rows, dist, label):
+        crystalline = d < cut
+        counts = np.bincount(lab[crystalline], minlength=len(refs.names))
+        r["ssl_crystalline_fraction"] = float(crystalline.mean())
+        r.update({f"ssl_fraction_{n}": float(c / len(d)) for n, c in zip(refs.names, counts)})
     frames = np.array([r["frame"] for r in rows])
     ssl_on = onset(np.array([r["ssl_crystalline_fraction"] for r in rows]))
     q6_on = onset(np.array([r["q6_mean"] for r in rows]), min_rise=0.01)
@@ -109,7 +129,8 @@ def analyse_trajectory(
     from ..utils import atomic_save_npz, write_json
 
     atomic_save_npz(out / "order.npz", distance=dist, label=label, q6=q6, frame=frames, particle=subset,
-                    names=np.array(refs.names), threshold=np.float32(refs.threshold))
+                    names=np.array(refs.names), threshold=np.float32(cut),
+                    reference_threshold=np.float32(refs.threshold))
     with open(out / "frames.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -119,7 +140,10 @@ def analyse_trajectory(
         "frames": len(rows),
         "particles_per_frame": int(len(subset)),
         "n_atoms": int(n_atoms),
+        "threshold_mode": threshold,
+        "threshold": cut,
         "reference_threshold": refs.threshold,
+        **({"liquid_frames": liquid_frames, "liquid_quantile": liquid_quantile} if threshold == "liquid" else {}),
         "onset_frame": {
             "ssl_crystalline_fraction": None if ssl_on is None else int(frames[ssl_on]),
             "q6_mean": None if q6_on is None else int(frames[q6_on]),

@@ -46,14 +46,33 @@ def cloud_batch(clouds, z: int = PARTICLE_Z):
 
 
 @torch.no_grad()
-def embed_clouds(backbone, clouds, chunk: int = 2048) -> np.ndarray:
-    """Invariant per-particle embeddings (n, width) of ``clouds``, computed in chunks in eval mode."""
+def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False) -> np.ndarray:
+    """Invariant per-particle embeddings (n, width) of ``clouds``, computed in chunks in eval mode.
+
+    ``blocks=True`` appends, for every block of the backbone (``backbone.blocks``, e.g. ``gaa``), the
+    mean over each cloud's bonds of that block's invariant per-bond features: (n, width * (1 + n_blocks)),
+    a multi-depth description that stays invariant (means over bonds of invariants).
+    """
     was_training = backbone.training
     backbone.eval()
+    layers = list(getattr(backbone, "blocks", [])) if blocks else []
+    if blocks and not layers:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"embed_clouds(blocks=True) needs a backbone with blocks (gaa); got {type(backbone).__name__}")
+    captured: list[torch.Tensor] = []
+    # each gaa block returns (multivectors, invariants (n, k, width)): keep the invariants' bond mean
+    hooks = [m.register_forward_hook(lambda _m, _i, o: captured.append(o[1].mean(dim=1))) for m in layers]
     try:
         clouds = np.asarray(clouds)
-        out = [backbone(cloud_batch(clouds[i : i + chunk])).node.numpy() for i in range(0, len(clouds), chunk)]
+        out = []
+        for i in range(0, len(clouds), chunk):
+            captured.clear()
+            node = backbone(cloud_batch(clouds[i : i + chunk])).node
+            out.append(torch.cat([node, *captured], dim=1).numpy())
     finally:
+        for h in hooks:
+            h.remove()
         backbone.train(was_training)
-    width = getattr(backbone, "node_dim", 0)
+    width = getattr(backbone, "node_dim", 0) * (1 + len(layers))
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, width), np.float32)

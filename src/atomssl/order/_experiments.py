@@ -1,10 +1,13 @@
 """Experiments (a) liquid-frame classification and (b) transfer at 0.1 % labels.
 
 (a) Trajectories that will form different crystals are told apart from their *liquid* frames (taken
-before the crystallisation onset), per particle, by one classifier (standardised logistic
-regression) on SSL embeddings vs on Steinhardt features; train and test use disjoint frames.
+before the crystallisation onset), per particle, by the same classifiers (standardised logistic
+regression, a small MLP, gradient boosting) on SSL embeddings vs on Steinhardt features; train and
+test use disjoint frames.
 (b) {prototype, noise} of idealized-crystal environments from 0.1 % labelled environments: a head
-on the frozen pretrained core vs the same model trained from scratch vs fine-tuning all weights.
+on the frozen pretrained core vs the same model trained from scratch vs fine-tuning all weights, on
+the pretraining prototypes (``split="training"``, in distribution) or on held-out prototypes never
+seen in pretraining (``split="held_out"``, a new task).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..data import iter_structures
 from ..errors import AtomsslError
 from ._analysis import onset
 from ._clouds import cloud_batch, embed_clouds, frame_clouds
-from ._reference import reference_clouds
+from ._reference import HELD_OUT_PROTOTYPES, reference_clouds
 from ._steinhardt import STEINHARDT_FEATURES, solid_fraction, steinhardt_features
 
 FEATURE_SETS = {
@@ -30,6 +33,27 @@ FEATURE_SETS = {
     "steinhardt_averaged": [3, 4, 5],
     "steinhardt_all": [0, 1, 2, 3, 4, 5],
 }
+CLASSIFIERS = ("logistic", "mlp", "boosting")
+TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES}  # None: the pretraining prototypes
+
+
+def _classifier(name: str, seed: int):
+    """The same classifier, whatever the feature set: standardised logistic regression, a one-hidden-layer
+    MLP (early stopping on a split of the training particles) or histogram gradient boosting."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if name == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    if name == "mlp":
+        return make_pipeline(StandardScaler(), MLPClassifier((64,), alpha=1e-3, max_iter=500, early_stopping=True,
+                                                             random_state=seed))
+    if name == "boosting":
+        return HistGradientBoostingClassifier(random_state=seed)
+    raise AtomsslError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 
 def _write_table(path: Path, rows: list[dict]) -> None:
@@ -68,13 +92,20 @@ def liquid_classification(
     particles: int = 300,
     margin: int = 3,
     seed: int = 0,
+    classifiers: tuple = CLASSIFIERS,
+    blocks: bool = True,
+    radial: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Experiment (a) on every pair of ``trajectories``; writes ``liquid_auc.{csv,md}``, ``liquid_roc.png``."""
-    from sklearn.linear_model import LogisticRegression
+    """Experiment (a) on every pair of ``trajectories``; writes ``liquid_auc.{csv,md}``, ``liquid_roc.png``.
+
+    Feature sets: ``ssl_embedding`` (the backbone's per-particle output), with ``blocks`` also
+    ``ssl_blocks`` (that plus each block's bond-averaged invariants, see :func:`embed_clouds`), and the
+    Steinhardt sets of ``FEATURE_SETS``; with ``radial`` also ``radial_distances`` (the k sorted normalised
+    neighbour distances: a purely radial baseline, blind to angles, for what the SSL clouds add to it).
+    Every feature set goes through every classifier of ``classifiers``.
+    """
     from sklearn.metrics import roc_auc_score, roc_curve
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,14 +114,16 @@ def liquid_classification(
     data = []
     for t, name in zip(trajectories, names):
         frames, on, _ = liquid_frames(t, k, max_frames, margin)
-        ssl, st, fid = [], [], []
+        ssl, st, rad, fid = [], [], [], []
         for j, f in enumerate(frames):
             idx = rng.choice(f.n_atoms, min(particles, f.n_atoms), replace=False)
-            ssl.append(embed_clouds(backbone, frame_clouds(f, k)[idx]))
+            clouds = frame_clouds(f, k)[idx]
+            ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
+            rad.append(np.linalg.norm(clouds, axis=-1))  # sorted normalised neighbour distances
             st.append(steinhardt_features(f, k)[idx])
             fid.append(np.full(len(idx), j))
         data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
-                     "steinhardt": np.concatenate(st), "frame": np.concatenate(fid),
+                     "steinhardt": np.concatenate(st), "radial": np.concatenate(rad), "frame": np.concatenate(fid),
                      "temperature": [f.labels.get("temperature") for f in frames]})
         if progress:
             progress(f"{name}: {len(frames)} liquid frames before onset frame {on}")
@@ -101,17 +134,25 @@ def liquid_classification(
             y = np.r_[np.zeros(len(A["frame"])), np.ones(len(B["frame"]))]
             frame = np.r_[A["frame"], B["frame"]]
             test = frame % 2 == 1  # disjoint frames: even frames train, odd frames test
-            feats = {"ssl_embedding": np.r_[A["ssl"], B["ssl"]]}
+            ssl = np.r_[A["ssl"], B["ssl"]]
+            width = getattr(backbone, "node_dim", ssl.shape[1])
+            feats = {"ssl_embedding": ssl[:, :width]}
+            if blocks:
+                feats["ssl_blocks"] = ssl
             st = np.r_[A["steinhardt"], B["steinhardt"]]
             feats.update({n: st[:, cols] for n, cols in FEATURE_SETS.items()})
-            for fname, X in feats.items():
-                clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-                clf.fit(X[~test], y[~test])
-                p = clf.predict_proba(X[test])[:, 1]
-                auc = float(roc_auc_score(y[test], p))
-                rows.append({"pair": f"{A['name']} vs {B['name']}", "features": fname, "n_features": int(X.shape[1]),
-                             "train_particles": int((~test).sum()), "test_particles": int(test.sum()), "roc_auc": auc})
-                curves[(rows[-1]["pair"], fname)] = roc_curve(y[test], p)[:2]
+            if radial:
+                feats["radial_distances"] = np.r_[A["radial"], B["radial"]]
+            for cname in classifiers:
+                for fname, X in feats.items():
+                    clf = _classifier(cname, seed)
+                    clf.fit(X[~test], y[~test])
+                    p = clf.predict_proba(X[test])[:, 1]
+                    auc = float(roc_auc_score(y[test], p))
+                    rows.append({"pair": f"{A['name']} vs {B['name']}", "features": fname, "classifier": cname,
+                                 "n_features": int(X.shape[1]), "train_particles": int((~test).sum()),
+                                 "test_particles": int(test.sum()), "roc_auc": auc})
+                    curves[(rows[-1]["pair"], fname, cname)] = roc_curve(y[test], p)[:2]
     _write_table(out / "liquid_auc", rows)
     import matplotlib
 
@@ -119,14 +160,16 @@ def liquid_classification(
     import matplotlib.pyplot as plt
 
     pairs = sorted({r["pair"] for r in rows})
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 4), squeeze=False)
-    for ax, pair in zip(axes[0], pairs):
-        for r in rows:
-            if r["pair"] == pair:
-                fpr, tpr = curves[(pair, r["features"])]
-                ax.plot(fpr, tpr, label=f"{r['features']} (AUC {r['roc_auc']:.3f})")
+    fig, axes = plt.subplots(len(pairs), len(classifiers), figsize=(4.5 * len(classifiers), 4 * len(pairs)), squeeze=False)
+    for row_axes, pair in zip(axes, pairs):
+        for ax, cname in zip(row_axes, classifiers):
+            for r in rows:
+                if r["pair"] == pair and r["classifier"] == cname:
+                    fpr, tpr = curves[(pair, r["features"], cname)]
+                    ax.plot(fpr, tpr, label=f"{r['features']} (AUC {r['roc_auc']:.3f})")
+            ax.set_title(f"{pair}: {cname}", fontsize=9)
+    for ax in axes.ravel():
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set_title(pair, fontsize=9)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.legend(fontsize=7)
@@ -180,12 +223,21 @@ def transfer(
     lr_head: float = 1e-2,
     lr_full: float = 2e-3,
     n_min: int = 4096,
+    split: str = "training",
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Experiment (b); writes ``transfer.{csv,md}`` (accuracy per mode and seed, plus mean rows)."""
+    """Experiment (b); writes ``transfer.{csv,md}`` (``split="training"``) or ``transfer_<split>.{csv,md}``
+    (accuracy per mode and seed, plus mean and std rows).
+
+    ``split="training"``: the {prototype, sigma} classes of the pretraining prototypes (in distribution);
+    ``split="held_out"``: the same with :data:`HELD_OUT_PROTOTYPES`, never seen in pretraining.
+    """
+    if split not in TRANSFER_SPLITS:
+        raise AtomsslError(f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    refs = reference_clouds(n_min=n_min, seed=123)
+    names = TRANSFER_SPLITS[split]
+    refs = reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
     y_all = refs.structure_noise
     n_classes = int(y_all.max()) + 1
     pretrained = copy.deepcopy(backbone).eval()
@@ -209,15 +261,16 @@ def transfer(
                                steps=head_steps if mode == "frozen_pretrained" else full_steps,
                                lr=lr_head if mode == "frozen_pretrained" else lr_full, seed=seed)
             acc = _accuracy(bb, head, refs.clouds[test], y_all[test])
-            rows.append({"mode": mode, "seed": seed, "labelled": int(n_lab), "classes_seen": int(len(np.unique(y_all[lab]))),
+            rows.append({"split": split, "mode": mode, "seed": seed, "labelled": int(n_lab), "classes_seen": int(len(np.unique(y_all[lab]))),
                          "n_classes": n_classes, "test": int(len(test)), "train_loss": loss, "accuracy": acc,
                          "seconds": time.perf_counter() - t})
             if progress:
-                progress(f"seed {seed} {mode}: accuracy {acc:.3f}")
-    for mode in ("frozen_pretrained", "scratch", "finetune_all"):
-        accs = [r["accuracy"] for r in rows if r["mode"] == mode]
-        rows.append({"mode": mode, "seed": "mean", "labelled": rows[0]["labelled"], "classes_seen": "",
-                     "n_classes": n_classes, "test": rows[0]["test"], "train_loss": float("nan"),
-                     "accuracy": float(np.mean(accs)), "seconds": float("nan")})
-    _write_table(out / "transfer", rows)
+                progress(f"{split} seed {seed} {mode}: accuracy {acc:.3f}")
+    for stat, fun in (("mean", np.mean), ("std", np.std)):
+        for mode in ("frozen_pretrained", "scratch", "finetune_all"):
+            accs = [r["accuracy"] for r in rows if r["mode"] == mode and isinstance(r["seed"], int)]
+            rows.append({"split": split, "mode": mode, "seed": stat, "labelled": rows[0]["labelled"], "classes_seen": "",
+                         "n_classes": n_classes, "test": rows[0]["test"], "train_loss": float("nan"),
+                         "accuracy": float(fun(accs)), "seconds": float("nan")})
+    _write_table(out / ("transfer" if split == "training" else f"transfer_{split}"), rows)
     return rows

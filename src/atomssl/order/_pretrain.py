@@ -64,7 +64,7 @@ def pretrain_clouds(
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
-        rec = {"step": step, "task": name, "loss": float(out["loss"]), "baseline": float(out.get("baseline", np.nan))}
+        rec = {"step": step, "task": name, "loss": float(out["loss"].detach()), "baseline": float(out.get("baseline", np.nan))}
         history.append(rec)
         if progress is not None:
             progress(step + 1, s.steps, rec)

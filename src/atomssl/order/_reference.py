@@ -10,6 +10,9 @@ from ..data import PRETRAINING_PROTOTYPES, idealized_crystal
 from ._clouds import embed_clouds, frame_clouds
 
 SIGMAS = (0.01, 0.03, 0.05)
+#: one-component AFLOW prototypes never used in pretraining, with local environments distinct from the
+#: training ones and from each other: diamond, alpha-Mn, beta-Mn, beta-Sn, simple hexagonal, alpha-Hg
+HELD_OUT_PROTOTYPES = ("cF8-C", "cI58-Mn", "cP20-Mn", "tI4-Sn", "hP1-Sn", "hR1-Hg")
 
 
 @dataclass
