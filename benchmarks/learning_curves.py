@@ -38,7 +38,7 @@ Pretrained backbone (6 epochs of CDSSL edge denoising on matbench_dielectric str
         'tasks=[{{name: edge_denoise, weight: 1.0, sigma: 0.1, sigma_mode: relative, n_gaussians: 100}}]' \\
         trainer.max_epochs=6 optim.warmup_steps=50
 
-Curves (resumable; sizes 1000, 2000 and all were not run for lack of CPU time):
+Curves (resumable: finished (size, seed, variant) runs in the working folder are reused):
 
     python benchmarks/learning_curves.py --checkpoint runs/t5-pretrain-megnet/checkpoints/best.pt \\
         --sizes {sizes} --seeds {seeds} --test-limit {test_limit}
