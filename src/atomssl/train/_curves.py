@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import logging
 import os
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
+from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_csv, write_json
 from ._evaluate import EVAL_DEFAULTS, _load_task
 from ._finetune import prepare_config, train_and_predict
 
@@ -66,15 +65,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return []
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS)
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_write(path, "w") as fh:
-        fh.write(buf.getvalue())
 
 
 def learning_curves(
@@ -130,7 +120,7 @@ def learning_curves(
                    "val_mae": f"{res['scores']['val']['mae']:.6g}",
                    "epoch": res["chosen"].get("epoch", res["chosen"].get("alpha")), "seconds": f"{res['seconds']:.1f}"}  # fmt: skip
             rows.append(row)
-            _write_rows(out / "runs.csv", rows)  # after every run: an interrupted sweep resumes here
+            write_csv(out / "runs.csv", rows, FIELDS)  # after every run: an interrupted sweep resumes here
             log.info("size %s seed %d %s: test MAE %.4f (%.0f s)", size, seed, variant, s["mae"], res["seconds"])
     return summarize_curves(out, rows, progress)
 

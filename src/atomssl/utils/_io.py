@@ -73,14 +73,16 @@ def save_figure(fig, path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def write_csv(path, rows: list[dict]) -> None:
-    """Rows of dicts as CSV (columns in order of first appearance), written atomically."""
+def write_csv(path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Rows of dicts as CSV, written atomically; columns ``fieldnames`` (default: in order of first
+    appearance)."""
     import csv
     import io
 
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
+    keys: list[str] = list(fieldnames or [])
+    if fieldnames is None:
+        for r in rows:
+            keys += [k for k in r if k not in keys]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
