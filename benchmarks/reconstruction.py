@@ -9,7 +9,8 @@ Stages (run from the repository root; everything lands in ``runs/reconstruction/
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
 
 ``evaluate`` corrupts every test crystal (seeded: the same corruption for every model) for
-sigma in {0.1, 0.2} (x d_min) and mask in {species, random}, repairs it with each model, and
+sigma in {0.1, 0.2} (x d_min) and mask in {species, random}, repairs it with each model under
+both species decodings (arg-max, and SMACT-valid constrained decoding), and
 reports CDVAE structure validity, SMACT composition validity (2014 and ICSD24 oxidation-state
 sets), masked-species top-1 accuracy and position RMSD (A), with yardsticks (the real crystals'
 own validity, the corrupted input's RMSD, the most-common-element accuracy). The control is the
@@ -105,24 +106,27 @@ def evaluate(args) -> None:
         else:
             part = {"rows": [], "substitutions": {}}
             gen = Generator.from_checkpoint(path).eval()
-            for sigma in args.sigmas:
-                for mask in ("species", "random"):
-                    recs = reconstruct(gen, test, mask, sigma, seed=args.seed, steps=args.steps)
-                    m = reconstruction_metrics(recs)
-                    part["rows"].append({"model": name, "slug": slug, "checkpoint": str(path.relative_to(ROOT)), "sigma": sigma,
-                                         "mask": mask, **m})
-                    print(f"{name:30s} sigma {sigma} {mask:8s} " + " ".join(f"{k}={m[k]:.3f}" for k, _ in COLUMNS),
-                          flush=True)
-                    if sigma == 0.1 and mask == "species":
-                        counts = substitution_counts(recs)
-                        plot_substitution_map(counts, out / f"substitution_{slug}.png", order="period",
-                                              title=f"{name}: substitutions (valid, changed composition; sigma 0.1, species mask)")
-                        part["substitutions"] = {f"{a}->{b}": n for (a, b), n in counts.most_common(30)}
+            for decoding in args.decodings:
+                for sigma in args.sigmas:
+                    for mask in ("species", "random"):
+                        recs = reconstruct(gen, test, mask, sigma, seed=args.seed, steps=args.steps, decoding=decoding)
+                        m = reconstruction_metrics(recs)
+                        part["rows"].append({"model": name, "slug": slug, "checkpoint": str(path.relative_to(ROOT)),
+                                             "decoding": decoding, "sigma": sigma, "mask": mask, **m})
+                        print(f"{name:30s} {decoding:6s} sigma {sigma} {mask:8s} "
+                              + " ".join(f"{k}={m[k]:.3f}" for k, _ in COLUMNS), flush=True)
+                        if sigma == 0.1 and mask == "species":
+                            counts = substitution_counts(recs)
+                            tag = slug if decoding == "argmax" else f"{slug}_{decoding}"
+                            plot_substitution_map(counts, out / f"substitution_{tag}.png", order="period",
+                                                  title=f"{name}, {decoding} decoding: substitutions (valid, changed "
+                                                        "composition; sigma 0.1, species mask)")
+                            part["substitutions"][tag] = {f"{a}->{b}": n for (a, b), n in counts.most_common(30)}
             cache.write_text(json.dumps(part, indent=1))
         for r in part["rows"]:
             r.update(model=name, slug=slug)
         results["rows"] += part["rows"]
-        results.setdefault("substitutions", {})[slug] = part["substitutions"]
+        results.setdefault("substitutions", {}).update(part["substitutions"])
     if args.only:
         return
     results["seconds"] = time.perf_counter() - t0
@@ -145,11 +149,12 @@ def format_table(results: dict) -> str:
         f"Real crystals themselves: structure valid {100 * real['structure']:.1f}%, composition valid "
         f"{100 * real['composition_smact14']:.1f}% (SMACT 2014) / {100 * real['composition_icsd24']:.1f}% (ICSD24).",
         "",
-        "| model | sigma (x d_min) | mask | " + " | ".join(c for _, c in COLUMNS) + " | most-common-element top-1 | RMSD of corrupted input (A) |",
-        "|---" * (len(COLUMNS) + 5) + "|",
+        "| model | species decoding | sigma (x d_min) | mask | " + " | ".join(c for _, c in COLUMNS)
+        + " | most-common-element top-1 | RMSD of corrupted input (A) |",
+        "|---" * (len(COLUMNS) + 6) + "|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['model']} | {r['sigma']} | {r['mask']} | "
+        lines.append(f"| {r['model']} | {r.get('decoding', 'argmax')} | {r['sigma']} | {r['mask']} | "
                      + " | ".join(_fmt(r[k], k) for k, _ in COLUMNS)
                      + f" | {_fmt(r['baseline_accuracy'], 'acc')} | {r['rmsd_corrupted_A']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -168,6 +173,7 @@ def main(argv=None) -> int:
     e.add_argument("--n-test", type=int, default=400)
     e.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2])
     e.add_argument("--steps", type=int, default=1)
+    e.add_argument("--decodings", nargs="+", default=["argmax", "valid"], choices=["argmax", "valid"])
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--only", help="evaluate just this model (a slug: pretrained, adversarial, control, adversarial_w1, control_w1) and cache its rows")
     e.set_defaults(func=evaluate)

@@ -170,5 +170,8 @@ def test_cli_reconstruct_and_gan_verbs(gen, tmp_path, capsys):
     rep = read(tmp_path / "out" / "repaired.cif")
     assert (cor.numbers == 0).sum() == 4 and len(rep) == 8 and (rep.numbers > 0).all()
     assert "masked species correct" in capsys.readouterr().out
+    rc = main(["reconstruct", str(tmp_path / "nacl.cif"), "--decode", "valid", "--checkpoint", str(ck),
+               "--out", str(tmp_path / "valid")])
+    assert rc == 0 and "composition (smact14) True" in capsys.readouterr().out
     assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(tmp_path / "none.pt")]) == 1
     assert "gan" in build_parser()._subparsers._group_actions[0].choices

@@ -25,6 +25,11 @@ def register(subparsers) -> None:
                    help="mask every atom of one species, 15%% of atoms, or either (default: species)")
     p.add_argument("--sigma", type=float, default=0.1, help="noise std in units of the minimum interatomic distance")
     p.add_argument("--steps", type=int, default=1, help="denoising iterations (default 1)")
+    p.add_argument("--decode", choices=["argmax", "valid"], default="argmax",
+                   help="species of masked atoms: each atom's most probable element (argmax, default) or the most "
+                        "probable assignment whose composition passes SMACT (valid)")
+    p.add_argument("--oxidation-states", choices=["smact14", "icsd24"], default="smact14",
+                   help="SMACT oxidation-state set for --decode valid (default smact14, as CDVAE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index", type=int, default=0, help="which structure of a multi-structure file (default 0)")
     p.add_argument("--out", "-o", default="reconstruction", help="output folder (default ./reconstruction)")
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.structure}: --index {args.index} out of range ({len(structures)} structure(s))")
     structure = structures[args.index]
     gen = Generator.from_checkpoint(args.checkpoint)
-    rec = reconstruct(gen, [structure], args.mask, args.sigma, seed=args.seed, steps=args.steps)[0]
+    rec = reconstruct(gen, [structure], args.mask, args.sigma, seed=args.seed, steps=args.steps,
+                      decoding=args.decode, oxidation_states=args.oxidation_states)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write(out / "corrupted.extxyz", rec.corrupted.wrapped().to_ase())

@@ -1,6 +1,7 @@
 """Masked crystal reconstruction and adversarial refinement (seed 002), with CDVAE validity
 metrics and an element substitution map."""
 
+from ._decoding import DECODINGS, best_first_assignments, choose_species
 from ._discriminator import CriticHead, Discriminator, real_batch, train_classifier
 from ._gan import GAN_DEFAULTS, discriminator_loss, gan, generator_adversarial_loss, prepare_gan_config, reconstruction_losses
 from ._reconstruct import (
@@ -28,6 +29,7 @@ from ._validity import (
 )
 
 __all__ = [
+    "DECODINGS", "best_first_assignments", "choose_species",
     "CriticHead", "Discriminator", "real_batch", "train_classifier",
     "GAN_DEFAULTS", "discriminator_loss", "gan", "generator_adversarial_loss", "prepare_gan_config",
     "reconstruction_losses",

@@ -5,7 +5,8 @@ Corruption (seed 002): species masking (``"species"``: every atom of one random 
 Cartesian Gaussian noise of std ``sigma x d_min`` (``d_min`` = the clean cell's minimum
 interatomic distance).
 
-Reconstruction: the masked atoms take the arg-max species, and every atom moves by minus the
+Reconstruction: the masked atoms take the arg-max species (or, with ``decoding="valid"``, the most
+probable assignment whose composition passes SMACT, :mod:`._decoding`), and every atom moves by minus the
 predicted Cartesian noise (optionally iterated, the graph rebuilt each step). The noise head
 predicts noise in units of ``train_sigma x d_min`` (the scale it was pretrained at, stored in
 the checkpoint), so ``noise_A = head(...) x train_sigma x d_min``; a rigid translation of the
@@ -175,18 +176,24 @@ def corrupt_structures(structures: Sequence, mask: str = "species", sigma: float
 
 @torch.no_grad()
 def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence[float] | None = None,
-           steps: int = 1, batch_size: int = 32, only_masked: bool = True) -> list[tuple[Structure, np.ndarray]]:
+           steps: int = 1, batch_size: int = 32, only_masked: bool = True, decoding: str = "argmax",
+           oxidation_states: str = "smact14") -> list[tuple[Structure, np.ndarray]]:
     """Repair corrupted structures (masked atoms have Z = 0): ``(repaired, probabilities of masked atoms)``.
 
     ``d_min``: the clean structures' minimum distances (sets the noise unit); when unknown, each
     corrupted structure's own minimum distance is used. ``steps`` > 1 iterates the position
     update (graph rebuilt each time, mask tokens kept); species come from the last step.
-    ``only_masked=False`` also re-predicts species of unmasked atoms.
+    ``only_masked=False`` also re-predicts species of unmasked atoms. ``decoding``: ``"argmax"``
+    (each atom's most probable element) or ``"valid"`` (the most probable assignment whose
+    composition passes SMACT with ``oxidation_states``; see :mod:`._decoding`).
     """
+    from ._decoding import DECODINGS, choose_species
     from ..task.denoise import min_distances as _dmin
 
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
+    if decoding not in DECODINGS:
+        raise ConfigError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     generator.eval()
     cutoff = float(generator.graph_spec["cutoff"])
     results: list[tuple[Structure, np.ndarray]] = []
@@ -214,18 +221,20 @@ def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence
             pr = probs[off : off + s.n_atoms]
             off += s.n_atoms
             sel = s.numbers == 0 if only_masked else np.ones(s.n_atoms, dtype=bool)
-            numbers = s.numbers.copy()
-            numbers[sel] = pr[sel].argmax(-1) + 1
+            numbers = choose_species(pr[sel], s.numbers, sel, decoding, oxidation_states)
             results.append((s.copy(numbers=numbers, positions=p), pr[s.numbers == 0]))
     return results
 
 
 def reconstruct(generator: Generator, structures: Sequence, mask: str = "species", sigma: float = 0.1,
-                seed: int = 0, steps: int = 1, batch_size: int = 32) -> list[Reconstruction]:
-    """Corrupt each structure (reproducibly from ``seed``) and repair it with ``generator``."""
+                seed: int = 0, steps: int = 1, batch_size: int = 32, decoding: str = "argmax",
+                oxidation_states: str = "smact14") -> list[Reconstruction]:
+    """Corrupt each structure (reproducibly from ``seed``) and repair it with ``generator``
+    (``decoding``/``oxidation_states``: see :func:`repair`)."""
     cutoff = float(generator.graph_spec["cutoff"])
     cs = corrupt_structures(structures, mask, sigma, seed, cutoff=cutoff)
-    rep = repair(generator, [c[1] for c in cs], d_min=[c[3] for c in cs], steps=steps, batch_size=batch_size)
+    rep = repair(generator, [c[1] for c in cs], d_min=[c[3] for c in cs], steps=steps, batch_size=batch_size,
+                 decoding=decoding, oxidation_states=oxidation_states)
     return [Reconstruction(o, c, r, m, d, probabilities=p) for (o, c, m, d), (r, p) in zip(cs, rep)]
 
 
