@@ -11,6 +11,7 @@ from atomssl.generate import (
     Discriminator,
     Generator,
     corrupt_batch,
+    critic_view,
     discriminator_loss,
     gan,
     generate,
@@ -19,6 +20,7 @@ from atomssl.generate import (
     real_batch,
     relaxed_species,
 )
+from atomssl.errors import ConfigError
 from atomssl.graph import collate, to_graph
 from atomssl.train import synthetic_crystals
 
@@ -34,12 +36,12 @@ def setup():
     return gen, disc, batch
 
 
-def _adversarial_grads(gen, disc, batch, kind="nonsaturating", **relax):
+def _adversarial_grads(gen, disc, batch, kind="nonsaturating", positions="generated", **relax):
     gen.zero_grad()
     c = corrupt_batch(batch, "mixed", 0.2, generator=torch.Generator().manual_seed(1))
     fake, _, _ = generate(gen, batch, c, **relax)
     disc.requires_grad_(False)
-    generator_adversarial_loss(disc, fake, kind).backward()
+    generator_adversarial_loss(disc, critic_view(fake, batch, positions), kind).backward()
     disc.requires_grad_(True)
     return {n: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for n, p in gen.named_parameters()}
 
@@ -58,6 +60,20 @@ def test_adversarial_term_reaches_generator_parameters(setup, kind, gumbel):
     assert sum(v > 0 for v in bb) > 0.9 * len(bb)
     assert all(v == v for v in grads.values())  # finite
     assert disc.head.net[0].weight.grad is None or disc.head.net[0].weight.grad.abs().sum() == 0
+
+
+def test_species_only_critic_reaches_the_species_head_not_the_noise_head(setup):
+    gen, disc, batch = setup
+    grads = _adversarial_grads(gen, disc, batch, positions="real", gumbel=False, hard=True)
+    assert sum(v for n, v in grads.items() if n.startswith("task.species.")) > 0
+    assert grads["task.noise.mix"] == 0  # positions shown to the critic are the real ones
+    c = corrupt_batch(batch, "species", 0.2, generator=torch.Generator().manual_seed(2))
+    fake, _, _ = generate(gen, batch, c)
+    shown = critic_view(fake, batch, "real")
+    assert torch.equal(shown.pos, batch.pos) and torch.equal(shown.z_soft, fake.z_soft)
+    assert critic_view(fake, batch) is fake
+    with pytest.raises(ConfigError):
+        critic_view(fake, batch, "noisy")
 
 
 def test_reference_bug_gives_no_species_gradient(setup):

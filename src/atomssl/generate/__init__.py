@@ -3,7 +3,7 @@ metrics and an element substitution map."""
 
 from ._decoding import DECODINGS, best_first_assignments, choose_species
 from ._discriminator import CriticHead, Discriminator, real_batch, train_classifier
-from ._gan import GAN_DEFAULTS, discriminator_loss, gan, generator_adversarial_loss, prepare_gan_config, reconstruction_losses
+from ._gan import CRITIC_POSITIONS, GAN_DEFAULTS, critic_view, discriminator_loss, gan, generator_adversarial_loss, prepare_gan_config, reconstruction_losses
 from ._reconstruct import (
     MASK_MODES,
     Corruption,
@@ -31,7 +31,7 @@ from ._validity import (
 __all__ = [
     "DECODINGS", "best_first_assignments", "choose_species",
     "CriticHead", "Discriminator", "real_batch", "train_classifier",
-    "GAN_DEFAULTS", "discriminator_loss", "gan", "generator_adversarial_loss", "prepare_gan_config",
+    "CRITIC_POSITIONS", "GAN_DEFAULTS", "critic_view", "discriminator_loss", "gan", "generator_adversarial_loss", "prepare_gan_config",
     "reconstruction_losses",
     "MASK_MODES", "Corruption", "Generator", "Reconstruction", "corrupt_batch", "corrupt_structures", "generate",
     "one_hot_species", "reconstruct", "reconstruction_metrics", "relaxed_species", "repair",

@@ -91,13 +91,15 @@ def real_batch(batch, jitter: float = 1e-3, generator: torch.Generator | None = 
 
 def train_classifier(disc: Discriminator, gen, graphs: Sequence, steps: int = 100, batch_size: int = 16,
                      lr: float = 3e-4, mask: str = "mixed", sigma: float = 0.2, jitter: float = 1e-3,
-                     seed: int = 0, log: Any = None) -> list[dict[str, float]]:
+                     seed: int = 0, log: Any = None, critic_positions: str = "generated") -> list[dict[str, float]]:
     """Fine-tune ``disc`` as a real-vs-reconstructed classifier (BCE) against a frozen ``gen``.
 
-    Reconstructions are the generator's hard (arg-max) repairs. Returns one row of metrics per
-    step (loss, accuracy).
+    Reconstructions are the generator's hard (arg-max) repairs, shown as
+    :func:`~atomssl.generate._gan.critic_view` with ``critic_positions`` does. Returns one row of
+    metrics per step (loss, accuracy).
     """
     from ..graph import collate
+    from ._gan import critic_view
     from ._reconstruct import corrupt_batch, generate
 
     g = torch.Generator().manual_seed(int(seed))
@@ -111,6 +113,7 @@ def train_classifier(disc: Discriminator, gen, graphs: Sequence, steps: int = 10
         with torch.no_grad():
             c = corrupt_batch(batch, mask, sigma, generator=g)
             fake, _, _ = generate(gen, batch, c, hard=True, gumbel=False)
+            fake = critic_view(fake, batch, critic_positions)
         real = real_batch(batch, jitter, g)
         s_real, s_fake = disc(real), disc(fake)
         loss = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()

@@ -15,6 +15,9 @@ Lightning's automatic optimisation; a loop is shorter than manual optimisation).
    ``softplus(-D(real)) + softplus(D(fake))``, or ``D(fake) - D(real) + gp_weight x GP`` with the
    gradient penalty on interpolated species and positions (real and fake share atoms and edges).
 
+With ``loss.critic_positions: real`` the critic sees the generated species on the real positions
+(:func:`critic_view`), so it judges chemistry alone.
+
 Before the loop the discriminator, initialised from a pretrained backbone, is fine-tuned as a
 real-vs-reconstructed classifier for ``discriminator.classifier_steps`` steps.
 
@@ -59,6 +62,7 @@ GAN_DEFAULTS: dict[str, Any] = {
         "hard": True,
         "gumbel": True,
         "real_jitter": 1.0e-3,
+        "critic_positions": "generated",  # generated | real (the critic judges species alone)
     },
     "optim": {"lr_g": 1.0e-4, "betas_g": [0.9, 0.999], "lr_d": 1.0e-5, "betas_d": [0.5, 0.999], "d_every": 10,
               "d_steps": 1, "grad_clip": 1.0},
@@ -66,6 +70,21 @@ GAN_DEFAULTS: dict[str, Any] = {
     "run": {"root": "runs", "name": "gan"},
 }
 LOSS_KINDS = ("nonsaturating", "wgan-gp")
+CRITIC_POSITIONS = ("generated", "real")
+
+
+def critic_view(fake, batch, positions: str = "generated"):
+    """What the critic is shown of a reconstruction: ``fake`` itself (``"generated"``), or its species on
+    the real crystal's positions (``"real"``). Residual position noise (~0.5 A at sigma 0.2) is the
+    easiest cue a critic can learn; with ``"real"`` it can only tell real from reconstructed by the
+    chemistry of the masked sites, so its gradient reaches the generator through the species alone."""
+    if positions == "generated":
+        return fake
+    if positions != "real":
+        raise ConfigError(f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {positions!r}")
+    out = copy.copy(fake)
+    out.pos = batch.pos
+    return out
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -130,6 +149,8 @@ def prepare_gan_config(config: dict) -> dict:
     out = _merge(copy.deepcopy(GAN_DEFAULTS), copy.deepcopy(config or {}))
     if out["loss"]["kind"] not in LOSS_KINDS:
         raise ConfigError(f"loss.kind must be one of {LOSS_KINDS}, got {out['loss']['kind']!r}")
+    if out["loss"]["critic_positions"] not in CRITIC_POSITIONS:
+        raise ConfigError(f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {out['loss']['critic_positions']!r}")
     for key in ("d_every", "d_steps"):
         if int(out["optim"][key]) < 1:
             raise ConfigError(f"optim.{key} must be >= 1")
@@ -190,7 +211,7 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
     dcfg = config["discriminator"]
     cls_rows = train_classifier(disc, gen, graphs, steps=int(dcfg["classifier_steps"]), batch_size=bs,
                                 lr=float(dcfg["classifier_lr"]), mask=C["mask"], sigma=float(C["sigma"]),
-                                jitter=float(L["real_jitter"]), seed=seed + 1)
+                                jitter=float(L["real_jitter"]), seed=seed + 1, critic_positions=L["critic_positions"])
     _write_csv(run_dir / "classifier.csv", cls_rows)
 
     opt_g = torch.optim.Adam(gen.parameters(), lr=float(O["lr_g"]), betas=tuple(O["betas_g"]))
@@ -208,8 +229,9 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
         unit = gen.train_sigma * c.d_min
         fake, logits, pred = generate(gen, batch, c, float(L["tau"]), bool(L["hard"]), bool(L["gumbel"]))
         rec = reconstruction_losses(batch, c, logits, pred, unit)
+        shown = critic_view(fake, batch, L["critic_positions"])
         disc.requires_grad_(False)
-        adv = generator_adversarial_loss(disc, fake, L["kind"])
+        adv = generator_adversarial_loss(disc, shown, L["kind"])
         disc.requires_grad_(True)
         loss_g = float(L["adversarial_weight"]) * adv + float(L["species_weight"]) * rec["species"] \
             + float(L["noise_weight"]) * rec["noise"]
@@ -224,7 +246,7 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
         if step % int(O["d_every"]) == 0:
             for _ in range(int(O["d_steps"])):
                 real = real_batch(batch, float(L["real_jitter"]), g)
-                d = discriminator_loss(disc, real, fake, L["kind"], float(L["gp_weight"]), g)
+                d = discriminator_loss(disc, real, shown, L["kind"], float(L["gp_weight"]), g)
                 opt_d.zero_grad()
                 d["loss"].backward()
                 if O.get("grad_clip"):
