@@ -6,6 +6,12 @@ Stages (run from the repository root; everything lands in ``runs/reconstruction/
     atomssl pretrain --config configs/reconstruct_pretrain.yaml --out runs/reconstruction/pretrain
     atomssl gan --config configs/gan_reconstruction.yaml --out runs/reconstruction/gan
     atomssl gan --config configs/gan_reconstruction.yaml --out runs/reconstruction/control loss.adversarial_weight=0
+    # the longer runs (30-epoch generator; 400 classifier + 1500 adversarial steps)
+    atomssl pretrain --config configs/reconstruct_pretrain.yaml --out runs/reconstruction/pretrain_long \
+        trainer.max_epochs=30 optim.lr=2.0e-3
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_long
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_species loss.critic_positions=real
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/control_long loss.adversarial_weight=0
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
 
 ``evaluate`` corrupts every test crystal (seeded: the same corruption for every model) for
@@ -90,8 +96,13 @@ def evaluate(args) -> None:
         "control": ("control of w_adv 0.1 run (w_adv 0)", RUN / "control" / "checkpoints" / "generator.pt"),
         "adversarial_w1": ("adversarial (w_adv 1.0, lr_g 1e-4)", RUN / "gan_w1" / "checkpoints" / "generator.pt"),
         "control_w1": ("control of w_adv 1.0 run (w_adv 0)", RUN / "control_w1" / "checkpoints" / "generator.pt"),
+        # configs/gan_reconstruction_long.yaml: 30-epoch generator, 400 classifier + 1500 adversarial steps
+        "pretrained_long": ("pretrained only (30 epochs)", RUN / "pretrain_long" / "checkpoints" / "best.pt"),
+        "adversarial_long": ("adversarial (long)", RUN / "gan_long" / "checkpoints" / "generator.pt"),
+        "adversarial_species": ("adversarial, species-only critic (long)", RUN / "gan_species" / "checkpoints" / "generator.pt"),
+        "control_long": ("control of the long runs (w_adv 0)", RUN / "control_long" / "checkpoints" / "generator.pt"),
     }
-    models = {k: v for k, v in models.items() if v[1].is_file()}
+    models = {k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)}
     out = RUN / "eval"
     out.mkdir(parents=True, exist_ok=True)
     real = validity_report(test)
@@ -175,7 +186,8 @@ def main(argv=None) -> int:
     e.add_argument("--steps", type=int, default=1)
     e.add_argument("--decodings", nargs="+", default=["argmax", "valid"], choices=["argmax", "valid"])
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--only", help="evaluate just this model (a slug: pretrained, adversarial, control, adversarial_w1, control_w1) and cache its rows")
+    e.add_argument("--only", help="evaluate just this model (a slug, e.g. pretrained, adversarial_long) and cache its rows")
+    e.add_argument("--models", nargs="+", help="slugs to include in the table (default: every model whose checkpoint exists)")
     e.set_defaults(func=evaluate)
     args = p.parse_args(argv)
     args.func(args)

@@ -100,3 +100,22 @@ def test_overlap_detected_with_the_same_message_as_validate():
         with pytest.raises(OverlapError):
             to_graphs([s, bad], **kw)
     to_graph(bad, cutoff=4.0, validate=False)  # no check when asked not to
+
+
+def test_restrict_cutoff_equals_building_at_the_shorter_cutoff():
+    from atomssl.graph import restrict_cutoff
+
+    structures = _structures()
+    long = collate([to_graph(s, cutoff=5.0) for s in structures])
+    short = collate([to_graph(s, cutoff=4.0) for s in structures])
+    cut = restrict_cutoff(long, 4.0)
+
+    def edges(g):
+        vec = edge_vectors(g).detach().numpy()
+        src, dst = g.edge_index.numpy()
+        return sorted(zip(src.tolist(), dst.tolist(), np.round(vec, 6).tolist()))
+
+    assert cut.edge_index.shape[1] == short.edge_index.shape[1] < long.edge_index.shape[1]
+    assert edges(cut) == edges(short)
+    assert long.edge_index.shape[1] > cut.edge_index.shape[1]  # the input is left alone
+    assert restrict_cutoff(short, 4.0) is short  # nothing to drop: no copy

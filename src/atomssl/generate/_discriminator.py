@@ -69,6 +69,11 @@ class Discriminator(nn.Module):
         return save_checkpoint(path, self.backbone, config=config, tasks={CRITIC_KEY: self.head}, metrics=metrics)
 
     def forward(self, batch) -> torch.Tensor:
+        cutoff = self.backbone.graph_spec.get("cutoff")
+        if cutoff is not None:  # graphs built for a longer-range generator: keep this backbone's own edges
+            from ..graph import restrict_cutoff
+
+            batch = restrict_cutoff(batch, float(cutoff))
         return self.head(self.backbone(batch).graph)
 
 

@@ -5,7 +5,7 @@ from ._clouds import gram_matrices, neighbor_clouds, upper_triangle
 
 # The torch side (_batch) imports torch and torch_geometric (seconds); load it on first use so
 # that reading and validating structures stays quick to start.
-_LAZY = {"build_neighbors", "collate", "edge_vectors", "to_graph", "to_graphs"}
+_LAZY = {"build_neighbors", "collate", "edge_vectors", "restrict_cutoff", "to_graph", "to_graphs"}
 
 
 def __getattr__(name):
@@ -28,5 +28,6 @@ __all__ = [
     "to_graphs",
     "collate",
     "edge_vectors",
+    "restrict_cutoff",
     "build_neighbors",
 ]

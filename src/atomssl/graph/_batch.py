@@ -162,3 +162,20 @@ def edge_vectors(graph: Data, pos: torch.Tensor | None = None) -> torch.Tensor:
         cell_e = cell[batch[src]]
     offset = torch.einsum("ei,eij->ej", graph.shift.to(pos.dtype), cell_e.to(pos.dtype))
     return pos[dst] + offset - pos[src]
+
+
+def restrict_cutoff(graph: Data, cutoff: float) -> Data:
+    """A shallow copy of ``graph`` (or batch) keeping only edges not longer than ``cutoff``.
+
+    Lets a backbone with a shorter radius read a graph built for a longer one (e.g. a 4 A MEGNet
+    critic on the 5 A graphs of an equiformer generator); lengths come from the current positions.
+    """
+    import copy
+
+    keep = edge_vectors(graph).norm(dim=-1) <= float(cutoff)
+    if bool(keep.all()):
+        return graph
+    out = copy.copy(graph)
+    out.edge_index = graph.edge_index[:, keep]
+    out.shift = graph.shift[keep]
+    return out
