@@ -11,6 +11,8 @@ Stages (run from the repository root; everything lands in ``runs/reconstruction/
         trainer.max_epochs=30 optim.lr=2.0e-3
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_long
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_species loss.critic_positions=real
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_megcritic \
+        loss.critic_positions=real discriminator.checkpoint=src/atomssl/weights/default.pt
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/control_long loss.adversarial_weight=0
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
 
@@ -100,6 +102,8 @@ def evaluate(args) -> None:
         "pretrained_long": ("pretrained only (30 epochs)", RUN / "pretrain_long" / "checkpoints" / "best.pt"),
         "adversarial_long": ("adversarial (long)", RUN / "gan_long" / "checkpoints" / "generator.pt"),
         "adversarial_species": ("adversarial, species-only critic (long)", RUN / "gan_species" / "checkpoints" / "generator.pt"),
+        "adversarial_megcritic": ("adversarial, species-only MEGNet critic (long)",
+                                  RUN / "gan_megcritic" / "checkpoints" / "generator.pt"),
         "control_long": ("control of the long runs (w_adv 0)", RUN / "control_long" / "checkpoints" / "generator.pt"),
     }
     models = {k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)}

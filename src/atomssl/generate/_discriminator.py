@@ -24,38 +24,60 @@ CRITIC_KEY = "critic"
 
 
 class CriticHead(nn.Module):
-    """MLP from the structure embedding to one score."""
+    """MLP from the structure embedding (and, with ``composition=True``, the crystal's element
+    fractions, 119 values) to one score."""
 
-    def __init__(self, embedding_dim: int, hidden: int = 64):
+    def __init__(self, embedding_dim: int, hidden: int = 64, composition: bool = False):
         super().__init__()
-        self.net = mlp(embedding_dim, hidden, 1)
-        self.config = {"name": CRITIC_KEY, "hidden": int(hidden)}
+        from ..representation import N_SPECIES
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.composition = bool(composition)
+        self.net = mlp(embedding_dim + (N_SPECIES if self.composition else 0), hidden, 1)
+        self.config = {"name": CRITIC_KEY, "hidden": int(hidden), "composition": self.composition}
+
+    def forward(self, x: torch.Tensor, composition: torch.Tensor | None = None) -> torch.Tensor:
+        if self.composition:
+            x = torch.cat([x, composition.to(x.dtype)], -1)
         return self.net(x).squeeze(-1)
 
 
-class Discriminator(nn.Module):
-    """``score = MLP(backbone(batch).graph)`` (n_graphs,): high = real."""
+def element_fractions(batch) -> torch.Tensor:
+    """(n_graphs, 119) mean species one-hot per crystal; differentiable in ``batch.z_soft`` when present."""
+    from ..task.denoise import graph_index, num_graphs
+    from ._reconstruct import one_hot_species
 
-    def __init__(self, backbone, hidden: int = 64):
+    z = getattr(batch, "z_soft", None)
+    if z is None:
+        z = one_hot_species(batch.z, batch.pos.dtype)
+    idx = graph_index(batch)
+    n = num_graphs(batch)
+    total = z.new_zeros(n, z.shape[-1]).index_add_(0, idx, z)
+    count = z.new_zeros(n).index_add_(0, idx, torch.ones_like(idx, dtype=z.dtype))
+    return total / count.clamp_min(1)[:, None]
+
+
+class Discriminator(nn.Module):
+    """``score = MLP(backbone(batch).graph [, element fractions])`` (n_graphs,): high = real."""
+
+    def __init__(self, backbone, hidden: int = 64, composition: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.head = CriticHead(backbone.embedding_dim, hidden)
+        self.head = CriticHead(backbone.embedding_dim, hidden, composition)
 
     @classmethod
-    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64) -> "Discriminator":
-        return cls(build_backbone(backbone), hidden)
+    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64, composition: bool = False) -> "Discriminator":
+        return cls(build_backbone(backbone), hidden, composition)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, hidden: int = 64) -> "Discriminator":
+    def from_checkpoint(cls, path: str | Path, hidden: int = 64, composition: bool = False) -> "Discriminator":
         """A discriminator saved by :meth:`save`, or a fresh head on any checkpoint's backbone."""
         from ..train import load_backbone, load_checkpoint
 
         ck = load_checkpoint(path)
         backbone = load_backbone(path, eval=False)
         cfg = (ck.get("task_configs") or {}).get(CRITIC_KEY)
-        disc = cls(backbone, int(cfg.get("hidden", hidden)) if cfg else hidden)
+        disc = cls(backbone, int(cfg.get("hidden", hidden)) if cfg else hidden,
+                   bool(cfg.get("composition", False)) if cfg else composition)
         if cfg is not None:
             try:
                 disc.head.load_state_dict(ck["tasks"][CRITIC_KEY])
@@ -74,7 +96,8 @@ class Discriminator(nn.Module):
             from ..graph import restrict_cutoff
 
             batch = restrict_cutoff(batch, float(cutoff))
-        return self.head(self.backbone(batch).graph)
+        comp = element_fractions(batch) if self.head.composition else None
+        return self.head(self.backbone(batch).graph, comp)
 
 
 def real_batch(batch, jitter: float = 1e-3, generator: torch.Generator | None = None):
