@@ -13,6 +13,8 @@ Stages (run from the repository root; everything lands in ``runs/reconstruction/
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_species loss.critic_positions=real
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_megcritic \
         loss.critic_positions=real discriminator.checkpoint=src/atomssl/weights/default.pt
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_compcritic \
+        loss.critic_positions=real discriminator.composition=true
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/control_long loss.adversarial_weight=0
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
 
@@ -104,6 +106,8 @@ def evaluate(args) -> None:
         "adversarial_species": ("adversarial, species-only critic (long)", RUN / "gan_species" / "checkpoints" / "generator.pt"),
         "adversarial_megcritic": ("adversarial, species-only MEGNet critic (long)",
                                   RUN / "gan_megcritic" / "checkpoints" / "generator.pt"),
+        "adversarial_compcritic": ("adversarial, species-only critic reading composition (long)",
+                                   RUN / "gan_compcritic" / "checkpoints" / "generator.pt"),
         "control_long": ("control of the long runs (w_adv 0)", RUN / "control_long" / "checkpoints" / "generator.pt"),
     }
     models = {k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)}
