@@ -63,6 +63,9 @@ class Discriminator(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = CriticHead(backbone.embedding_dim, hidden, composition)
+        # set (by the GAN loop) when graphs are built for a longer-range generator: edges beyond the
+        # backbone's own cutoff are then dropped before it reads them
+        self.edge_cutoff: float | None = None
 
     @classmethod
     def build(cls, backbone: dict | str = "equiformer", hidden: int = 64, composition: bool = False) -> "Discriminator":
@@ -91,11 +94,10 @@ class Discriminator(nn.Module):
         return save_checkpoint(path, self.backbone, config=config, tasks={CRITIC_KEY: self.head}, metrics=metrics)
 
     def forward(self, batch) -> torch.Tensor:
-        cutoff = self.backbone.graph_spec.get("cutoff")
-        if cutoff is not None:  # graphs built for a longer-range generator: keep this backbone's own edges
+        if self.edge_cutoff is not None:
             from ..graph import restrict_cutoff
 
-            batch = restrict_cutoff(batch, float(cutoff))
+            batch = restrict_cutoff(batch, self.edge_cutoff)
         comp = element_fractions(batch) if self.head.composition else None
         return self.head(self.backbone(batch).graph, comp)
 

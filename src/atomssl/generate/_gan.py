@@ -202,9 +202,12 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
     dump_config(config, run_dir / "config.yaml")
     gen, disc = build_models(config)
     cutoff = float(gen.graph_spec["cutoff"])
-    if float(disc.backbone.graph_spec.get("cutoff", cutoff)) > cutoff:
-        raise ConfigError(f"gan: the discriminator's cutoff ({disc.backbone.graph_spec['cutoff']} A) exceeds the "
+    d_cutoff = float(disc.backbone.graph_spec.get("cutoff", cutoff))
+    if d_cutoff > cutoff:
+        raise ConfigError(f"gan: the discriminator's cutoff ({d_cutoff} A) exceeds the "
                           f"generator's ({cutoff} A); graphs are built at the generator's")
+    if d_cutoff < cutoff:
+        disc.edge_cutoff = d_cutoff
     graphs = load_graphs(config["data"], cutoff)
     L, O, C = config["loss"], config["optim"], config["corruption"]
     bs = int(config["data"]["batch_size"])
