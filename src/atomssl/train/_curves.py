@@ -148,7 +148,11 @@ def summarize_curves(out: Path, rows: list[dict[str, Any]], progress: bool = Tru
         label = f"{size} ({n_train.get(size)})" if size == "all" else size
         table.append(f"| {label} | {ms:.4f} +- {ss:.4f} | {mp:.4f} +- {sp:.4f} | {100 * gain:+.1f}% | {w}/{len(common)} |")
     table.append("")
-    table.append(f"pretrained beats scratch in {wins} of {settings} (size, seed) settings")
+    share = f" ({100 * wins / settings:.0f}%)" if settings else ""
+    table.append(f"pretrained beats scratch in {wins} of {settings}{share} (size, seed) settings")
+    small = [d["gain"] for s, d in per_size.items() if s != "all" and int(s) <= 250 and np.isfinite(d["gain"])]
+    if small:
+        table.append(f"smallest gain in mean MAE at <= 250 labels: {100 * min(small):+.1f}%")
     text = "\n".join(table)
     with atomic_write(out / "learning_curves.md", "w") as fh:
         fh.write(text + "\n")
