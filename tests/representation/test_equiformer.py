@@ -1,5 +1,7 @@
 """Equivariant graph attention transformer: exact symmetry, continuity, species input, learning."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,13 @@ def test_exact_symmetry(dtype):
 def test_symmetry_other_options():
     model = _model(radial="bessel", pool="sum", nonlinear_messages=False, lmax=2)
     assert_backbone_equivariant(model, _crystal(), dtype=torch.float64, n_trials=1, seed=7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_exact_symmetry_tensor_product_messages(dtype):
+    """The Clebsch-Gordan (``conv="dtp"``) message path is kept, and exactly equivariant too."""
+    model = _model(conv="dtp")
+    assert_backbone_equivariant(model, _crystal(), checks=ALL_CHECKS, dtype=dtype, n_trials=1, seed=2)
 
 
 def test_symmetry_default_size_float64():
@@ -242,6 +251,137 @@ def test_linear_on_pieces_equals_linear_on_concatenation():
 
 def test_small_default_uses_linear_messages():
     model = build_backbone("equiformer")
-    assert model.config["nonlinear_messages"] is False and all(b.attn.tp2 is None for b in model.blocks)
-    assert build_backbone({"name": "equiformer", "nonlinear_messages": True}).blocks[0].attn.tp2 is not None
+    assert model.config["nonlinear_messages"] is False and all(b.attn.so2_2 is None for b in model.blocks)
+    assert build_backbone({"name": "equiformer", "nonlinear_messages": True}).blocks[0].attn.so2_2 is not None
+    dtp = build_backbone({"name": "equiformer", "conv": "dtp"})
+    assert all(b.attn.tp2 is None for b in dtp.blocks)
+    assert build_backbone({"name": "equiformer", "conv": "dtp", "nonlinear_messages": True}).blocks[0].attn.tp2 is not None
     assert build_backbone({"name": "equiformer", "size": "large"}).config["nonlinear_messages"] is True
+
+
+# --- edge-aligned frames and SO(2) messages ------------------------------------------------------
+
+
+def _unit_vectors(n=50, seed=0):
+    """Random unit vectors plus the hard cases: exactly along, against and across the polar axis."""
+    from atomssl.representation._e3nn_layers import polar_axis
+
+    axis = polar_axis()
+    u = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    near = axis + 1e-9 * torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)
+    u = torch.cat([u, axis[None], -axis[None], near[None], -near[None], torch.roll(axis, 1)[None]])
+    return u / u.norm(dim=-1, keepdim=True), axis
+
+
+def test_edge_frames_are_rotations_taking_the_axis_to_the_edge():
+    from atomssl.representation._e3nn_layers import edge_frames
+
+    u, axis = _unit_vectors()
+    R = edge_frames(u, axis)
+    eye = torch.eye(3, dtype=torch.float64).expand_as(R)
+    torch.testing.assert_close(R @ R.transpose(1, 2), eye, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(len(u), dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(R @ axis, u, atol=1e-12, rtol=0)
+    # finite gradients everywhere, including edges along and against the axis
+    u = u.clone().requires_grad_(True)
+    edge_frames(u, axis).pow(3).sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+def test_wigner_matrices_match_e3nn():
+    from atomssl.representation._e3nn_layers import WignerFromRotation, edge_frames
+
+    u, axis = _unit_vectors(20, seed=1)
+    R = edge_frames(u, axis)
+    ds = WignerFromRotation(4)(R)
+    irreps = o3.Irreps("0e+1o+2e+3o+4e")
+    # e3nn goes through Euler angles (inaccurate near the axis) and keeps its coefficients in
+    # float32 (~4e-7 off): compared on the random edges at that accuracy; the exact checks follow
+    n_random = 20
+    for l in range(5):
+        ref = o3.Irrep(l, (-1) ** l).D_from_matrix(R[:n_random])
+        torch.testing.assert_close(ds[l][:n_random], ref, atol=2e-6, rtol=0)
+    # a representation on every edge, the hard ones too: D(R1 R2) = D(R1) D(R2), D orthogonal
+    perm = torch.randperm(len(u), generator=torch.Generator().manual_seed(0))
+    ds12 = WignerFromRotation(4)(R @ R[perm])
+    for l in range(5):
+        torch.testing.assert_close(ds12[l], ds[l] @ ds[l][perm], atol=1e-10, rtol=0)
+        eye = torch.eye(2 * l + 1, dtype=torch.float64).expand_as(ds[l])
+        torch.testing.assert_close(ds[l] @ ds[l].transpose(1, 2), eye, atol=1e-10, rtol=0)
+    # and they rotate spherical harmonics: Y(R a) = D(R) Y(a), so Y(edge) = D Y(axis)
+    sh = o3.spherical_harmonics(irreps, u, normalize=True)
+    sh_axis = o3.spherical_harmonics(irreps, axis[None], normalize=True)[0]
+    start = 0
+    for l in range(5):
+        d = 2 * l + 1
+        torch.testing.assert_close(sh[:, start : start + d], ds[l] @ sh_axis[start : start + d], atol=1e-9, rtol=0)
+        # and Y(axis) is non-zero only at m = 0 (the middle component)
+        assert torch.count_nonzero(sh_axis[start : start + d].abs() > 1e-12) == 1 and sh_axis[start + l].abs() > 0
+        start += d
+
+
+def test_so2_linear_commutes_with_rolls_about_the_axis():
+    """The SO(2) map is equivariant under rotations about the polar axis and mirror planes
+    through it: this is what makes the result independent of each frame's roll."""
+    from atomssl.representation._e3nn_layers import SO2Linear, WignerFromRotation, polar_axis, rotate
+
+    torch.manual_seed(0)
+    muls_in, muls_out = [4, 3, 2], [5, 2, 3]
+    lin = SO2Linear(muls_in, muls_out, num_basis=6, radial_hidden=8).double()
+    E = 11
+    xs = [torch.randn(E, 2 * l + 1, m, dtype=torch.float64) for l, m in enumerate(muls_in)]
+    rbf = torch.randn(E, 6, dtype=torch.float64)
+    axis = polar_axis()
+    angle = torch.rand(E, dtype=torch.float64) * 2 * math.pi
+    K = torch.zeros(3, 3, dtype=torch.float64)
+    K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
+    K = K - K.T
+    roll = torch.eye(3, dtype=torch.float64) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+    mirror = torch.eye(3, dtype=torch.float64) - 2 * torch.outer(torch.roll(axis, 1), torch.roll(axis, 1))
+    wig = WignerFromRotation(2)
+    for g in (roll, roll @ mirror):
+        # improper g = (-1) (-g): inversion acts as (-1)^l on the polar degrees l, -g is a rotation
+        sign = 1.0 if torch.linalg.det(g)[0] > 0 else -1.0
+        ds = [d * sign**l for l, d in enumerate(wig(sign * g))]
+        out_then = rotate(lin(xs, rbf), ds)
+        then_out = lin(rotate(xs, ds), rbf)
+        for a, b in zip(out_then, then_out):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_so2_messages_do_not_depend_on_the_frame_roll(monkeypatch):
+    """Rolling every edge frame by a random angle about its edge leaves all outputs unchanged."""
+    import atomssl.representation.equiformer as eq
+    from atomssl.representation._e3nn_layers import edge_frames
+
+    model = _model(nonlinear_messages=True)
+    ref, batch = _run(model, [_crystal()])
+    gen = torch.Generator().manual_seed(3)
+
+    def rolled(unit, axis):
+        R = edge_frames(unit, axis)
+        angle = torch.rand(unit.shape[0], generator=gen, dtype=unit.dtype) * 2 * math.pi
+        K = torch.zeros(3, 3, dtype=unit.dtype)
+        K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
+        K = K - K.T
+        roll = torch.eye(3, dtype=unit.dtype) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+        return R @ roll  # still takes the axis to the edge
+
+    monkeypatch.setattr(eq, "edge_frames", rolled)
+    out = model(batch)
+    for name in ("node", "graph", "vector"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), atol=1e-10, rtol=1e-8)
+
+
+def test_old_checkpoints_without_conv_load_as_tensor_product(tmp_path):
+    from atomssl.train import load_backbone
+    from atomssl.train._checkpoint import FORMAT, VERSION
+
+    model = _model(conv="dtp")
+    config = {k: v for k, v in model.config.items() if k != "conv"}  # written before the option existed
+    path = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, "version": VERSION, "backbone_config": config, "backbone": model.state_dict()}, path)
+    loaded = load_backbone(path)
+    assert loaded.config["conv"] == "dtp"
+    ref, batch = _run(model, [_crystal()])
+    torch.testing.assert_close(loaded.double()(batch).graph, ref.graph)

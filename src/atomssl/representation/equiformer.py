@@ -11,7 +11,14 @@ network is O(3)-equivariant, reflections included). Per layer (pre-norm transfor
   smooth cutoff envelope so that outputs stay continuous as atoms cross the cutoff;
 - ``x += FFN(LN(x))``: linear -> gate -> linear.
 
-Unlike EquiformerV2 there are no random per-edge frames: the outputs are exactly equivariant.
+Messages (``conv=``): ``"so2"`` (default) computes them eSCN-style: the pair features are
+rotated into a frame whose polar axis is the edge, where the tensor product with Y(r_ij) plus a
+linear layer becomes one linear map per |m| (O(L^3) per edge instead of O(L^6); see
+``_e3nn_layers.SO2Linear``), and rotated back. The frame's roll about the edge is a fixed
+deterministic choice and provably drops out (the maps commute with rolls; tested), so unlike
+EquiformerV2's random per-edge rolls the outputs are exactly equivariant. ``"dtp"`` keeps the
+original depth-wise Clebsch-Gordan tensor products (checkpoints written before ``conv`` existed
+load with it).
 Before the layers, an edge-degree embedding (sum over neighbours of radial x harmonics) seeds the
 l > 0 features. Outputs: invariant per-atom scalars, per-atom l=1 vectors in Cartesian (x, y, z),
 and an MLP of the mean (or sum) of the per-atom scalars per structure.
@@ -41,9 +48,14 @@ from ._e3nn_layers import (
     LayerNorm,
     Linear,
     RadialBasis,
+    SO2Linear,
+    WignerFromRotation,
+    edge_frames,
     irreps_of,
     l1_to_xyz_index,
+    polar_axis,
     polynomial_envelope,
+    rotate,
     segment_softmax,
 )
 
@@ -104,6 +116,50 @@ class GraphAttention(nn.Module):
         return self.proj(out)
 
 
+class GraphAttentionSO2(nn.Module):
+    """The same attention with eSCN-style messages: ``Lin(x_i) + Lin(x_j)`` is rotated into the
+    edge-aligned frame, an :class:`SO2Linear` (radial weights, then mixing of equal |m|) gives
+    the attention-logit scalars and the gate inputs in one step, the gated values (with
+    ``nonlinear_messages`` through a second SO(2) map, else a linear layer) are weighted by
+    the attention and rotated back. Equals a tensor product with Y(r_ij) plus a linear layer
+    (see :class:`SO2Linear`), at a fraction of the per-edge cost."""
+
+    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages):
+        super().__init__()
+        self.heads, self.att_dim, self.n_logit = heads, att_dim, heads * att_dim
+        self.lin_center = Linear(muls, muls)
+        self.lin_neighbor = Linear(muls, muls, bias=False)
+        self.gate = Gate(muls)
+        mid = list(self.gate.muls_in)
+        mid[0] += self.n_logit  # attention-logit scalars first
+        self.so2_1 = SO2Linear(muls, mid, num_basis, radial_hidden)
+        if nonlinear_messages:
+            self.so2_2 = SO2Linear(muls, muls, num_basis, radial_hidden)
+            self.lin_value = None
+        else:
+            self.so2_2 = None
+            self.lin_value = Linear(muls, muls)
+        self.att_vec = nn.Parameter(torch.randn(heads, att_dim) / math.sqrt(att_dim))
+        self.proj = Linear(muls, muls)
+
+    def forward(self, xs, wigner, rbf, env, center, neighbor):
+        xc, xn = self.lin_center(xs), self.lin_neighbor(xs)
+        pair = [a.index_select(0, center) + b.index_select(0, neighbor) for a, b in zip(xc, xn)]
+        msg = self.so2_1(rotate(pair, wigner, inverse=True), rbf)
+        s0 = msg[0][:, 0, :]
+        logit_in, scalars = s0.split([self.n_logit, s0.shape[-1] - self.n_logit], dim=-1)
+        logits = nn.functional.leaky_relu(logit_in.reshape(-1, self.heads, self.att_dim), 0.2)
+        alpha = segment_softmax((logits * self.att_vec).sum(-1), env, center, xs[0].shape[0])  # (E, heads)
+        value = self.gate([scalars.unsqueeze(1)] + msg[1:])  # gates act per channel: frame-independent
+        value = self.lin_value(value) if self.so2_2 is None else self.so2_2(value, rbf)
+        out = []
+        for v in rotate(value, wigner):
+            E, d, m = v.shape
+            v = (v.view(E, d, self.heads, m // self.heads) * alpha[:, None, :, None]).view(E, d, m)
+            out.append(v.new_zeros(xs[0].shape[0], d, m).index_add_(0, center, v))
+        return self.proj(out)
+
+
 class FeedForward(nn.Module):
     """Equivariant two-layer MLP: linear -> gate -> linear."""
 
@@ -118,15 +174,21 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages):
+    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages, conv="so2"):
         super().__init__()
         self.norm1 = LayerNorm(muls)
-        self.attn = GraphAttention(muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages)
+        attention = GraphAttentionSO2 if conv == "so2" else GraphAttention
+        self.attn = attention(muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages)
         self.norm2 = LayerNorm(muls)
         self.ffn = FeedForward(muls)
 
-    def forward(self, xs, sh, rbf, env, center, neighbor, cache=None):
-        xs = [a + b for a, b in zip(xs, self.attn(self.norm1(xs), sh, rbf, env, center, neighbor, cache))]
+    def forward(self, xs, geom, rbf, env, center, neighbor, cache=None):
+        """``geom``: the edges' Wigner matrices (SO(2) messages) or spherical harmonics (tensor products)."""
+        if isinstance(self.attn, GraphAttentionSO2):
+            update = self.attn(self.norm1(xs), geom, rbf, env, center, neighbor)
+        else:
+            update = self.attn(self.norm1(xs), geom, rbf, env, center, neighbor, cache)
+        xs = [a + b for a, b in zip(xs, update)]
         return [a + b for a, b in zip(xs, self.ffn(self.norm2(xs)))]
 
 
@@ -181,6 +243,7 @@ class EquivariantTransformer(Backbone):
         vector_dim: int | None = None,
         embedding_dim: int | None = None,
         pool: str = "mean",
+        conv: str = "so2",
     ):
         if size not in SIZES:
             raise ConfigError(f"equiformer: unknown size {size!r}; choose one of {sorted(SIZES)}")
@@ -193,12 +256,14 @@ class EquivariantTransformer(Backbone):
         embedding_dim = opts["channels"] if embedding_dim is None else embedding_dim
         if pool not in ("mean", "sum"):
             raise ConfigError(f"equiformer: pool must be 'mean' or 'sum', got {pool!r}")
+        if conv not in ("so2", "dtp"):
+            raise ConfigError(f"equiformer: conv must be 'so2' or 'dtp', got {conv!r}")
         if radial not in ("gaussian", "bessel"):
             raise ConfigError(f"equiformer: radial must be 'gaussian' or 'bessel', got {radial!r}")
         if opts["lmax"] < 1 or opts["num_layers"] < 1 or opts["num_heads"] < 1 or cutoff <= 0:
             raise ConfigError("equiformer: lmax, num_layers and num_heads must be >= 1 and cutoff > 0")
         super().__init__(size=size, **opts, att_dim=att_dim, radial=radial, cutoff=cutoff, avg_neighbors=avg_neighbors,
-                         node_dim=node_dim, embedding_dim=embedding_dim, pool=pool)
+                         node_dim=node_dim, embedding_dim=embedding_dim, pool=pool, conv=conv)
         C, L, H = opts["channels"], opts["lmax"], opts["num_heads"]
         self.cutoff, self.pool, self.lmax = float(cutoff), pool, L
         self.node_dim, self.vector_dim, self.embedding_dim = node_dim, opts["vector_dim"], embedding_dim
@@ -212,7 +277,7 @@ class EquivariantTransformer(Backbone):
         self.edge_degree = EdgeDegreeEmbedding(self.muls, L, nb, rh, avg_neighbors)
         nonlinear = bool(opts["nonlinear_messages"])
         self.blocks = nn.ModuleList(
-            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear) for _ in range(opts["num_layers"])
+            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear, conv) for _ in range(opts["num_layers"])
         )
         self.out_norm = LayerNorm(self.muls)
         self.out_lin = Linear(self.muls, [node_dim, self.vector_dim])
@@ -220,6 +285,10 @@ class EquivariantTransformer(Backbone):
             nn.Linear(node_dim, embedding_dim), nn.SiLU(), nn.Linear(embedding_dim, embedding_dim)
         )
         self.register_buffer("xyz_index", l1_to_xyz_index(), persistent=False)
+        self.conv = conv
+        if conv == "so2":
+            self.wigner = WignerFromRotation(L)
+            self._axis = polar_axis()  # float64, cast per call (see DepthwiseTP on float32 buffers)
 
     @property
     def graph_spec(self) -> dict[str, float]:
@@ -243,8 +312,13 @@ class EquivariantTransformer(Backbone):
         cache: dict = {}
         xs = self.edge_degree(scalars, sh, rbf, env, center, neighbor, cache)
         xs[0] = xs[0] + scalars.unsqueeze(1)
+        if self.conv == "so2":
+            unit = vec / dist.clamp(min=1e-9).unsqueeze(-1)
+            geom = self.wigner(edge_frames(unit, self._axis.to(device=unit.device)))
+        else:
+            geom = sh
         for block in self.blocks:
-            xs = block(xs, sh, rbf, env, center, neighbor, cache)
+            xs = block(xs, geom, rbf, env, center, neighbor, cache)
 
         out = self.out_lin(self.out_norm(xs))
         node = out[0][:, 0, :]

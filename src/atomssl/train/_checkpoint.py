@@ -103,7 +103,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     for key in ("backbone", "backbone_config"):
         if key not in obj:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    obj["backbone_config"] = _upgrade_backbone_config(obj["backbone_config"])
     return obj
+
+
+def _upgrade_backbone_config(config: Any) -> Any:
+    """Fill options added after a checkpoint was written with the value it was trained with.
+
+    equiformer: ``conv`` (default ``"so2"`` since edge-aligned SO(2) messages were added); a
+    checkpoint without it used Clebsch-Gordan tensor-product messages, ``"dtp"``.
+    """
+    if isinstance(config, dict) and config.get("name") == "equiformer" and "conv" not in config:
+        return {**config, "conv": "dtp"}
+    return config
 
 
 def load_backbone(path: str | os.PathLike, map_location: Any = "cpu", eval: bool = True):
