@@ -304,27 +304,30 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0, lr: float 
     mx, sx = x.mean(0), x.std(0) + 1e-8
     my, sy = y.mean(0), y.std(0) + 1e-8
     net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, y.shape[1]))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     xt = torch.as_tensor((x - mx) / sx, dtype=torch.float32)
     yt = torch.as_tensor((y - my) / sy, dtype=torch.float32)
-    steps = epochs * math.ceil(len(xt) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    for _ in range(epochs):
-        order = torch.as_tensor(rng.permutation(len(xt)))
-        for s in range(0, len(xt), batch):
-            b = order[s : s + batch]
-            loss = ((net(xt[b]) - yt[b]) ** 2).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    net.eval()
+    _train(net, len(xt), lambda b: ((net(xt[b]) - yt[b]) ** 2).sum(-1).mean(), epochs, batch, lr, rng)
 
     def predict(xn):
         with torch.no_grad():
             return net(torch.as_tensor((xn - mx) / sx, dtype=torch.float32)).numpy().astype(np.float64) * sy + my
 
     return predict
+
+
+def _train(net, n: int, loss_of, epochs: int, batch: int, lr: float, rng) -> None:
+    """AdamW + one-cycle schedule over shuffled minibatches of ``n`` rows; ``loss_of(index)``."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(n / batch), pct_start=0.05)
+    for _ in range(epochs):
+        order = torch.as_tensor(rng.permutation(n))
+        for s in range(0, n, batch):
+            loss = loss_of(order[s : s + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
 
 
 def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, seed: int = 0, lr: float = 2e-3, batch: int = 128):
@@ -338,7 +341,6 @@ def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, see
     k, dim = components, y.shape[1]
     net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
                         nn.Linear(256, k * (dim + 2)))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     xt = torch.as_tensor((x - mx) / sx, dtype=torch.float32)
     yt = torch.as_tensor((y - my) / sy, dtype=torch.float32)
 
@@ -347,21 +349,12 @@ def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, see
         logit, logsig, mean = o[:, :k], o[:, k : 2 * k].clamp(-6, 3), o[:, 2 * k :].reshape(-1, k, dim)
         return torch.log_softmax(logit, -1), logsig, mean
 
-    steps = epochs * math.ceil(len(xt) / batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    for _ in range(epochs):
-        order = torch.as_tensor(rng.permutation(len(xt)))
-        for s in range(0, len(xt), batch):
-            b = order[s : s + batch]
-            logpi, logsig, mean = heads(xt[b])
-            sq = ((yt[b, None, :] - mean) ** 2).sum(-1)
-            logp = logpi - dim * logsig - 0.5 * sq * torch.exp(-2 * logsig)
-            loss = -torch.logsumexp(logp, -1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    net.eval()
+    def nll(b):
+        logpi, logsig, mean = heads(xt[b])
+        sq = ((yt[b, None, :] - mean) ** 2).sum(-1)
+        return -torch.logsumexp(logpi - dim * logsig - 0.5 * sq * torch.exp(-2 * logsig), -1).mean()
+
+    _train(net, len(xt), nll, epochs, batch, lr, rng)
 
     def predict(xn):
         with torch.no_grad():
