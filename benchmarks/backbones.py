@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CHGNET_DEFAULT_WIDTH = 64
+# (m, k, n) products timed for the machine's dense matmul rate; the best one is the reference
+GEMM_SHAPES = [(2048, 256, 256), (4096, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048)]
 
 
 # --------------------------------------------------------------------------- worker side
@@ -68,6 +70,8 @@ def _build(job):
     """(model, prepare(structures) -> inputs, step(inputs) -> None, n_params)."""
     import torch
 
+    if job["kind"] == "gemm":
+        return None, None, None, 0
     if job["kind"] == "chgnet":
         model = _chgnet(job["width"], job.get("cutoff"))
         # a smaller radius can leave an atom without neighbours; CHGNet refuses those by default
@@ -144,6 +148,31 @@ def worker(job: dict) -> dict:
             graph_structures_per_s=len(structures) / res["graph_seconds"],
             peak_bytes=max(peaks),
         )
+        # the matrix-multiply work of one pass (forward + backward), as torch counts it: a
+        # floor on the arithmetic any implementation of the same model must do (elementwise
+        # work, gathers and scatters come on top)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            for x in inputs:
+                step(x)
+        res["matmul_flops"] = int(counter.get_total_flops())
+        res["matmul_gflops_per_s"] = res["matmul_flops"] / sum(best) / 1e9
+    elif job["mode"] == "gemm":  # the machine's dense single-precision matmul rate at these threads
+        rates = {}
+        for m, k, n in GEMM_SHAPES:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            for _ in range(3):
+                a @ b
+            best = float("inf")
+            for _ in range(5):  # best of 5 timings of 4 products: the rate the core reaches, not the load
+                t0 = time.perf_counter()
+                for _ in range(4):
+                    a @ b
+                best = min(best, time.perf_counter() - t0)
+            rates[f"{m}x{k}x{n}"] = 2 * m * k * n * 4 / best / 1e9
+        res["gflops_per_s"] = max(rates.values())
+        res["gflops_per_s_by_shape"] = rates
     else:  # memory vs atoms: one structure, n x n x n supercell
         base = load_matbench_dielectric(limit=job["index"] + 1)[job["index"]]
         n = job["repeat"]
@@ -282,7 +311,10 @@ def main(argv=None) -> int:
                         "intercept_bytes": float(intercept), "max_rel_deviation": dev})  # fmt: skip
         print(f"memory {label}: {slope / 1024:.1f} KiB/atom, max deviation from linear {dev:.1%}", flush=True)
 
+    gemm = run_job({"kind": "gemm", "mode": "gemm", "threads": args.threads, "allocator": "default"})
     report = {
+        "gemm_gflops_per_s": gemm["gflops_per_s"],
+        "gemm_gflops_per_s_by_shape": gemm["gflops_per_s_by_shape"],
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/backbones.py " + " ".join(sys.argv[1:]),
         "torch": torch.__version__,
         "threads": args.threads,
@@ -311,6 +343,48 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def _work_section(rep: dict) -> list[str]:
+    """Matmul work per structure and the rate each model runs it at; for every backbone below
+    2x its peer, the matmul rate the 2x goal would need, against the machine's dense rate."""
+    if "gemm_gflops_per_s" not in rep or "matmul_flops" not in rep["rows"][0]["result"]:
+        return []
+    peak = rep["gemm_gflops_per_s"]
+    out = [
+        "## Arithmetic: matmul work per structure (forward + backward, counted by `torch.utils.flop_counter`)",
+        "",
+        f"Dense single-precision matmul on this machine, same threads, best of (m x k) @ (k x n) for m x k x n in "
+        f"{', '.join(rep.get('gemm_gflops_per_s_by_shape', {}))}: **{peak:.1f} GFLOP/s**.",
+        "",
+        "| model | matmul MFLOP per structure | achieved matmul GFLOP/s | share of dense rate | "
+        "matmul GFLOP/s needed for 2x the peer | vs dense rate |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    seen = set()
+    for row in rep["rows"]:
+        pairs = [(f"CHGNet width {row['peer']['job']['width']}, {row['peer']['job'].get('cutoff', 6.0):g} A",
+                  row["peer"], None)]  # fmt: skip
+        if row["backbone"] not in seen:
+            seen.add(row["backbone"])
+            pairs.insert(0, (f"**{row['backbone']}**", row["result"], row["peer"]))
+        for label, r, peer in pairs:
+            per = r["matmul_flops"] / r["n_structures"] / 1e6
+            need = needed = ""
+            if peer is not None:
+                # 2x the peer's structures/s, even if every non-matmul cost vanished
+                req = r["matmul_flops"] / (r["n_structures"] / (2 * peer["structures_per_s"])) / 1e9
+                need, needed = f"{req:.1f}", f"x{req / peak:.2f}"
+            out.append(f"| {label} | {per:.1f} | {r['matmul_gflops_per_s']:.1f} | {r['matmul_gflops_per_s'] / peak:.0%} | "
+                       f"{need} | {needed} |")  # fmt: skip
+    out += [
+        "",
+        "'needed' assumes the backbone spent no time at all outside matrix multiplies (no elementwise work, "
+        "normalisation, softmax, gathers or scatters) and ran every one of its matmuls, whatever their shapes, at the "
+        "best dense rate; near or above x1.00 of that rate the 2x goal is out of reach of any implementation of "
+        "that architecture at that size on this machine.",
+    ]
+    return out
 
 
 def render_markdown(rep: dict) -> str:
@@ -357,6 +431,8 @@ def render_markdown(rep: dict) -> str:
         "the CHGNet edge count is its atom-graph directed edges. The ratios on a peer row compare the backbone "
         "above it with that peer: throughput = backbone structures/s / peer structures/s (> 1: backbone faster); "
         "memory = backbone peak / peer peak (< 1: backbone leaner).",
+        "",
+        *_work_section(rep),
         "",
         "## Memory vs atoms (one structure and its n x n x n supercells, single-structure step; step seconds "
         "here run under the memory runs' mmap allocator, slower than the timings above)",
