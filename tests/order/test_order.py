@@ -159,12 +159,12 @@ def test_liquid_classification_rows_for_every_feature_set_and_classifier(tmp_pat
     rows = liquid_classification(paths, backbone, tmp_path / "a", names=["fcc", "bcc"], max_frames=4, particles=100,
                                  margin=0, classifiers=("logistic", "boosting"))
     assert {(r["features"], r["classifier"]) for r in rows} == {
-        (f, c) for f in ("ssl_embedding", "ssl_blocks", "steinhardt_plain", "steinhardt_averaged", "steinhardt_all",
-                         "radial_distances")
+        (f, c) for f in ("ssl_embedding", "ssl_blocks", "ssl_averaged", "steinhardt_plain", "steinhardt_averaged",
+                         "steinhardt_all", "radial_distances")
         for c in ("logistic", "boosting")}
     by = {(r["features"], r["classifier"]): r for r in rows}
     assert by[("ssl_blocks", "logistic")]["n_features"] == 16 and by[("ssl_embedding", "logistic")]["n_features"] == 8
-    assert by[("radial_distances", "logistic")]["n_features"] == 12
+    assert by[("radial_distances", "logistic")]["n_features"] == 12 and by[("ssl_averaged", "logistic")]["n_features"] == 8
     assert all(r["train_particles"] == 400 and r["test_particles"] == 400 for r in rows)  # frames 0,2 vs 1,3
     assert by[("ssl_embedding", "logistic")]["roc_auc"] > 0.9 and by[("steinhardt_all", "logistic")]["roc_auc"] > 0.9
     assert (tmp_path / "a" / "liquid_auc.md").read_text().count("fcc vs bcc") == len(rows)
@@ -187,3 +187,15 @@ def test_transfer_on_held_out_prototypes_leaves_the_pretrained_backbone_alone(tm
     frozen = next(r for r in rows if r["mode"] == "frozen_pretrained" and r["seed"] == 0)
     assert frozen["accuracy"] > 2 / 18  # above chance (1/18) even with random frozen weights (deterministic seeds)
     assert (tmp_path / "transfer_held_out.md").exists() and not (tmp_path / "transfer.md").exists()
+
+
+def test_neighbour_mean_matches_brute_force_on_a_real_neighbour_list():
+    from atomssl.graph import neighbor_clouds
+    from atomssl.order._experiments import neighbour_mean
+
+    s = idealized_crystal("cI2-W", n_min=100, sigma=0.05, seed=3)
+    _, nbrs = neighbor_clouds(s, 12)
+    values = np.random.default_rng(0).normal(size=(s.n_atoms, 5))
+    idx = np.array([0, 7, 7, s.n_atoms - 1])
+    expected = np.array([np.mean([values[i]] + [values[j] for j in nbrs[i]], axis=0) for i in idx])
+    np.testing.assert_allclose(neighbour_mean(values, nbrs, idx), expected, rtol=1e-12, atol=1e-12)

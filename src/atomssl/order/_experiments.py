@@ -24,7 +24,8 @@ import torch
 from ..data import iter_structures
 from ..errors import AtomsslError
 from ._analysis import onset
-from ._clouds import cloud_batch, embed_clouds, frame_clouds
+from ..graph import neighbor_clouds
+from ._clouds import cloud_batch, embed_clouds
 from ._reference import HELD_OUT_PROTOTYPES, reference_clouds
 from ._steinhardt import STEINHARDT_FEATURES, solid_fraction, steinhardt_features
 
@@ -81,6 +82,12 @@ def liquid_frames(path, k: int = 12, max_frames: int = 10, margin: int = 3, **re
     return [frames[i] for i in chosen], on, fs
 
 
+def neighbour_mean(values: np.ndarray, neighbors: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` (n, d) over each particle of ``idx`` and its neighbours ``neighbors[idx]`` (n, k):
+    the Lechner-Dellago average, applied to any per-particle feature."""
+    return (values[idx] + values[neighbors[idx]].sum(axis=1)) / (neighbors.shape[1] + 1)
+
+
 def liquid_classification(
     trajectories: list,
     backbone,
@@ -95,6 +102,7 @@ def liquid_classification(
     classifiers: tuple = CLASSIFIERS,
     blocks: bool = True,
     radial: bool = True,
+    averaged: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Experiment (a) on every pair of ``trajectories``; writes ``liquid_auc.{csv,md}``, ``liquid_roc.png``.
@@ -102,7 +110,10 @@ def liquid_classification(
     Feature sets: ``ssl_embedding`` (the backbone's per-particle output), with ``blocks`` also
     ``ssl_blocks`` (that plus each block's bond-averaged invariants, see :func:`embed_clouds`), and the
     Steinhardt sets of ``FEATURE_SETS``; with ``radial`` also ``radial_distances`` (the k sorted normalised
-    neighbour distances: a purely radial baseline, blind to angles, for what the SSL clouds add to it).
+    neighbour distances: a purely radial baseline, blind to angles, for what the SSL clouds add to it);
+    with ``averaged`` also ``ssl_averaged``: the per-particle embedding averaged over the particle and
+    its ``k`` nearest neighbours, the counterpart of the Lechner-Dellago averaged Steinhardt set
+    (every particle of each frame is embedded for it).
     Every feature set goes through every classifier of ``classifiers``.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -114,15 +125,22 @@ def liquid_classification(
     data = []
     for t, name in zip(trajectories, names):
         frames, on, _ = liquid_frames(t, k, max_frames, margin)
-        ssl, st, rad, fid = [], [], [], []
+        ssl, avg, st, rad, fid = [], [], [], [], []
         for j, f in enumerate(frames):
             idx = rng.choice(f.n_atoms, min(particles, f.n_atoms), replace=False)
-            clouds = frame_clouds(f, k)[idx]
+            every, nbrs = neighbor_clouds(f, k, normalize="min_distance")
+            every = np.ascontiguousarray(every, dtype=np.float32)
+            clouds = every[idx]
             ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
+            if averaged:
+                width = getattr(backbone, "node_dim", ssl[-1].shape[1])
+                emb = embed_clouds(backbone, every)[:, :width]
+                avg.append(neighbour_mean(emb, nbrs, idx))
             rad.append(np.linalg.norm(clouds, axis=-1))  # sorted normalised neighbour distances
             st.append(steinhardt_features(f, k)[idx])
             fid.append(np.full(len(idx), j))
         data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
+                     "ssl_averaged": np.concatenate(avg) if averaged else None,
                      "steinhardt": np.concatenate(st), "radial": np.concatenate(rad), "frame": np.concatenate(fid),
                      "temperature": [f.labels.get("temperature") for f in frames]})
         if progress:
@@ -139,6 +157,8 @@ def liquid_classification(
             feats = {"ssl_embedding": ssl[:, :width]}
             if blocks:
                 feats["ssl_blocks"] = ssl
+            if averaged:
+                feats["ssl_averaged"] = np.r_[A["ssl_averaged"], B["ssl_averaged"]]
             st = np.r_[A["steinhardt"], B["steinhardt"]]
             feats.update({n: st[:, cols] for n, cols in FEATURE_SETS.items()})
             if radial:
