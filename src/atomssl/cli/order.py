@@ -6,7 +6,7 @@ Forms::
                              [--threshold reference|liquid] [--liquid-frames F]
     atomssl order pretrain [--config configs/order_pretrain.yaml] [--out CKPT] [key=value ...]
     atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
-    atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both]  # (b)
+    atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both|wide]  # (b)
 
 (A trajectory file literally named ``pretrain``, ``liquid`` or ``transfer`` is given as ``./NAME``.)
 """
@@ -44,8 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
     p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
     p.add_argument("--seeds", type=int, default=3, help="transfer: number of label draws")
-    p.add_argument("--split", choices=("held_out", "training", "both"), default="both",
-                   help="transfer: classes of held-out prototypes (new task), of the pretraining ones, or both")
+    p.add_argument("--split", choices=("held_out", "training", "both", "wide"), default="both",
+                   help="transfer: classes of held-out prototypes (new task), of the pretraining ones, both, or "
+                        "'wide': all 49 one-component AFLOW prototypes not seen in pretraining (147 classes)")
     p.add_argument("--classifiers", default="logistic,mlp,boosting",
                    help="liquid: comma-separated classifiers applied to every feature set")
     p.add_argument("--seed", type=int, default=0, help="liquid: seed of the particle sampling and classifiers")

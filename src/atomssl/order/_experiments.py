@@ -26,7 +26,7 @@ from ..errors import AtomsslError
 from ._analysis import onset
 from ..graph import neighbor_clouds
 from ._clouds import cloud_batch, embed_clouds
-from ._reference import HELD_OUT_PROTOTYPES, reference_clouds
+from ._reference import HELD_OUT_PROTOTYPES, one_component_prototypes, reference_clouds
 from ._steinhardt import STEINHARDT_FEATURES, solid_fraction, steinhardt_features
 
 FEATURE_SETS = {
@@ -35,7 +35,8 @@ FEATURE_SETS = {
     "steinhardt_all": [0, 1, 2, 3, 4, 5],
 }
 CLASSIFIERS = ("logistic", "mlp", "boosting")
-TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES}  # None: the pretraining prototypes
+# None: the pretraining prototypes; "wide": every one-component AFLOW prototype not used in pretraining
+TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES, "wide": "wide"}
 
 
 def _classifier(name: str, seed: int):
@@ -250,13 +251,16 @@ def transfer(
     (accuracy per mode and seed, plus mean and std rows).
 
     ``split="training"``: the {prototype, sigma} classes of the pretraining prototypes (in distribution);
-    ``split="held_out"``: the same with :data:`HELD_OUT_PROTOTYPES`, never seen in pretraining.
+    ``split="held_out"``: the same with :data:`HELD_OUT_PROTOTYPES`, never seen in pretraining;
+    ``split="wide"``: all 49 one-component AFLOW prototypes not seen in pretraining (147 classes).
     """
     if split not in TRANSFER_SPLITS:
         raise AtomsslError(f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = TRANSFER_SPLITS[split]
+    if names == "wide":
+        names = one_component_prototypes()
     refs = reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
     y_all = refs.structure_noise
     n_classes = int(y_all.max()) + 1

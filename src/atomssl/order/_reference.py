@@ -15,6 +15,14 @@ SIGMAS = (0.01, 0.03, 0.05)
 HELD_OUT_PROTOTYPES = ("cF8-C", "cI58-Mn", "cP20-Mn", "tI4-Sn", "hP1-Sn", "hR1-Hg")
 
 
+def one_component_prototypes(exclude=PRETRAINING_PROTOTYPES) -> tuple:
+    """Every AFLOW prototype of pymatgen's table whose sites are all one element (49 besides the six
+    pretraining ones), in table order: the widest held-out set, as in the reference's 49 prototypes."""
+    from ..data._prototypes import _table
+
+    return tuple(s.id for s in _table() if len(set(s.numbers.tolist())) == 1 and s.id not in set(exclude))
+
+
 @dataclass
 class ReferenceClouds:
     """Sampled environments of idealized crystals: clouds (n, k, 3), prototype and sigma per cloud."""
