@@ -202,15 +202,14 @@ def test_neighbour_mean_matches_brute_force_on_a_real_neighbour_list():
 
 
 def test_wide_transfer_split_is_every_one_component_prototype_not_pretrained():
-    from atomssl.data import PRETRAINING_PROTOTYPES
-    from atomssl.data._prototypes import _table
+    from atomssl.data import PRETRAINING_PROTOTYPES, aflow_prototypes
     from atomssl.order import HELD_OUT_PROTOTYPES
     from atomssl.order._experiments import TRANSFER_SPLITS
     from atomssl.order._reference import one_component_prototypes
 
     wide = one_component_prototypes()
-    table = {s.id: s for s in _table()}
-    assert len(wide) == len(set(wide)) == 49 and TRANSFER_SPLITS["wide"] == "wide"
+    table = {s.id: s for s in aflow_prototypes()}
+    assert len(wide) == len(set(wide)) == 49 and TRANSFER_SPLITS["wide"]() == wide
     assert not set(wide) & set(PRETRAINING_PROTOTYPES) and set(HELD_OUT_PROTOTYPES) <= set(wide)
     assert all(len(set(table[n].numbers.tolist())) == 1 for n in wide)
     # and every other prototype in the table has more than one element or is a pretraining one

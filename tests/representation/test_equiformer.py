@@ -320,6 +320,14 @@ def test_wigner_matrices_match_e3nn():
         start += d
 
 
+def _rolls_about(axis, angle):
+    """Rotations (E, 3, 3) by ``angle`` (E,) about ``axis`` (Rodrigues)."""
+    K = torch.zeros(3, 3, dtype=angle.dtype)
+    K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
+    K = K - K.T
+    return torch.eye(3, dtype=angle.dtype) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+
+
 def test_so2_linear_commutes_with_rolls_about_the_axis():
     """The SO(2) map is equivariant under rotations about the polar axis and mirror planes
     through it: this is what makes the result independent of each frame's roll."""
@@ -332,11 +340,7 @@ def test_so2_linear_commutes_with_rolls_about_the_axis():
     xs = [torch.randn(E, 2 * l + 1, m, dtype=torch.float64) for l, m in enumerate(muls_in)]
     rbf = torch.randn(E, 6, dtype=torch.float64)
     axis = polar_axis()
-    angle = torch.rand(E, dtype=torch.float64) * 2 * math.pi
-    K = torch.zeros(3, 3, dtype=torch.float64)
-    K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
-    K = K - K.T
-    roll = torch.eye(3, dtype=torch.float64) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+    roll = _rolls_about(axis, torch.rand(E, dtype=torch.float64) * 2 * math.pi)
     mirror = torch.eye(3, dtype=torch.float64) - 2 * torch.outer(torch.roll(axis, 1), torch.roll(axis, 1))
     wig = WignerFromRotation(2)
     for g in (roll, roll @ mirror):
@@ -361,11 +365,7 @@ def test_so2_messages_do_not_depend_on_the_frame_roll(monkeypatch):
     def rolled(unit, axis):
         R = edge_frames(unit, axis)
         angle = torch.rand(unit.shape[0], generator=gen, dtype=unit.dtype) * 2 * math.pi
-        K = torch.zeros(3, 3, dtype=unit.dtype)
-        K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
-        K = K - K.T
-        roll = torch.eye(3, dtype=unit.dtype) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
-        return R @ roll  # still takes the axis to the edge
+        return R @ _rolls_about(axis.to(unit.dtype), angle)  # still takes the axis to the edge
 
     monkeypatch.setattr(eq, "edge_frames", rolled)
     out = model(batch)

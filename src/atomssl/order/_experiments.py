@@ -36,7 +36,8 @@ FEATURE_SETS = {
 }
 CLASSIFIERS = ("logistic", "mlp", "boosting")
 # None: the pretraining prototypes; "wide": every one-component AFLOW prototype not used in pretraining
-TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES, "wide": "wide"}
+# (a function: the prototype table is read only when that split is asked for)
+TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES, "wide": one_component_prototypes}
 
 
 def _classifier(name: str, seed: int):
@@ -132,11 +133,13 @@ def liquid_classification(
             every, nbrs = neighbor_clouds(f, k, normalize="min_distance")
             every = np.ascontiguousarray(every, dtype=np.float32)
             clouds = every[idx]
-            ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
-            if averaged:
-                width = getattr(backbone, "node_dim", ssl[-1].shape[1])
-                emb = embed_clouds(backbone, every)[:, :width]
-                avg.append(neighbour_mean(emb, nbrs, idx))
+            if averaged:  # every particle is embedded once; the sampled ones are rows of that
+                emb = embed_clouds(backbone, every, blocks=blocks)
+                ssl.append(emb[idx])
+                width = getattr(backbone, "node_dim", emb.shape[1])
+                avg.append(neighbour_mean(emb[:, :width], nbrs, idx))
+            else:
+                ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
             rad.append(np.linalg.norm(clouds, axis=-1))  # sorted normalised neighbour distances
             st.append(steinhardt_features(f, k)[idx])
             fid.append(np.full(len(idx), j))
@@ -259,8 +262,8 @@ def transfer(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = TRANSFER_SPLITS[split]
-    if names == "wide":
-        names = one_component_prototypes()
+    if callable(names):
+        names = names()
     refs = reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
     y_all = refs.structure_noise
     n_classes = int(y_all.max()) + 1

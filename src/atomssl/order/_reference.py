@@ -18,9 +18,9 @@ HELD_OUT_PROTOTYPES = ("cF8-C", "cI58-Mn", "cP20-Mn", "tI4-Sn", "hP1-Sn", "hR1-H
 def one_component_prototypes(exclude=PRETRAINING_PROTOTYPES) -> tuple:
     """Every AFLOW prototype of pymatgen's table whose sites are all one element (49 besides the six
     pretraining ones), in table order: the widest held-out set, as in the reference's 49 prototypes."""
-    from ..data._prototypes import _table
+    from ..data import aflow_prototypes
 
-    return tuple(s.id for s in _table() if len(set(s.numbers.tolist())) == 1 and s.id not in set(exclude))
+    return tuple(s.id for s in aflow_prototypes() if len(set(s.numbers.tolist())) == 1 and s.id not in set(exclude))
 
 
 @dataclass

@@ -157,6 +157,15 @@ class LayerNorm(nn.Module):
         return out
 
 
+def cast_cached(cache: dict, key, source: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``source`` (float64 coupling coefficients kept outside the module state) in ``like``'s dtype and
+    device, converted once per (key, dtype, device) and remembered in ``cache``."""
+    ckey = (key, like.dtype, like.device)
+    if ckey not in cache:
+        cache[ckey] = source.to(dtype=like.dtype, device=like.device)
+    return cache[ckey]
+
+
 def split_sh(sh: torch.Tensor, lmax: int) -> list[torch.Tensor]:
     return list(sh.split([2 * l + 1 for l in range(lmax + 1)], dim=-1))
 
@@ -233,10 +242,7 @@ class DepthwiseTP(nn.Module):
         return o3.Irreps([(self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2])) for i in order])
 
     def _coefficients(self, key: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        ckey = (key, like.dtype, like.device)
-        if ckey not in self._cg_cast:
-            self._cg_cast[ckey] = self._cg[key].to(dtype=like.dtype, device=like.device)
-        return self._cg_cast[ckey]
+        return cast_cached(self._cg_cast, key, self._cg[key], like)
 
     def pieces(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> list[list[torch.Tensor]]:
         """The output of degree lo as a list of (E, 2lo+1, channels) pieces, in channel order
@@ -352,10 +358,7 @@ class WignerFromRotation(nn.Module):
         self._perm = torch.argsort(idx)  # component k holds axis perm[k]
 
     def _c(self, l: int, like: torch.Tensor) -> torch.Tensor:
-        key = (l, like.dtype, like.device)
-        if key not in self._cast:
-            self._cast[key] = self._cg[l].to(dtype=like.dtype, device=like.device)
-        return self._cast[key]
+        return cast_cached(self._cast, l, self._cg[l], like)
 
     def forward(self, rot: torch.Tensor) -> list[torch.Tensor]:
         E = rot.shape[0]

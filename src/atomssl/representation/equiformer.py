@@ -142,7 +142,8 @@ class GraphAttentionSO2(nn.Module):
         self.att_vec = nn.Parameter(torch.randn(heads, att_dim) / math.sqrt(att_dim))
         self.proj = Linear(muls, muls)
 
-    def forward(self, xs, wigner, rbf, env, center, neighbor):
+    def forward(self, xs, wigner, rbf, env, center, neighbor, cache=None):
+        """``cache`` is unused (kept for :class:`GraphAttention`'s signature: no harmonics to share)."""
         xc, xn = self.lin_center(xs), self.lin_neighbor(xs)
         pair = [a.index_select(0, center) + b.index_select(0, neighbor) for a, b in zip(xc, xn)]
         msg = self.so2_1(rotate(pair, wigner, inverse=True), rbf)
@@ -184,11 +185,7 @@ class TransformerBlock(nn.Module):
 
     def forward(self, xs, geom, rbf, env, center, neighbor, cache=None):
         """``geom``: the edges' Wigner matrices (SO(2) messages) or spherical harmonics (tensor products)."""
-        if isinstance(self.attn, GraphAttentionSO2):
-            update = self.attn(self.norm1(xs), geom, rbf, env, center, neighbor)
-        else:
-            update = self.attn(self.norm1(xs), geom, rbf, env, center, neighbor, cache)
-        xs = [a + b for a, b in zip(xs, update)]
+        xs = [a + b for a, b in zip(xs, self.attn(self.norm1(xs), geom, rbf, env, center, neighbor, cache))]
         return [a + b for a, b in zip(xs, self.ffn(self.norm2(xs)))]
 
 
