@@ -122,6 +122,16 @@ def test_cli_order_reports_a_missing_checkpoint_cleanly(tmp_path, capsys):
     assert "missing.extxyz" in capsys.readouterr().err
 
 
+def test_cli_order_transfer_refuses_an_unusable_device(capsys):
+    from atomssl.cli.main import main
+
+    assert main(["order", "transfer", "-k", "x.ckpt", "--device", "nonsense"]) == 1
+    assert "--device 'nonsense'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["order", "transfer", "-k", "x.ckpt", "--device", "cuda"]) == 1
+        assert "no CUDA device" in capsys.readouterr().err
+
+
 def test_nearest_reference_matches_brute_force():
     from atomssl.order import ReferenceEmbeddings
 
@@ -177,7 +187,7 @@ def test_transfer_on_held_out_prototypes_leaves_the_pretrained_backbone_alone(tm
     assert not set(HELD_OUT_PROTOTYPES) & set(PRETRAINING_PROTOTYPES)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     rows = transfer(backbone, tmp_path, fraction=0.1, seeds=(0,), n_test=200, head_steps=30, full_steps=3,
-                    n_min=48, split="held_out")
+                    lr_head=1e-2, n_min=48, split="held_out")
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
     modes = {r["mode"] for r in rows}
@@ -187,6 +197,21 @@ def test_transfer_on_held_out_prototypes_leaves_the_pretrained_backbone_alone(tm
     frozen = next(r for r in rows if r["mode"] == "frozen_pretrained" and r["seed"] == 0)
     assert frozen["accuracy"] > 2 / 18  # above chance (1/18) even with random frozen weights (deterministic seeds)
     assert (tmp_path / "transfer_held_out.md").exists() and not (tmp_path / "transfer.md").exists()
+
+
+def test_transfer_many_labels_trains_on_minibatches_disjoint_from_the_test_set(tmp_path, backbone):
+    from atomssl.order import reference_clouds, transfer
+
+    refs = reference_clouds(("cF4-Cu", "cI2-W"), n_min=48, seed=1)
+    n = len(refs.clouds)
+    rows = transfer(backbone, tmp_path, fraction=0.05, seeds=(0,), n_test=100, head_steps=4, full_steps=2,
+                    many_labels=0.5, many_steps=3, batch_size=16, curve_at=(1, 2), refs=refs, split="training")
+    by = {r["mode"]: r for r in rows if r["seed"] == 0}
+    assert set(by) == {"frozen_pretrained", "scratch", "finetune_all", "scratch_many_labels"}
+    assert by["scratch"]["labelled"] == round(0.05 * n) and by["scratch_many_labels"]["labelled"] == round(0.5 * n)
+    assert by["scratch_many_labels"]["steps"] == 3 and by["scratch"]["steps"] == 2
+    curve = (tmp_path / "transfer_curve.csv").read_text().splitlines()
+    assert curve[0] == "split,mode,seed,step,accuracy" and len(curve) == 1 + 4 * 2  # every mode reaches steps 1, 2
 
 
 def test_neighbour_mean_matches_brute_force_on_a_real_neighbour_list():

@@ -44,6 +44,12 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
     p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
     p.add_argument("--seeds", type=int, default=3, help="transfer: number of label draws")
+    p.add_argument("--head-steps", type=int, default=3000, help="transfer: steps of the head on the frozen core")
+    p.add_argument("--full-steps", type=int, default=1000,
+                   help="transfer: steps of the from-scratch and fine-tune-all models (full batch)")
+    p.add_argument("--many-labels", type=float, default=None,
+                   help="transfer: also train the model from scratch on this fraction of labels (attainable accuracy)")
+    p.add_argument("--device", default="cpu", help="transfer: torch device for training (cpu, cuda)")
     p.add_argument("--split", choices=("held_out", "training", "both", "wide"), default="both",
                    help="transfer: classes of held-out prototypes (new task), of the pretraining ones, both, or "
                         "'wide': all 49 one-component AFLOW prototypes not seen in pretraining (147 classes)")
@@ -61,6 +67,20 @@ def _backbone(args):
     if not args.checkpoint:
         raise ConfigError("atomssl order needs --checkpoint CKPT (make one with 'atomssl order pretrain')")
     return load_backbone(args.checkpoint)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    from ..errors import ConfigError
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: torch sees no CUDA device on this machine")
+    return name
 
 
 def _out(args, name: str) -> Path:
@@ -178,12 +198,14 @@ def _liquid(args) -> int:
 def _transfer(args) -> int:
     from ..order import transfer
 
+    device = _device(args.device)  # before the checkpoint: a bad device fails in a second
     backbone = _backbone(args)
     out = _out(args, "transfer")
     splits = ("held_out", "training") if args.split == "both" else (args.split,)
     for split in splits:
         rows = transfer(backbone, out, fraction=args.fraction, seeds=tuple(range(args.seeds)), split=split,
-                        progress=lambda m: _say(args, m))
+                        head_steps=args.head_steps, full_steps=args.full_steps, many_labels=args.many_labels,
+                        device=device, progress=lambda m: _say(args, m))
         for r in rows:
             if r["seed"] == "mean":
                 _say(args, f"{split:9s} {r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)")

@@ -46,8 +46,10 @@ def cloud_batch(clouds, z: int = PARTICLE_Z):
 
 
 @torch.no_grad()
-def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False) -> np.ndarray:
+def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False, device=None) -> np.ndarray:
     """Invariant per-particle embeddings (n, width) of ``clouds``, computed in chunks in eval mode.
+
+    ``device``: where the chunks are sent (the backbone must already be there); default the CPU.
 
     ``blocks=True`` appends, for every block of the backbone (``backbone.blocks``, e.g. ``gaa``), the
     mean over each cloud's bonds of that block's invariant per-bond features: (n, width * (1 + n_blocks)),
@@ -68,8 +70,9 @@ def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False) -> n
         out = []
         for i in range(0, len(clouds), chunk):
             captured.clear()
-            node = backbone(cloud_batch(clouds[i : i + chunk])).node
-            out.append(torch.cat([node, *captured], dim=1).numpy())
+            batch = cloud_batch(clouds[i : i + chunk])
+            node = backbone(batch if device is None else batch.to(device)).node
+            out.append(torch.cat([node, *captured], dim=1).cpu().numpy())
     finally:
         for h in hooks:
             h.remove()
