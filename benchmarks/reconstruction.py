@@ -16,7 +16,11 @@ Stages (run from the repository root; everything lands in ``runs/reconstruction/
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_compcritic \
         loss.critic_positions=real discriminator.composition=true
     atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/control_long loss.adversarial_weight=0
+    # session 7: a species-only critic reading oxidation-state / electronegativity means
+    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_chemcritic \
+        loss.critic_positions=real discriminator.chemistry=true
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
+    python benchmarks/reconstruction.py probe        # can a composition critic tell repairs from real at all?
 
 ``evaluate`` corrupts every test crystal (seeded: the same corruption for every model) for
 sigma in {0.1, 0.2} (x d_min) and mask in {species, random}, repairs it with each model under
@@ -71,6 +75,67 @@ def prepare(args) -> None:
     print(f"{len(train)} training, {len(test)} test structures (<= {args.max_atoms} atoms) in {RUN / 'data'}")
 
 
+def probe(args) -> None:
+    """How far could a composition critic tell real crystals from the generator's repairs at all?
+
+    For each training crystal: the real composition and the generator's arg-max repair (sigma 0.2,
+    species mask), both described by what a species-only critic can read: element fractions (119) or
+    their oxidation-state / electronegativity means (``discriminator.chemistry``, 17). A classifier trained
+    directly on that task (5-fold cross-validated balanced accuracy, repairs whose composition changed)
+    bounds what the critic's gradient can carry; 0.5 is chance.
+    """
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from atomssl.generate import Generator, composition_validity, corrupt_batch, generate
+    from atomssl.generate._discriminator import chemistry_features, element_fractions
+    from atomssl.generate._gan import load_graphs
+    from atomssl.graph import collate
+    from atomssl.task.denoise import graph_index
+
+    torch.set_num_threads(1)
+    gen = Generator.from_checkpoint(args.checkpoint).eval()
+    graphs = load_graphs({"sources": [str(RUN / "data" / "train.extxyz")]}, cutoff=args.cutoff)
+    g = torch.Generator().manual_seed(args.seed)
+    real, fake, valid_real, valid_fake = [], [], [], []
+    for i in range(0, len(graphs), 16):
+        batch = collate(graphs[i : i + 16])
+        with torch.no_grad():
+            c = corrupt_batch(batch, args.mask, args.sigma, generator=g)
+            rep, _, _ = generate(gen, batch, c, hard=True, gumbel=False)
+        real.append(element_fractions(batch))
+        fake.append(element_fractions(rep))
+        gi = graph_index(batch)
+        for k in range(int(gi.max()) + 1):
+            valid_real.append(composition_validity(batch.z[gi == k].tolist()))
+            valid_fake.append(composition_validity(rep.z[gi == k].tolist()))
+    real, fake = torch.cat(real).double(), torch.cat(fake).double()
+    changed = ((real - fake).abs().sum(1) > 1e-9).numpy()
+    invalid = changed & ~np.array(valid_fake)
+    ck = Path(args.checkpoint).resolve()
+    ck = ck.relative_to(ROOT) if ck.is_relative_to(ROOT) else ck
+    lines = [f"generator {ck}, {len(real)} training crystals, sigma {args.sigma}, {args.mask} mask: "
+             f"SMACT-2014 valid real {np.mean(valid_real):.1%}, repairs {np.mean(valid_fake):.1%}; "
+             f"composition changed in {changed.mean():.1%}", "",
+             "| critic input | repairs | n | logistic | MLP (64) |", "|---|---|---|---|---|"]
+    for name, fn in (("element fractions (119)", lambda x: x), ("oxidation-state means (17)", chemistry_features)):
+        for which, sel in (("changed composition", changed), ("SMACT-invalid", invalid)):
+            X = np.r_[fn(real).numpy(), fn(fake).numpy()[sel]]
+            y = np.r_[np.zeros(len(real)), np.ones(int(sel.sum()))]
+            acc = [cross_val_score(make_pipeline(StandardScaler(), clf), X, y, cv=5, scoring="balanced_accuracy").mean()
+                   for clf in (LogisticRegression(max_iter=3000, class_weight="balanced"),
+                               MLPClassifier((64,), max_iter=1000, random_state=args.seed))]
+            lines.append(f"| {name} | {which} | {int(sel.sum())} | {acc[0]:.3f} | {acc[1]:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reconstruction_critic_probe.md").write_text(text)
+
+
 def _fmt(v: float, key: str) -> str:
     if v != v:
         return "-"
@@ -108,6 +173,8 @@ def evaluate(args) -> None:
                                   RUN / "gan_megcritic" / "checkpoints" / "generator.pt"),
         "adversarial_compcritic": ("adversarial, species-only critic reading composition (long)",
                                    RUN / "gan_compcritic" / "checkpoints" / "generator.pt"),
+        "adversarial_chemcritic": ("adversarial, species-only critic reading oxidation states (long)",
+                                   RUN / "gan_chemcritic" / "checkpoints" / "generator.pt"),
         "control_long": ("control of the long runs (w_adv 0)", RUN / "control_long" / "checkpoints" / "generator.pt"),
     }
     models = {k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)}
@@ -154,10 +221,12 @@ def evaluate(args) -> None:
     (out / "table.md").write_text(table)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(out / "results.json", RESULTS / "reconstruction.json")
-    shutil.copy(out / "table.md", RESULTS / "reconstruction.md")
+    stem = args.results_name
+    shutil.copy(out / "results.json", RESULTS / f"{stem}.json")
+    shutil.copy(out / "table.md", RESULTS / f"{stem}.md")
     for png in out.glob("substitution_*.png"):
-        shutil.copy(png, RESULTS / f"reconstruction_{png.name}")
+        if any(png.stem.removeprefix("substitution_").removesuffix("_valid") == slug for slug in models):
+            shutil.copy(png, RESULTS / f"{stem}_{png.name}")
 
 
 def format_table(results: dict) -> str:
@@ -188,6 +257,14 @@ def main(argv=None) -> int:
     a.add_argument("--max-atoms", type=int, default=20)
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=prepare)
+    q = sub.add_parser("probe", help="how separable real and repaired compositions are for a composition critic")
+    q.add_argument("--checkpoint", default=str(RUN / "pretrain_long" / "checkpoints" / "best.pt"),
+                   help="generator (default: the 30-epoch one of the long runs)")
+    q.add_argument("--sigma", type=float, default=0.2)
+    q.add_argument("--mask", default="species", choices=["species", "random", "mixed"])
+    q.add_argument("--cutoff", type=float, default=5.0)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=probe)
     e = sub.add_parser("evaluate")
     e.add_argument("--n-test", type=int, default=400)
     e.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2])
@@ -196,6 +273,8 @@ def main(argv=None) -> int:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--only", help="evaluate just this model (a slug, e.g. pretrained, adversarial_long) and cache its rows")
     e.add_argument("--models", nargs="+", help="slugs to include in the table (default: every model whose checkpoint exists)")
+    e.add_argument("--results-name", default="reconstruction",
+                   help="stem of the copies in benchmarks/results/ (default reconstruction: .md, .json, _substitution_*.png)")
     e.set_defaults(func=evaluate)
     args = p.parse_args(argv)
     args.func(args)

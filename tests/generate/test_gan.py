@@ -180,3 +180,32 @@ def test_composition_critic_reads_element_fractions_and_round_trips(setup, tmp_p
     disc.eval(), again.eval()
     with torch.no_grad():
         torch.testing.assert_close(disc(real_batch(batch, 0.0)), again(real_batch(batch, 0.0)))
+
+
+def test_chemistry_critic_features_are_smact_oxidation_states_and_reach_the_generator(setup, tmp_path):
+    from smact import Element
+
+    from atomssl.generate._discriminator import (
+        N_CHEMISTRY, OXIDATION_RANGE, chemistry_descriptors, chemistry_features, element_fractions)
+
+    table = chemistry_descriptors()
+    assert table.shape == (119, N_CHEMISTRY) and not table[0].any()  # the mask token has no chemistry
+    for z, sym in ((8, "O"), (26, "Fe"), (17, "Cl")):
+        states = Element(sym).oxidation_states_smact14
+        assert [OXIDATION_RANGE[i] for i in torch.nonzero(table[z, : len(OXIDATION_RANGE)]).flatten()] == sorted(states)
+        assert float(table[z, -4]) == min(states) / 8 and float(table[z, -3]) == max(states) / 8
+    gen, _, batch = setup
+    frac = element_fractions(batch)
+    feats = chemistry_features(frac)
+    n0 = int((batch.batch == 0).sum())
+    brute = torch.stack([table[int(z)] for z in batch.z[:n0]]).mean(0).to(feats.dtype)
+    torch.testing.assert_close(feats[0], brute)
+    torch.manual_seed(2)
+    disc = Discriminator.build(BACKBONE, chemistry=True)
+    grads = _adversarial_grads(gen, disc, batch, positions="real", gumbel=False, hard=False)
+    assert sum(v for n, v in grads.items() if n.startswith("task.species.")) > 0
+    again = Discriminator.from_checkpoint(disc.save(tmp_path / "d.pt"))
+    assert again.head.chemistry and not again.head.composition
+    disc.eval(), again.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(disc(real_batch(batch, 0.0)), again(real_batch(batch, 0.0)))

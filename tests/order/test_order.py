@@ -170,11 +170,12 @@ def test_liquid_classification_rows_for_every_feature_set_and_classifier(tmp_pat
                                  margin=0, classifiers=("logistic", "boosting"))
     assert {(r["features"], r["classifier"]) for r in rows} == {
         (f, c) for f in ("ssl_embedding", "ssl_blocks", "ssl_averaged", "steinhardt_plain", "steinhardt_averaged",
-                         "steinhardt_all", "radial_distances")
+                         "steinhardt_all", "radial_distances", "radial_averaged")
         for c in ("logistic", "boosting")}
     by = {(r["features"], r["classifier"]): r for r in rows}
     assert by[("ssl_blocks", "logistic")]["n_features"] == 16 and by[("ssl_embedding", "logistic")]["n_features"] == 8
     assert by[("radial_distances", "logistic")]["n_features"] == 12 and by[("ssl_averaged", "logistic")]["n_features"] == 8
+    assert by[("radial_averaged", "logistic")]["n_features"] == 12
     assert all(r["train_particles"] == 400 and r["test_particles"] == 400 for r in rows)  # frames 0,2 vs 1,3
     assert by[("ssl_embedding", "logistic")]["roc_auc"] > 0.9 and by[("steinhardt_all", "logistic")]["roc_auc"] > 0.9
     assert (tmp_path / "a" / "liquid_auc.md").read_text().count("fcc vs bcc") == len(rows)

@@ -9,6 +9,7 @@ discriminator from a fine-tuned classifier.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,22 +24,79 @@ from ..task.denoise import mlp
 CRITIC_KEY = "critic"
 
 
-class CriticHead(nn.Module):
-    """MLP from the structure embedding (and, with ``composition=True``, the crystal's element
-    fractions, 119 values) to one score."""
+#: oxidation states (SMACT 2014 set) described per element by ``chemistry_descriptors``
+OXIDATION_RANGE = tuple(range(-4, 9))
+N_CHEMISTRY = len(OXIDATION_RANGE) + 4
 
-    def __init__(self, embedding_dim: int, hidden: int = 64, composition: bool = False):
+
+@lru_cache(maxsize=1)
+def chemistry_descriptors() -> torch.Tensor:
+    """(119, N_CHEMISTRY) float64 table: for each element, membership of each oxidation state -4..+8 in
+    SMACT's 2014 set, its lowest and highest state / 8, Pauling electronegativity / 4 and whether
+    SMACT knows the element (row 0, the mask token, and unknown elements are zero).
+
+    Averaged over a crystal's atoms (:func:`chemistry_features`), the lowest / highest states give the
+    necessary charge-balance condition ``mean(lowest) <= 0 <= mean(highest)`` as a linear function of
+    the composition: a critic can learn charge balance from ~2000 crystals, which it cannot from bare
+    element fractions, where each element's states must be learnt from its own few crystals.
+    """
+    import warnings
+
+    from ase.data import chemical_symbols
+    from smact import Element
+
+    table = torch.zeros(119, N_CHEMISTRY, dtype=torch.float64)
+    for z in range(1, 104):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                el = Element(chemical_symbols[z])
+            states = [int(q) for q in (el.oxidation_states_smact14 or []) if -4 <= int(q) <= 8]
+            eneg = el.pauling_eneg
+        except (KeyError, NameError, ValueError, TypeError):  # no SMACT data for this element
+            continue
+        for q in states:
+            table[z, OXIDATION_RANGE.index(q)] = 1.0
+        if states:
+            table[z, -4], table[z, -3] = min(states) / 8, max(states) / 8
+        table[z, -2] = (eneg or 0.0) / 4
+        table[z, -1] = 1.0
+    return table
+
+
+def chemistry_features(fractions: torch.Tensor) -> torch.Tensor:
+    """(n_graphs, N_CHEMISTRY) composition-weighted means of :func:`chemistry_descriptors`;
+    linear, hence differentiable, in the (soft) element fractions."""
+    return fractions @ chemistry_descriptors().to(fractions.device, fractions.dtype)
+
+
+class CriticHead(nn.Module):
+    """MLP from the structure embedding to one score; with ``composition=True`` it also reads the
+    crystal's element fractions (119 values), with ``chemistry=True`` their oxidation-state and
+    electronegativity means (:func:`chemistry_features`)."""
+
+    def __init__(self, embedding_dim: int, hidden: int = 64, composition: bool = False, chemistry: bool = False):
         super().__init__()
         from ..representation import N_SPECIES
 
         self.composition = bool(composition)
-        self.net = mlp(embedding_dim + (N_SPECIES if self.composition else 0), hidden, 1)
-        self.config = {"name": CRITIC_KEY, "hidden": int(hidden), "composition": self.composition}
+        self.chemistry = bool(chemistry)
+        extra = (N_SPECIES if self.composition else 0) + (N_CHEMISTRY if self.chemistry else 0)
+        self.net = mlp(embedding_dim + extra, hidden, 1)
+        self.config = {"name": CRITIC_KEY, "hidden": int(hidden), "composition": self.composition,
+                       "chemistry": self.chemistry}
+
+    @property
+    def reads_composition(self) -> bool:
+        return self.composition or self.chemistry
 
     def forward(self, x: torch.Tensor, composition: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [x]
         if self.composition:
-            x = torch.cat([x, composition.to(x.dtype)], -1)
-        return self.net(x).squeeze(-1)
+            parts.append(composition.to(x.dtype))
+        if self.chemistry:
+            parts.append(chemistry_features(composition.to(x.dtype)))
+        return self.net(torch.cat(parts, -1)).squeeze(-1)
 
 
 def element_fractions(batch) -> torch.Tensor:
@@ -59,20 +117,22 @@ def element_fractions(batch) -> torch.Tensor:
 class Discriminator(nn.Module):
     """``score = MLP(backbone(batch).graph [, element fractions])`` (n_graphs,): high = real."""
 
-    def __init__(self, backbone, hidden: int = 64, composition: bool = False):
+    def __init__(self, backbone, hidden: int = 64, composition: bool = False, chemistry: bool = False):
         super().__init__()
         self.backbone = backbone
-        self.head = CriticHead(backbone.embedding_dim, hidden, composition)
+        self.head = CriticHead(backbone.embedding_dim, hidden, composition, chemistry)
         # set (by the GAN loop) when graphs are built for a longer-range generator: edges beyond the
         # backbone's own cutoff are then dropped before it reads them
         self.edge_cutoff: float | None = None
 
     @classmethod
-    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64, composition: bool = False) -> "Discriminator":
-        return cls(build_backbone(backbone), hidden, composition)
+    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64, composition: bool = False,
+              chemistry: bool = False) -> "Discriminator":
+        return cls(build_backbone(backbone), hidden, composition, chemistry)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, hidden: int = 64, composition: bool = False) -> "Discriminator":
+    def from_checkpoint(cls, path: str | Path, hidden: int = 64, composition: bool = False,
+                        chemistry: bool = False) -> "Discriminator":
         """A discriminator saved by :meth:`save`, or a fresh head on any checkpoint's backbone."""
         from ..train import load_backbone, load_checkpoint
 
@@ -80,7 +140,8 @@ class Discriminator(nn.Module):
         backbone = load_backbone(path, eval=False)
         cfg = (ck.get("task_configs") or {}).get(CRITIC_KEY)
         disc = cls(backbone, int(cfg.get("hidden", hidden)) if cfg else hidden,
-                   bool(cfg.get("composition", False)) if cfg else composition)
+                   bool(cfg.get("composition", False)) if cfg else composition,
+                   bool(cfg.get("chemistry", False)) if cfg else chemistry)
         if cfg is not None:
             try:
                 disc.head.load_state_dict(ck["tasks"][CRITIC_KEY])
@@ -98,7 +159,7 @@ class Discriminator(nn.Module):
             from ..graph import restrict_cutoff
 
             batch = restrict_cutoff(batch, self.edge_cutoff)
-        comp = element_fractions(batch) if self.head.composition else None
+        comp = element_fractions(batch) if self.head.reads_composition else None
         return self.head(self.backbone(batch).graph, comp)
 
 

@@ -50,7 +50,8 @@ GAN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {"sources": ["synthetic"], "limit": None, "batch_size": 8, "max_atoms": None},
     "generator": {"checkpoint": None, "backbone": {"name": "equiformer", "size": "tiny"}},
-    "discriminator": {"checkpoint": None, "hidden": 64, "composition": False, "classifier_steps": 50,
+    "discriminator": {"checkpoint": None, "hidden": 64, "composition": False, "chemistry": False,
+                      "classifier_steps": 50,
                       "classifier_lr": 3.0e-4},
     "corruption": {"mask": "mixed", "sigma": 0.2, "fraction": 0.15},
     "loss": {
@@ -183,11 +184,11 @@ def build_models(config: dict) -> tuple[Generator, Discriminator]:
         log.warning("gan: no generator.checkpoint: starting from an untrained generator")
         gen = Generator.build(gcfg.get("backbone") or "equiformer")
     init = dcfg.get("checkpoint") or gcfg.get("checkpoint")
-    comp = bool(dcfg.get("composition", False))
+    comp, chem = bool(dcfg.get("composition", False)), bool(dcfg.get("chemistry", False))
     if init:
-        disc = Discriminator.from_checkpoint(init, hidden=int(dcfg.get("hidden", 64)), composition=comp)
+        disc = Discriminator.from_checkpoint(init, hidden=int(dcfg.get("hidden", 64)), composition=comp, chemistry=chem)
     else:
-        disc = Discriminator(copy.deepcopy(gen.backbone), int(dcfg.get("hidden", 64)), comp)
+        disc = Discriminator(copy.deepcopy(gen.backbone), int(dcfg.get("hidden", 64)), comp, chem)
     return gen, disc
 
 

@@ -115,7 +115,8 @@ def liquid_classification(
     neighbour distances: a purely radial baseline, blind to angles, for what the SSL clouds add to it);
     with ``averaged`` also ``ssl_averaged``: the per-particle embedding averaged over the particle and
     its ``k`` nearest neighbours, the counterpart of the Lechner-Dellago averaged Steinhardt set
-    (every particle of each frame is embedded for it).
+    (every particle of each frame is embedded for it), and with ``radial`` too ``radial_averaged``, the
+    sorted distances averaged the same way (the radial control of ``ssl_averaged``).
     Every feature set goes through every classifier of ``classifiers``.
     """
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -127,7 +128,7 @@ def liquid_classification(
     data = []
     for t, name in zip(trajectories, names):
         frames, on, _ = liquid_frames(t, k, max_frames, margin)
-        ssl, avg, st, rad, fid = [], [], [], [], []
+        ssl, avg, st, rad, rad_avg, fid = [], [], [], [], [], []
         for j, f in enumerate(frames):
             idx = rng.choice(f.n_atoms, min(particles, f.n_atoms), replace=False)
             every, nbrs = neighbor_clouds(f, k, normalize="min_distance")
@@ -138,6 +139,7 @@ def liquid_classification(
                 ssl.append(emb[idx])
                 width = getattr(backbone, "node_dim", emb.shape[1])
                 avg.append(neighbour_mean(emb[:, :width], nbrs, idx))
+                rad_avg.append(neighbour_mean(np.linalg.norm(every, axis=-1), nbrs, idx))
             else:
                 ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
             rad.append(np.linalg.norm(clouds, axis=-1))  # sorted normalised neighbour distances
@@ -145,7 +147,8 @@ def liquid_classification(
             fid.append(np.full(len(idx), j))
         data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
                      "ssl_averaged": np.concatenate(avg) if averaged else None,
-                     "steinhardt": np.concatenate(st), "radial": np.concatenate(rad), "frame": np.concatenate(fid),
+                     "steinhardt": np.concatenate(st), "radial": np.concatenate(rad),
+                     "radial_averaged": np.concatenate(rad_avg) if averaged else None, "frame": np.concatenate(fid),
                      "temperature": [f.labels.get("temperature") for f in frames]})
         if progress:
             progress(f"{name}: {len(frames)} liquid frames before onset frame {on}")
@@ -167,6 +170,8 @@ def liquid_classification(
             feats.update({n: st[:, cols] for n, cols in FEATURE_SETS.items()})
             if radial:
                 feats["radial_distances"] = np.r_[A["radial"], B["radial"]]
+                if averaged:
+                    feats["radial_averaged"] = np.r_[A["radial_averaged"], B["radial_averaged"]]
             for cname in classifiers:
                 for fname, X in feats.items():
                     clf = _classifier(cname, seed)
