@@ -15,7 +15,7 @@ Commands behind benchmarks/results/order_transfer.md (section "trained to conver
     python benchmarks/order_transfer.py run --refs runs/device/wide_refs.npz --checkpoint CKPT \\
         --seeds 0 --device cuda --out runs/device/small_s0 [--many-labels 40000]
     python benchmarks/order_transfer.py summarise runs/device/*_s* > table.md
-    python benchmarks/order_transfer.py plot benchmarks/results/order_transfer_converged_curve.csv \
+    python benchmarks/order_transfer.py plot benchmarks/results/order_transfer_converged_curve.csv \\
         --out benchmarks/results/order_transfer_converged.png
 All at once on one GPU: ``bash benchmarks/order_transfer_gpu.sh runs/device OUTDIR``.
 """
@@ -34,16 +34,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 if str(SRC) not in sys.path:  # also runs from a bare checkout (no pip install) on a GPU machine
     sys.path.insert(0, str(SRC))
 
-POOL_WIDE = 640_000  # approximate size of the 'wide' pool (49 prototypes x 3 sigmas x >= 4096)
+MODES = ("frozen_pretrained", "scratch", "finetune_all", "scratch_many_labels")
 
 
 def prepare(args) -> None:
-    from atomssl.order import reference_clouds
-    from atomssl.order._experiments import TRANSFER_SPLITS
+    from atomssl.order._experiments import split_reference_clouds
 
-    names = TRANSFER_SPLITS[args.split]
-    names = names() if callable(names) else names
-    refs = reference_clouds(names, n_min=4096, seed=123) if names is not None else reference_clouds(n_min=4096, seed=123)
+    refs = split_reference_clouds(args.split)
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(refs.clouds), min(args.subset, len(refs.clouds)), replace=False)
     out = Path(args.out)
@@ -81,22 +78,22 @@ def summarise(args) -> None:
         for f in sorted(Path(d).glob("transfer*.csv")):
             if f.stem.endswith("_curve"):
                 continue
+            ck = Path(d).name.rsplit("_s", 1)[0]  # run folders are <checkpoint>_s<seed>
             with open(f) as fh:
-                rows += [dict(r, run=Path(d).name) for r in csv.DictReader(fh) if r["seed"] not in ("mean", "std")]
-    modes = ("frozen_pretrained", "scratch", "finetune_all", "scratch_many_labels")
-    runs = sorted({r["run"].rsplit("_s", 1)[0] for r in rows})
+                rows += [dict(r, checkpoint=ck) for r in csv.DictReader(fh) if r["seed"] not in ("mean", "std")]
     print("| checkpoint | mode | labelled | steps | per seed | mean | std |")
     print("|---|---|---|---|---|---|---|")
-    for ck in runs:
-        for mode in modes:
-            sel = sorted((r for r in rows if r["run"].rsplit("_s", 1)[0] == ck and r["mode"] == mode), key=lambda r: int(r["seed"]))
+    for ck in sorted({r["checkpoint"] for r in rows}):
+        by_mode = {m: sorted((r for r in rows if r["checkpoint"] == ck and r["mode"] == m), key=lambda r: int(r["seed"]))
+                   for m in MODES}
+        for mode, sel in by_mode.items():
             if not sel:
                 continue
             acc = np.array([float(r["accuracy"]) for r in sel])
             print(f"| {ck} | {mode} | {sel[0]['labelled']} | {sel[0]['steps']} | "
                   f"{' / '.join(f'{a:.3f}' for a in acc)} | **{acc.mean():.3f}** | {acc.std():.3f} |")
-        fz = {r["seed"]: float(r["accuracy"]) for r in rows if r["run"].rsplit("_s", 1)[0] == ck and r["mode"] == "frozen_pretrained"}
-        sc = {r["seed"]: float(r["accuracy"]) for r in rows if r["run"].rsplit("_s", 1)[0] == ck and r["mode"] == "scratch"}
+        fz = {r["seed"]: float(r["accuracy"]) for r in by_mode["frozen_pretrained"]}
+        sc = {r["seed"]: float(r["accuracy"]) for r in by_mode["scratch"]}
         gain = [100 * (fz[s] - sc[s]) for s in sorted(fz) if s in sc]
         if gain:
             print(f"| {ck} | frozen - scratch (points) | | | {' / '.join(f'{g:+.1f}' for g in gain)} | **{np.mean(gain):+.1f}** | {np.std(gain):.1f} |")
@@ -114,7 +111,7 @@ def plot(args) -> None:
     cks = sorted({r["checkpoint"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(1, len(cks), figsize=(5 * len(cks), 3.8), sharey=True, squeeze=False)
     for ax, ck in zip(axes[0], cks):
-        for mode in ("frozen_pretrained", "scratch", "finetune_all", "scratch_many_labels"):
+        for mode in MODES:
             sel = [r for r in rows if r["checkpoint"] == ck and r["mode"] == mode]
             if not sel:
                 continue

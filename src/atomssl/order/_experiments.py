@@ -134,15 +134,16 @@ def liquid_classification(
             every, nbrs = neighbor_clouds(f, k, normalize="min_distance")
             every = np.ascontiguousarray(every, dtype=np.float32)
             clouds = every[idx]
+            dist = np.linalg.norm(every, axis=-1)  # sorted normalised neighbour distances of every particle
             if averaged:  # every particle is embedded once; the sampled ones are rows of that
                 emb = embed_clouds(backbone, every, blocks=blocks)
                 ssl.append(emb[idx])
                 width = getattr(backbone, "node_dim", emb.shape[1])
                 avg.append(neighbour_mean(emb[:, :width], nbrs, idx))
-                rad_avg.append(neighbour_mean(np.linalg.norm(every, axis=-1), nbrs, idx))
+                rad_avg.append(neighbour_mean(dist, nbrs, idx))
             else:
                 ssl.append(embed_clouds(backbone, clouds, blocks=blocks))
-            rad.append(np.linalg.norm(clouds, axis=-1))  # sorted normalised neighbour distances
+            rad.append(dist[idx])
             st.append(steinhardt_features(f, k)[idx])
             fid.append(np.full(len(idx), j))
         data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
@@ -257,6 +258,20 @@ def _accuracy(backbone, head, clouds, y, chunk: int = 2048, device="cpu") -> flo
     return float((pred == y).mean())
 
 
+def _check_split(split: str) -> None:
+    if split not in TRANSFER_SPLITS:
+        raise AtomsslError(f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}")
+
+
+def split_reference_clouds(split: str, n_min: int = 4096) -> ReferenceClouds:
+    """The reference clouds of a transfer split (:data:`TRANSFER_SPLITS`), as :func:`transfer` draws from."""
+    _check_split(split)
+    names = TRANSFER_SPLITS[split]
+    if callable(names):
+        names = names()
+    return reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
+
+
 #: the model trained from scratch with many labels: an estimate of the accuracy attainable from single
 #: environments at all, which bounds what any model can gain at 0.1 %
 MANY_LABELS = "scratch_many_labels"
@@ -300,15 +315,11 @@ def transfer(
     ``transfer_<split>_curve.csv``. ``refs`` replaces the split's reference clouds (e.g. precomputed on
     another machine); ``device`` runs training and embedding there (``"cuda"``).
     """
-    if split not in TRANSFER_SPLITS:
-        raise AtomsslError(f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}")
+    _check_split(split)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if refs is None:
-        names = TRANSFER_SPLITS[split]
-        if callable(names):
-            names = names()
-        refs = reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
+        refs = split_reference_clouds(split, n_min)
     y_all = refs.structure_noise
     n_classes = int(y_all.max()) + 1
     pretrained = copy.deepcopy(backbone).eval()
