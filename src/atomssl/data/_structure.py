@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import (
     DisorderError,
     EmptyStructureError,
+    MaskedSiteError,
     NonFiniteError,
     OverlapError,
     SingularCellError,
@@ -32,7 +33,9 @@ class Structure:
     ``numbers``: atomic numbers (n,); ``positions``: Cartesian Angstrom (n, 3);
     ``cell``: lattice vectors as rows (3, 3) (zeros along non-periodic axes are allowed);
     ``pbc``: periodicity per axis (3,); ``labels``: per-structure properties
-    (e.g. ``{"n": 2.1}``); ``id``: a name; ``source``/``index``: where it was read from.
+    (e.g. ``{"n": 2.1}``); ``id``: a name; ``source``/``index``: where it was read from;
+    ``warnings``: what the reader changed or doubted while reading (e.g. merged symmetry
+    duplicates, a disorder policy applied), kept with the structure into stores and reports.
     """
 
     numbers: np.ndarray
@@ -43,6 +46,7 @@ class Structure:
     id: str = ""
     source: str | None = None
     index: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
@@ -93,6 +97,7 @@ class Structure:
             cell=self.cell.copy(),
             pbc=self.pbc.copy(),
             labels=dict(self.labels),
+            warnings=list(self.warnings),
         )
         base.update(changes)
         return replace(self, **base)
@@ -106,12 +111,23 @@ class Structure:
         return self.copy(positions=frac @ self.cell)
 
     # ------------------------------------------------------------------ validation
-    def validate(self, min_distance: float = MIN_DISTANCE) -> "Structure":
-        """Raise a typed :class:`StructureError` naming this structure when it is unusable."""
+    def validate(self, min_distance: float = MIN_DISTANCE, *, allow_masked: bool = False) -> "Structure":
+        """Raise a typed :class:`StructureError` naming this structure when it is unusable.
+
+        Masked sites (``X``, Z = 0) are refused (:class:`MaskedSiteError`) unless ``allow_masked``
+        (only ``atomssl reconstruct``, which predicts their species, reads them).
+        """
         src, idx = self.source or self.id or None, self.index
         if self.n_atoms == 0:
             raise EmptyStructureError("the structure contains zero atoms", src, idx)
-        bad = (self.numbers < 1) | (self.numbers > MAX_Z)
+        masked = self.numbers == 0
+        if masked.any() and not allow_masked:
+            sites = np.flatnonzero(masked)
+            shown = sites[:10].tolist() + (["..."] if len(sites) > 10 else [])
+            raise MaskedSiteError(
+                f"site(s) [{', '.join(map(str, shown))}] are masked (X); only `atomssl reconstruct` accepts them", src, idx
+            )
+        bad = ((self.numbers < 1) & ~masked) | (self.numbers > MAX_Z)
         if bad.any():
             raise UnknownElementError(
                 f"atomic number(s) {sorted(set(self.numbers[bad].tolist()))} are not elements (1..{MAX_Z})", src, idx
