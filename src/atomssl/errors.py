@@ -15,6 +15,11 @@ class ConfigError(AtomsslError, ValueError):
     """A configuration file or override is invalid."""
 
 
+class EmptyInputError(AtomsslError, ValueError):
+    """An input names nothing to work on (e.g. a folder without structure files), or every entry
+    of it was bad and skipped."""
+
+
 class CheckpointError(AtomsslError):
     """A checkpoint is missing, corrupt, unsafe (pickled objects) or of the wrong kind."""
 
@@ -79,6 +84,13 @@ class EmptyStructureError(StructureError):
 
 class UnknownElementError(StructureError):
     kind = "unknown element"
+
+
+class MaskedSiteError(UnknownElementError):
+    """Masked sites (``X``, Z = 0, as ``atomssl reconstruct`` writes them): only ``reconstruct``
+    (``read(..., allow_masked=True)``) accepts them."""
+
+    kind = "masked sites"
 
 
 class OverlapError(StructureError):

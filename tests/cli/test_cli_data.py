@@ -37,11 +37,11 @@ def test_info_json_lists_every_entry_and_fails_on_bad(capsys, files):
     code, out, _ = _run(capsys, "data", "info", files, "--json")
     assert code == 1
     entries = json.loads(out)
-    assert all(set(e) == {"source", "index", "formula", "n_atoms", "error"} for e in entries)
+    assert all(set(e) == {"source", "index", "formula", "n_atoms", "error", "warnings"} for e in entries)
     by = {(Path(e["source"]).name, e["index"]): e for e in entries}
     assert set(by) == {("garbled.cif", None), ("good.extxyz", 0), ("good.extxyz", 1), ("nacl.cif", 0), ("overlap.xyz", 0)}
     assert by[("good.extxyz", 1)] == {
-        "source": str(files / "good.extxyz"), "index": 1, "formula": "H2O", "n_atoms": 3, "error": None
+        "source": str(files / "good.extxyz"), "index": 1, "formula": "H2O", "n_atoms": 3, "error": None, "warnings": []
     }
     assert by[("nacl.cif", 0)]["formula"] == "Cl4Na4" and by[("nacl.cif", 0)]["error"] is None
     # a file that cannot be read at all: one entry, index null
@@ -62,6 +62,25 @@ def test_info_exit_zero_when_all_fine_and_table(capsys, files):
     assert any("H2O" in ln and ln.rstrip().endswith("ok") for ln in lines)
     assert any("missing.xyz: file not found" in ln for ln in lines)
     assert lines[-1] == "2 fine, 2 with errors"
+
+
+def test_info_shows_reader_warnings_in_json_and_table(capsys, tmp_path, small_atoms):
+    """Warnings a reader attached to a structure (kept in a store) are part of ``data info``."""
+    from atomssl.data import Structure
+
+    warned = Structure.from_ase(small_atoms["si"], source="si.cif", index=0)
+    warned.warnings = ["merged 12 symmetry-duplicate sites"]
+    store = tmp_path / "store.db"
+    StructureStore(store, mode="w").write([warned, Structure.from_ase(small_atoms["water"])])
+    code, out, _ = _run(capsys, "data", "info", store, "--json")
+    assert code == 0
+    assert [e["warnings"] for e in json.loads(out)] == [["merged 12 symmetry-duplicate sites"], []]
+    code, out, _ = _run(capsys, "data", "info", store)
+    lines = out.splitlines()
+    assert code == 0
+    i = next(k for k, ln in enumerate(lines) if "Si2" in ln)
+    assert lines[i].split()[-1] == "ok*" and lines[i + 1] == "    warning: merged 12 symmetry-duplicate sites"
+    assert any("H2O" in ln and ln.split()[-1] == "ok" for ln in lines)
 
 
 def test_import_stops_and_writes_nothing_without_skip_bad(capsys, files, tmp_path):

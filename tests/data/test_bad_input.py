@@ -8,10 +8,11 @@ import ase.io
 import numpy as np
 import pytest
 
-from atomssl.data import iter_structures, read
+from atomssl.data import Structure, iter_structures, read
 from atomssl.errors import (
     DisorderError,
     EmptyStructureError,
+    MaskedSiteError,
     MissingFileError,
     NonFiniteError,
     OverlapError,
@@ -178,10 +179,15 @@ def test_unknown_element(tmp_path):
         "_atom_site_fract_z\nXq1 Xq 0 0 0\nO1 O 0.5 0.5 0.5\n"
     )
     _raises(UnknownElementError, cif, "Xq", index=0)
-    # atomic number 0 (ASE's dummy "X") read from a file
+    # atomic number 0 (ASE's dummy "X", a masked site as `atomssl reconstruct` writes it) read from a
+    # file: refused, naming the site, except by reconstruct (read(..., allow_masked=True))
     dummy = tmp_path / "dummy.extxyz"
     dummy.write_text("2\n\nX 0 0 0\nSi 1.5 1.5 1.5\n")
-    _raises(UnknownElementError, dummy, "atomic number(s) [0]", index=0)
+    _raises(MaskedSiteError, dummy, "site(s) [0] are masked (X); only `atomssl reconstruct` accepts them", index=0)
+    assert read(dummy, allow_masked=True)[0].numbers.tolist() == [0, 14]
+    negative = Structure(numbers=[-1, 14], positions=[[0, 0, 0], [1.5, 1.5, 1.5]])
+    with pytest.raises(UnknownElementError, match=r"atomic number\(s\) \[-1\]"):
+        negative.validate(allow_masked=True)  # only Z = 0 is a masked site
 
 
 def test_overlapping_atoms(tmp_path):

@@ -267,3 +267,15 @@ def test_disorder_order_refuses_past_its_bound(tmp_path):
     sites = [("Ba1", "Ba", 0, 0, 0, 0.987), ("Sr1", "Sr", 0, 0, 0, 0.013)] + MIXED[2:]
     with pytest.raises(DisorderError, match="more than 200 atoms"):
         read(_mixed(tmp_path, sites), disorder="order")
+
+
+def test_formula_tag_written_twice_second_empty_is_still_checked(tmp_path):
+    # AMCSD files repeat _chemical_formula_sum, the second time empty; parsers keep the last
+    text = _cif("Ag2HPO4", (6.0,) * 3 + (90,) * 3, [("Ag1", "Ag", 0, 0, 0), ("Ag2", "Ag", 0.5, 0, 0), ("P1", "P", 0.5, 0.5, 0.5), ("O1", "O", 0.25, 0.25, 0.25), ("O2", "O", 0.75, 0.25, 0.25), ("O3", "O", 0.25, 0.75, 0.25), ("O4", "O", 0.25, 0.25, 0.75)], formula="Ag2 P O4 H")
+    path = tmp_path / "amcsd.cif"
+    path.write_text(text.replace("_cell_length_a", "_chemical_formula_sum ''\n_cell_length_a", 1))
+    with pytest.raises(UnreadableFileError, match="H declared but without coordinates"):
+        read(path)
+    path.write_text(text.replace("_cell_length_a", "_chemical_formula_sum 'Ag3 P O4'\n_cell_length_a", 1))
+    with pytest.raises(UnreadableFileError, match="declares different formulas"):
+        read(path)

@@ -193,9 +193,67 @@ def test_import_removes_temporaries_of_dead_imports_only(tmp_path):
     stale = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.abc.tmp.db"
     live = tmp_path / f".store.db.{_store._HOST}.{os.getppid()}.abc.tmp.db"  # our parent is alive
     other_host = tmp_path / f".store.db.otherhost.{dead.pid}.abc.tmp.db"
-    for p in (stale, live, other_host):
+    # SQLite's files beside a killed import's temporary store, also when the store is gone
+    stale_siblings = [tmp_path / f"{stale.name}{suffix}" for suffix in ("-journal", "-wal", "-shm")]
+    orphan_journal = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.xyz.tmp.db-journal"
+    live_journal = tmp_path / f"{live.name}-journal"
+    unrelated = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.abc.tmp.db.keep"  # not ours to delete
+    for p in (stale, live, other_host, *stale_siblings, orphan_journal, live_journal, unrelated):
         p.write_bytes(b"partial")
     import_structures([src], out)
-    assert not stale.exists()
-    assert live.exists() and other_host.exists()
+    assert not stale.exists() and not any(p.exists() for p in stale_siblings) and not orphan_journal.exists()
+    assert live.exists() and live_journal.exists() and other_host.exists() and unrelated.exists()
     assert len(list(StructureStore(out))) == 1
+
+
+def test_import_keeps_the_mode_of_the_store_it_replaces(tmp_path, capsys):
+    """mkstemp makes 0600 files: a store shared by a group (0640) must stay 0640 after an
+    appending and after a replacing import; a new store gets 0666 & ~umask."""
+    from atomssl.cli.main import main
+
+    src = tmp_path / "a.extxyz"
+    ase.io.write(src, bulk("Cu", "fcc", a=3.6))
+    out = tmp_path / "store.db"
+    old_mask = os.umask(0o022)
+    try:
+        import_structures([src], out)
+        assert out.stat().st_mode & 0o777 == 0o644
+        out.chmod(0o640)
+        assert main(["data", "import", str(src), "--out", str(out), "--append"]) == 0
+        assert len(StructureStore(out)) == 2 and out.stat().st_mode & 0o777 == 0o640
+        assert main(["data", "import", str(src), "--out", str(out)]) == 0
+        assert len(StructureStore(out)) == 1 and out.stat().st_mode & 0o777 == 0o640
+        import_structures([src], out, append=True)
+        assert out.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old_mask)
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.extxyz", "store.db"]
+
+
+def test_reader_warnings_round_trip_through_the_store_and_the_import_report(tmp_path):
+    """What a reader changed or doubted (``Structure.warnings``) is kept in the row's meta, given
+    back by every way of reading a store, and counted/listed by the import report."""
+    warned = Structure.from_ase(bulk("Si", "diamond", a=5.43), source="/data/si.cif", index=0)
+    warned.warnings = ["merged 12 symmetry-duplicate sites", "formula check skipped"]
+    plain = Structure.from_ase(bulk("Cu", "fcc", a=3.6), source="/data/cu.cif", index=0)
+    first = tmp_path / "first.db"
+    with StructureStore(first, mode="w") as store:
+        store.write([warned, plain])
+    store = StructureStore(first)
+    assert store[0].warnings == warned.warnings and store[1].warnings == []
+    assert [s.warnings for s in store] == [warned.warnings, []]
+    assert [s.warnings for s in read(first)] == [warned.warnings, []]  # the file reader too
+    assert store[0].copy().warnings == warned.warnings
+
+    report = import_structures(StructureStore(first), tmp_path / "second.db")
+    assert report.n_written == 2 and report.n_warned == 1
+    d = report.to_dict()
+    assert d["n_warned"] == 1
+    assert d["warned"] == [{"source": str(first), "index": 0, "warnings": warned.warnings}]
+    text = report.summary()
+    assert "1 structure(s) written with warnings:" in text
+    assert f"{first} [index 0]: warning: merged 12 symmetry-duplicate sites" in text
+    assert [s.warnings for s in StructureStore(tmp_path / "second.db")] == [warned.warnings, []]
+    clean = import_structures([plain], tmp_path / "third.db")
+    assert clean.n_warned == 0 and clean.to_dict()["warned"] == [] and "warning:" not in clean.summary()

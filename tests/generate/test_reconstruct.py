@@ -175,3 +175,60 @@ def test_cli_reconstruct_and_gan_verbs(gen, tmp_path, capsys):
     assert rc == 0 and "composition (smact14) True" in capsys.readouterr().out
     assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(tmp_path / "none.pt")]) == 1
     assert "gan" in build_parser()._subparsers._group_actions[0].choices
+
+
+def test_masked_sites_round_trip_through_reconstruct(gen, tmp_path, capsys):
+    """``corrupted.extxyz`` (masked sites as X) read back by ``reconstruct``: the species of exactly
+    the X sites are predicted, the other species and every position kept; everywhere else an X
+    site is refused with a clear error."""
+    from ase.io import read as ase_read
+    from ase.io import write
+
+    from atomssl.cli.main import main
+    from atomssl.data import import_structures, read
+    from atomssl.errors import MaskedSiteError
+
+    ck = gen.save(tmp_path / "g.pt")
+    write(tmp_path / "nacl.cif", nacl().to_ase())
+    assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--mask", "species", "--checkpoint", str(ck),
+                 "--out", str(tmp_path / "first")]) == 0
+    corrupted = tmp_path / "first" / "corrupted.extxyz"
+    cor = ase_read(corrupted)
+    x_sites = np.flatnonzero(cor.numbers == 0)
+    assert len(x_sites) == 4
+    capsys.readouterr()
+
+    rc = main(["reconstruct", str(corrupted), "--checkpoint", str(ck), "--out", str(tmp_path / "second")])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "4 of 8 sites masked (X)" in out and "positions as given" in out
+    assert not (tmp_path / "second" / "corrupted.extxyz").exists()
+    rep = ase_read(tmp_path / "second" / "repaired.extxyz")
+    assert (rep.numbers > 0).all()
+    keep = np.setdiff1d(np.arange(8), x_sites)
+    np.testing.assert_array_equal(rep.numbers[keep], cor.numbers[keep])  # only the X sites changed
+    np.testing.assert_allclose(rep.positions, cor.positions, atol=1e-7)  # positions unchanged
+    np.testing.assert_allclose(rep.cell.array, cor.cell.array, atol=1e-7)
+    # the predictions are the generator's own for those sites
+    (expected, _), = repair(gen, read(corrupted, allow_masked=True))
+    np.testing.assert_array_equal(rep.numbers, expected.numbers)
+    # --denoise moves atoms by the predicted noise; it means nothing without X sites
+    assert main(["reconstruct", str(corrupted), "--checkpoint", str(ck), "--denoise", "--out", str(tmp_path / "d")]) == 0
+    moved = ase_read(tmp_path / "d" / "repaired.extxyz")
+    assert np.abs(moved.positions - cor.positions).max() > 1e-4
+    assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(ck), "--denoise",
+                 "--out", str(tmp_path / "e")]) == 1
+    capsys.readouterr()
+
+    # everywhere else: refused, naming the sites
+    message = rf"site\(s\) \[{', '.join(map(str, x_sites))}\] are masked \(X\); only `atomssl reconstruct` accepts them"
+    with pytest.raises(MaskedSiteError, match=message):
+        read(corrupted)
+    with pytest.raises(MaskedSiteError, match=message):
+        import_structures([corrupted], tmp_path / "s.db")
+    assert main(["data", "info", str(corrupted)]) == 1
+    out = capsys.readouterr().out
+    assert "masked sites" in out and "only `atomssl reconstruct` accepts them" in out and str(x_sites.tolist()) in out
+    assert main(["data", "import", str(corrupted), "--out", str(tmp_path / "s.db")]) == 1
+    err = capsys.readouterr().err
+    assert "are masked (X)" in err and "Traceback" not in err

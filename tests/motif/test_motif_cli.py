@@ -68,6 +68,6 @@ def test_motif_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     assert main(["motif", "sample", "--checkpoint", str(tmp_path / "bad.pt")]) == 1
     err = capsys.readouterr().err
-    assert "cannot load checkpoint" in err and err.count("\n") == 1
+    assert "bad.pt: not a torch checkpoint" in err and err.count("\n") == 1
     assert main(["motif", "train", "--cells", str(tmp_path / "none.extxyz"), "--out", str(tmp_path / "r")]) == 1
     assert "file not found" in capsys.readouterr().err

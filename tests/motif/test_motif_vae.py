@@ -114,5 +114,5 @@ def test_load_refuses_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not a motif VAE"):
         load_vae(tmp_path / "other.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot load"):
+    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
         load_vae(tmp_path / "junk.pt")

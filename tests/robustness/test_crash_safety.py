@@ -138,6 +138,25 @@ def test_sigkill_during_atomic_write_keeps_the_old_file(tmp_path):
     assert target.read_bytes() == b"fresh"
 
 
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    from atomssl.utils import atomic_write
+
+    target = tmp_path / "shared.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    with atomic_write(target, "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o640
+    # a new file gets what open() would give it: 0666 & ~umask
+    old_mask = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "new.txt", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+
+
 # ----------------------------------------------------------------------------- checkpoints
 @pytest.mark.slow
 def test_sigkill_during_checkpoint_save_keeps_the_old_checkpoint(tmp_path):
@@ -247,10 +266,12 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
     store = tmp_path / "store.db"
     first = sorted(many_files.iterdir())[:3]
     import_structures(first, store)
+    store.chmod(0o640)  # a store shared with a group: every import must keep its mode
     before = _store_snapshot(store)
     digest = _digest(store)
     assert len(before) == 30
     killed_inside = 0
+    debris: set[str] = set()
     for delay in (0.3, 1.0, 2.0):
         proc = subprocess.Popen(
             [sys.executable, "-m", "atomssl.cli.main", "data", "import", str(many_files), "--out", str(store)],
@@ -259,7 +280,7 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
         try:
             # wait until the import has started writing its temporary store, then a bit longer
             deadline = time.monotonic() + 240
-            while not list(tmp_path.glob(".store.db.*.tmp.db")) and proc.poll() is None:
+            while not list(tmp_path.glob(f".store.db.*.{proc.pid}.*.tmp.db")) and proc.poll() is None:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             time.sleep(delay)
@@ -272,8 +293,10 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
         # Atomicity: whatever the moment of the kill, the store is either exactly the old one or
         # the complete new one (the import may have renamed its store just before the signal).
         unchanged = _digest(store) == digest
-        for tmp in tmp_path.glob(".store.db.*"):  # what a killed import leaves behind
-            tmp.unlink()
+        # what a killed import leaves behind (its temporary store, SQLite's journal): kept here,
+        # the next import must clear it
+        debris |= {p.name for p in tmp_path.glob(".store.db.*")}
+        assert store.stat().st_mode & 0o777 == 0o640
         if unchanged:
             killed_inside += 1
             assert [(i, p.tolist()) for i, p in _store_snapshot(store)] == [(i, p.tolist()) for i, p in before]
@@ -281,5 +304,10 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
             assert len(_store_snapshot(store)) == 1500, "a killed import left a partial store"
             break
     assert killed_inside >= 1
+    assert any(name.endswith(".tmp.db") for name in debris)
+    assert any(name.endswith(".tmp.db-journal") for name in debris), debris  # SQLite's rollback journal
     report = import_structures(many_files, store)  # a later import works normally
     assert report.n_written == 1500 and len(_store_snapshot(store)) == 1500
+    # ...and leaves nothing of the killed ones behind, and the store's mode as it was
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".store.db")) == []
+    assert store.stat().st_mode & 0o777 == 0o640

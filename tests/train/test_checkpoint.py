@@ -111,3 +111,68 @@ def test_lightning_resume_state_is_weights_only(tmp_path):
         ck = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
         assert {"optimizer_states", "loops", "state_dict"} <= set(ck["trainer"])
         assert ck["epoch"] == 0 and ck["global_step"] > 0
+
+
+def _not_checkpoints(folder, good):
+    """Files that are not torch checkpoints (name -> what the reason must say)."""
+    import numpy as np
+
+    data = good.read_bytes()
+    files = {
+        "text.pt": (b"hello, I am a text file renamed .pt\n", "a text file"),
+        "empty.pt": (b"", "empty file"),
+        "binary.pt": (bytes(range(256)) * 8, "binary data"),
+        "cut.pt": (data[: len(data) // 2], "truncated or corrupt zip archive"),
+        "legacy-garbage.pt": (data[:0] + b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19" + b"garbage" * 20, "unreadable"),
+    }
+    out = {}
+    for name, (content, reason) in files.items():
+        (folder / name).write_bytes(content)
+        out[folder / name] = reason
+    np.savez(folder / "arrays.npz", x=np.ones(3))
+    (folder / "arrays.npz").rename(folder / "arrays.pt")
+    out[folder / "arrays.pt"] = "without data.pkl"
+    (folder / "dir.pt").mkdir()
+    out[folder / "dir.pt"] = "a folder"
+    return out
+
+
+def test_every_checkpoint_loader_refuses_what_is_not_a_torch_checkpoint_in_one_line(tmp_path):
+    """Issue 23: a text file renamed .pt (and its kin) gave a KeyError traceback. Every loader goes
+    through one safe loader: ``PATH: not a torch checkpoint (REASON)``, one line, nothing unpickled."""
+    from atomssl.generate import Generator
+    from atomssl.generate._discriminator import Discriminator
+    from atomssl.motif import load_vae
+    from atomssl.motif._workflow import _checkpoint_config
+    from atomssl.train import AtomicCheckpointIO
+    from atomssl.utils._torchfile import safe_torch_load
+
+    good = save_checkpoint(tmp_path / "good.pt", build_backbone({"name": "toy", "width": 8}))
+    loaders = {
+        "safe_torch_load": safe_torch_load,
+        "load_checkpoint": load_checkpoint,
+        "load_backbone": load_backbone,
+        "Generator.from_checkpoint": Generator.from_checkpoint,
+        "Discriminator.from_checkpoint": Discriminator.from_checkpoint,
+        "load_vae": load_vae,
+        "motif config": lambda p: _checkpoint_config(p, None),
+        "lightning resume": AtomicCheckpointIO().load_checkpoint,
+    }
+    for path, reason in _not_checkpoints(tmp_path, good).items():
+        for name, load in loaders.items():
+            with pytest.raises(CheckpointError) as info:
+                load(path)
+            msg = str(info.value)
+            assert msg.startswith(f"{path}: not a torch checkpoint ("), (name, msg)
+            assert reason in msg and "\n" not in msg, (name, msg)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        safe_torch_load(tmp_path / "missing.pt")
+    # a torch file of the wrong kind says what it is
+    torch.save({"kind": "atomssl.motif.GramVAE", "version": 1}, tmp_path / "vae-like.pt")
+    with pytest.raises(CheckpointError, match="not an atomssl checkpoint .*'atomssl.motif.GramVAE' checkpoint"):
+        load_checkpoint(tmp_path / "vae-like.pt")
+    with pytest.raises(CheckpointError, match="not a motif VAE checkpoint .an atomssl backbone checkpoint"):
+        load_vae(good)
+    # torch's legacy (non-zip) format still loads
+    torch.save({"x": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(safe_torch_load(tmp_path / "legacy.pt")["x"], torch.ones(2))

@@ -95,3 +95,61 @@ def test_embed_float32_tolerance_and_missing_checkpoint(tmp_path, checkpoints):
     if default_checkpoint() is None:
         with pytest.raises(CheckpointError, match="no --checkpoint given"):
             embed_files([tmp_path / "a.cif"], None, tmp_path / "x.npz")
+
+
+def test_embed_ids_skip_bad_and_nothing_written_on_a_bad_input(tmp_path, checkpoints, capsys):
+    """Issue 23: rows get stable ids (own id, else SOURCE@INDEX, SOURCE for a one-structure
+    file); without --skip-bad the first bad file aborts in one line and nothing is written; with
+    it the bad entries are reported on stderr, recorded in 'skipped', and the rest embedded."""
+    a, b = _structures()
+    write(tmp_path / "a.extxyz", a.to_ase())
+    write(tmp_path / "two.extxyz", [a.to_ase(), b.to_ase()])
+    named = b.to_ase()
+    named.info["id"] = "my-gaas"
+    write(tmp_path / "named.extxyz", named)
+    (tmp_path / "text.cif").write_text("not a CIF, a text file renamed .cif\n")
+    inputs = [str(tmp_path / n) for n in ("a.extxyz", "text.cif", "two.extxyz", "named.extxyz")]
+    out = tmp_path / "e.npz"
+    ck = ["--checkpoint", str(checkpoints["toy"]), "--out", str(out)]
+
+    assert main(["embed", *inputs, *ck]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "text.cif" in err[0] and "unreadable file" in err[0], err
+    assert not out.exists() and not list(tmp_path.glob(".e.npz*"))
+
+    assert main(["embed", *inputs, "--skip-bad", *ck]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 2 and "text.cif" in err[0] and "skipped 1 bad entry" in err[1], err
+    z = np.load(out)
+    assert z["ids"].tolist() == [inputs[0], f"{inputs[2]}@0", f"{inputs[2]}@1", "my-gaas"]
+    assert z["sources"].tolist() == [f"{inputs[0]}@0", f"{inputs[2]}@0", f"{inputs[2]}@1", f"{inputs[3]}@0"]
+    assert len(z["skipped"]) == 1 and z["skipped"][0].startswith(f"{inputs[1]}: unreadable file")
+    assert z["structure"].shape[0] == 4 and z["atom_index"].max() == 3
+
+    # an id shared by several rows is no id: those rows fall back to where they came from
+    write(tmp_path / "named2.extxyz", named)
+    z = embed_files([tmp_path / "named.extxyz", tmp_path / "named2.extxyz"], checkpoints["toy"], tmp_path / "d.npz")
+    assert z["ids"].tolist() == [str(tmp_path / "named.extxyz"), str(tmp_path / "named2.extxyz")]
+    assert z["skipped"].tolist() == []
+
+
+def test_embed_refuses_empty_folders_missing_out_folders_and_absent_devices(tmp_path, checkpoints, capsys):
+    write(tmp_path / "a.cif", _structures()[0].to_ase())
+    (tmp_path / "empty").mkdir()
+    ck = ["--checkpoint", str(checkpoints["toy"])]
+    cases = [
+        (["embed", str(tmp_path / "empty"), *ck, "--out", str(tmp_path / "e.npz")], f"no structure files found in {tmp_path / 'empty'}"),
+        (["embed", str(tmp_path / "a.cif"), *ck, "--out", str(tmp_path / "no" / "dir" / "e.npz")],
+         f"folder {tmp_path / 'no' / 'dir'} does not exist"),
+        (["embed", str(tmp_path / "a.cif"), *ck, "--device", "cuda:99", "--out", str(tmp_path / "e.npz")],
+         "--device 'cuda:99': torch sees no"),
+        (["embed", str(tmp_path / "a.cif"), *ck, "--device", "nonsense", "--out", str(tmp_path / "e.npz")],
+         "--device 'nonsense': not a torch device"),
+    ]  # fmt: skip
+    for argv, needle in cases:
+        assert main(argv) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and needle in err[0], (needle, err)
+        if "--device" in argv:
+            assert "available: cpu" in err[0], err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.cif", "empty"]

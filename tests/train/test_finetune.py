@@ -214,3 +214,142 @@ def test_heads_transform_round_trip_and_invariance():
         build_task({"name": "regression", "transform": "sqrt"}, bb)
     with pytest.raises(ConfigError, match="n_classes"):
         build_task({"name": "classification", "n_classes": 1}, bb)
+
+
+# ------------------------------------------------------------------ label columns: right or refused
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_a_csv_label_column_that_does_not_exist_is_refused(folder, tmp_path, capsys):
+    """``data.label=bandgap`` with a CSV holding ``band_gap``: an error naming the columns, through
+    the Python API and the command line, never the table's second column."""
+    rows = list(csv.reader(open(folder / "labels.csv")))[1:]
+    table = _write_csv(tmp_path / "labels.csv", ["file", "band_gap", "volume"], [(f, 1.0, v) for f, v in rows])
+    cfg = _config(folder, "linear_probe", data={"labels": str(table), "label": "bandgap"})
+    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*labels.csv; available columns: file, band_gap, volume"):
+        finetune(cfg, run_dir=tmp_path / "api", progress=False)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["finetune", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli"), "--no-progress",
+               "data.label=bandgap"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert "label 'bandgap' not found in" in err and "available columns: file, band_gap, volume" in err
+    assert not (tmp_path / "cli" / "summary.json").exists()
+    # several value columns and no label named: the name is required
+    cfg["data"]["label"] = None
+    with pytest.raises(ConfigError, match=r"2 value columns \(band_gap, volume\): name the one to learn with data.label"):
+        finetune(cfg, run_dir=tmp_path / "api", progress=False)
+
+
+def test_a_csv_with_one_value_column_is_used_and_named(folder, caplog):
+    import logging
+
+    from atomssl.train._finetune import load_labelled
+
+    cfg = _config(folder, "linear_probe", data={"label": None})
+    with caplog.at_level(logging.INFO, logger="atomssl.train._finetune"):
+        data, _, _ = load_labelled(cfg)
+    assert len(data) == 40
+    assert any("column 'volume'" in r.getMessage() and "labels.csv" in r.getMessage() for r in caplog.records)
+
+
+def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
+    from atomssl.data import load_structures
+    from atomssl.train._finetune import read_labels_file, resolve_labels
+
+    structures = load_structures(folder)
+    rows = list(csv.reader(open(folder / "labels.csv")))[1:]
+
+    def resolve(header, body, **dcfg):
+        path = _write_csv(tmp_path / "t.csv", header, body)
+        return resolve_labels(structures, {"labels": str(path), "label": "volume", **dcfg}, "regression")
+
+    values, kept, _ = resolve(["file", "volume"], rows)  # the good table
+    assert len(values) == 40 and np.isfinite(values).all()
+    # a value that is not a number names its line and key
+    bad = [list(r) for r in rows]
+    bad[4][1] = "n/a"
+    with pytest.raises(ConfigError, match=rf"line 6 \(file '{bad[4][0]}'\): 'volume' is 'n/a', not a number"):
+        resolve(["file", "volume"], bad)
+    bad[4][1] = "nan"
+    with pytest.raises(ConfigError, match=r"line 6 .*not a finite number"):
+        resolve(["file", "volume"], bad)
+    # an id given twice
+    with pytest.raises(ConfigError, match=rf"file '{rows[0][0]}' appears twice \(lines 2 and 42\)"):
+        resolve(["file", "volume"], rows + [rows[0]])
+    # an id column that does not match the structures: names what is there
+    with pytest.raises(ConfigError, match=r"no structure matches a key of .*t.csv \(first keys there: mp-1, mp-2"):
+        resolve(["id", "volume"], [(f"mp-{i}", 1.0) for i in range(1, 41)])
+    # some structures missing: the first ones are named
+    with pytest.raises(ConfigError, match=rf"2 structure\(s\) have no value in file .*\(first: .*{Path(rows[38][0]).stem}"):
+        resolve(["file", "volume"], rows[:38])
+    # one key matching several structures: every frame of a file would get the file's label
+    traj = tmp_path / "frames" / "traj.extxyz"
+    traj.parent.mkdir()
+    write(traj, [s.to_ase() for s in synthetic_crystals(3, seed=1)])
+    frames = load_structures(traj)
+    one = _write_csv(tmp_path / "u.csv", ["file", "x"], [("traj.extxyz", "1")])
+    assert read_labels_file(one, None) == {"traj.extxyz": "1"}
+    with pytest.raises(ConfigError, match=r"key 'traj.extxyz' of .*u.csv matches 3 structures .*name@frame"):
+        resolve_labels(frames, {"labels": str(one)}, "regression")
+    per_frame = _write_csv(tmp_path / "v.csv", ["file", "x"], [(f"traj.extxyz@{i}", str(i)) for i in range(3)])
+    assert resolve_labels(frames, {"labels": str(per_frame)}, "regression")[0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_json_label_fields_are_checked(folder, tmp_path):
+    from atomssl.train._finetune import read_labels_file
+
+    records = [{"file": f, "band_gap": 1.0, "volume": float(v)} for f, v in list(csv.reader(open(folder / "labels.csv")))[1:]]
+    path = tmp_path / "l.json"
+    path.write_text(json.dumps(records))
+    assert len(read_labels_file(path, "volume", numeric=True)) == 40
+    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*l.json; available fields: band_gap, volume"):
+        read_labels_file(path, "bandgap")
+    with pytest.raises(ConfigError, match=r"2 value columns"):
+        read_labels_file(path, None)
+    path.write_text(json.dumps(records + records[:1]))
+    with pytest.raises(ConfigError, match=r"appears twice \(record 0 .* and record 40"):
+        read_labels_file(path, "volume")
+    path.write_text('{"a": 1.0, "a": 2.0}')
+    with pytest.raises(ConfigError, match=r"key 'a' appears twice"):
+        read_labels_file(path, None)
+
+
+def test_an_ase_db_label_that_does_not_exist_is_refused(tmp_path):
+    db = tmp_path / "s.db"
+    with connect(db) as con:
+        for s in synthetic_crystals(12, seed=5):
+            con.write(s.to_ase(), band_gap=float(s.n_atoms))
+    cfg = {
+        "mode": "linear_probe",
+        "data": {"sources": [str(db)], "label": "bandgap", "val_fraction": 0.2, "test_fraction": 0.2},
+        "backbone": dict(TINY),
+        "trainer": {"max_epochs": 1, "accelerator": "cpu"},
+    }
+    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*s.db; available labels: band_gap"):
+        finetune(cfg, run_dir=tmp_path / "r", progress=False)
+
+
+def test_a_built_in_dataset_label_that_does_not_exist_is_refused(tmp_path, caplog):
+    """matbench_dielectric's label is ``n``: another name is refused; no name takes ``n`` (logged)."""
+    import logging
+
+    from atomssl.train._finetune import load_labelled
+
+    cfg = {
+        "mode": "linear_probe",
+        "data": {"sources": [{"name": "matbench_dielectric", "limit": 12}], "label": "bandgap"},
+        "backbone": dict(TINY),
+    }
+    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in matbench_dielectric; available labels: n$"):
+        finetune(cfg, run_dir=tmp_path / "r", progress=False)
+    cfg["data"]["label"] = None
+    with caplog.at_level(logging.INFO, logger="atomssl.train._finetune"):
+        data, _, structures = load_labelled(cfg)
+    assert np.allclose(data.y, [s.labels["n"] for s in structures])
+    assert any("'n'" in r.getMessage() for r in caplog.records)

@@ -120,7 +120,22 @@ def embedding_map_figure(
     from ..train._data import load_source
     from ..utils import atomic_save_npz
 
-    structures = list(load_source({"name": source, "limit": limit} if limit else source))
+    if isinstance(source, (str, os.PathLike)) and os.path.exists(source):
+        # the user's own files: a bad one is an error naming it (as in ``atomssl embed``), not skipped
+        from itertools import islice
+
+        from ..data import expand_sources, iter_structures
+        from ..errors import EmptyInputError
+
+        if os.path.isdir(source) and not expand_sources([source]):
+            raise EmptyInputError(f"no structure files found in {source}")
+        structures = list(islice(iter_structures(source), limit))
+    else:
+        structures = list(load_source({"name": source, "limit": limit} if limit else source))
+    if not structures:
+        from ..errors import EmptyInputError
+
+        raise EmptyInputError(f"{source}: no structures to embed")
     backbone = load_backbone(checkpoint)
     arrays = embed_structures(structures, backbone, batch_size=batch_size)
     rho = np.array([density(s) for s in structures])

@@ -68,8 +68,11 @@ def register(subparsers) -> None:
 
 
 # ---------------------------------------------------------------------- shared options
-def _species(text: str) -> dict[int, str]:
-    """``"1=Si,2=O"`` or ``"Si,O"`` (types 1, 2, ...) -> {1: "Si", 2: "O"}."""
+def _species(text: str) -> dict[int, str] | str:
+    """``"1=Si,2=O"`` or ``"Si,O"`` (types 1, 2, ...) -> {1: "Si", 2: "O"}; ``"types"`` -> ``"types"``
+    (LAMMPS/GSD types as point particles)."""
+    if text.strip().lower() == "types":
+        return "types"
     out: dict[int, str] = {}
     for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
         if "=" in part:
@@ -77,7 +80,11 @@ def _species(text: str) -> dict[int, str]:
             try:
                 out[int(t)] = el.strip()
             except ValueError:
-                raise argparse.ArgumentTypeError(f"bad species entry {part!r}: expected TYPE=ELEMENT") from None
+                raise argparse.ArgumentTypeError(
+                    f"bad species entry {part!r}: expected TYPE=ELEMENT with TYPE a type number (1, 2, ...), or 'types'"
+                ) from None
+            if not el.strip():
+                raise argparse.ArgumentTypeError(f"bad species entry {part!r}: expected TYPE=ELEMENT")
         else:
             out[n + 1] = part
     if not out:
@@ -89,9 +96,28 @@ def add_read_options(parser: argparse.ArgumentParser) -> None:
     """Options controlling how structure files are read (shared by the data sub-verbs)."""
     g = parser.add_argument_group("reading")
     g.add_argument("--format", default=None, help="file format (default: from the file name); e.g. cif, vasp, extxyz, db, lammps-data, lammps-dump-text")
-    g.add_argument("--species", type=_species, default=None, metavar="MAP", help="LAMMPS type -> element, e.g. '1=Si,2=O' or 'Si,O'")
+    g.add_argument("--species", type=_species, default=None, metavar="MAP",
+                   help="LAMMPS/GSD type number -> element, e.g. '1=Si,2=O' or 'Si,O'; 'types': types as point "
+                   "particles (atomic number = type number, noted in the warnings)")
     g.add_argument("--atom-style", default=None, help="LAMMPS data atom_style (default: from the file's Atoms section comment)")
     g.add_argument("--units", default=None, help="LAMMPS units (default: metal)")
+    g.add_argument(
+        "--disorder", choices=["refuse", "majority", "order"], default="refuse",
+        help="CIF sites with partial occupancy: refuse (default), take the majority species, or order them "
+        "on a bounded supercell (lowest Ewald energy); every change is listed in the structure's warnings",
+    )
+    g.add_argument(
+        "--merge-tolerance", type=float, default=0.01, metavar="A",
+        help="CIF: merge same-species symmetry images closer than A Angstrom (default 0.01)",
+    )
+    g.add_argument(
+        "--formula-mismatch", choices=["refuse", "warn"], default="refuse",
+        help="CIF: what to do when the atoms read do not match the file's declared formula (default refuse)",
+    )
+    g.add_argument(
+        "--cif-reader", choices=["auto", "pymatgen", "ase"], default="auto",
+        help="CIF: take this parser's reading when pymatgen and ASE disagree (default: refuse the file)",
+    )  # fmt: skip
 
 
 def read_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,6 +126,10 @@ def read_options(args: argparse.Namespace) -> dict[str, Any]:
         "species": args.species,
         "atom_style": args.atom_style,
         "units": args.units,
+        "disorder": getattr(args, "disorder", "refuse"),
+        "merge_tolerance": getattr(args, "merge_tolerance", 0.01),
+        "formula": getattr(args, "formula_mismatch", "refuse"),
+        "cif_reader": getattr(args, "cif_reader", "auto"),
     }
 
 
@@ -121,18 +151,30 @@ def _register_import(sub) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from ..data import import_structures
-    from ..errors import StructureError
+    from pathlib import Path
 
+    from ..data import import_structures
+    from ..errors import EmptyInputError, StructureError
+    from ._paths import input_sources, output_file
+
+    out = output_file(args.out)  # a store goes only into an existing folder
+    sources = input_sources(args.sources)  # a named folder without structure files is an error
+    existed = out.exists()
     opts = read_options(args)
     try:
-        report = import_structures(
-            args.sources, args.out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts
-        )
+        report = import_structures(sources, out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts)
     except StructureError as err:
-        print(f"atomssl data import: error: {err}", file=sys.stderr)
-        print(f"nothing was written to {args.out} (use --skip-bad to skip bad entries)", file=sys.stderr)
+        print(f"atomssl data import: error: {err}; nothing was written to {args.out} (use --skip-bad to skip bad entries)",
+              file=sys.stderr)
         return 1
+    if report.n_written == 0:  # empty inputs are an error, not an empty store
+        bad = f": every entry was bad ({report.n_bad} skipped; first: {report.errors[0]})" if report.n_bad else ""
+        if not existed:
+            Path(out).unlink(missing_ok=True)
+            raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; nothing was written to {args.out}")
+        if args.append:
+            raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; {args.out} is unchanged")
+        raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; {args.out} was replaced by an empty store")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
@@ -142,24 +184,29 @@ def _register_info(sub) -> None:
     p = sub.add_parser(
         "info",
         help="list the structures in files/folders and whether they are usable",
-        description="One line (or JSON object) per structure: source, index, formula, n_atoms, error. "
+        description="One line (or JSON object) per structure: source, index, formula, n_atoms, error, "
+        "warnings (what the reader changed or doubted; status 'ok*' in the table). "
         "Exit code 0 when every structure is fine, 1 otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders or stores")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {source, index, formula, n_atoms, error}")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {source, index, formula, n_atoms, error, warnings}")
     add_read_options(p)
     p.set_defaults(func=_cmd_info)
 
 
 def info_entries(paths, **options: Any) -> list[dict[str, Any]]:
-    """One dict per structure (or per unreadable file, with ``index`` None) of ``paths``."""
+    """One dict per structure (or per unreadable file, with ``index`` None) of ``paths``:
+    ``source``, ``index``, ``formula``, ``n_atoms``, ``error`` (None when usable) and
+    ``warnings`` (list of strings: what the reader changed or doubted)."""
     from ..data import iter_entries
     from ..errors import StructureError
 
     out = []
     for entry in iter_entries(paths, validate=False, **options):
         if isinstance(entry, StructureError):
-            out.append({"source": entry.source, "index": entry.index, "formula": None, "n_atoms": None, "error": str(entry)})
+            out.append(
+                {"source": entry.source, "index": entry.index, "formula": None, "n_atoms": None, "error": str(entry), "warnings": []}
+            )
             continue
         try:
             entry.validate()
@@ -167,19 +214,36 @@ def info_entries(paths, **options: Any) -> list[dict[str, Any]]:
         except StructureError as err:
             error = str(err)
         out.append(
-            {"source": entry.source, "index": entry.index, "formula": entry.formula, "n_atoms": entry.n_atoms, "error": error}
+            {
+                "source": entry.source,
+                "index": entry.index,
+                "formula": entry.formula,
+                "n_atoms": entry.n_atoms,
+                "error": error,
+                "warnings": [str(w) for w in entry.warnings],
+            }
         )
     return out
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    entries = info_entries(args.paths, **read_options(args))
+    from ..errors import EmptyInputError
+    from ._paths import input_sources
+
+    paths = input_sources(args.paths)  # a named folder without structure files is an error
+    entries = info_entries(paths, **read_options(args))
+    if not entries:
+        raise EmptyInputError(f"no structures in {', '.join(paths)}")
     n_bad = sum(e["error"] is not None for e in entries)
     if args.json:
         print(json.dumps(entries, indent=2))
     else:
         _print_table(entries)
         print(f"{len(entries) - n_bad} fine, {n_bad} with errors")
+    if n_bad:  # the report is on stdout; stderr says, in one line, that it is not all fine
+        first = next(e["error"] for e in entries if e["error"] is not None)
+        more = f" (and {n_bad - 1} more)" if n_bad > 1 else ""
+        print(f"atomssl data info: error: {n_bad} of {len(entries)} entries unusable: {first}{more}", file=sys.stderr)
     return 1 if n_bad else 0
 
 
@@ -187,10 +251,12 @@ def _print_table(entries: list[dict[str, Any]]) -> None:
     def cell(v: Any) -> str:
         return "-" if v is None else str(v)
 
-    rows = [
-        [cell(e["source"]), cell(e["index"]), cell(e["formula"]), cell(e["n_atoms"]), "ok" if e["error"] is None else "ERROR"]
-        for e in entries
-    ]
+    def status(e: dict[str, Any]) -> str:
+        if e["error"] is not None:
+            return "ERROR"
+        return "ok*" if e.get("warnings") else "ok"  # '*': read with warnings (listed below it)
+
+    rows = [[cell(e["source"]), cell(e["index"]), cell(e["formula"]), cell(e["n_atoms"]), status(e)] for e in entries]
     head = ["source", "index", "formula", "n_atoms", "status"]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
@@ -198,6 +264,8 @@ def _print_table(entries: list[dict[str, Any]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         if e["error"] is not None:
             print(f"    {e['error']}")
+        for w in e.get("warnings") or []:
+            print(f"    warning: {w}")
 
 
 # ---------------------------------------------------------------------- graph
@@ -224,6 +292,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     from ..data import read
     from ..graph import knn_graph, radius_graph
     from ..utils import atomic_save_npz
+    from ._paths import output_file
+
+    output_file(args.out)  # before reading: an output goes only into an existing folder
 
     if args.cutoff is None and args.k is None:
         print("atomssl data graph: error: give --cutoff R and/or --k K", file=sys.stderr)

@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate import CrystallisationConfig, SimulationError, crystallise
     from ..utils import dump_config, load_config
 
+    if args.out:
+        from ._paths import output_file
+
+        output_file(args.out)  # the trajectory goes only into an existing folder
     cfg_dict = load_config(args.config, {}, args.overrides)
     try:
         cfg = CrystallisationConfig.from_dict(cfg_dict)

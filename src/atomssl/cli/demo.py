@@ -49,6 +49,9 @@ def _main(args: argparse.Namespace) -> int:
         from ..errors import ConfigError
 
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    from ._paths import run_folder
+
+    run_folder(args.out)  # before any work: created only inside an existing folder
     summary = run_demo(out=args.out, limit=args.limit, cutoff=args.cutoff, progress=not args.no_progress)
     if not args.skip_transfer:
         run_transfer(

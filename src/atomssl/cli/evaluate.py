@@ -59,11 +59,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..utils import load_config
+    from ._paths import check_checkpoint, output_file, run_folder
 
     overrides = list(args.overrides)
     if args.target not in TARGETS:
         raise ConfigError(f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}")
+    if args.target == "embedding-map" and args.out:
+        output_file(args.out)  # the map (.png) goes only into an existing folder
+    else:
+        run_folder(args.out)  # before any work: created only inside an existing folder
     config = load_config(args.config, overrides=overrides)
+    check_checkpoint(args.checkpoint or (config.get("backbone") or {}).get("checkpoint"))
     progress = not args.no_progress
     if args.target == "matbench_dielectric":
         from ..train import evaluate_matbench

@@ -43,7 +43,10 @@ def shortcuts(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ..train import finetune
     from ..utils import load_config
+    from ._paths import check_checkpoint, run_folder
 
+    run_folder(args.out)  # before any work: created only inside an existing folder
     config = load_config(args.config, overrides=list(args.overrides) + shortcuts(args))
+    check_checkpoint((config.get("backbone") or {}).get("checkpoint"))  # before a run folder exists
     finetune(config, run_dir=args.out, progress=not args.no_progress)
     return 0

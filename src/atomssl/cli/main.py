@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a wrapped library message may span several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except AtomsslError as exc:
         if args.verbose:
             raise
-        print(f"atomssl {args.verb}: error: {exc}", file=sys.stderr)
+        verb = " ".join(str(v) for v in (args.verb, getattr(args, "data_verb", None) or getattr(args, "action", None)) if v)
+        print(f"atomssl {verb}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -61,8 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from ..motif import _workflow as W
     from ..utils import load_config
 
+    from ._paths import run_folder
+
+    run_folder(args.out)  # before any work: created only inside an existing folder
     overrides = list(args.overrides)
     if getattr(args, "cells", None):
+        from ..motif._simulate import read_cells
+
+        read_cells(args.cells)  # a missing or bad file: its one-line error before a run folder exists
         overrides.append(f"data.cells={args.cells}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")

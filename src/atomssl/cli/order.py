@@ -39,7 +39,8 @@ def register(subparsers) -> None:
                         "(reference) or all but 1%% of the particles of the first --liquid-frames frames (liquid)")
     p.add_argument("--liquid-frames", type=int, default=5, help="frames assumed liquid for --threshold liquid")
     p.add_argument("--format", default=None, help="trajectory format (default from the file name)")
-    p.add_argument("--species", default=None, help="LAMMPS dump types, e.g. '1=Ar' (order treats all alike)")
+    p.add_argument("--species", default=None, help="LAMMPS/GSD types, e.g. '1=Ar' or 'types' (point particles; "
+                   "order treats all alike)")
     p.add_argument("--names", default=None, help="liquid: comma-separated names of the trajectories")
     p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
     p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
@@ -70,23 +71,30 @@ def _backbone(args):
 
 
 def _device(name: str) -> str:
-    import torch
+    from ._paths import check_device
 
-    from ..errors import ConfigError
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: torch sees no CUDA device on this machine")
-    return name
+    return check_device(name)
 
 
 def _out(args, name: str) -> Path:
     from ..utils import make_run_dir
 
     return Path(args.out) if args.out else make_run_dir("runs", f"order-{name}")
+
+
+def _first_frame(path: str, options: dict) -> None:
+    """Read (and check) the first frame of a trajectory before any work: an unreadable, empty or
+    garbled file fails in a moment with its one-line error, and no output folder is made."""
+    from ..data import read
+
+    read(path, index=0, **options)
+
+
+def _check_out(args) -> None:
+    """Before any work: a named output folder is created only inside an existing folder."""
+    from ._paths import run_folder
+
+    run_folder(args.out)
 
 
 def _say(args, msg: str) -> None:
@@ -114,6 +122,7 @@ def _analyse(args) -> int:
         raise ConfigError(f"atomssl order takes one trajectory; got extra arguments {args.inputs}")
     if not Path(args.target).exists():
         raise MissingFileError("no such file", args.target)
+    _check_out(args)
     backbone = _backbone(args)
     out = _out(args, "analysis")
     options = {}
@@ -122,7 +131,13 @@ def _analyse(args) -> int:
     if args.species:
         from .data import _species
 
-        options["species"] = _species(args.species)
+        try:
+            options["species"] = _species(args.species)
+        except argparse.ArgumentTypeError as exc:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--species {args.species!r}: {exc}") from None
+    _first_frame(args.target, options)
     summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
                                  threshold=args.threshold, liquid_frames=args.liquid_frames,
                                  progress=(None if args.quiet else lambda n, m: print(f"\r{n} frames ({m})", end="", flush=True)),
@@ -145,6 +160,10 @@ def _pretrain(args) -> int:
     defaults = {"backbone": dict(DEFAULT_BACKBONE), "tasks": list(DEFAULT_TASKS), "steps": 300, "batch": 128,
                 "lr": 2e-3, "seed": 0, "per_crystal": 2000, "trajectories": [], "frames_per_trajectory": 5}
     cfg = load_config(args.config, defaults, args.inputs)
+    if args.out:
+        from ._paths import output_file
+
+        output_file(args.out)  # the checkpoint file; its folder holds the config and history too
     clouds = [reference_clouds(per_crystal=cfg["per_crystal"], seed=cfg["seed"]).clouds]
     from ..data import iter_structures
 
@@ -183,6 +202,13 @@ def _liquid(args) -> int:
 
     if len(args.inputs) < 2:
         raise ConfigError("atomssl order liquid needs at least two trajectories")
+    from ..errors import MissingFileError
+
+    for t in args.inputs:
+        if not Path(t).exists():
+            raise MissingFileError("no such file", t)
+        _first_frame(t, {})
+    _check_out(args)
     backbone = _backbone(args)
     out = _out(args, "liquid")
     names = args.names.split(",") if args.names else None
@@ -199,6 +225,7 @@ def _transfer(args) -> int:
     from ..order import transfer
 
     device = _device(args.device)  # before the checkpoint: a bad device fails in a second
+    _check_out(args)
     backbone = _backbone(args)
     out = _out(args, "transfer")
     splits = ("held_out", "training") if args.split == "both" else (args.split,)

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..utils import load_config
     from ..train import load_run_config, pretrain
+    from ._paths import check_checkpoint, run_folder
 
     overrides = list(args.overrides) + _shortcuts(args)
     if args.resume:
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.config:
         raise ConfigError("give --config FILE.yaml (or --resume RUN_DIR)")
+    run_folder(args.out)  # before any work: created only inside an existing folder
     config = load_config(args.config, overrides=overrides)
+    check_checkpoint((config.get("backbone") or {}).get("checkpoint"))
     pretrain(config, run_dir=args.out, resume=False, progress=not args.no_progress)
     return 0

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
             "Corrupt STRUCTURE (mask species, add sigma x d_min Gaussian noise) and repair it with a "
             "mask_denoise-pretrained generator (or a GAN-refined one). Writes OUT/corrupted.extxyz "
             "(masked atoms as X), OUT/repaired.extxyz and OUT/repaired.cif, and prints validity and accuracy. "
+            "A STRUCTURE with masked sites (X, e.g. a corrupted.extxyz) is repaired as it is: the species of "
+            "exactly its X sites are predicted, positions kept (--denoise: also move atoms by the predicted "
+            "noise); --mask/--sigma/--seed do not apply. "
             "Example: atomssl reconstruct NaCl.cif --mask species --sigma 0.1 --checkpoint runs/gan/checkpoints/generator.pt"
         ),
     )
@@ -32,6 +35,9 @@ def register(subparsers) -> None:
                    help="SMACT oxidation-state set for --decode valid (default smact14, as CDVAE)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index", type=int, default=0, help="which structure of a multi-structure file (default 0)")
+    p.add_argument("--denoise", action="store_true",
+                   help="for a STRUCTURE with masked (X) sites: also move every atom by minus the predicted noise "
+                        "(default: positions kept as given)")
     p.add_argument("--out", "-o", default="reconstruction", help="output folder (default ./reconstruction)")
     p.set_defaults(func=run)
 
@@ -60,13 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.sigma >= 0:
         raise ConfigError(f"--sigma must be >= 0, got {args.sigma}")
-    structures = read(args.structure)
+    from ._paths import run_folder
+
+    run_folder(args.out)  # before any work: the output folder is created only inside an existing one
+    structures = read(args.structure, allow_masked=True)  # X sites: the species to predict
     if not isinstance(structures, list):
         structures = [structures]
     if not 0 <= args.index < len(structures):
         raise ConfigError(f"{args.structure}: --index {args.index} out of range ({len(structures)} structure(s))")
     structure = structures[args.index]
     gen = Generator.from_checkpoint(args.checkpoint)
+    if (structure.numbers == 0).any():
+        return _repair_masked(gen, structure, args)
+    if args.denoise:
+        raise ConfigError("--denoise applies to a structure with masked (X) sites; this one has none")
     rec = reconstruct(gen, [structure], args.mask, args.sigma, seed=args.seed, steps=args.steps,
                       decoding=args.decode, oxidation_states=args.oxidation_states)[0]
     out = Path(args.out)
@@ -87,6 +100,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair_masked(gen, structure, args: argparse.Namespace) -> int:
+    """Repair a user's structure whose unknown sites are ``X``: predict the species of exactly
+    those sites (no further masking or noise); positions are kept unless ``--denoise``."""
+    import numpy as np
+    from ase.data import chemical_symbols
+    from ase.io import write
+
+    from ..generate import composition_validity, repair, structure_validity
+
+    masked = np.flatnonzero(structure.numbers == 0)
+    if len(masked) == structure.n_atoms:
+        # nothing left to condition on: the generator would guess from positions alone
+        print(f"note: every site of {structure.where()} is masked (X)")
+    (repaired, probs), = repair(gen, [structure], steps=args.steps, decoding=args.decode,
+                                oxidation_states=args.oxidation_states)
+    if not args.denoise:
+        repaired = repaired.copy(positions=structure.positions.copy())
+    repaired = repaired.copy(warnings=list(structure.warnings) + [
+        f"species of masked site(s) {masked.tolist()} predicted by {Path(args.checkpoint).name}"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write(out / "repaired.extxyz", repaired.to_ase())
+    write(out / "repaired.cif", repaired.wrapped().to_ase())
+    print(f"input      {structure.formula} from {structure.where()}: {len(masked)} of {structure.n_atoms} sites masked (X)")
+    choice = ", ".join(f"{int(i)}: {chemical_symbols[int(repaired.numbers[i])]} (p={probs[k, repaired.numbers[i] - 1]:.2f})"
+                       for k, i in enumerate(masked))
+    moved = "atoms moved by the predicted noise" if args.denoise else "positions as given"
+    print(f"repaired   {repaired.formula} ({moved}); predicted species of site(s) {choice}")
+    print(f"validity   structure {structure_validity(repaired)}, composition (smact14) "
+          f"{composition_validity(repaired, 'smact14')}, (icsd24) {composition_validity(repaired, 'icsd24')}")
+    print(f"wrote {out / 'repaired.extxyz'}, {out / 'repaired.cif'}")
+    return 0
+
+
 def _rmsd(rec, which: str) -> float:
     import numpy as np
 
@@ -100,7 +147,12 @@ def run_gan(args: argparse.Namespace) -> int:
     from ..generate import gan
     from ..utils import load_config
 
+    from ._paths import check_checkpoint, run_folder
+
+    run_folder(args.out)
     config = load_config(args.config, None, args.overrides)
+    for part in ("generator", "discriminator"):  # before a run folder exists
+        check_checkpoint((config.get(part) or {}).get("checkpoint"))
     summary = gan(config, run_dir=args.out, progress=not args.no_progress)
     print(json.dumps({k: summary[k] for k in ("steps", "structures", "seconds", "classifier_final_accuracy",
                                               "generator_checkpoint")}, indent=1))

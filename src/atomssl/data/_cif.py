@@ -131,9 +131,39 @@ def _reduced(c: Counter) -> Counter:
 _FORMULA_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 
 
-def declared_formula(block) -> tuple[Counter | None, float | None]:
-    """The formula a CIF block declares (element -> amount per formula unit) and its Z."""
+_BLOCK_START = re.compile(r"^data_(\S*)", re.IGNORECASE | re.MULTILINE)
+_FORMULA_SUM = re.compile(r"^[ \t]*_chemical_formula_sum[ \t]+(?:'([^'\r\n]*)'|\"([^\"\r\n]*)\"|([^'\"\s][^\r\n]*?))[ \t\r]*$", re.IGNORECASE | re.MULTILINE)
+
+
+def raw_formula_sums(text: str) -> dict[str, list[str]]:
+    """Every non-empty ``_chemical_formula_sum`` of each block, as written in the file.
+
+    Why not the parsers' tags: some databases (AMCSD) write the tag twice, the second time
+    empty, and both parsers keep only the last value, which would silently skip the check.
+    """
+    starts = list(_BLOCK_START.finditer(text))
+    out: dict[str, list[str]] = {}
+    for k, m in enumerate(starts):
+        chunk = text[m.end() : starts[k + 1].start() if k + 1 < len(starts) else len(text)]
+        values = [next(g for g in f.groups() if g is not None).strip() for f in _FORMULA_SUM.finditer(chunk)]
+        out[m.group(1).lower()] = [v for v in values if v and v not in ("?", ".")]
+    return out
+
+
+def declared_formula(block, raw: list[str] | None = None) -> tuple[Counter | None, float | None]:
+    """The formula a CIF block declares (element -> amount per formula unit) and its Z.
+
+    ``raw``: the block's formula values as written (:func:`raw_formula_sums`); two that differ
+    raise ``ValueError``.
+    """
     text = block.get("_chemical_formula_sum")
+    values = list(dict.fromkeys(raw or []))
+    if len(values) > 1:
+        parsed = [declared_formula({"_chemical_formula_sum": v})[0] for v in values]
+        if any(p is None or not _same_composition(_reduced(p), _reduced(parsed[0])) for p in parsed):
+            raise ValueError(f"the file declares different formulas: {' / '.join(repr(v) for v in values)}")
+    if values and (not isinstance(text, str) or not text.strip() or text.strip() in ("?", ".")):
+        text = values[0]
     if not isinstance(text, str) or not text.strip() or text.strip() in ("?", "."):
         return None, None
     amounts: Counter = Counter()
@@ -172,10 +202,8 @@ def _formula_problem(struct, declared: Counter | None, z: float | None) -> str |
         if all(abs(v / z - round(v / z)) < 1e-6 for v in declared.values()):
             allowed.append(per_unit)
         if not any(abs(n - m) <= 0.02 * m + 1e-6 for m in allowed):
-            return (
-                f"{n:g} atoms read but the declared formula ({want}) with Z = {z:g} makes {z * per_unit:g} "
-                "(wrong site multiplicities?)"
-            )
+            makes = " or ".join(f"{m:g}" for m in allowed)
+            return f"{n:g} atoms read but the declared formula ({want}) with Z = {z:g} makes {makes} (wrong site multiplicities?)"
     return None
 
 
@@ -416,6 +444,7 @@ def read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry
         pmg_blocks = {k: b for k, b in pmg_blocks.items() if "_atom_site_label" in b.data or "_atom_site_type_symbol" in b.data}
     except Exception as exc:
         pmg_blocks, pmg_error = {}, _short(exc)
+    raw = raw_formula_sums(text)
     names = list(ase_blocks) if ase_error is None else list(pmg_blocks)
     if not names:
         if ase_error or pmg_error:
@@ -423,7 +452,8 @@ def read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry
         raise UnreadableFileError("no data block with atom sites in the CIF", source)
     for i, name in enumerate(names):
         pmg = pmg_blocks.get(name)
-        entry = _read_block(ase_blocks.get(name), None if pmg is None else str(pmg), _tags(ase_blocks.get(name), pmg), opts, source, i, name, ase_error, len(names))
+        tags = _tags(ase_blocks.get(name), pmg)
+        entry = _read_block(ase_blocks.get(name), None if pmg is None else str(pmg), tags, raw.get(name), opts, source, i, name, ase_error, len(names))
         if isinstance(entry, StructureError) and entry.index is None:
             raise entry
         yield i, entry
@@ -436,8 +466,13 @@ def _tags(ase_block, pmg_block) -> dict[str, Any]:
     return {k.lower(): v for k, v in pmg_block.data.items()}
 
 
-def _read_block(block, pmg_text: str | None, tags: dict[str, Any], opts: CifOptions, source: str, i: int, name: str, ase_error: str | None, n_blocks: int = 1) -> Structure | StructureError:
-    declared, z = declared_formula(tags)
+def _read_block(block, pmg_text: str | None, tags: dict[str, Any], raw: list[str] | None, opts: CifOptions, source: str, i: int, name: str, ase_error: str | None, n_blocks: int = 1) -> Structure | StructureError:
+    try:
+        declared, z = declared_formula(tags, raw)
+    except ValueError as exc:
+        if opts.formula == "refuse":
+            return UnreadableFileError(str(exc), source, i)
+        declared, z = None, None
     group = next((tags[k] for k in ("_symmetry_space_group_name_h-m", "_space_group_name_h-m_alt") if k in tags), None)
     number = next((tags[k] for k in ("_space_group_it_number", "_symmetry_int_tables_number", "_space_group.it_number") if k in tags), None)
     symmetry_named = not (

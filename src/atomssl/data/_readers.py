@@ -54,6 +54,7 @@ EXTENSIONS: dict[str, str] = {
     ".lammpsdata": "lammps-data",
     ".lammpstrj": "lammps-dump-text",
     ".dump": "lammps-dump-text",
+    ".gsd": "gsd",  # HOOMD-blue, read by the gsd package (_gsd.py)
 }
 # File-name prefix -> format, for names without a known suffix (VASP and LAMMPS conventions).
 PREFIXES: dict[str, str] = {
@@ -153,15 +154,35 @@ def _wrap(exc: BaseException, source: str, index: int | None = None, what: str =
 Entry = tuple[int, Union[Structure, StructureError]]
 
 
+#: ``species=`` value (CLI ``--species types``) taking LAMMPS/GSD particle types as point
+#: particles: atomic number = type number (1, 2, ...), recorded in each structure's ``warnings``.
+POINT_PARTICLES = "types"
+
+
+def _is_point_particles(species: Any) -> bool:
+    return isinstance(species, str) and species.strip().lower() == POINT_PARTICLES
+
+
 def _species_lookup(species: Mapping[int, Any] | Sequence[Any] | None) -> dict[int, int] | None:
     """Normalise a LAMMPS type -> element mapping ({1: "Si"}, {1: 14} or ["Si", "O"])."""
     if species is None:
         return None
     from ase.data import atomic_numbers
 
+    if isinstance(species, str):
+        raise UnknownElementError(
+            f"species={species!r}: give a type -> element mapping ({{1: 'Si'}}), a list of elements in type order, "
+            f"or {POINT_PARTICLES!r} (types as point particles)"
+        )
     items = species.items() if isinstance(species, Mapping) else enumerate(species, start=1)
     out: dict[int, int] = {}
     for t, el in items:
+        try:
+            t = int(t)
+        except (TypeError, ValueError):
+            raise UnknownElementError(
+                f"species mapping: {t!r} is not a type number (LAMMPS types are numbered 1, 2, ...)"
+            ) from None
         if isinstance(el, str):
             if el not in atomic_numbers or el == "X":
                 raise UnknownElementError(f"species mapping: {el!r} is not a chemical element symbol")
@@ -171,34 +192,11 @@ def _species_lookup(species: Mapping[int, Any] | Sequence[Any] | None) -> dict[i
     return out
 
 
-def _read_cif(path: Path, source: str) -> Iterator[Entry]:
-    from pymatgen.core.periodic_table import DummySpecies
-    from pymatgen.io.cif import CifParser
+def _read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry]:
+    # pymatgen and ASE cross-checked against each other and the declared formula (see _cif.py)
+    from ._cif import read_cif
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            structures = CifParser(str(path)).parse_structures(primitive=False, on_error="raise")
-        except Exception as exc:  # pymatgen raises a zoo of types on garbled CIFs
-            notes = [str(w.message) for w in caught if "not a valid Element" in str(w.message)]
-            if notes:
-                raise UnknownElementError(notes[0], source) from None
-            raise _wrap(exc, source, what="could not parse as cif") from None
-    for w in caught:  # pymatgen's formula check: a CIF cut inside its atom loop still parses
-        msg = " ".join(str(w.message).split())
-        if msg.startswith(("Incorrect stoichiometry", "Missing elements")):
-            log.warning("%s: the atoms do not match the declared formula (truncated file?): %s", source, msg)
-    if not structures:
-        raise UnreadableFileError("no structure found in the CIF", source)
-    for i, struct in enumerate(structures):
-        dummies = sorted({sp.symbol for site in struct for sp in site.species if isinstance(sp, DummySpecies)})
-        if dummies:
-            yield i, UnknownElementError(f"{', '.join(dummies)} is not a chemical element", source, i)
-            continue
-        try:
-            yield i, Structure.from_pymatgen(struct, source=source, index=i)
-        except Exception as exc:  # DisorderError and friends
-            yield i, _wrap(exc, source, i, "could not convert")
+    yield from read_cif(path, source, options)
 
 
 def _read_json(path: Path, source: str) -> Iterator[Entry]:
@@ -236,6 +234,12 @@ def _ase_db_labels(row) -> tuple[dict[str, Any], str]:
         if row.get(key) is not None:
             labels.setdefault(key, float(row[key]))
     return labels, str(row.get("unique_id", "") or row.id)
+
+
+def _ase_db_warnings(row) -> list[str]:
+    """The reader warnings a :class:`StructureStore` row keeps (``data["atomssl"]["warnings"]``)."""
+    meta = row.data.get("atomssl") if row.get("data") else None
+    return [str(w) for w in meta.get("warnings") or []] if isinstance(meta, dict) else []
 
 
 def select_rows(db, start: int = 0, stop: int | None = None, chunk: int = 1000):
@@ -299,6 +303,7 @@ def _read_ase_db(path: Path, source: str, kind: str = "db", start: int = 0, stop
                 labels, ident = _ase_db_labels(row)
                 structure = Structure.from_ase(row.toatoms(), source=source, index=i, id=ident)
                 structure.labels = labels
+                structure.warnings = _ase_db_warnings(row)
                 yield i, structure
             except Exception as exc:
                 yield i, _wrap(exc, source, i, "could not convert row")
@@ -348,25 +353,149 @@ def _lammps_dump_counts(path: Path) -> list[int]:
     return counts
 
 
+# ---- LAMMPS species: elements from species=, type labels or masses; else refused or recorded
+#: A LAMMPS mass names an element when within this many amu of its standard atomic weight
+#: (so masses rounded to integers, 28 for Si or 64 for Cu, still name their element).
+LAMMPS_MASS_TOLERANCE = 0.5
+_LAMMPS_WAYS_OUT = (
+    "pass species= mapping types to elements (CLI --species 1=Si,2=O) or species='types' (CLI --species types) "
+    "to take the types as point particles (atomic number = type number, recorded in each structure's warnings)"
+)
+_LAMMPS_POINT_NOTE = (
+    "LAMMPS atom types taken as point particles (species='types'): atomic number = type number "
+    "(type 1 -> H, 2 -> He, ...), not elements"
+)
+_LAMMPS_DUMP_TYPES_NOTE = (
+    "the dump has no element or mass column and no species= mapping was given: LAMMPS atom types taken as "
+    "atomic numbers (type 1 -> H, 2 -> He, ...), not elements"
+)
+
+
+class _TypeAsZ(dict):
+    """``Z_of_type`` for ASE's LAMMPS data reader: every type number is its own atomic number."""
+
+    def __missing__(self, key: Any) -> int:
+        return int(key)
+
+
+def _lammps_data_type_info(path: Path) -> tuple[dict[int, float], dict[int, str]]:
+    """The ``Masses`` and ``Atom Type Labels`` sections of a LAMMPS data file (type -> mass, label)."""
+    from ase.io.formats import open_with_compression
+
+    masses: dict[int, float] = {}
+    labels: dict[int, str] = {}
+    section = None
+    with open_with_compression(str(path), "r") as fh:
+        next(fh, None)  # the title line
+        for line in fh:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if line[0].isalpha():  # section headers are the only lines starting with a letter
+                section = " ".join(line.split())
+                continue
+            fields = line.split()
+            if len(fields) < 2 or section not in ("Masses", "Atom Type Labels"):
+                continue
+            try:
+                if section == "Masses":
+                    masses[int(fields[0])] = float(fields[1])
+                else:
+                    labels[int(fields[0])] = fields[1]
+            except ValueError:
+                continue  # ASE's parser reports it
+    return masses, labels
+
+
+def _lammps_data_elements(path: Path, source: str, units: str) -> tuple[dict[int, int], list[str]]:
+    """Type -> atomic number of a LAMMPS data file without ``species=``, and the notes to record.
+
+    From ``Atom Type Labels`` when they all name elements, else from ``Masses``: a mass names
+    the element whose standard atomic weight is within :data:`LAMMPS_MASS_TOLERANCE` amu,
+    unless another element is about as close. Anything else is refused: ASE would silently
+    read a file without masses as H, He, ... and take any mass for the nearest element.
+    """
+    from ase.calculators.lammps import convert
+    from ase.data import atomic_masses, atomic_numbers, chemical_symbols
+
+    masses, labels = _lammps_data_type_info(path)
+    if labels and all(v in atomic_numbers and v != "X" for v in labels.values()):
+        return {t: atomic_numbers[v] for t, v in labels.items()}, []
+    if not masses:
+        raise UnknownElementError(
+            "the file has no Masses section (nor Atom Type Labels naming elements), so the elements of its atom "
+            f"types are unknown; {_LAMMPS_WAYS_OUT}",
+            source,
+        )
+    ref = np.asarray(atomic_masses[1:], dtype=float)  # index k: atomic number k + 1
+    z_of_type: dict[int, int] = {}
+    inexact: list[str] = []
+    for t, mass in sorted(masses.items()):
+        m = float(convert(mass, "mass", units, "ASE"))
+        d = np.abs(ref - m)
+        first, second = (int(k) for k in np.argsort(d)[:2])
+        near = f"{chemical_symbols[first + 1]} {ref[first]:.4g}"
+        if not d[first] <= LAMMPS_MASS_TOLERANCE:
+            raise UnknownElementError(
+                f"atom type {t} has mass {mass:g} ({units} units), which is no element's within "
+                f"{LAMMPS_MASS_TOLERANCE} amu (nearest: {near}); {_LAMMPS_WAYS_OUT}",
+                source,
+            )
+        if d[second] <= LAMMPS_MASS_TOLERANCE and d[second] < 2 * d[first]:
+            raise UnknownElementError(
+                f"atom type {t} has mass {mass:g} ({units} units), which could be {near} or "
+                f"{chemical_symbols[second + 1]} {ref[second]:.4g}; {_LAMMPS_WAYS_OUT}",
+                source,
+            )
+        z_of_type[t] = first + 1
+        if d[first] > 0.01:
+            inexact.append(f"type {t} (mass {mass:g}) as {near}")
+    notes = [f"LAMMPS masses matched to elements only approximately: {', '.join(inexact)}"] if inexact else []
+    return z_of_type, notes
+
+
+def _noted(structure: Structure, notes: list[str]) -> Structure:
+    structure.warnings.extend(notes)
+    return structure
+
+
 def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Iterator[Entry]:
     import ase.io
 
     kwargs: dict[str, Any] = {}
-    z_of_type = _species_lookup(options.get("species"))
+    notes: list[str] = []  # recorded in every structure's warnings
+    refusal: StructureError | None = None  # LAMMPS data: elements unknown
+    point = _is_point_particles(options.get("species"))
+    z_of_type = None if point else _species_lookup(options.get("species"))
     if fmt == "lammps-data":
-        if z_of_type:
-            kwargs["Z_of_type"] = z_of_type
         if options.get("atom_style"):
             kwargs["atom_style"] = options["atom_style"]
         kwargs["units"] = options.get("units") or "metal"
+        if point:
+            kwargs["Z_of_type"] = _TypeAsZ({1: 1})
+            notes.append(_LAMMPS_POINT_NOTE)
+        elif z_of_type:
+            kwargs["Z_of_type"] = z_of_type
+        else:
+            # raised once ASE has parsed the first frame: a garbled file gets ASE's own reason
+            try:
+                kwargs["Z_of_type"], notes = _lammps_data_elements(path, source, kwargs["units"])
+            except Exception as exc:
+                refusal = _wrap(exc, source, what="could not parse as lammps-data")
     elif fmt == "lammps-dump-text":
-        if z_of_type:
+        if point:
+            if _lammps_dump_has_species(path):
+                log.warning("%s: species='types' ignored: the dump names elements (element or mass column)", source)
+            else:
+                notes.append(_LAMMPS_POINT_NOTE)
+        elif z_of_type:
             from ase.data import chemical_symbols
 
             n_types = max(z_of_type)
             kwargs["specorder"] = [chemical_symbols[z_of_type.get(t, 0)] for t in range(1, n_types + 1)]
         elif not _lammps_dump_has_species(path):
             log.warning("%s: no element/mass column and no species= mapping: LAMMPS types taken as atomic numbers", source)
+            notes.append(_LAMMPS_DUMP_TYPES_NOTE)
         kwargs["units"] = options.get("units") or "metal"
     frames = ase.io.iread(str(path), index=":", format=fmt, do_not_split_by_at_sign=True, **kwargs)
     declared: list[int] | None = None  # LAMMPS dump: atom count of each frame, read on first use
@@ -383,10 +512,18 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
                     source,
                     i if i else None,
                 ) from None
+            missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+            z_map = kwargs.get("Z_of_type") if fmt == "lammps-data" and not point and not z_of_type else None
+            if z_map is not None and isinstance(missing, (int, np.integer)) and missing not in z_map:
+                raise UnknownElementError(
+                    f"atom type {missing} has no entry in the Masses section (or Atom Type Labels); {_LAMMPS_WAYS_OUT}", source
+                ) from None
             raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}") from None
         except Exception as exc:
             # A garbled file: name the frame when earlier frames were fine.
             raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}" + (f" at frame {i}" if i else "")) from None
+        if refusal is not None:
+            raise refusal
         if fmt == "lammps-dump-text":
             if declared is None:
                 declared = _lammps_dump_counts(path)
@@ -397,7 +534,7 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
                 i += 1
                 continue
         try:
-            yield i, Structure.from_ase(atoms, source=source, index=i)
+            yield i, _noted(Structure.from_ase(atoms, source=source, index=i), notes)
         except Exception as exc:
             yield i, _wrap(exc, source, i, "could not convert")
         i += 1
@@ -415,7 +552,7 @@ def _is_empty(path: Path) -> bool:
 def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, Any], start: int = 0, stop: int | None = None) -> Iterator[Entry]:
     """All frames of one file as (index, Structure | per-frame error); raises file-level errors.
 
-    ``start``/``stop`` are hints (only the database reader uses them to skip rows).
+    ``start``/``stop`` are hints (the database and GSD readers use ``start`` to skip frames).
     """
     p = Path(path)
     source = str(path)
@@ -435,11 +572,15 @@ def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, A
             )
     try:
         if fmt == "cif":
-            yield from _read_cif(p, source)
+            yield from _read_cif(p, source, options)
         elif fmt == "json":
             yield from _read_json(p, source)
         elif fmt == "db":
             yield from _read_ase_db(p, source, "db", start, stop)
+        elif fmt == "gsd":
+            from ._gsd import read_gsd
+
+            yield from read_gsd(p, source, options, start)
         else:
             yield from _read_ase(p, source, fmt, options)
     except StructureError as err:
@@ -474,11 +615,33 @@ def _select(path: str | os.PathLike, format: str | None, index: Index, options: 
             n = i + 1
         held = f"only {n}" if n else f"fewer than {idx + 1}"
         raise FrameIndexError(f"frame {idx} requested but the file holds {held} frame(s)", source)
+    if isinstance(idx, int):  # negative: only the last -idx frames are kept (bounded memory)
+        from collections import deque
+
+        last: deque = deque(maxlen=-idx)
+        n = 0
+        for _, entry in _iter_file(path, format, options):
+            last.append(entry)
+            n += 1
+        if n < -idx:
+            raise FrameIndexError(f"frame {idx} requested but the file holds {n} frame(s)", source)
+        return [last[0]]
+    first, stop, step = idx.start, idx.stop, idx.step
+    if (first is None or first >= 0) and stop is not None and stop >= 0 and (step is None or step > 0):
+        # a forward slice: stop reading at `stop` instead of reading the whole trajectory
+        first, step = first or 0, step or 1
+        out: list[Structure | StructureError] = []
+        if stop <= first:
+            return out
+        for i, entry in _iter_file(path, format, options, start=first, stop=stop):
+            if i >= stop:
+                break
+            if i >= first and (i - first) % step == 0:
+                out.append(entry)
+            if i >= stop - 1:
+                break  # before the reader parses the next frame
+        return out
     entries = [entry for _, entry in _iter_file(path, format, options)]
-    if isinstance(idx, int):
-        if not -len(entries) <= idx < len(entries):
-            raise FrameIndexError(f"frame {idx} requested but the file holds {len(entries)} frame(s)", source)
-        return [entries[idx]]
     return entries[idx]
 
 
@@ -488,28 +651,56 @@ def read(
     format: str | None = None,
     validate: bool = True,
     *,
-    species: Mapping[int, Any] | Sequence[Any] | None = None,
+    species: Mapping[Any, Any] | Sequence[Any] | str | None = None,
     atom_style: str | None = None,
     units: str | None = None,
+    disorder: str = "refuse",
+    merge_tolerance: float = 0.01,
+    formula: str = "refuse",
+    cif_reader: str = "auto",
+    allow_masked: bool = False,
 ) -> list[Structure]:
     """Read the structures in ``path``: all frames (``index=None``), one (``int``) or a slice.
 
     ``format`` overrides detection from the name: ``cif``, ``vasp`` (POSCAR/CONTCAR), ``extxyz``
     (also plain xyz), ``db`` (ASE database, also an atomssl :class:`StructureStore`), ``traj``,
     ``json`` (pymatgen), ``lammps-data`` (``atom_style=``, ``species={1: "Si"}``; without
-    ``species`` ASE guesses elements from the Masses section), ``lammps-dump-text``
-    (``species=`` maps types when the dump has no element column), or any ASE format name.
+    ``species`` elements come from Atom Type Labels or the Masses section, each mass within
+    :data:`LAMMPS_MASS_TOLERANCE` amu of one element, and a file without either is refused),
+    ``lammps-dump-text`` (``species=`` maps types when the dump has no element column; without
+    it types are taken as atomic numbers, noted in ``warnings``), ``gsd`` (HOOMD-blue; type
+    names that are element symbols, else ``species={1: "Ar"}`` or ``{"A": "Ar"}``; see
+    :mod:`atomssl.data._gsd`), or any ASE format name. ``species="types"`` takes LAMMPS/GSD
+    types as point particles (atomic number = type number), noted in each structure's ``warnings``.
     Each returned :class:`Structure` has ``source`` (the path) and ``index`` (frame number).
+
+    CIFs are read by pymatgen and ASE and cross-checked (:mod:`atomssl.data._cif`): a result
+    must have its space group applied and match the formula the file declares (``formula=
+    "warn"`` accepts a mismatch with a warning); when both readers succeed but disagree, the file
+    is refused unless ``cif_reader="pymatgen"`` or ``"ase"`` picks one. Same-species sites closer
+    than ``merge_tolerance`` Angstrom (symmetry images of one site) are merged. Partially
+    occupied sites: ``disorder="refuse"`` (default), ``"majority"`` (most occupied species per
+    site, vacancy-dominated sites dropped) or ``"order"`` (lowest-Ewald ordering on a bounded
+    supercell). What a reader changed is listed in each structure's ``warnings``.
+    Masked sites (``X``, Z = 0) are refused unless ``allow_masked`` (``atomssl reconstruct``).
 
     Raises a :class:`StructureError` subclass naming the file, frame and reason; with
     ``validate`` each structure is also checked (:meth:`Structure.validate`).
     """
-    options = {"species": species, "atom_style": atom_style, "units": units}
+    options = {
+        "species": species,
+        "atom_style": atom_style,
+        "units": units,
+        "disorder": disorder,
+        "merge_tolerance": merge_tolerance,
+        "formula": formula,
+        "cif_reader": cif_reader,
+    }
     out: list[Structure] = []
     for entry in _select(path, format, index, options):
         if isinstance(entry, StructureError):
             raise entry
-        out.append(entry.validate() if validate else entry)
+        out.append(entry.validate(allow_masked=allow_masked) if validate else entry)
     return out
 
 

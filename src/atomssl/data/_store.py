@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingFileError, StructureError, UnreadableFileError
-from ._readers import _ase_db_labels, _check_ase_sqlite, expand_sources, iter_entries, open_ase_db_readonly, select_rows
+from ..utils._io import keep_file_mode
+from ._readers import _ase_db_labels, _ase_db_warnings, _check_ase_sqlite, expand_sources, iter_entries, open_ase_db_readonly, select_rows
 from ._structure import Structure
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class StructureStore(Sequence):
             ident = meta["source"] + (f"@{meta['index']}" if meta.get("index") is not None else "")
         s = Structure.from_ase(row.toatoms(), source=str(self.path), index=index, id=ident)
         s.labels = labels
+        s.warnings = _ase_db_warnings(row)
         return s
 
     def __getitem__(self, i):
@@ -186,6 +188,8 @@ class StructureStore(Sequence):
                     "source": s.source,
                     "index": s.index,
                 }
+                if s.warnings:  # what the reader changed or doubted stays with the row
+                    meta["warnings"] = [str(w) for w in s.warnings]
                 db.write(_plain_atoms(s), key_value_pairs=_key_value_pairs(s.labels), data={_META: meta})
                 n += 1
         self._ids = None
@@ -202,16 +206,23 @@ def _plain_atoms(s: Structure):
 # ---------------------------------------------------------------------- bulk import
 @dataclass
 class ImportReport:
-    """What :func:`import_structures` did: counts and every skipped entry with its reason."""
+    """What :func:`import_structures` did: counts, every skipped entry with its reason, and every
+    structure written with reader warnings (``warned``: ``(source, index, warnings)``)."""
 
     out: Path
     n_written: int = 0
     n_sources: int = 0
     errors: list[StructureError] = field(default_factory=list)
+    warned: list[tuple[str | None, int | None, list[str]]] = field(default_factory=list)
 
     @property
     def n_bad(self) -> int:
         return len(self.errors)
+
+    @property
+    def n_warned(self) -> int:
+        """Structures written whose reader changed or doubted something (see ``warned``)."""
+        return len(self.warned)
 
     @property
     def reasons(self) -> Counter:
@@ -224,6 +235,11 @@ class ImportReport:
             kinds = ", ".join(f"{n} {kind}" for kind, n in self.reasons.most_common())
             lines.append(f"skipped {self.n_bad} bad entr{'y' if self.n_bad == 1 else 'ies'} ({kinds}):")
             lines.extend(f"  {err}" for err in self.errors)
+        if self.warned:
+            lines.append(f"{self.n_warned} structure(s) written with warnings:")
+            for source, index, warnings in self.warned:
+                where = (source or "<structure>") + (f" [index {index}]" if index is not None else "")
+                lines.extend(f"  {where}: warning: {w}" for w in warnings)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,18 +250,35 @@ class ImportReport:
             "n_bad": self.n_bad,
             "reasons": dict(self.reasons),
             "errors": [{"source": e.source, "index": e.index, "kind": e.kind, "reason": e.reason} for e in self.errors],
+            "n_warned": self.n_warned,
+            "warned": [{"source": src, "index": idx, "warnings": list(w)} for src, idx, w in self.warned],
         }
 
 
 _HOST = socket.gethostname().replace(".", "_") or "host"
 
 
+# What SQLite may leave beside a database file: its rollback journal, or WAL and shared memory.
+_SQLITE_SIBLINGS = ("", "-journal", "-wal", "-shm")
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """Delete a temporary store and whatever SQLite left beside it."""
+    for suffix in _SQLITE_SIBLINGS:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{tmp}{suffix}").unlink()
+
+
 def _remove_stale_temporaries(out: Path) -> list[Path]:
     """Delete temporary stores left beside ``out`` by imports on this host whose process is gone
-    (a killed ``data import``); temporaries of live processes or other hosts are left alone."""
+    (a killed ``data import``), with their SQLite journal/WAL/SHM files (also a journal whose
+    temporary store is already gone); files of live processes or other hosts are left alone."""
     removed = []
-    for tmp in out.parent.glob(f".{glob.escape(out.name)}.{glob.escape(_HOST)}.*.tmp.db"):
-        pid = tmp.name[len(f".{out.name}.{_HOST}.") :].split(".", 1)[0]
+    prefix = f".{out.name}.{_HOST}."
+    for tmp in sorted(out.parent.glob(f"{glob.escape(prefix)}*.tmp.db*")):
+        if not any(tmp.name.endswith(".tmp.db" + suffix) for suffix in _SQLITE_SIBLINGS):
+            continue
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -293,7 +326,7 @@ def import_structures(
     try:
         if append and out.exists():
             _check_ase_sqlite(out, str(out))
-            shutil.copyfile(out, tmp)
+            shutil.copyfile(out, tmp)  # contents only: the mode is set below
         else:
             tmp.unlink()  # let ASE create a fresh database
         store = StructureStore(tmp, mode="a")
@@ -311,6 +344,8 @@ def import_structures(
                             raise entry
                         report.errors.append(entry)
                         continue
+                    if entry.warnings:
+                        report.warned.append((entry.source, entry.index, [str(w) for w in entry.warnings]))
                     yield entry
                 if bar is not None:
                     bar.update(1)
@@ -321,9 +356,9 @@ def import_structures(
             store.close()
             if bar is not None:
                 bar.close()
+        keep_file_mode(tmp, out)  # the mode of the store replaced (not mkstemp's 0600)
         os.replace(tmp, out)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _remove_temporary(tmp)
         raise
     return report

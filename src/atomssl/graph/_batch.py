@@ -77,8 +77,9 @@ def _data(structure: Structure, nl: NeighborList, labels: Sequence[str], dtype: 
     n = structure.n_atoms
     fields = {
         "z": torch.from_numpy(structure.numbers.copy()),
-        "pos": torch.from_numpy(structure.positions).to(dtype, copy=True),
-        "cell": torch.from_numpy(structure.cell).to(dtype, copy=True).unsqueeze(0),
+        # torch.tensor copies (from_numpy warns on a read-only array, e.g. a cell from some readers)
+        "pos": torch.tensor(structure.positions, dtype=dtype),
+        "cell": torch.tensor(structure.cell, dtype=dtype).unsqueeze(0),
         "pbc": torch.from_numpy(structure.pbc.copy()).unsqueeze(0),
         "edge_index": torch.from_numpy(np.stack([nl.src, nl.dst])),
         "shift": torch.from_numpy(nl.shift).to(dtype),

@@ -227,12 +227,7 @@ def write_cells(structures: list[Structure], path: str | os.PathLike) -> Path:
 
 def read_cells(path: str | os.PathLike) -> list[Structure]:
     """Read cells written by :func:`write_cells` (or any extxyz) as :class:`Structure` records."""
-    import ase.io
+    from ..data import read
 
-    from ..errors import MissingFileError
-
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError("no such file", str(path))
-    return [Structure.from_ase(a, source=str(path), index=i) for i, a in enumerate(ase.io.read(path, ":"))]
+    return read(path, validate=False)  # a missing or bad file: one StructureError naming it (and the frame)
 

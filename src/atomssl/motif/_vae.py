@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..utils import atomic_torch_save
+from ..utils._torchfile import safe_torch_load
 from ._environments import GramNormalizer, augment_permutations, triangle_to_gram
 
 log = logging.getLogger(__name__)
@@ -220,14 +221,13 @@ def save_vae(model: GramVAE, path, extra: dict | None = None) -> Path:
 
 def load_vae(path) -> GramVAE:
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or pickled objects
-        raise CheckpointError(f"{path}: cannot load checkpoint safely ({exc.__class__.__name__}: {exc})") from exc
+    payload = safe_torch_load(path, map_location="cpu")  # one-line CheckpointError on a bad file
     if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not a motif VAE checkpoint (kind={payload.get('kind') if isinstance(payload, dict) else None!r})")
+        if isinstance(payload, dict) and payload.get("format") == "atomssl-checkpoint":
+            what = "an atomssl backbone checkpoint; give one made by 'atomssl motif train'"
+        else:
+            what = f"kind={payload.get('kind') if isinstance(payload, dict) else None!r}"
+        raise CheckpointError(f"{path}: not a motif VAE checkpoint ({what})")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint version {payload.get('version')}")
     cfg = dict(payload["model_config"])

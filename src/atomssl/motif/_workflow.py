@@ -88,13 +88,14 @@ def write_motifs(path, coords, info=None) -> Path:
 
 def read_motifs(path) -> np.ndarray:
     """Motifs written by :func:`write_motifs` (centre first) as neighbour vectors (n, k, 3)."""
-    import ase.io
+    from ..data import read
+    from ..errors import StructureError
 
-    from ..errors import MissingFileError
-
-    if not Path(path).exists():
-        raise MissingFileError("no such file", str(path))
-    frames = ase.io.read(path, ":")
+    frames = read(path, validate=False)  # a missing or bad file: one StructureError naming it (and the frame)
+    sizes = sorted({f.n_atoms for f in frames})
+    if len(sizes) != 1 or sizes[0] < 2:
+        raise StructureError(f"motifs must all hold a centre and the same number (>= 1) of neighbours; got frames of "
+                             f"{', '.join(map(str, sizes))} atom(s)", str(path))
     return np.stack([f.positions[1:] - f.positions[0] for f in frames])
 
 
@@ -187,10 +188,11 @@ def _plot_history(history, path):
 
 
 def _checkpoint_config(checkpoint, cfg: dict | None) -> dict:
-    import torch
+    from ..utils._torchfile import safe_torch_load
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    stored = payload.get("extra", {}).get("config") or {}
+    payload = safe_torch_load(checkpoint, map_location="cpu")
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    stored = (extra.get("config") if isinstance(extra, dict) else None) or {}
     from ..utils._config import _merge
     import copy
 

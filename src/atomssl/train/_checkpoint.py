@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
 from ..errors import CheckpointError
 from ..utils import atomic_torch_save
+from ..utils._torchfile import safe_torch_load
 
 FORMAT = "atomssl-checkpoint"
 VERSION = 1
@@ -84,20 +84,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     pickled objects (refused, never executed), or is not an atomssl checkpoint of a known version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "Unsupported" in line or "GLOBAL" in line), first[0] if first else "")
-        raise CheckpointError(
-            f"{path}: refused: the file holds pickled Python objects, not only tensors and plain data ({detail.strip()})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable or corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = safe_torch_load(path, map_location=map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an atomssl checkpoint (no 'format': {FORMAT!r} entry)")
+        raise CheckpointError(f"{path}: not an atomssl checkpoint ({_what_it_is(obj)}; no 'format': {FORMAT!r} entry)")
     if obj.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; this atomssl reads {VERSION}")
     for key in ("backbone", "backbone_config"):
@@ -105,6 +94,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
     obj["backbone_config"] = _upgrade_backbone_config(obj["backbone_config"])
     return obj
+
+
+def _what_it_is(obj: Any) -> str:
+    """A few words on what a torch file that is not an atomssl checkpoint holds."""
+    if not isinstance(obj, dict):
+        return f"it holds a {type(obj).__name__}"
+    kind = obj.get("kind")
+    if isinstance(kind, str):
+        return f"it is a {kind!r} checkpoint"
+    keys = ", ".join(repr(k) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+    return f"a dict with keys {keys}" if obj else "an empty dict"
 
 
 def _upgrade_backbone_config(config: Any) -> Any:

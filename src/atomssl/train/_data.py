@@ -139,6 +139,35 @@ def load_structures(cfg: dict[str, Any]) -> Sequence[Structure]:
     return out
 
 
+def read_warnings(structures: Sequence[Structure], limit: int = 1000) -> dict[str, Any]:
+    """What the readers changed or doubted in ``structures`` (``Structure.warnings``), for a run's
+    record: ``{"structures_with_warnings": n, "warnings": [{"structure", "warnings"}, ...]}``.
+    Lazily read stores are not scanned (their rows keep their own warnings)."""
+    if not isinstance(structures, list):
+        parts = getattr(structures, "parts", None)
+        if parts is None or not all(isinstance(p, list) for p in parts):
+            return {"structures_with_warnings": None, "warnings": [], "note": "lazily read store: see its rows"}
+        structures = [s for p in parts for s in p]
+    warned = [s for s in structures if s.warnings]
+    return {
+        "structures_with_warnings": len(warned),
+        "warnings": [{"structure": s.where(), "warnings": list(s.warnings)} for s in warned[:limit]],
+    }
+
+
+def record_read_warnings(structures: Sequence[Structure], run_dir: Path) -> int | None:
+    """Write ``RUN/read_warnings.json`` when any structure was read with warnings; returns the count."""
+    from ..utils import write_json
+
+    record = read_warnings(structures)
+    n = record["structures_with_warnings"]
+    if n:
+        write_json(Path(run_dir) / "read_warnings.json", record)
+        first = record["warnings"][0]
+        log.warning("%d structure(s) were read with warnings (listed in %s), first: %s: %s", n, Path(run_dir) / "read_warnings.json", first["structure"], first["warnings"][0])
+    return n
+
+
 # ------------------------------------------------------------------------------------- graphs
 _GRAPH_CACHE: OrderedDict[str, list] = OrderedDict()
 _CACHE_SIZE = 2
@@ -234,6 +263,7 @@ class PretrainDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         structures = load_structures(self.cfg)
+        self.structures = structures
         lazy = not self.cfg["in_memory"] and not isinstance(structures, list)
         if lazy:
             dataset = GraphDataset(structures, self.graph_spec)

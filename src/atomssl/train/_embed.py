@@ -3,7 +3,12 @@
 Output arrays (``.npz``, written atomically):
 ``structure`` (n_structures, embedding_dim) in input order (float32, or float64 when computed so); ``atom`` (n_atoms_total, node_dim);
 ``atom_index`` (n_atoms_total,) the structure row of each atom row (atoms keep their input order);
-``ids`` and ``sources`` name each structure.
+``ids`` and ``sources`` name each structure row: ``ids`` is the structure's own id when it has one
+and no other row shares it (a database row's ``unique_id``, an extxyz ``id=``, a CIF data block
+name), else ``SOURCE@INDEX`` (``SOURCE`` for a file holding one structure; ``#ROW`` for an
+in-memory structure with neither); ``sources`` is
+``SOURCE@INDEX``. ``skipped`` lists the inputs left out with ``skip_bad`` (``SOURCE [index I]:
+KIND: REASON``, one string each), so every row of the output stays traceable to its input.
 
 Large structures are processed in chunks, exactly (the same numbers as one forward pass up to
 float round-off), once a batch has more than ``max_edges_per_chunk`` bonds (default
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 
 from ..data import Structure
-from ..errors import CheckpointError
+from ..errors import CheckpointError, EmptyInputError, StructureError
 from ..graph import collate, to_graph
 from ..utils import atomic_save_npz
 from ._checkpoint import load_backbone
@@ -104,16 +110,35 @@ def embed_structures(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
+    skip_bad: bool = False,
+    errors: list[StructureError] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``backbone`` (eval mode) on ``structures`` and collect graph and node embeddings.
 
     ``max_edges_per_chunk``: bonds above which a batch is cut and a structure embedded in
-    chunks (see the module docstring; ``None`` or 0: never)."""
+    chunks (see the module docstring; ``None`` or 0: never). ``structures`` may hold
+    :class:`StructureError` entries (as :func:`atomssl.data.iter_entries` yields them): the first
+    bad entry (or one whose graph cannot be built) raises, unless ``skip_bad``: then it is left
+    out, appended to ``errors`` (when given) and listed in the ``skipped`` array.
+    Raises :class:`EmptyInputError` when no structure is left to embed."""
     backbone = backbone.to(device=device, dtype=dtype).eval()
     spec = backbone.graph_spec
     limit = int(max_edges_per_chunk) if max_edges_per_chunk else None
     halo = limit is not None and hasattr(backbone, "receptive_hops") and hasattr(backbone, "graph_from_nodes")
-    graph_rows, atom_rows, ids, sources = [], [], [], []
+    graph_rows, atom_rows, rows, skipped = [], [], [], []
+    frames: dict[str, int] = {}  # source -> frames seen in it (good or bad): one frame -> id is the source
+
+    def seen(source: str | None, index: int | None) -> None:
+        if source and index is not None:
+            frames[source] = max(frames.get(source, 0), index + 1)
+
+    def bad(err: StructureError) -> None:
+        seen(err.source, err.index)
+        if not skip_bad:
+            raise err
+        skipped.append(err)
+        if errors is not None:
+            errors.append(err)
     pending: list = []
 
     def keep(graph: torch.Tensor, node: torch.Tensor) -> None:
@@ -133,11 +158,18 @@ def embed_structures(
     try:
         pending_edges = 0
         for s in structures:
+            if isinstance(s, StructureError):
+                bad(s)
+                continue
             s = Structure.coerce(s)
-            graph = to_graph(s, dtype=dtype, **spec)  # validates: a bad input raises, naming it
+            seen(s.source, s.index)
+            try:
+                graph = to_graph(s, dtype=dtype, **spec)  # validates: a bad input raises, naming it
+            except StructureError as err:
+                bad(err.located(s.source or None, s.index))
+                continue
             counts.append(s.n_atoms)
-            ids.append(s.id or "")
-            sources.append(f"{s.source}" + (f"@{s.index}" if s.index is not None else "") if s.source else "")
+            rows.append((s.id or "", s.source or "", s.index))
             n_edges = graph.edge_index.shape[1]
             if halo and n_edges > limit:
                 flush()
@@ -156,14 +188,28 @@ def embed_structures(
         if hasattr(backbone, "edge_chunk"):
             backbone.edge_chunk = saved_chunk
     if not counts:
-        raise ValueError("no structures to embed")
+        if skipped:
+            raise EmptyInputError(f"no structures to embed: all {len(skipped)} input entr{'y was' if len(skipped) == 1 else 'ies were'} bad and skipped")
+        raise EmptyInputError("no structures to embed")
     out_dtype = np.float64 if dtype == torch.float64 else np.float32
+    ids, sources = [], []
+    n_own = Counter(own for own, _, _ in rows if own)
+    for row, (own, source, index) in enumerate(rows):
+        where = f"{source}@{index}" if source and index is not None else source
+        sources.append(where)
+        if own and n_own[own] == 1:
+            ids.append(own)
+        elif source:
+            ids.append(source if index == 0 and frames.get(source) == 1 else where)
+        else:
+            ids.append(f"#{row}" if index is None else f"#{index}")
     return {
         "structure": np.concatenate(graph_rows).astype(out_dtype),
         "atom": np.concatenate(atom_rows).astype(out_dtype),
         "atom_index": np.repeat(np.arange(len(counts)), counts).astype(np.int64),
         "ids": np.array(ids, dtype=str),
         "sources": np.array(sources, dtype=str),
+        "skipped": np.array([str(e) for e in skipped], dtype=str),
     }
 
 
@@ -175,11 +221,19 @@ def embed_files(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
+    skip_bad: bool = False,
+    errors: list[StructureError] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Embed every structure of ``paths`` (files, folders, stores) and write ``out`` (.npz)."""
-    from ..data import iter_structures
+    """Embed every structure of ``paths`` (files, folders, stores) and write ``out`` (.npz).
+
+    Without ``skip_bad`` the first bad entry raises its :class:`StructureError` and nothing is
+    written; with it, bad entries are left out, appended to ``errors`` and listed in ``skipped``.
+    """
+    from ..data import iter_entries
 
     backbone = load_backbone(resolve_checkpoint(checkpoint), map_location="cpu")
-    arrays = embed_structures(iter_structures(list(paths)), backbone, batch_size, dtype, device, max_edges_per_chunk)
+    arrays = embed_structures(
+        iter_entries(list(paths)), backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad=skip_bad, errors=errors
+    )
     atomic_save_npz(out, **arrays)
     return arrays

@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "data": {
         "sources": ["matbench_dielectric"],
         "limit": None,
-        "label": "n",  # label name: a built-in dataset's label, an ASE db key, or a column of `labels`
+        "label": None,  # label name: a built-in dataset's label, an ASE db key, or a column of `labels` (None: the only one there is)
         "labels": None,  # CSV/JSON file with (file or id, label) rows; relative paths also tried next to the first source
         "val_fraction": 0.1,
         "test_fraction": 0.1,
@@ -166,47 +166,145 @@ def _structure_keys(s) -> list[str]:
     return keys
 
 
-def read_labels_file(path: str | os.PathLike, label: str | None) -> dict[str, Any]:
+_KEY_NAMES = ("file", "id", "name", "structure", "filename", "path")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _label_value(value: Any, numeric: bool, where: str, column: str) -> Any:
+    """``value`` as a float when ``numeric`` (refused, naming ``where``, when it is not a finite number)."""
+    if not numeric:
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {column!r} is {value!r}, not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: {column!r} is {value!r}, not a finite number")
+    return number
+
+
+def _pick_label(label: str | None, columns: list[str], key_column: str | None, what: str, available: str) -> str:
+    """The value column: ``label`` when it is one of ``columns`` (refused otherwise, naming the
+    available ones); without ``label``, the only value column there is (and say so)."""
+    values = [c for c in columns if c != key_column]
+    if label is not None:
+        if label not in columns:
+            raise ConfigError(f"label {label!r} not found in {what}; available {available}: {', '.join(map(str, columns)) or 'none'}")
+        if label == key_column:
+            raise ConfigError(f"label {label!r} is the key column of {what}; name a value column: {', '.join(values) or 'none'}")
+        return label
+    if len(values) != 1:
+        raise ConfigError(
+            f"{what} has {len(values)} value columns ({', '.join(values) or 'none'}): name the one to learn with data.label"
+        )
+    log.info("labels: column %r of %s (its only value column; name another with data.label)", values[0], what)
+    return values[0]
+
+
+def read_labels_file(path: str | os.PathLike, label: str | None, *, numeric: bool = False) -> dict[str, Any]:
     """``{file-or-id: value}`` from a CSV (header; key column ``file``/``id``/``name``/``structure``
-    or the first one; value column ``label`` or the second one) or a JSON file (a mapping
-    ``{key: value}``, ``{key: {label: value}}``, or a list of records)."""
+    or the first one; value column ``label``, or the only other column when ``label`` is None) or a
+    JSON file (a mapping ``{key: value}``, ``{key: {label: value}}``, or a list of records).
+
+    Refused with a :class:`ConfigError`: a ``label`` that is not a column (naming the columns
+    there are), several value columns and no ``label``, a key given twice, a row without a key,
+    and with ``numeric`` a value that is not a finite number (naming its line or record).
+    Rows with an empty value are left out (those structures are unlabelled).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: labels file not found")
-    key_names = ("file", "id", "name", "structure", "filename", "path")
     try:
         if path.suffix.lower() == ".json":
-            obj = json.loads(path.read_text())
-            if isinstance(obj, dict):
-                rows = [{"key": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in obj.items()]
-            elif isinstance(obj, list):
-                rows = []
-                for rec in obj:
-                    if not isinstance(rec, dict):
-                        raise ValueError("a list of labels must hold records (mappings)")
-                    key = next((rec[k] for k in key_names if k in rec), None)
-                    rows.append({"key": key, **rec})
-            else:
-                raise ValueError("top level must be a mapping or a list of records")
-            out = {}
-            for r in rows:
-                if r.get("key") is None:
-                    raise ValueError(f"record without a key column {key_names}: {r}")
-                value = r.get(label) if label is not None and label in r else r.get("value")
-                if value is None:
-                    raise ValueError(f"record {r['key']!r} has no {label!r} value")
-                out[str(r["key"])] = value
-            return out
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            if len(cols) < 2:
-                raise ValueError(f"need a header with a key and a label column, got {cols}")
-            kcol = next((c for c in cols if c.strip().lower() in key_names), cols[0])
-            vcol = label if label in cols else next(c for c in cols if c != kcol)
-            return {str(r[kcol]).strip(): r[vcol].strip() for r in reader if r.get(vcol, "").strip() != ""}
-    except (ValueError, KeyError, StopIteration, json.JSONDecodeError) as exc:
+            return _read_labels_json(path, label, numeric)
+        return _read_labels_csv(path, label, numeric)
+    except (ValueError, KeyError, UnicodeDecodeError, csv.Error) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"{path}: not a labels table: {exc}") from None
+
+
+def _read_labels_csv(path: Path, label: str | None, numeric: bool) -> dict[str, Any]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        cols = [c.strip() for c in header or []]
+        if len(cols) < 2:
+            raise ConfigError(f"{path}: need a header with a key column and a label column, got {cols}")
+        twice = sorted({c for c in cols if cols.count(c) > 1})
+        if twice:
+            raise ConfigError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header")
+        kcol = next((c for c in cols if c.lower() in _KEY_NAMES), cols[0])
+        vcol = _pick_label(label, cols, kcol, str(path), "columns")
+        k, v = cols.index(kcol), cols.index(vcol)
+        out: dict[str, Any] = {}
+        line_of: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            key = row[k].strip() if k < len(row) else ""
+            if not key:
+                raise ConfigError(f"{path}: line {line} has no {kcol!r}")
+            if key in line_of:
+                raise ConfigError(f"{path}: {kcol} {key!r} appears twice (lines {line_of[key]} and {line})")
+            line_of[key] = line
+            value = row[v].strip() if v < len(row) else ""
+            if value == "":
+                continue  # unlabelled
+            out[key] = _label_value(value, numeric, f"{path}: line {line} ({kcol} {key!r})", vcol)
+    return out
+
+
+def _read_labels_json(path: Path, label: str | None, numeric: bool) -> dict[str, Any]:
+    obj = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_duplicate_keys)
+    if isinstance(obj, dict) and not any(isinstance(v, dict) for v in obj.values()):
+        # {key: value}: the values are the labels (there is no column to check data.label against)
+        return {
+            str(key): _label_value(value, numeric, f"{path}: key {key!r}", label or "value")
+            for key, value in obj.items()
+            if value is not None
+        }
+    if isinstance(obj, dict):
+        bad = next((key for key, value in obj.items() if not isinstance(value, dict)), None)
+        if bad is not None:
+            raise ConfigError(f"{path}: key {bad!r} maps to a {type(obj[bad]).__name__}; the other keys map to records")
+        rows = [(f"key {key!r}", str(key), rec) for key, rec in obj.items()]
+        kcol = None
+    elif isinstance(obj, list):
+        rows = []
+        kcol = None
+        for n, rec in enumerate(obj):
+            if not isinstance(rec, dict):
+                raise ConfigError(f"{path}: record {n} is a {type(rec).__name__}: a list of labels must hold records (mappings)")
+            kcol = next((k for k in _KEY_NAMES if k in rec), None)
+            if kcol is None or rec[kcol] in (None, ""):
+                raise ConfigError(f"{path}: record {n} has no key field ({', '.join(_KEY_NAMES)}): {rec}")
+            rows.append((f"record {n} ({kcol} {rec[kcol]!r})", str(rec[kcol]), {f: x for f, x in rec.items() if f != kcol}))
+    else:
+        raise ConfigError(f"{path}: top level must be a mapping or a list of records, not a {type(obj).__name__}")
+    fields: list[str] = []
+    for _, _, rec in rows:
+        fields += [f for f in rec if f not in fields]
+    vcol = _pick_label(label, fields, None, str(path), "fields")
+    out: dict[str, Any] = {}
+    first: dict[str, str] = {}
+    for where, key, rec in rows:
+        if key in first:
+            raise ConfigError(f"{path}: key {key!r} appears twice ({first[key]} and {where})")
+        first[key] = where
+        if rec.get(vcol) is None:
+            continue  # unlabelled
+        out[key] = _label_value(rec[vcol], numeric, f"{path}: {where}", vcol)
+    return out
 
 
 def _locate_labels(path: str, sources: Sequence[Any]) -> Path:
@@ -222,38 +320,105 @@ def _locate_labels(path: str, sources: Sequence[Any]) -> Path:
     return p
 
 
-def resolve_labels(structures, data_cfg: dict, kind: str) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+def _source_names(data_cfg: dict) -> list[str]:
+    sources = data_cfg.get("sources") or []
+    sources = [sources] if isinstance(sources, (str, dict)) else sources
+    return [str(s.get("name")) if isinstance(s, dict) else str(s) for s in sources]
+
+
+def labels_table(data_cfg: dict, kind: str) -> dict[str, Any] | None:
+    """The ``data.labels`` table as ``{key: value}`` (None without one); read before the
+    structures, so a wrong column or value fails at once."""
+    if not data_cfg.get("labels"):
+        return None
+    sources = data_cfg.get("sources") or []
+    sources = [sources] if isinstance(sources, (str, dict)) else sources
+    path = _locate_labels(str(data_cfg["labels"]), sources)
+    return read_labels_file(path, data_cfg.get("label"), numeric=kind != "classification")
+
+
+def _names(structures, indices, n: int = 5) -> str:
+    shown = []
+    for i in list(indices)[:n]:
+        s = structures[int(i)]
+        shown.append(s.id or (f"{s.source}@{s.index}" if s.source else f"#{int(i)}"))
+    more = len(indices) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def resolve_labels(
+    structures, data_cfg: dict, kind: str, table: dict[str, Any] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     """Targets of ``structures``: ``(values, kept_indices, classes)``.
 
-    From ``data.labels`` (a file) when given, else each structure's ``labels[data.label]``
-    (built-in datasets, ASE db keys, extxyz info). Classification maps labels to indices of
-    the sorted distinct ``classes``. Unlabelled structures raise, or are dropped with
-    ``data.skip_unlabelled``.
+    From ``data.labels`` (a file; ``table`` when already read by :func:`labels_table`) when
+    given, else each structure's ``labels[data.label]`` (built-in datasets, ASE db keys, extxyz
+    info). A ``data.label`` that no table column / no structure carries is refused, naming those
+    there are; without ``data.label`` the only label there is is used (and logged), several are
+    refused. A table whose keys match no structure, or one key that matches several structures,
+    is refused. Classification maps labels to indices of the sorted distinct ``classes``.
+    Unlabelled structures raise, or are dropped with ``data.skip_unlabelled``.
     """
     label = data_cfg.get("label")
-    table = None
-    if data_cfg.get("labels"):
-        sources = data_cfg.get("sources") or []
-        sources = [sources] if isinstance(sources, (str, dict)) else sources
-        table = read_labels_file(_locate_labels(str(data_cfg["labels"]), sources), label)
+    if table is None and data_cfg.get("labels"):
+        table = labels_table(data_cfg, kind)
+    if table is None:
+        counts: dict[str, int] = {}
+        for i in range(len(structures)):
+            for name in structures[i].labels:
+                counts[name] = counts.get(name, 0) + 1
+        what = ", ".join(_source_names(data_cfg)) or "the structures"
+        if not counts:
+            raise ConfigError(
+                f"the structures of {what} carry no labels: give a table of labels with data.labels=FILE (CSV/JSON)"
+            )
+        names = sorted(counts)
+        if label is None:
+            if len(names) != 1:
+                raise ConfigError(
+                    f"the structures of {what} carry {len(names)} labels ({', '.join(names)}): name the one to learn with data.label"
+                )
+            label = names[0]
+            log.info("labels: %r, the only label the structures of %s carry (name another with data.label)", label, what)
+        elif label not in counts:
+            raise ConfigError(
+                f"label {label!r} not found in {what}; available labels: {', '.join(names)}"
+                + ("" if len(set(counts.values())) == 1 else " (not all on every structure)")
+            )
     raw, kept, missing = [], [], []
+    used: dict[str, list[int]] = {}
     for i in range(len(structures)):
         s = structures[i]
         if table is not None:
-            value = next((table[k] for k in _structure_keys(s) if k in table), None)
+            key = next((k for k in _structure_keys(s) if k in table), None)
+            value = None if key is None else table[key]
+            if key is not None:
+                used.setdefault(key, []).append(i)
         else:
-            value = s.labels.get(label) if label is not None else None
+            value = s.labels.get(label)
         if value is None:
             missing.append(i)
             continue
         raw.append(value)
         kept.append(i)
+    if table is not None:
+        if table and not used and len(structures):
+            shown = ", ".join(list(table)[:5])
+            raise ConfigError(
+                f"no structure matches a key of {data_cfg['labels']} (first keys there: {shown}; first structures: "
+                f"{_names(structures, range(len(structures)), 3)}); keys are a structure's id, file name, "
+                "file stem or name@frame"
+            )
+        shared = next(((k, ix) for k, ix in used.items() if len(ix) > 1), None)
+        if shared is not None:
+            raise ConfigError(
+                f"key {shared[0]!r} of {data_cfg['labels']} matches {len(shared[1])} structures "
+                f"({_names(structures, shared[1], 3)}); give each its own row (e.g. name@frame)"
+            )
     if missing and not data_cfg.get("skip_unlabelled"):
-        s = structures[missing[0]]
         where = f"file {data_cfg['labels']}" if table is not None else f"label {label!r}"
-        name = s.id or s.source or f"#{missing[0]}"
         raise ConfigError(
-            f"{len(missing)} structure(s) have no value in {where} (first: {name}); "
+            f"{len(missing)} structure(s) have no value in {where} (first: {_names(structures, missing)}); "
             "set data.skip_unlabelled=true to drop them"
         )
     if not kept:
@@ -264,12 +429,10 @@ def resolve_labels(structures, data_cfg: dict, kind: str) -> tuple[np.ndarray, n
         index = {c: k for k, c in enumerate(classes)}
         values = np.array([index[str(v)] for v in raw], dtype=np.int64)
     else:
-        try:
-            values = np.array([float(v) for v in raw], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"regression labels must be numbers: {exc}") from None
-        if not np.isfinite(values).all():
-            raise ConfigError("regression labels contain NaN or infinity")
+        for v, i in zip(raw, kept):
+            where = _names(structures, [i])
+            _label_value(v, True, where if table is None else f"{data_cfg['labels']} (structure {where})", label or "value")
+        values = np.array([float(v) for v in raw], dtype=np.float64)
     return values, np.asarray(kept, dtype=np.int64), classes
 
 
@@ -691,8 +854,9 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
 
     config = prepare_config(config)
     dcfg = config["data"]
+    table = labels_table(dcfg, config["task"]["name"])  # a wrong label column fails before loading structures
     structures = load_structures({**dcfg, "sources": dcfg["sources"]})
-    values, kept, classes = resolve_labels(structures, dcfg, config["task"]["name"])
+    values, kept, classes = resolve_labels(structures, dcfg, config["task"]["name"], table)
     spec = _graph_spec(config["backbone"])
     key = json.dumps({k: dcfg.get(k) for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
     graphs, ok = build_graphs(structures, spec, bool(dcfg.get("skip_bad", True)), cache_key=key)
@@ -715,13 +879,17 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
     config = prepare_config(config)
     for name in config.get("imports") or []:
         importlib.import_module(name)
+    # data and labels first: a bad source or label column fails before a run folder exists
+    data, classes, structures = load_labelled(config)
     if run_dir is None:
         run_dir = make_run_dir(config["run"].get("root", "runs"), config["run"].get("name", "finetune"))
     else:
         run_dir = make_run_dir(run_dir, exist_ok=True)
     run_dir = Path(run_dir)
     dump_config(config, run_dir / "config.yaml")
-    data, classes, _ = load_labelled(config)
+    from ._data import record_read_warnings
+
+    n_warned = record_read_warnings(structures, run_dir)
     d = config["data"]
     tr, va, te = split_three(len(data), float(d["val_fraction"]), float(d["test_fraction"]), int(config["seed"]))
     if classes is not None:
@@ -741,6 +909,7 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
         "scores": res["scores"],
         "seconds": res["seconds"],
         "run_dir": str(run_dir),
+        "structures_read_with_warnings": n_warned,
     }
     write_json(run_dir / "summary.json", summary)
     table = format_summary(summary)

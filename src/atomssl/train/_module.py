@@ -60,7 +60,12 @@ class PretrainModule(L.LightningModule):
             ck = load_checkpoint(init_from)
             bb_cfg = {**ck["backbone_config"], **{k: v for k, v in bb_cfg.items() if k != "name"}}
             self.backbone = build_backbone(bb_cfg)
-            self.backbone.load_state_dict(ck["backbone"])
+            try:
+                self.backbone.load_state_dict(ck["backbone"])
+            except RuntimeError as exc:
+                from ..errors import CheckpointError
+
+                raise CheckpointError(f"{init_from}: weights do not fit backbone {bb_cfg.get('name')!r}: {exc}") from None
         else:
             self.backbone = build_backbone(bb_cfg)
         tasks_cfg = config.get("tasks") or []

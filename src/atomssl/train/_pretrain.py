@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import Callback
 from ..errors import ConfigError
 from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
 from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
-from ._data import DATA_DEFAULTS, PretrainDataModule
+from ._data import DATA_DEFAULTS, PretrainDataModule, record_read_warnings
 from ._module import OPTIM_DEFAULTS, PretrainModule
 
 log = logging.getLogger(__name__)
@@ -187,14 +187,22 @@ def pretrain(
     config = prepare_config(config)
     _quiet_duplicate_logs()
     _import_plugins(config)
+    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
+    module = PretrainModule(config)
+    datamodule = PretrainDataModule(config["data"], module.backbone.graph_spec, seed=int(config["seed"]))
+    # the data first: a bad source fails with its one-line error before a run folder or a
+    # Trainer (and its banner) exists; Lightning's own call of setup() then finds it done
+    datamodule.setup("fit")
     run_dir = _resolve_run_dir(config, run_dir)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
     zero = not _is_worker()
+    n_warned = None
     if zero:
         for p in _clean_partial_files(ckpt_dir) + _clean_partial_files(run_dir):
             log.info("removed partial file %s left by an interrupted run", p)
         dump_config(config, run_dir / "config.yaml")
+        n_warned = record_read_warnings(datamodule.structures, run_dir)
     ckpt_path = None
     if resume:
         if last.is_file():
@@ -203,9 +211,6 @@ def pretrain(
         else:
             log.info("no checkpoint in %s yet: starting from scratch", ckpt_dir)
 
-    L.seed_everything(int(config["seed"]), workers=True, verbose=False)
-    module = PretrainModule(config)
-    datamodule = PretrainDataModule(config["data"], module.backbone.graph_spec, seed=int(config["seed"]))
     has_val = float(config["data"].get("val_fraction", 0.0)) > 0
     monitor = "val/loss" if has_val else "train/loss_epoch"
     throughput = Throughput()
@@ -216,6 +221,7 @@ def pretrain(
         return {}
     rows = merged_metrics(run_dir)
     summary = summarize(rows, module, config, throughput.per_epoch, ckpt_dir)
+    summary["structures_read_with_warnings"] = n_warned
     write_json(run_dir / "summary.json", summary)
     table = format_table(summary)
     with atomic_write(run_dir / "summary.md", "w") as fh:

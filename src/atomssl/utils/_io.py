@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -16,12 +17,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary sibling of ``path``; on success it atomically replaces ``path``.
 
     A crash (even SIGKILL) leaves either the old file or the new one, never a partial file.
+    The new file keeps the permission bits (and, where allowed, the group) of the file it
+    replaces; a new file gets the usual ``0666 & ~umask``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        keep_file_mode(tmp, path)  # mkstemp creates 0600
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -37,6 +40,22 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def keep_file_mode(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Give ``tmp`` (about to be renamed over ``target``) the permission bits of ``target``, and
+    its group where the owner may set it; when ``target`` does not exist, ``0666 & ~umask``
+    (what ``open()`` would give a new file). mkstemp's 0600 would otherwise make a file shared
+    by a group unreadable to it after every rewrite."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        os.chmod(tmp, 0o666 & ~_umask())
+        return
+    if os.stat(tmp).st_gid != st.st_gid:
+        with contextlib.suppress(OSError):  # not a member of that group: keep ours
+            os.chown(tmp, -1, st.st_gid)
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
 
 
 def atomic_save_npz(path, **arrays) -> None:
