@@ -49,14 +49,6 @@ def _cases() -> list:
         for kind, path in STRUCTURES.items():
             add(verb, kind, make(path), path, known(kind))
 
-    def data_sources(kind):
-        """Training data read through ``train/_data.py``: a source whose every entry is bad is
-        logged ("skipped 1 bad structure(s), first: ...") and then refused in a second line
-        ("data sources [...] hold no structures"). To fix there: raise the first error instead."""
-        if kind in ("text-as-cif", "empty-file", "binary-garbage"):
-            return pytest.mark.xfail(strict=True, reason="train/_data.py: two lines for a source of only bad entries")
-        return ()
-
     # data info / import / graph
     structures("data-info", lambda p: ["data", "info", p])
     structures("data-import", lambda p: ["data", "import", p, "--out", "store.db"])
@@ -74,12 +66,12 @@ def _cases() -> list:
     add("embed", "all-bad-skipped", ["embed", "text.cif", "--skip-bad", "--checkpoint", "model.pt", "--out", "e.npz"], "text.cif")
     # finetune / pretrain: structures through data.sources, the checkpoint through backbone.checkpoint
     ft = ["finetune", "--config", str(CONFIGS / "finetune_dielectric.yaml"), "--no-progress"]
-    structures("finetune", lambda p: [*ft, f"data.sources=[{p}]", "--out", "ft"], data_sources)
+    structures("finetune", lambda p: [*ft, f"data.sources=[{p}]", "--out", "ft"])
     add("finetune", "text-as-pt", [*ft, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "ft"], BAD_CHECKPOINT)
     add("finetune", "text-as-pt-shortcut", [*ft, "--checkpoint", BAD_CHECKPOINT, "--out", "ft"], BAD_CHECKPOINT)
     add("finetune", "out-missing-folder", [*ft, "--out", f"{MISSING_DIR}/ft"], MISSING_DIR)
     pt = ["pretrain", "--config", str(CONFIGS / "pretrain_tiny.yaml"), "--no-progress"]
-    structures("pretrain", lambda p: [*pt, f"data.sources=[{p}]", "--out", "pt"], data_sources)
+    structures("pretrain", lambda p: [*pt, f"data.sources=[{p}]", "--out", "pt"])
     add("pretrain", "text-as-pt", [*pt, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "pt"], BAD_CHECKPOINT)
     add("pretrain", "out-missing-folder", [*pt, "--out", f"{MISSING_DIR}/pt"], MISSING_DIR)
     # order: a trajectory, its checkpoint, its output folder, transfer's device

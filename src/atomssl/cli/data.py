@@ -141,40 +141,40 @@ def _register_import(sub) -> None:
         description="Read structure files and folders into a store (an ASE SQLite database). "
         "Without --skip-bad the first bad entry aborts the import and nothing is written.",
     )
-    p.add_argument("sources", nargs="+", metavar="SRC", help="structure files or folders (searched recursively)")
-    p.add_argument("--out", required=True, metavar="STORE", help="store to write (.db)")
+    p.add_argument("sources", nargs="+", metavar="SRC",
+                   help="structure files or folders (searched recursively), or dataset:NAME[?key=value&...] (a built-in dataset)")
+    p.add_argument("--out", required=True, metavar="STORE",
+                   help="store to write (.db), or a folder: a sharded corpus (.aselmdb shards + manifest.json; resumable)")
     p.add_argument("--skip-bad", action="store_true", help="report bad entries and go on")
     p.add_argument("--append", action="store_true", help="add to an existing store instead of replacing it")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_read_options(p)
+    from ._corpus import add_import_options
+
+    add_import_options(p)  # --shard-size, --workers (sharded corpus)
     p.set_defaults(func=_cmd_import)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..data import import_structures
-    from ..errors import EmptyInputError, StructureError
+    from ..errors import StructureError
+    from ..data._datasets import expand_dataset_sources, is_dataset_source
+    from ._corpus import import_to_folder
     from ._paths import input_sources, output_file
 
+    rc = import_to_folder(args)  # --out FOLDER: a sharded corpus (None: a .db store, below)
+    if rc is not None:
+        return rc
     out = output_file(args.out)  # a store goes only into an existing folder
-    sources = input_sources(args.sources)  # a named folder without structure files is an error
-    existed = out.exists()
+    input_sources([s for s in args.sources if not is_dataset_source(s)])  # a named folder without structure files is an error
+    sources = expand_dataset_sources(args.sources)  # dataset:NAME -> its structures (atomssl.data.load_dataset)
     opts = read_options(args)
-    try:
+    try:  # an import that writes no structure raises EmptyInputError and leaves the store as it was
         report = import_structures(sources, out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts)
     except StructureError as err:
         print(f"atomssl data import: error: {err}; nothing was written to {args.out} (use --skip-bad to skip bad entries)",
               file=sys.stderr)
         return 1
-    if report.n_written == 0:  # empty inputs are an error, not an empty store
-        bad = f": every entry was bad ({report.n_bad} skipped; first: {report.errors[0]})" if report.n_bad else ""
-        if not existed:
-            Path(out).unlink(missing_ok=True)
-            raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; nothing was written to {args.out}")
-        if args.append:
-            raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; {args.out} is unchanged")
-        raise EmptyInputError(f"no structures to import from {', '.join(sources)}{bad}; {args.out} was replaced by an empty store")
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
@@ -191,6 +191,9 @@ def _register_info(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders or stores")
     p.add_argument("--json", action="store_true", help="print a JSON list of {source, index, formula, n_atoms, error, warnings}")
     add_read_options(p)
+    from ._corpus import add_info_options
+
+    add_info_options(p)  # --all, --verify (corpus folders: summary from the manifest)
     p.set_defaults(func=_cmd_info)
 
 
@@ -228,7 +231,12 @@ def info_entries(paths, **options: Any) -> list[dict[str, Any]]:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from ..errors import EmptyInputError
+    from ._corpus import info_corpora
     from ._paths import input_sources
+
+    rc = info_corpora(args, _cmd_info)  # corpus folders: a summary from the manifest (None: none, or --all)
+    if rc is not None:
+        return rc
 
     paths = input_sources(args.paths)  # a named folder without structure files is an error
     entries = info_entries(paths, **read_options(args))

@@ -40,6 +40,9 @@ def register(subparsers) -> None:
         f"blocks of atoms with their receptive-field halo; bounds the memory of huge structures (default "
         f"{DEFAULT_MAX_EDGES_PER_CHUNK}; 0: never)",
     )  # fmt: skip
+    from .data import add_read_options
+
+    add_read_options(p)
     p.set_defaults(func=run)
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError, EmptyInputError
     from ..train import embed_files
     from ._paths import check_device, input_sources, output_file
+    from .data import read_options
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             max_edges_per_chunk=args.max_edges_per_chunk,
             skip_bad=args.skip_bad,
             errors=errors,
+            **read_options(args),
         )
     except EmptyInputError:
         if not errors:

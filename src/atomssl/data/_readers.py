@@ -55,6 +55,7 @@ EXTENSIONS: dict[str, str] = {
     ".lammpstrj": "lammps-dump-text",
     ".dump": "lammps-dump-text",
     ".gsd": "gsd",  # HOOMD-blue, read by the gsd package (_gsd.py)
+    ".aselmdb": "aselmdb",  # ASE-LMDB database (ase-db-backends), e.g. a shard of a corpus (_shards.py)
 }
 # File-name prefix -> format, for names without a known suffix (VASP and LAMMPS conventions).
 PREFIXES: dict[str, str] = {
@@ -77,6 +78,8 @@ ALIASES: dict[str, str] = {
     "lammpstrj": "lammps-dump-text",
     "dump": "lammps-dump-text",
     "pymatgen": "json",
+    "lmdb": "aselmdb",
+    "ase-lmdb": "aselmdb",
 }
 
 
@@ -559,7 +562,12 @@ def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, A
     if not p.exists():
         raise MissingFileError("no such file", source)
     if p.is_dir():
-        raise UnreadableFileError("is a folder, not a file (use iter_structures for folders)", source)
+        from ._shards import ShardedCorpus, is_corpus
+
+        if is_corpus(p):  # a sharded corpus folder: its structures in manifest order
+            yield from ShardedCorpus(p).entries()
+            return
+        raise UnreadableFileError("is a folder, not a file", source)
     if not os.access(p, os.R_OK):
         raise UnreadableFileError("permission denied", source)
     fmt = ALIASES.get(format.lower(), format.lower()) if format else detect_format(p)
@@ -577,6 +585,10 @@ def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, A
             yield from _read_json(p, source)
         elif fmt == "db":
             yield from _read_ase_db(p, source, "db", start, stop)
+        elif fmt == "aselmdb":
+            from ._shards import read_aselmdb
+
+            yield from read_aselmdb(p, source, start, stop)
         elif fmt == "gsd":
             from ._gsd import read_gsd
 
@@ -672,6 +684,7 @@ def read(
     names that are element symbols, else ``species={1: "Ar"}`` or ``{"A": "Ar"}``; see
     :mod:`atomssl.data._gsd`), or any ASE format name. ``species="types"`` takes LAMMPS/GSD
     types as point particles (atomic number = type number), noted in each structure's ``warnings``.
+    ``aselmdb``: an ASE-LMDB database (a shard of a :class:`ShardedCorpus`; a corpus folder reads whole).
     Each returned :class:`Structure` has ``source`` (the path) and ``index`` (frame number).
 
     CIFs are read by pymatgen and ASE and cross-checked (:mod:`atomssl.data._cif`): a result
@@ -716,18 +729,25 @@ def expand_sources(sources: Source | Iterable[Source]) -> list[Any]:
     """Flatten ``sources`` into files and objects; folders become their structure files.
 
     Folders are searched recursively for names with a known format (hidden files skipped),
-    in sorted order. A single path or object may be given instead of a list.
+    in sorted order. A single path or object may be given instead of a list. A folder holding a
+    ``manifest.json`` (a sharded corpus, :class:`ShardedCorpus`) is one source, read in manifest order.
     """
     if _is_path(sources) or not isinstance(sources, Iterable) or _is_structure_like(sources):
         sources = [sources]
+    from ._shards import is_corpus
+
     out: list[Any] = []
     for src in sources:
-        if _is_path(src) and Path(src).is_dir():
+        if _is_path(src) and is_corpus(src):  # a sharded corpus: one source, read in manifest order
+            out.append(src)
+        elif _is_path(src) and Path(src).is_dir():
             for root, dirs, files in os.walk(src):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                corpora = sorted(d for d in dirs if not d.startswith(".") and is_corpus(os.path.join(root, d)))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in corpora)
                 for name in sorted(files):
                     if not name.startswith(".") and format_from_name(name) is not None:
                         out.append(os.path.join(root, name))
+                out.extend(os.path.join(root, d) for d in corpora)
         else:
             out.append(src)
     return out

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingFileError, StructureError, UnreadableFileError
+from ..errors import EmptyInputError, MissingFileError, StructureError, UnreadableFileError
 from ..utils._io import keep_file_mode
 from ._readers import _ase_db_labels, _ase_db_warnings, _check_ase_sqlite, expand_sources, iter_entries, open_ase_db_readonly, select_rows
 from ._structure import Structure
@@ -356,6 +356,11 @@ def import_structures(
             store.close()
             if bar is not None:
                 bar.close()
+        if report.n_written == 0:  # an empty store is never a result: the old one stays as it was
+            what = f"no structures to import from {len(items)} source(s)"
+            if report.n_bad:
+                what += f": every entry was bad ({report.n_bad} skipped; first: {report.errors[0]})"
+            raise EmptyInputError(f"{what}; " + (f"{out} is unchanged" if out.exists() else f"nothing was written to {out}"))
         keep_file_mode(tmp, out)  # the mode of the store replaced (not mkstemp's 0600)
         os.replace(tmp, out)
     except BaseException:

@@ -1,18 +1,30 @@
 """Structures -> graphs -> batches for training.
 
-Graphs are built once per backbone ``graph_spec`` and kept in memory (a small process-wide cache
-lets several runs on the same data share them); large collections stored in an ASE database
-(:class:`atomssl.data.StructureStore`, ``*.db``) can instead be read lazily, one structure at a
-time. Shuffling depends only on ``(seed, epoch)``, so a resumed run sees the same batches as an
-uninterrupted one, on one process or several.
+Two ways to feed a run:
 
-A data source is a dataset name (``atomssl.data.load_dataset``), a file, a folder, a store, or
-``synthetic`` (small rattled, strained crystals built with ASE, for tests and demos); in a config
-each is a string or a mapping ``{name: ..., limit: N, ...options}``.
+* in memory (default for files, folders, datasets and ``synthetic``): graphs are built once per
+  backbone ``graph_spec`` and kept (a small process-wide cache lets several runs on the same data
+  share them);
+* streamed (``data.in_memory: false``, and always for a sharded corpus folder, one holding
+  ``manifest.json``): structures are read lazily from an ASE database store
+  (:class:`atomssl.data.StructureStore`, ``*.db``) or a corpus, and each graph is built when its
+  batch is, in the DataLoader's worker processes (``data.num_workers``). No list of all
+  structures or graphs is made.
+
+Either way the order of epoch ``e`` depends only on ``(seed, e)``, and under DDP each process
+trains on its own exact share of every epoch with the same number of steps as the others
+(:mod:`atomssl.train._sampler`); the training loader's position is saved in checkpoints, so a run
+resumed from a mid-epoch checkpoint continues the epoch without repeating or skipping samples.
+Every graph carries ``sample_id``, its index in the concatenated sources.
+
+A data source is a dataset name (``atomssl.data.load_dataset``), a file, a folder, a store, a
+corpus folder, or ``synthetic`` (small rattled, strained crystals built with ASE, for tests and
+demos); in a config each is a string or a mapping ``{name: ..., limit: N, ...options}``.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import OrderedDict
@@ -23,11 +35,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..data import Structure
 from ..errors import ConfigError, StructureError
 from ..graph import collate, to_graph
+from ._sampler import ResumableLoader, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +50,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.1,
     "batch_size": 16,
     "num_workers": 0,
-    "in_memory": True,  # False: read *.db stores lazily instead of building every graph up front
+    "in_memory": True,  # False: stream (read *.db stores lazily, build graphs in workers); corpus folders always stream
     "skip_bad": True,  # skip (and count) structures that fail validation instead of stopping
 }
 
@@ -84,18 +97,29 @@ def _source_entry(entry: Any) -> tuple[str, dict[str, Any]]:
 
 
 def load_source(entry: Any, skip_bad: bool = True, in_memory: bool = True) -> Sequence[Structure]:
-    """The structures of one data source (see module docstring)."""
+    """The structures of one data source (see module docstring).
+
+    A ``*.db`` store with ``in_memory=False`` and a corpus folder (``manifest.json``, always) come
+    back as lazy sequences, read one structure at a time; ``limit`` then takes a lazy view.
+    """
     from .. import data as atomssl_data
 
     name, opts = _source_entry(entry)
     limit = opts.pop("limit", None)
     if name == "synthetic":
         structures: Sequence[Structure] = synthetic_crystals(**opts)
+    elif Path(name).is_dir() and (Path(name) / "manifest.json").is_file():
+        corpus = getattr(atomssl_data, "ShardedCorpus", None)
+        if corpus is None:
+            raise ConfigError(f"data source {name!r}: a sharded corpus (manifest.json), but this build has no corpus reader")
+        structures = corpus(name, **opts)
     elif Path(name).suffix == ".db" and Path(name).is_file() and not in_memory:
         structures = atomssl_data.StructureStore(name)
     elif Path(name).exists():
         errors: list[StructureError] = []
         structures = list(atomssl_data.iter_structures(name, skip_bad=skip_bad, errors=errors, **opts))
+        if errors and not structures:  # nothing usable: the first reason, not a warning and then "empty"
+            raise errors[0]
         if errors:
             log.warning("%s: skipped %d bad structure(s), first: %s", name, len(errors), errors[0])
     else:
@@ -104,8 +128,34 @@ def load_source(entry: Any, skip_bad: bool = True, in_memory: bool = True) -> Se
             raise ConfigError(f"data source {name!r}: no such file or folder (and no named datasets in this build)")
         structures = loader(name, **opts)
     if limit is not None:
-        structures = structures[: int(limit)] if isinstance(structures, Sequence) else list(structures)[: int(limit)]
+        structures = _head(structures, int(limit))
     return structures
+
+
+def _head(structures: Sequence[Structure], n: int) -> Sequence[Structure]:
+    if isinstance(structures, list):
+        return structures[:n]
+    if isinstance(structures, Sequence):
+        return _Head(structures, n)
+    return list(structures)[:n]
+
+
+class _Head(Sequence):
+    """The first ``n`` structures of a lazy sequence, read on access."""
+
+    def __init__(self, base: Sequence[Structure], n: int):
+        self.base, self.n = base, max(0, min(int(n), len(base)))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        j = int(i) + self.n if int(i) < 0 else int(i)
+        if not 0 <= j < self.n:
+            raise IndexError(i)
+        return self.base[j]
 
 
 class _Concat(Sequence):
@@ -133,10 +183,28 @@ def load_structures(cfg: dict[str, Any]) -> Sequence[Structure]:
     parts = [load_source(s, cfg.get("skip_bad", True), cfg.get("in_memory", True)) for s in sources]
     out: Sequence[Structure] = parts[0] if len(parts) == 1 else _Concat(parts)
     if cfg.get("limit") is not None:
-        out = out[: int(cfg["limit"])] if isinstance(out, list) else [out[i] for i in range(min(len(out), int(cfg["limit"])))]
+        out = _head(out, int(cfg["limit"]))
     if len(out) == 0:
         raise ConfigError(f"data sources {sources!r} hold no structures")
     return out
+
+
+def has_corpus(structures: Sequence[Structure]) -> bool:
+    """Whether ``structures`` is (or contains) a sharded corpus, which is always streamed."""
+    from .. import data as atomssl_data
+
+    corpus = getattr(atomssl_data, "ShardedCorpus", None)
+    if corpus is None or isinstance(structures, list):
+        return False
+    if isinstance(structures, corpus):
+        return True
+    inner = getattr(structures, "parts", None) or ([structures.base] if isinstance(structures, _Head) else [])
+    return any(has_corpus(p) for p in inner)
+
+
+def streams(cfg: dict[str, Any], structures: Sequence[Structure]) -> bool:
+    """Whether a run on ``structures`` streams them (``data.in_memory: false``, or a corpus)."""
+    return not cfg.get("in_memory", True) or has_corpus(structures)
 
 
 def read_warnings(structures: Sequence[Structure], limit: int = 1000) -> dict[str, Any]:
@@ -207,18 +275,41 @@ def build_graphs(structures: Sequence[Structure], graph_spec: dict, skip_bad: bo
 
 
 class GraphDataset(Dataset):
-    """Graphs for a backbone: prebuilt in memory, or built on access from a lazy sequence."""
+    """Graphs for a backbone: prebuilt in memory, or built on access from a lazy sequence.
 
-    def __init__(self, structures: Sequence[Structure], graph_spec: dict, graphs: list | None = None):
+    Each item is a graph carrying ``sample_id`` (its index here); a prebuilt graph is shallow-copied
+    first, so cached graphs stay untouched. Built on access, a structure failing validation gives
+    ``None`` with ``skip_bad`` (and a warning; :func:`collate_skipping` drops it), else raises.
+    """
+
+    def __init__(self, structures: Sequence[Structure], graph_spec: dict, graphs: list | None = None, skip_bad: bool = False):
         self.structures, self.graph_spec, self.graphs = structures, dict(graph_spec), graphs
+        self.skip_bad = bool(skip_bad)
 
     def __len__(self) -> int:
         return len(self.graphs) if self.graphs is not None else len(self.structures)
 
     def __getitem__(self, i: int):
         if self.graphs is not None:
-            return self.graphs[i]
-        return to_graph(self.structures[i], **self.graph_spec)
+            g = copy.copy(self.graphs[i])
+        else:
+            try:
+                g = to_graph(self.structures[i], **self.graph_spec)
+            except StructureError as err:
+                if not self.skip_bad:
+                    raise
+                log.warning("skipped a structure that failed validation: %s", err)
+                return None
+        g.sample_id = torch.tensor([int(i)])
+        return g
+
+
+def collate_skipping(items: list):
+    """:func:`atomssl.graph.collate` of the graphs of ``items`` that are not ``None``."""
+    graphs = [g for g in items if g is not None]
+    if not graphs:
+        raise ConfigError(f"all {len(items)} structure(s) of a batch failed validation (see the warnings above)")
+    return collate(graphs)
 
 
 class _Subset(Dataset):
@@ -248,8 +339,10 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 class PretrainDataModule(L.LightningDataModule):
     """Train/validation loaders of graphs for one backbone ``graph_spec``.
 
-    The shuffle of epoch ``e`` is a function of ``(seed, e)`` only (``DistributedSampler`` with
-    ``set_epoch``, also on one process), which makes resumed and multi-process runs reproducible.
+    The shuffle of epoch ``e`` is a function of ``(seed, e)`` only; each process takes an exact
+    share of it with the same number of batches as the others (:class:`ShardedBatchSampler`), and
+    the training loader resumes mid-epoch (:class:`ResumableLoader`). ``data.in_memory: false``
+    (or a corpus folder) streams: graphs are built in ``data.num_workers`` worker processes.
     """
 
     def __init__(self, cfg: dict[str, Any], graph_spec: dict, seed: int = 0):
@@ -258,39 +351,60 @@ class PretrainDataModule(L.LightningDataModule):
         self.graph_spec, self.seed = dict(graph_spec), int(seed)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.streamed = False
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         structures = load_structures(self.cfg)
         self.structures = structures
-        lazy = not self.cfg["in_memory"] and not isinstance(structures, list)
-        if lazy:
-            dataset = GraphDataset(structures, self.graph_spec)
+        self.streamed = streams(self.cfg, structures)
+        if self.streamed:
+            dataset = GraphDataset(structures, self.graph_spec, skip_bad=bool(self.cfg["skip_bad"]))
         else:
             key = json.dumps({k: self.cfg[k] for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
             graphs, _ = build_graphs(structures, self.graph_spec, self.cfg["skip_bad"], cache_key=key)
             dataset = GraphDataset(structures, self.graph_spec, graphs)
         train_idx, val_idx = split_indices(len(dataset), float(self.cfg["val_fraction"]), self.seed)
         self.train_set, self.val_set = _Subset(dataset, train_idx), _Subset(dataset, val_idx)
-        log.info("data: %d training, %d validation structures", len(train_idx), len(val_idx))
+        log.info("data: %d training, %d validation structures%s", len(train_idx), len(val_idx), " (streamed)" if self.streamed else "")
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
-        workers = int(self.cfg["num_workers"])
-        return DataLoader(
-            dataset,
-            batch_size=int(self.cfg["batch_size"]),
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+        return make_loader(dataset, int(self.cfg["batch_size"]), world, rank, shuffle, self.seed, int(self.cfg["num_workers"]),
+                           resumable=shuffle, pin_memory=_on_cuda(trainer))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_replicas: int = 1,
+    rank: int = 0,
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    resumable: bool = True,
+    pin_memory: bool = False,
+    collate_fn=collate_skipping,
+) -> DataLoader:
+    """Batches of rank ``rank``'s share of ``dataset`` (see :mod:`atomssl.train._sampler`): a
+    :class:`ResumableLoader` for training (``resumable``), a plain ``DataLoader`` otherwise."""
+    sampler = ShardedBatchSampler(len(dataset), batch_size, num_replicas, rank, shuffle, seed)
+    cls = ResumableLoader if resumable else DataLoader
+    workers = int(num_workers)
+    return cls(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
+               persistent_workers=workers > 0, pin_memory=bool(pin_memory))  # fmt: skip
+
+
+def _on_cuda(trainer) -> bool:
+    try:
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+    except Exception:  # no strategy set up yet
+        return False

@@ -223,8 +223,13 @@ def embed_files(
     max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
     skip_bad: bool = False,
     errors: list[StructureError] | None = None,
+    format: str | None = None,
+    **read_options: Any,
 ) -> dict[str, np.ndarray]:
     """Embed every structure of ``paths`` (files, folders, stores) and write ``out`` (.npz).
+
+    ``format`` and ``read_options`` (``species=``, ``disorder=``, ...) go to the readers
+    (:func:`atomssl.data.read`).
 
     Without ``skip_bad`` the first bad entry raises its :class:`StructureError` and nothing is
     written; with it, bad entries are left out, appended to ``errors`` and listed in ``skipped``.
@@ -233,7 +238,7 @@ def embed_files(
 
     backbone = load_backbone(resolve_checkpoint(checkpoint), map_location="cpu")
     arrays = embed_structures(
-        iter_entries(list(paths)), backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad=skip_bad, errors=errors
+        iter_entries(list(paths), format=format, **{k: v for k, v in read_options.items() if v is not None}), backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad=skip_bad, errors=errors
     )
     atomic_save_npz(out, **arrays)
     return arrays
