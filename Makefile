@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q $(FIND_LINKS) torch==2.13.0
 	$(BIN)/pip install -q $(FIND_LINKS) -e '.[test,sim]'
 	# Offline data ships inside these wheels; their own dependency trees are not needed.
-	$(BIN)/pip install -q --no-deps crystal-toolkit==2026.7.20 matbench==0.6 pyxtal==1.1.5 robocrys==0.2.13
+	$(BIN)/pip install -q --no-deps crystal-toolkit==2026.7.20 matbench==0.6 pyxtal==1.1.5 robocrys==0.2.13 qm9pack==1.0.3
 	touch $(STAMP)
 
 test: $(STAMP)

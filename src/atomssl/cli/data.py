@@ -139,7 +139,10 @@ def _register_import(sub) -> None:
         "import",
         help="read files/folders into a structure store (ASE db)",
         description="Read structure files and folders into a store (an ASE SQLite database). "
-        "Without --skip-bad the first bad entry aborts the import and nothing is written.",
+        "Without --skip-bad the first bad entry aborts the import and nothing is written. "
+        "A folder as --out (an existing folder, or a name without .db) gets a sharded corpus: .aselmdb shards "
+        "and manifest.json; it is written shard by shard, and an import killed or stopped by a bad entry "
+        "resumes after its complete shards when run again.",
     )
     p.add_argument("sources", nargs="+", metavar="SRC",
                    help="structure files or folders (searched recursively), or dataset:NAME[?key=value&...] (a built-in dataset)")

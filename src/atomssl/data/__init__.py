@@ -3,6 +3,8 @@
 from ._structure import Structure
 from ._readers import FORMATS, FrameIndexError, detect_format, expand_sources, iter_entries, iter_structures, read
 from ._store import ImportReport, StructureStore, import_structures
+from ._shards import ShardedCorpus
+from ._shard_import import ShardImportReport, import_shards
 from ._cache import cache_dir
 from ._matbench import (
     MATBENCH_DIELECTRIC_COUNT,
@@ -23,6 +25,11 @@ from ._prototypes import (
     prototype_names,
 )
 from ._datasets import DATASETS, FolderDataset, load_dataset, load_structures
+from ._qm9 import QM9_ATOMREF, QM9_COUNT, QM9_EXTRA_LABELS, QM9_TARGETS, load_qm9, qm9_frequencies, qm9_split
+from ._minerals import MINERALS_COUNT, load_minerals
+from ._molecular_crystals import CSD_MOLECULAR_CRYSTALS_COUNT, load_csd_molecular_crystals
+from ._offline import OFFLINE_CORPORA, all_offline_excluded_ids, load_all_offline
+from ._skipped import skipped_structures
 
 __all__ = [
     "Structure",
@@ -36,6 +43,9 @@ __all__ = [
     "StructureStore",
     "import_structures",
     "ImportReport",
+    "ShardedCorpus",
+    "import_shards",
+    "ShardImportReport",
     "cache_dir",
     "DatasetError",
     "MATBENCH_DIELECTRIC_COUNT",
@@ -55,4 +65,19 @@ __all__ = [
     "FolderDataset",
     "load_dataset",
     "load_structures",
+    "QM9_ATOMREF",
+    "QM9_COUNT",
+    "QM9_EXTRA_LABELS",
+    "QM9_TARGETS",
+    "load_qm9",
+    "qm9_frequencies",
+    "qm9_split",
+    "MINERALS_COUNT",
+    "load_minerals",
+    "CSD_MOLECULAR_CRYSTALS_COUNT",
+    "load_csd_molecular_crystals",
+    "OFFLINE_CORPORA",
+    "all_offline_excluded_ids",
+    "load_all_offline",
+    "skipped_structures",
 ]

@@ -8,7 +8,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import MissingFileError, StructureError
 from ._matbench import DatasetError, load_matbench_dielectric
+from ._minerals import load_minerals
+from ._molecular_crystals import load_csd_molecular_crystals
+from ._offline import load_all_offline
 from ._prototypes import aflow_prototypes, idealized_crystals
+from ._qm9 import load_qm9
 from ._structure import Structure
 
 #: name -> loader returning ``list[Structure]`` (keyword arguments are passed through)
@@ -16,6 +20,10 @@ DATASETS: dict[str, Callable[..., list[Structure]]] = {
     "matbench_dielectric": load_matbench_dielectric,
     "aflow_prototypes": aflow_prototypes,
     "idealized_crystals": idealized_crystals,
+    "qm9": load_qm9,
+    "minerals": load_minerals,
+    "csd_molecular_crystals": load_csd_molecular_crystals,
+    "all_offline": load_all_offline,
 }
 
 
@@ -88,3 +96,56 @@ def load_dataset(name_or_path: str | os.PathLike, **kwargs: Any) -> list[Structu
     raise DatasetError(
         f"{key!r} is neither a dataset ({', '.join(sorted(DATASETS))}) nor an existing file or folder"
     )
+
+
+DATASET_PREFIX = "dataset:"
+
+
+def is_dataset_source(source: Any) -> bool:
+    """Whether ``source`` names a built-in dataset: ``dataset:NAME`` (``dataset:NAME?key=value&...``)."""
+    return isinstance(source, str) and source.startswith(DATASET_PREFIX)
+
+
+def _option_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    special = {"true": True, "false": False, "none": None, "null": None}
+    if text.lower() in special:
+        return special[text.lower()]
+    return text.split(",") if "," in text else text
+
+
+def load_dataset_source(source: str) -> list[Structure]:
+    """The structures of ``dataset:NAME?key=value&...``: ``load_dataset(NAME, key=value, ...)``.
+
+    Values are numbers, ``true``/``false``/``none``, comma-separated lists or strings, e.g.
+    ``dataset:all_offline?exclude_matbench_fold=0&exclude_qm9=test``, ``dataset:qm9?limit=1000``.
+    """
+    spec = source[len(DATASET_PREFIX) :] if is_dataset_source(source) else source
+    name, _, query = spec.partition("?")
+    if name not in DATASETS:
+        raise DatasetError(f"{source!r}: no dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise DatasetError(f"{source!r}: options are key=value pairs joined by '&', got {item!r}")
+        options[key] = _option_value(value)
+    try:
+        return DATASETS[name](**options)
+    except TypeError as exc:
+        raise DatasetError(f"{source!r}: {exc}") from None
+
+
+def expand_dataset_sources(sources: Sequence[Any]) -> list[Any]:
+    """``sources`` with every ``dataset:NAME`` replaced by its structures (in place, in order)."""
+    out: list[Any] = []
+    for src in sources:
+        if is_dataset_source(src):
+            out.extend(load_dataset_source(src))
+        else:
+            out.append(src)
+    return out

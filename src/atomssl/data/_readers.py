@@ -734,23 +734,33 @@ def expand_sources(sources: Source | Iterable[Source]) -> list[Any]:
     """
     if _is_path(sources) or not isinstance(sources, Iterable) or _is_structure_like(sources):
         sources = [sources]
-    from ._shards import is_corpus
-
     out: list[Any] = []
     for src in sources:
-        if _is_path(src) and is_corpus(src):  # a sharded corpus: one source, read in manifest order
-            out.append(src)
-        elif _is_path(src) and Path(src).is_dir():
-            for root, dirs, files in os.walk(src):
-                corpora = sorted(d for d in dirs if not d.startswith(".") and is_corpus(os.path.join(root, d)))
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in corpora)
-                for name in sorted(files):
-                    if not name.startswith(".") and format_from_name(name) is not None:
-                        out.append(os.path.join(root, name))
-                out.extend(os.path.join(root, d) for d in corpora)
+        if _is_path(src) and Path(src).is_dir():
+            _walk(os.fspath(src), out)
         else:
             out.append(src)
     return out
+
+
+def _walk(folder: str, out: list[Any]) -> None:
+    """``os.walk`` order (a folder's files, then its subfolders, each sorted; hidden names and
+    symlinked folders skipped), except that a corpus folder is one source, not searched."""
+    from ._shards import is_corpus
+
+    if is_corpus(folder):
+        out.append(folder)
+        return
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError:  # unreadable folder: skipped, as os.walk does
+        return
+    folders = [e for e in entries if e.is_dir()]
+    out.extend(os.path.join(folder, e.name) for e in entries if e not in folders and format_from_name(e.name) is not None)
+    for e in folders:
+        if not e.is_symlink():
+            _walk(os.path.join(folder, e.name), out)
 
 
 def _is_structure_like(obj: Any) -> bool:
