@@ -40,7 +40,7 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
     imports into it; ``--shard-size``/``--workers`` are refused there)."""
     from ..data import import_shards
     from ..data._datasets import is_dataset_source
-    from ..data._readers import EXTENSIONS
+    from ..data._formats import EXTENSIONS
     from ..data._shard_import import DEFAULT_SHARD_SIZE
     from ..data._shards import MANIFEST
     from ._paths import input_sources, run_folder

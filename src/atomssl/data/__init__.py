@@ -1,7 +1,9 @@
 """Structure sources: the :class:`Structure` record, file readers, offline datasets, stores."""
 
 from ._structure import Structure
-from ._readers import FORMATS, FrameIndexError, detect_format, expand_sources, iter_entries, iter_structures, read
+from ._formats import FORMATS, FrameIndexError, detect_format
+from ._readers import read
+from ._sources import expand_sources, iter_entries, iter_structures
 from ._store import ImportReport, StructureStore, import_structures
 from ._shards import ShardedCorpus
 from ._shard_import import ShardImportReport, import_shards

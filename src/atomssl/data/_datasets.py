@@ -41,7 +41,7 @@ def load_structures(
     ``errors`` and skipped. ``options`` go to :func:`atomssl.data.read` (``format=``,
     ``species=`` ...).
     """
-    from ._readers import iter_structures  # the readers pull in ASE/pymatgen I/O only when used
+    from ._sources import iter_structures  # the readers pull in ASE/pymatgen I/O only when used
 
     path = Path(path)
     if not path.exists():

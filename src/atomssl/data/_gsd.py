@@ -61,7 +61,7 @@ class _Species:
     """Type names (+ ids used) of a frame -> atomic numbers, per the ``species=`` option."""
 
     def __init__(self, species: Any, source: str):
-        from ._readers import POINT_PARTICLES, _is_point_particles, _species_lookup
+        from ._formats import POINT_PARTICLES, _is_point_particles, _species_lookup
 
         self.source = source
         self._cache: dict[tuple, tuple[np.ndarray, str | None]] = {}

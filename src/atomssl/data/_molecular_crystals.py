@@ -61,7 +61,7 @@ def _same_crystal(a: Structure, b: Structure) -> bool:
 
 
 def _read(path: Path, expected: int) -> list[Structure]:
-    from ._readers import _check_ase_sqlite, open_ase_db_readonly
+    from ._asedb import _check_ase_sqlite, open_ase_db_readonly
 
     source = str(path)
     _check_ase_sqlite(path, source)

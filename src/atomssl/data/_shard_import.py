@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EmptyInputError, StructureError
-from ._readers import expand_sources
+from ._sources import expand_sources
 from ._shard_stream import ObjectRun, group_objects, is_dataset, stream_entries
 from ._shard_writer import ShardWriter, clean, now, remove_file, write_manifest
 from ._shards import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_SUFFIX, close_shards, load_manifest

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import AtomsslError, StructureError, UnknownFormatError
-from ._readers import iter_entries
+from ._sources import iter_entries
 from ._structure import Structure
 
 

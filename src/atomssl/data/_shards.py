@@ -112,7 +112,7 @@ def _calculator_results(s: Structure) -> dict[str, Any]:
 
 def row_structure(row, source: str, index: int) -> Structure:
     """The :class:`Structure` of an ASE database row (``source``/``index``: where it is read from)."""
-    from ._readers import _ase_db_labels, _ase_db_warnings
+    from ._asedb import _ase_db_labels, _ase_db_warnings
 
     labels, ident = _ase_db_labels(row)
     meta = row.data.get(_META, {}) if row.get("data") else {}

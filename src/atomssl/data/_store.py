@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import EmptyInputError, MissingFileError, StructureError, UnreadableFileError
 from ..utils._io import keep_file_mode
-from ._readers import _ase_db_labels, _ase_db_warnings, _check_ase_sqlite, expand_sources, iter_entries, open_ase_db_readonly, select_rows
+from ._asedb import _ase_db_labels, _ase_db_warnings, _check_ase_sqlite, open_ase_db_readonly, select_rows
+from ._sources import expand_sources, iter_entries
 from ._structure import Structure
 
 log = logging.getLogger(__name__)
