@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import AtomsslError, StructureError, UnknownFormatError
-from ._sources import iter_entries
+from ..errors import AtomsslError, StructureError
+from ._sources import iter_entries, object_entry
 from ._structure import Structure
 
 
@@ -77,15 +77,7 @@ def _item_entries(item: Any, n_object: int, validate: bool, format: str | None, 
         yield from iter_entries(load_dataset_source(item), validate=validate)
     elif isinstance(item, ObjectRun):
         for n, obj in enumerate(item, start=n_object):
-            try:
-                s = Structure.coerce(obj, None, n)
-                if isinstance(obj, Structure) and s.index is None and s.source is None:
-                    s = s.copy(index=n)
-                yield s.validate() if validate else s
-            except StructureError as err:
-                yield err.located(None, n)
-            except TypeError as exc:
-                yield UnknownFormatError(str(exc), None, n)
+            yield object_entry(obj, n, validate)
     else:
         yield from iter_entries([item], validate=validate, format=format, **options)
 

@@ -91,16 +91,22 @@ def iter_entries(
             except StructureError as err:
                 yield err
             continue
-        try:
-            structure = Structure.coerce(src, None, n_objects)
-            if isinstance(src, Structure) and structure.index is None and structure.source is None:
-                structure = structure.copy(index=n_objects)
-            yield structure.validate() if validate else structure
-        except StructureError as err:
-            yield err.located(None, n_objects)
-        except TypeError as exc:
-            yield UnknownFormatError(str(exc), None, n_objects)
+        yield object_entry(src, n_objects, validate)
         n_objects += 1
+
+
+def object_entry(obj: Any, n: int, validate: bool = True) -> Structure | StructureError:
+    """An in-memory structure (``Structure``, ``ase.Atoms``, pymatgen) as the ``n``-th in-memory
+    source: the structure (validated), or the error standing for it."""
+    try:
+        structure = Structure.coerce(obj, None, n)
+        if isinstance(obj, Structure) and structure.index is None and structure.source is None:
+            structure = structure.copy(index=n)
+        return structure.validate() if validate else structure
+    except StructureError as err:
+        return err.located(None, n)
+    except TypeError as exc:
+        return UnknownFormatError(str(exc), None, n)
 
 
 def iter_structures(
