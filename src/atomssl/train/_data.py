@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data import Structure
 from ..errors import ConfigError, StructureError
 from ..graph import collate, to_graph
-from ._sampler import ResumableLoader, ShardedBatchSampler
+from ._sampler import GraphLoader, ResumableLoader, ShardedBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,56 @@ def collate_skipping(items: list):
     return collate(graphs)
 
 
+class StreamedGraphs(Sequence):
+    """Graphs of ``structures[indices[i]]``, built on access (streamed fine-tuning): a slice gives
+    a list; ``subset(idx)`` another lazy view. ``num_workers`` is what loaders over it use."""
+
+    def __init__(self, structures: Sequence[Structure], indices, graph_spec: dict, num_workers: int = 0):
+        self.structures, self.graph_spec = structures, dict(graph_spec)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.num_workers = int(num_workers)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return to_graph(self.structures[int(self.indices[i])], **self.graph_spec)
+
+    def subset(self, idx) -> "StreamedGraphs":
+        return StreamedGraphs(self.structures, self.indices[np.asarray(idx, dtype=np.int64)], self.graph_spec, self.num_workers)
+
+
+class StreamedIds(Sequence):
+    """Ids of ``structures[indices[i]]`` (read on access), as fine-tuning names its rows."""
+
+    def __init__(self, structures: Sequence[Structure], indices):
+        self.structures, self.indices = structures, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        s = self.structures[int(self.indices[i])]
+        return s.id or (f"{s.source}@{s.index}" if s.source else str(int(self.indices[i])))
+
+    def subset(self, idx) -> "StreamedIds":
+        return StreamedIds(self.structures, self.indices[np.asarray(idx, dtype=np.int64)])
+
+
+def graph_batches(graphs: Sequence, batch_size: int):
+    """Collated batches of ``graphs`` in order; :class:`StreamedGraphs` are built in its workers."""
+    if isinstance(graphs, StreamedGraphs):
+        workers = graphs.num_workers
+        yield from GraphLoader(graphs, batch_size=int(batch_size), shuffle=False, collate_fn=collate, num_workers=workers)
+        return
+    for i in range(0, len(graphs), batch_size):
+        yield collate(list(graphs[i : i + batch_size]))
+
+
 class _Subset(Dataset):
     def __init__(self, base: Dataset, indices: np.ndarray):
         self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
@@ -395,9 +445,9 @@ def make_loader(
     collate_fn=collate_skipping,
 ) -> DataLoader:
     """Batches of rank ``rank``'s share of ``dataset`` (see :mod:`atomssl.train._sampler`): a
-    :class:`ResumableLoader` for training (``resumable``), a plain ``DataLoader`` otherwise."""
+    :class:`ResumableLoader` for training (``resumable``), a :class:`GraphLoader` otherwise."""
     sampler = ShardedBatchSampler(len(dataset), batch_size, num_replicas, rank, shuffle, seed)
-    cls = ResumableLoader if resumable else DataLoader
+    cls = ResumableLoader if resumable else GraphLoader
     workers = int(num_workers)
     return cls(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                persistent_workers=workers > 0, pin_memory=bool(pin_memory))  # fmt: skip

@@ -71,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 32,
         "skip_bad": True,
         "skip_unlabelled": False,
+        "in_memory": True,  # False (and always for a corpus folder): read structures lazily, build graphs in workers
+        "num_workers": 0,
     },
     "backbone": {"name": "megnet", "checkpoint": None, "pretrained": True},
     "task": {"name": "regression", "loss": "l1", "transform": "none", "readout": "auto", "hidden": [64, 32], "dropout": 0.0},
@@ -126,28 +128,45 @@ class LabelledGraphs:
 
     def subset(self, idx) -> "LabelledGraphs":
         idx = np.asarray(idx, dtype=np.int64)
-        return LabelledGraphs([self.graphs[i] for i in idx], self.y[idx], [self.ids[i] for i in idx])
+
+        def pick(seq):  # streamed graphs and ids stay lazy views
+            return seq.subset(idx) if hasattr(seq, "subset") else [seq[i] for i in idx]
+
+        return LabelledGraphs(pick(self.graphs), self.y[idx], pick(self.ids))
 
 
 class _TargetDataset(Dataset):
-    """Shallow copies of the graphs with ``target`` attached (cached graphs stay untouched)."""
+    """Shallow copies of the graphs with ``target`` attached (cached graphs stay untouched);
+    streamed graphs are built, and their target attached, on access."""
 
     def __init__(self, data: LabelledGraphs, kind: str):
-        dtype = torch.long if kind == "classification" else torch.float32
-        self.items = []
-        for g, y in zip(data.graphs, data.y):
-            g = copy.copy(g)
-            g.target = torch.tensor([y], dtype=dtype)
-            self.items.append(g)
+        self.dtype = torch.long if kind == "classification" else torch.float32
+        self.data = data
+        self.items = None
+        if isinstance(data.graphs, list):
+            self.items = []
+            for g, y in zip(data.graphs, data.y):
+                g = copy.copy(g)
+                g.target = torch.tensor([y], dtype=self.dtype)
+                self.items.append(g)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.data)
 
     def __getitem__(self, i: int):
-        return self.items[i]
+        if self.items is not None:
+            return self.items[i]
+        g = self.data.graphs[i]
+        g.target = torch.tensor([self.data.y[i]], dtype=self.dtype)
+        return g
 
 
 def _loader(data: LabelledGraphs, kind: str, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    from ._data import StreamedGraphs, make_loader
+
+    if isinstance(data.graphs, StreamedGraphs):  # streamed: order fixed by (seed, epoch), graphs built in workers
+        return make_loader(_TargetDataset(data, kind), int(batch_size), shuffle=shuffle, seed=int(seed),
+                           num_workers=data.graphs.num_workers, resumable=False, collate_fn=collate)  # fmt: skip
     gen = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(_TargetDataset(data, kind), batch_size=int(batch_size), shuffle=shuffle, generator=gen, collate_fn=collate)
 
@@ -565,8 +584,10 @@ def predict_graphs(module: FinetuneModule, graphs: Sequence, batch_size: int = 6
     module.eval()
     device = next(module.parameters()).device
     preds, probas = [], []
-    for i in range(0, len(graphs), batch_size):
-        batch = collate(list(graphs[i : i + batch_size])).to(device)
+    from ._data import graph_batches
+
+    for batch in graph_batches(graphs, batch_size):
+        batch = batch.to(device)
         if module.kind == "classification":
             p = module.task.predict_proba(batch, module.backbone)
             probas.append(p.double().cpu().numpy())
@@ -586,8 +607,9 @@ def embed_graphs(backbone, graphs: Sequence, batch_size: int = 64) -> np.ndarray
     was = backbone.training
     backbone.eval()
     device = next(backbone.parameters()).device
-    rows = [backbone(collate(list(graphs[i : i + batch_size])).to(device)).graph.double().cpu().numpy()
-            for i in range(0, len(graphs), batch_size)]  # fmt: skip
+    from ._data import graph_batches
+
+    rows = [backbone(batch.to(device)).graph.double().cpu().numpy() for batch in graph_batches(graphs, batch_size)]
     backbone.train(was)
     return np.concatenate(rows)
 
@@ -850,7 +872,7 @@ def _write_rows(rows: list[dict[str, float]], path: Path) -> None:
 # -------------------------------------------------------------------------- run folder
 def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
     """Structures + labels of the ``data`` section as graphs for the configured backbone."""
-    from ._data import build_graphs, load_structures
+    from ._data import StreamedGraphs, StreamedIds, build_graphs, load_structures, streams
 
     config = prepare_config(config)
     dcfg = config["data"]
@@ -858,6 +880,9 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
     structures = load_structures({**dcfg, "sources": dcfg["sources"]})
     values, kept, classes = resolve_labels(structures, dcfg, config["task"]["name"], table)
     spec = _graph_spec(config["backbone"])
+    if streams(dcfg, structures):  # graphs built when batched (corpora are validated at import)
+        graphs = StreamedGraphs(structures, kept, spec, int(dcfg.get("num_workers") or 0))
+        return LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept)), classes, structures
     key = json.dumps({k: dcfg.get(k) for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
     graphs, ok = build_graphs(structures, spec, bool(dcfg.get("skip_bad", True)), cache_key=key)
     pos = {int(i): j for j, i in enumerate(ok)}

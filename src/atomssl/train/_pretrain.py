@@ -9,9 +9,17 @@ Run folder::
     RUN/loss_curve.png              train/validation loss and baselines per task
     RUN/summary.json, summary.md    task / backbone / baseline / reached, throughput
 
-Checkpoints are written at epoch ends only: a run killed mid-epoch resumes from the end of the
-previous epoch and, because data order and corruptions depend only on (seed, epoch, step),
-repeats the interrupted epoch exactly.
+``last.pt`` is written at every epoch end, and also every N optimizer steps with
+``trainer.checkpoint_every_n_steps: N``. A run killed mid-epoch resumes from the latest of them;
+data order and corruptions depend only on (seed, epoch, step), and the training loader's position
+is saved in the checkpoint, so a resumed run continues the epoch without repeating or skipping a
+sample and ends with the weights an uninterrupted run has. With step checkpoints the global RNG
+(dropout) is also reseeded at every step from (seed, epoch, step, rank) for that reason.
+
+Several processes (``trainer.strategy: ddp``, ``devices``, ``num_nodes``; launched by Lightning,
+torchrun or SLURM): rank 0 writes the run folder. With ``ATOMSSL_FINAL_WEIGHTS_DIR=DIR`` every
+process also writes its final module weights to ``DIR/rank<R>.pt`` (used by tests to check that
+all ranks end with the same weights).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
@@ -32,6 +42,7 @@ from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_
 from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
 from ._data import DATA_DEFAULTS, PretrainDataModule, record_read_warnings
 from ._module import OPTIM_DEFAULTS, PretrainModule
+from ._sampler import LoaderPosition
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +63,12 @@ DEFAULTS: dict[str, Any] = {
         "gradient_clip_val": 1.0,
         "log_every_n_steps": 10,
         "deterministic": False,
+        # "checkpoint_every_n_steps": N (optional, not a Lightning option): also write last.pt every N steps
     },
     "run": {"root": "runs", "name": "pretrain"},
 }
 _RUN_DIR_ENV = "ATOMSSL_RUN_DIR"  # tells DDP worker processes (re-launched scripts) where rank 0 writes
+_FINAL_WEIGHTS_ENV = "ATOMSSL_FINAL_WEIGHTS_DIR"  # every rank writes its final weights there (tests)
 
 
 class Throughput(Callback):
@@ -79,14 +92,33 @@ class Throughput(Callback):
             pl_module.log("train/structures_per_s", rate, rank_zero_only=True)
 
 
+class StepSeed(Callback):
+    """Reseed the global RNG (dropout) before every training step from (seed, epoch, step, rank),
+    so that a run resumed from a mid-epoch checkpoint draws what the uninterrupted one did."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        seq = np.random.SeedSequence([self.seed, 3, int(trainer.current_epoch), int(trainer.global_step), int(trainer.global_rank)])
+        torch.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+
+
 def _is_worker() -> bool:
-    """A DDP process re-launched by Lightning (not the one the user started)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    """Not the global rank 0: a DDP process re-launched by Lightning, another node, or a rank
+    started by torchrun or SLURM."""
+    return any(int(os.environ.get(k) or "0") > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
     if _is_worker() and os.environ.get(_RUN_DIR_ENV):
         return Path(os.environ[_RUN_DIR_ENV])
+    if _is_worker() and run_dir is None:
+        # started by torchrun / srun / on another node: rank 0's dated folder is unknown here, and
+        # only rank 0 writes; make no folder of our own (give --out to name one for all ranks)
+        run = config.get("run") or {}
+        log.warning("a rank other than 0 without --out: only rank 0 writes its run folder (give --out on every node)")
+        return Path(run.get("root", "runs")) / f"{run.get('name', 'pretrain')}-not-rank-0"
     if run_dir is not None:
         path = make_run_dir(run_dir, exist_ok=True)
     else:
@@ -129,6 +161,7 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) 
     from lightning.pytorch.strategies import DDPStrategy
 
     tcfg = dict(config["trainer"])
+    tcfg.pop("checkpoint_every_n_steps", None)
     if tcfg.get("strategy") == "ddp":  # pretext heads ignore some backbone outputs (e.g. the readout)
         tcfg["strategy"] = DDPStrategy(find_unused_parameters=True)
     loggers: list = [CSVLogger(run_dir, name="logs")]
@@ -149,7 +182,7 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) 
             plugins=[AtomicCheckpointIO()],
             enable_progress_bar=progress,
             enable_model_summary=progress,
-            use_distributed_sampler=False,  # PretrainDataModule shards and shuffles by (seed, epoch) itself
+            use_distributed_sampler=False,  # PretrainDataModule shards (exactly) and shuffles by (seed, epoch) itself
             num_sanity_val_steps=0,
             **tcfg,
         )
@@ -170,6 +203,9 @@ def prepare_config(config: dict) -> dict:
             raise ConfigError(f"config section {section!r} must be a mapping")
     if not isinstance(out["tasks"], list):
         raise ConfigError("config 'tasks' must be a list of task mappings")
+    every = out["trainer"].get("checkpoint_every_n_steps")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ConfigError(f"trainer.checkpoint_every_n_steps must be a positive number of steps (or null), got {every!r}")
     return out
 
 
@@ -214,8 +250,10 @@ def pretrain(
     has_val = float(config["data"].get("val_fraction", 0.0)) > 0
     monitor = "val/loss" if has_val else "train/loss_epoch"
     throughput = Throughput()
-    trainer = _make_trainer(config, run_dir, [*epoch_checkpoints(ckpt_dir, monitor), throughput], progress)
+    callbacks = [*epoch_checkpoints(ckpt_dir, monitor), throughput, LoaderPosition(), *step_checkpoints(config, ckpt_dir)]
+    trainer = _make_trainer(config, run_dir, callbacks, progress)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    _dump_final_weights(module, trainer.global_rank)
 
     if not trainer.is_global_zero:
         return {}
@@ -230,6 +268,29 @@ def pretrain(
     if progress:
         print(table)
     return summary
+
+
+def step_checkpoints(config: dict, ckpt_dir: Path) -> list:
+    """With ``trainer.checkpoint_every_n_steps: N``: a callback refreshing ``last.pt`` every N
+    steps (mid-epoch resume point) and :class:`StepSeed`; nothing otherwise."""
+    n = config["trainer"].get("checkpoint_every_n_steps")
+    if not n:
+        return []
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    steps = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, every_n_train_steps=int(n), save_top_k=1,
+                            auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
+    steps.FILE_EXTENSION = ".pt"
+    return [steps, StepSeed(int(config["seed"]))]
+
+
+def _dump_final_weights(module, rank: int) -> None:
+    folder = os.environ.get(_FINAL_WEIGHTS_ENV)
+    if folder:
+        from ..utils import atomic_torch_save
+
+        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        atomic_torch_save(state, Path(folder) / f"rank{int(rank)}.pt")
 
 
 # -------------------------------------------------------------------------------- metrics
@@ -256,7 +317,8 @@ def merged_metrics(run_dir: Path) -> list[dict[str, float]]:
 
 def summarize(rows, module: PretrainModule, config: dict, rates: list[float], ckpt_dir: Path) -> dict[str, Any]:
     stage = "val" if any("val/loss" in r for r in rows) else "train"
-    final = next((r for r in reversed(rows) if f"{stage}/loss" in r), {})
+    total = "val/loss" if stage == "val" else "train/loss_epoch"  # the training total is logged per step and epoch
+    final = next((r for r in reversed(rows) if total in r), {})
     tasks = []
     for key in module.keys:
         losses = [r[f"{stage}/{key}/loss"] for r in rows if f"{stage}/{key}/loss" in r]
@@ -280,7 +342,7 @@ def summarize(rows, module: PretrainModule, config: dict, rates: list[float], ck
         "backbone": module.backbone.name,
         "parameters": module.backbone.num_parameters(),
         "tasks": tasks,
-        "total": {"baseline": final.get(f"{stage}/baseline"), "reached": final.get(f"{stage}/loss")},
+        "total": {"baseline": final.get(f"{stage}/baseline"), "reached": final.get(total)},
         "structures_per_s": sorted(steady)[len(steady) // 2] if steady else None,
         "best_checkpoint": str(ckpt_dir / "best.pt"),
         "last_checkpoint": str(ckpt_dir / "last.pt"),
