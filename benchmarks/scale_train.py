@@ -32,8 +32,8 @@ Outputs ``scale_train.md`` (first line: the command) and ``scale_train.json`` in
 (default ``benchmarks/results``), written atomically; ``--quick`` uses small corpora and few steps
 and writes to a temporary folder (or ``--out``, never ``benchmarks/results``).
 
-    nice .venv/bin/python benchmarks/scale_train.py                    # ~25 min on 2 CPU cores
-    .venv/bin/python benchmarks/scale_train.py --quick                 # smoke test, ~3 min
+    nice .venv/bin/python benchmarks/scale_train.py                    # ~10 min on 2 CPU cores (+2 to make corpora)
+    .venv/bin/python benchmarks/scale_train.py --quick                 # smoke test, ~1.5 min
     python benchmarks/scale_train.py --accelerator gpu                 # the same on a GPU machine
 """
 
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             if acc == "cpu":  # control: two independent 1-process runs at once (what the machine gives two processes)
                 cfg = _config([corpus_b], in_memory=False, workers=0, steps=d_steps, epochs=d_epochs, accelerator=acc, batch=bs)
                 with ThreadPoolExecutor(2) as pool:
-                    pair = list(pool.map(lambda j: run_pretrain(work, f"d1x2-{j}-r{rnd}", cfg, acc), (0, 1)))
+                    pair = list(pool.map(lambda j, c=cfg, r=rnd: run_pretrain(work, f"d1x2-{j}-r{r}", c, acc), (0, 1)))
                 d_runs["2 x 1"].append({**pair[0], "per_process": min(x["per_process"] for x in pair),
                                         "pair": [x["per_process"] for x in pair]})  # fmt: skip
                 print("two 1-process runs at once", d_runs["2 x 1"][-1]["pair"], flush=True)
