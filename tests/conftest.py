@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: small structures of every periodicity (fast to build, no I/O)."""
+"""Shared pytest fixtures (small structures of every periodicity, fast to build, no I/O) and
+helpers (``from conftest import sigkill_on_cue``)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,25 @@ def small_atoms():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def sigkill_on_cue(proc, cue, timeout: float = 120, poll: float = 0.05) -> None:
+    """SIGKILL the child ``proc`` as soon as it creates the file ``cue`` (it must not end first,
+    nor take longer than ``timeout`` s to get there); always reaps it."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not cue.exists():
+            assert proc.poll() is None, f"child ended before its cue: {proc.stderr.read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, "child never reached its cue"
+            time.sleep(poll)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from conftest import sigkill_on_cue
 from ase.build import bulk
 
 from atomssl.cli.main import main
@@ -216,19 +216,7 @@ def _kill_during(argv: list[str], tmp_path: Path, mode: str, after: int) -> None
     cue = tmp_path / f"cue-{time.monotonic_ns()}"
     env = dict(os.environ, CUE=str(cue), MODE=mode, AFTER=str(after), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while not cue.exists():
-            assert proc.poll() is None, f"child ended first: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_on_cue(proc, cue, 120, poll=0.02)
 
 
 @pytest.mark.parametrize("mode,after", [("row", 13), ("manifest", 1)])

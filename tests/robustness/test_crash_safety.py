@@ -23,6 +23,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from conftest import sigkill_on_cue
 from ase.build import bulk
 
 from atomssl.data import StructureStore, import_structures
@@ -94,19 +95,7 @@ def kill_while_writing(code: str, needle: str, tmp_path: Path, must_exist: Path 
         env["ATOMSSL_BLOCK_AFTER_EXISTS"] = str(must_exist)
     proc = subprocess.Popen([sys.executable, "-c", BLOCKER + "\n" + code], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while not cue.exists():
-            assert proc.poll() is None, f"child ended before the write: {proc.stderr.read().decode()[-3000:]}"
-            assert time.monotonic() < deadline, "child never reached the write"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_on_cue(proc, cue, timeout)
 
 
 def _leftover_temps(folder: Path, name: str) -> list[Path]:
