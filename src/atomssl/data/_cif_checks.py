@@ -130,16 +130,20 @@ def merge_duplicate_sites(struct, tolerance: float):
     """
     if tolerance <= 0 or len(struct) < 2:
         return struct, 0
-    d = struct.distance_matrix
-    np.fill_diagonal(d, np.inf)
+    # pymatgen's neighbour list, not the full distance matrix (n^2 memory on a large CIF)
+    centers, points, _, dists = struct.get_neighbor_list(tolerance)
+    close: dict[int, list[int]] = {}
+    for i, j, d in zip(centers.tolist(), points.tolist(), dists.tolist()):
+        if j > i and d < tolerance:
+            close.setdefault(i, []).append(j)
     keys = [tuple(sorted((str(sp), round(occ, 6)) for sp, occ in site.species.items())) for site in struct]
     remove: set[int] = set()
-    for i in range(len(struct)):
+    for i in sorted(close):
         if i in remove:
             continue
-        for j in np.nonzero(d[i] < tolerance)[0]:
-            if j > i and j not in remove and keys[j] == keys[i]:
-                remove.add(int(j))
+        for j in sorted(set(close[i])):
+            if j not in remove and keys[j] == keys[i]:
+                remove.add(j)
     if not remove:
         return struct, 0
     out = struct.copy()
