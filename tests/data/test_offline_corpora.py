@@ -26,7 +26,7 @@ from atomssl.data import (
     qm9_split,
     skipped_structures,
 )
-from atomssl.data import _minerals, _molecular_crystals, _qm9
+from atomssl.data import _minerals, _molecular_crystals, _qm9, _qm9_parse
 from atomssl.errors import MissingFileError
 
 
@@ -71,9 +71,9 @@ def test_qm9_all_19_targets_and_units(qm9_head):
 
 
 def test_qm9_row_count_of_the_wheel():
-    paths = _qm9.qm9_paths()
-    assert _qm9._count_rows(paths[:3]) == QM9_COUNT == 130831
-    assert len(_qm9._read_polarizability(paths[3])) == QM9_COUNT
+    paths = _qm9_parse.qm9_paths()
+    assert _qm9_parse._count_rows(paths[:3]) == QM9_COUNT == 130831
+    assert len(_qm9_parse._read_polarizability(paths[3])) == QM9_COUNT
 
 
 def test_load_dataset_qm9_limit_and_frequencies():
@@ -123,7 +123,8 @@ def test_qm9_bad_rows_are_skipped_with_a_reason(tmp_path, monkeypatch, caplog):
         csv.writer(out).writerows(rows)
     for name in ("qm9_part2.csv", "qm9_part3.csv"):  # headers only
         (folder / name).write_text(open(folder / name).readline())
-    monkeypatch.setattr(_qm9, "QM9_COUNT", 6)
+    for module in (_qm9, _qm9_parse):  # the count the parser checks and the loader reports
+        monkeypatch.setattr(module, "QM9_COUNT", 6)
     with caplog.at_level(logging.WARNING, logger="atomssl.data"):
         mols = load_qm9(path=folder, cache=False)
     assert [s.id for s in mols] == ["qm9-000001", "qm9-000004", "qm9-000005", "qm9-000006"]
@@ -135,7 +136,7 @@ def test_qm9_bad_rows_are_skipped_with_a_reason(tmp_path, monkeypatch, caplog):
 
 
 def test_qm9_missing_wheel(monkeypatch):
-    monkeypatch.setattr(_qm9, "_PACKAGE", ("qm9pack-not-installed", "qm9pack_not_installed"))
+    monkeypatch.setattr(_qm9_parse, "_PACKAGE", ("qm9pack-not-installed", "qm9pack_not_installed"))
     with pytest.raises(MissingFileError, match=r"data/qm9_part1\.csv.*pip install --no-deps qm9pack==1\.0\.3"):
         load_dataset("qm9", limit=1)
 

@@ -27,7 +27,8 @@ from ._prototypes import (
     prototype_names,
 )
 from ._datasets import DATASETS, FolderDataset, load_dataset, load_structures
-from ._qm9 import QM9_ATOMREF, QM9_COUNT, QM9_EXTRA_LABELS, QM9_TARGETS, load_qm9, qm9_frequencies, qm9_split
+from ._qm9 import load_qm9, qm9_frequencies, qm9_split
+from ._qm9_parse import QM9_ATOMREF, QM9_COUNT, QM9_EXTRA_LABELS, QM9_TARGETS
 from ._minerals import MINERALS_COUNT, load_minerals
 from ._molecular_crystals import CSD_MOLECULAR_CRYSTALS_COUNT, load_csd_molecular_crystals
 from ._offline import OFFLINE_CORPORA, all_offline_excluded_ids, load_all_offline
