@@ -62,9 +62,21 @@ def test_outputs_shapes_and_config():
 def test_rejects_graph_that_is_not_knn():
     bb = small(k=12)
     with pytest.raises(ConfigError, match="kNN graph"):
-        bb(collate([to_graph(rattled(), cutoff=4.0, dtype=torch.float32)]))
+        bb(collate([to_graph(rattled(), cutoff=2.0, dtype=torch.float32)]))
     with pytest.raises(ConfigError, match="k=12"):
         bb(collate([to_graph(rattled(), k=8, dtype=torch.float32)]))
+
+
+def test_graph_with_more_neighbours_reads_as_knn():
+    """A graph holding more than k neighbours per atom (grouped by centre) weighs the k nearest 1 and
+    the rest 0: the same embedding as the kNN graph."""
+    torch.manual_seed(0)
+    bb = small(k=12).double().eval()
+    s = rattled()
+    with torch.no_grad():
+        knn = bb(collate([to_graph(s, k=12, dtype=torch.float64)])).node
+        wide = bb(collate([to_graph(s, k=20, dtype=torch.float64)])).node
+    assert torch.allclose(knn, wide, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

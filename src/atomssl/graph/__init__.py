@@ -5,6 +5,7 @@ from ._clouds import gram_matrices, neighbor_clouds, upper_triangle
 
 # The torch side (_batch) imports torch and torch_geometric (seconds); load it on first use so
 # that reading and validating structures stays quick to start.
+_LAZY_TIES = {"TIE_RTOL", "tie_weights"}
 _LAZY = {"build_neighbors", "collate", "edge_vectors", "restrict_cutoff", "to_graph", "to_graphs"}
 
 
@@ -13,6 +14,10 @@ def __getattr__(name):
         from . import _batch
 
         return getattr(_batch, name)
+    if name in _LAZY_TIES:
+        from . import _ties
+
+        return getattr(_ties, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -30,4 +35,6 @@ __all__ = [
     "edge_vectors",
     "restrict_cutoff",
     "build_neighbors",
+    "TIE_RTOL",
+    "tie_weights",
 ]

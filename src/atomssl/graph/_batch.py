@@ -22,14 +22,18 @@ from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 
 
 def build_neighbors(
-    structure: Structure, cutoff: float | None = None, k: int | None = None, *, validate: bool = False
+    structure: Structure, cutoff: float | None = None, k: int | None = None, *, validate: bool = False,
+    ties: bool = False,
 ) -> NeighborList:
-    """Radius graph (``cutoff=``) or k-nearest-neighbour graph (``k=``) of one structure."""
+    """Radius graph (``cutoff=``) or k-nearest-neighbour graph (``k=``; ``ties=True``: with whole
+    tied k-th shells, see :func:`knn_graph`) of one structure."""
     if (cutoff is None) == (k is None):
         raise ValueError("give exactly one of cutoff= or k=")
     if cutoff is not None:
+        if ties:
+            raise ValueError("ties=True applies to k-nearest-neighbour graphs (k=) only")
         return radius_graph(structure, cutoff, validate=validate)
-    return knn_graph(structure, k, validate=validate)
+    return knn_graph(structure, k, validate=validate, ties=ties)
 
 
 def _check_overlap(structure: Structure, nl: NeighborList) -> None:
@@ -104,17 +108,19 @@ def to_graph(
     labels: Sequence[str] = (),
     dtype: torch.dtype = torch.float32,
     validate: bool = True,
+    ties: bool = False,
 ) -> Data:
     """Convert one structure into a training-ready graph (see the module docstring for fields).
 
     ``validate`` runs :meth:`Structure.validate` (typed errors naming the structure); the
     overlap check reuses the graph when the cutoff (or the kNN graph) covers 0.1 A.
+    ``ties=True`` (with ``k``): whole tied k-th shells (:func:`knn_graph`).
     """
     structure = Structure.coerce(structure)
     reuse = _reuse_graph_for_overlap(validate, cutoff, k)
     if validate:
         structure.validate(min_distance=0.0 if reuse else MIN_DISTANCE)
-    nl = build_neighbors(structure, cutoff, k)
+    nl = build_neighbors(structure, cutoff, k, ties=ties)
     if reuse:
         _check_overlap(structure, nl)
     return _data(structure, nl, labels, dtype)
@@ -127,6 +133,7 @@ def to_graphs(
     labels: Sequence[str] = (),
     dtype: torch.dtype = torch.float32,
     validate: bool = True,
+    ties: bool = False,
 ) -> list[Data]:
     """:func:`to_graph` of each of many structures (same checks, same graphs)."""
     structures = [Structure.coerce(s) for s in structures]
@@ -137,7 +144,7 @@ def to_graphs(
     if cutoff is not None and k is None:
         graphs = radius_graphs(structures, cutoff, validate=False)
     else:
-        graphs = [build_neighbors(s, cutoff, k) for s in structures]
+        graphs = [build_neighbors(s, cutoff, k, ties=ties) for s in structures]
     out = []
     for s, nl in zip(structures, graphs):
         if reuse:

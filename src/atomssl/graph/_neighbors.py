@@ -34,6 +34,10 @@ from ._vesin import vesin_pairs
 # From this many atoms on, "auto" uses vesin with several threads.
 _LARGE = 5000
 ENGINES = ("auto", "vesin", "pymatgen")
+#: relative tolerance on the k-th neighbour distance within which neighbours count as tied
+#: (``knn_graph(ties=True)``, :func:`atomssl.graph.tie_weights`): symmetry-equivalent neighbours
+#: agree to ~1e-7 in float32, distinct shells of real structures differ by far more than 1e-5
+TIE_RTOL = 1e-5
 
 
 class NeighborList:
@@ -285,13 +289,19 @@ def _initial_cutoff(structure: Structure, k: int) -> float:
 
 
 def knn_graph(
-    structure, k: int, *, validate: bool = True, max_cutoff: float = 1e4, engine: str = "auto"
+    structure, k: int, *, validate: bool = True, max_cutoff: float = 1e4, engine: str = "auto", ties: bool = False
 ) -> NeighborList:
     """The ``k`` nearest neighbours of every atom (over periodic images), sorted by distance.
 
     Every atom gets exactly ``k`` edges, ordered by distance. Ties (distances equal to
     1e-10 A) are broken deterministically by (destination, shift). Raises
     :class:`StructureError` when a finite structure has fewer than ``k + 1`` atoms.
+
+    ``ties=True``: an atom whose ``k``-th and ``k+1``-th neighbours are tied (within
+    ``TIE_RTOL`` of the ``k``-th distance, as in rock salt or bcc) gets the whole tied shell,
+    so more than ``k`` edges; which atoms are neighbours then no longer depends on atom order.
+    :func:`atomssl.graph.tie_weights` gives the weights (summing to ``k``) that make models of
+    such clouds exact functions of geometry.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -308,14 +318,29 @@ def knn_graph(
         src, dst, shift, dist, box = _edges(structure, cutoff, engine)
         counts = np.bincount(src, minlength=n)
         if counts.min() >= k:
-            break
+            order = _lexsort_edges(src, dst, shift, dist)
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            if not ties:
+                break
+            # the whole tied shell must lie inside the searched sphere (or be all there is)
+            kth = dist.take(order.take(starts + k - 1))
+            reach = kth * (1.0 + 2.0 * TIE_RTOL)
+            if reach.max() < cutoff or (not structure.pbc.any() and counts.min() == n - 1):
+                break
         if cutoff > max_cutoff:
             raise StructureError(
                 f"could not find {k} neighbours within {max_cutoff} A", structure.source or structure.id, structure.index
             )
         cutoff *= 1.5
-    order = _lexsort_edges(src, dst, shift, dist)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    if ties:
+        # sorted per atom: keep each atom's edges up to the end of its k-th shell
+        sorted_dist = dist.take(order)
+        keep = sorted_dist <= np.repeat(kth * (1.0 + TIE_RTOL), counts)
+        take = order[keep]
+        return NeighborList(
+            src.take(take), dst.take(take), shift.take(take, axis=0), None, n, None, k,
+            positions=structure.positions, cell=box, distance=dist.take(take),
+        )  # fmt: skip
     take = order.take((starts[:, None] + np.arange(k)[None, :]).reshape(-1))
     return NeighborList(
         src.take(take),

@@ -7,7 +7,7 @@
   :func:`analyse_trajectory` (``atomssl order``, experiment c).
 """
 
-from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds
+from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds, pad_clouds
 from ._steinhardt import STEINHARDT_FEATURES, freud_system, solid_fraction, steinhardt_features
 from ._reference import HELD_OUT_PROTOTYPES, SIGMAS, ReferenceClouds, ReferenceEmbeddings, reference_clouds, reference_embeddings
 from ._pretrain import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, pretrain_clouds, save_pretrained
@@ -15,7 +15,7 @@ from ._analysis import analyse_trajectory, onset
 from ._experiments import CLASSIFIERS, TRANSFER_SPLITS, liquid_classification, liquid_frames, transfer
 
 __all__ = [
-    "PARTICLE_Z", "cloud_batch", "embed_clouds", "frame_clouds",
+    "PARTICLE_Z", "cloud_batch", "embed_clouds", "frame_clouds", "pad_clouds",
     "STEINHARDT_FEATURES", "freud_system", "solid_fraction", "steinhardt_features",
     "HELD_OUT_PROTOTYPES", "SIGMAS", "ReferenceClouds", "ReferenceEmbeddings", "reference_clouds", "reference_embeddings",
     "DEFAULT_BACKBONE", "DEFAULT_TASKS", "PretrainSettings", "pretrain_clouds", "save_pretrained",

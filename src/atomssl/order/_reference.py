@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data import PRETRAINING_PROTOTYPES, idealized_crystal
-from ._clouds import embed_clouds, frame_clouds
+from ._clouds import embed_clouds, frame_clouds, pad_clouds
 
 SIGMAS = (0.01, 0.03, 0.05)
 #: one-component AFLOW prototypes never used in pretraining, with local environments distinct from the
@@ -53,7 +53,7 @@ def reference_clouds(
             clouds.append(c)
             proto.append(np.full(len(c), i))
             sig.append(np.full(len(c), sigma))
-    return ReferenceClouds(np.concatenate(clouds), np.concatenate(proto), np.concatenate(sig), tuple(names))
+    return ReferenceClouds(pad_clouds(clouds), np.concatenate(proto), np.concatenate(sig), tuple(names))
 
 
 @dataclass

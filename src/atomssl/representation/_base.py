@@ -54,6 +54,12 @@ class Backbone(nn.Module):
     def graph_spec(self) -> dict[str, float | int]:
         raise NotImplementedError
 
+    @property
+    def inference_graph_spec(self) -> dict:
+        """How graphs are built for embedding and inference: ``graph_spec`` unless the backbone can
+        read a richer graph there (``gaa``: whole tied neighbour shells, for exact invariance)."""
+        return self.graph_spec
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 

@@ -2,7 +2,12 @@
 
 Every atom sees the cloud of its ``k`` nearest neighbours (a kNN graph: ``to_graph(s, k=k)``
 gives each atom exactly ``k`` outgoing edges, src = centre, dst = neighbour, sorted by src
-then distance, so edges reshape to ``(n_atoms, k)``). Bond vectors ``r_ij`` become
+then distance, so edges reshape to ``(n_atoms, k)``). A graph with more edges per atom, grouped
+by centre (``to_graph(s, k=k, ties=True)``: whole tied k-th shells, as in rock salt or bcc), is
+read with multiplicity weights (:func:`atomssl.graph.tie_weights`, summing to ``k`` per cloud)
+on every attention, so embeddings are exact functions of geometry: independent of atom order,
+equal on symmetry-equivalent atoms. Embedding uses such graphs (``inference_graph_spec``);
+training keeps exactly ``k`` bonds. Bond vectors ``r_ij`` become
 multivectors; each of ``n_blocks`` blocks runs a multivector-to-multivector attention update
 (the covariant stream) and an invariant attention update (the per-bond features), then an
 MLP, a residual and a LayerNorm, using the PyTorch layers of the ``geometric-algebra-attention``
@@ -38,116 +43,9 @@ import torch
 from torch import nn
 
 from ._base import N_SPECIES, Backbone, BackboneOutput, register_backbone
+from ._gaa_blocks import _Block, _Dropout, _attention_mask, _gala, _mlp, _weighted  # noqa: F401 (_Dropout: tests)
 
 _MODES = ("single", "partial", "full")
-
-
-def _gala():
-    # imported lazily: importing the package pulls in its keras/tensorflow shims only on demand
-    from geometric_algebra_attention import pytorch as gala
-
-    return gala
-
-
-class _ParityEven(nn.Module):
-    """``|x|`` on the trivector (pseudoscalar) columns of multivector invariants.
-
-    ``mvecmvec_invariants`` returns ``[scalar, |vector|, |bivector|, trivector]`` per product;
-    the trivector changes sign under reflections. Taking its absolute value removes the
-    network's only reflection-odd input (see module docstring).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        odd = torch.zeros(x.shape[-1], dtype=torch.bool, device=x.device)
-        odd[3::4] = True
-        return torch.where(odd, x.abs(), x)
-
-
-class _Dropout(nn.Module):
-    """Inverted dropout (as ``nn.Dropout``) whose keep mask is drawn 16 bits at a time from
-    64-bit random integers. The per-element Bernoulli draws of ``nn.Dropout`` took ~20-30% of a
-    CPU training step here (the pair tensors hold n * k^2 * hidden values); this is ~5x cheaper.
-    Drop probability round(p * 2^16) / 2^16, within 1e-5 of ``p``; seeded by torch's generator."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = float(p)
-        self.threshold = int(round(self.p * 65536)) - 32768  # keep iff a uniform int16 >= threshold
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        n = x.numel()
-        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
-        keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))  # fastest forward+backward of the forms tried
-
-
-def _mlp(
-    n_in: int, hidden: int, n_out: int, dropout: float, pre_norm: bool, chiral: bool = True, momentum: float = 0.99
-) -> nn.Sequential:
-    """Dense(hidden)-LN-ReLU-Dropout-Dense(n_out), optionally after a momentum normalisation."""
-    gala = _gala()
-    layers: list[nn.Module] = []
-    if pre_norm:
-        if not chiral:
-            layers.append(_ParityEven())
-        layers.append(gala.MomentumNormalization(n_in, momentum=momentum))
-    # in-place ReLU: LayerNorm's backward needs its input, not its output
-    layers += [nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True)]
-    if dropout:
-        layers.append(_Dropout(dropout))
-    layers.append(nn.Linear(hidden, n_out))
-    return nn.Sequential(*layers)
-
-
-class _Block(nn.Module):
-    """Multivector attention update + invariant attention update, MLP, residuals, norms."""
-
-    def __init__(self, width: int, hidden: int, dropout: float, rank: int, inv_mode: str, cov_mode: str,
-                 normalized: bool, chiral: bool, merge_fun: str, join_fun: str, momentum: float):
-        super().__init__()
-        gala = _gala()
-        inv_dims = gala.MultivectorAttention.get_invariant_dims(rank, inv_mode, normalized)
-        common = dict(
-            rank=rank, invariant_mode=inv_mode, covariant_mode=cov_mode, include_normalized_products=normalized,
-            merge_fun=merge_fun, join_fun=join_fun,
-        )
-        self.vector_attention = gala.Multivector2MultivectorAttention(
-            width,
-            _mlp(width, hidden, 1, dropout, pre_norm=False),  # score net
-            _mlp(inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum),  # value net
-            _mlp(width, hidden, 1, dropout, pre_norm=True, momentum=momentum),  # scale net (input: invariant joined values)
-            reduce=False,
-            **common,
-        )
-        self.invariant_attention = gala.MultivectorAttention(
-            width,
-            _mlp(width, hidden, 1, dropout, pre_norm=False),
-            _mlp(inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum),
-            reduce=False,
-            **common,
-        )
-        self.mlp = _mlp(width, hidden, width, dropout, pre_norm=False)
-        self.norm = nn.LayerNorm(width)
-        # rotation-covariant normalisation of the multivector stream (a global scalar rescale);
-        # a per-component LayerNorm, as in parts of the reference code, would break equivariance
-        self.vector_norm = gala.MomentumLayerNormalization(momentum=momentum)
-
-    def forward(self, x, v, mask):
-        kw = {} if mask is None else {"mask": (mask, mask)}
-        x_new = self.vector_attention((x, v), **kw)
-        v_new = self.invariant_attention((x_new, v), **kw)
-        v = self.norm(v + self.mlp(v_new))
-        x = self.vector_norm(x + x_new)
-        if mask is not None:
-            x = x * mask[..., None]
-        return x, v
 
 
 @register_backbone("gaa")
@@ -223,7 +121,7 @@ class GeometricAlgebraAttention(Backbone):
         )
         inv_dims = gala.MultivectorAttention.get_invariant_dims(rank, invariant_mode, include_normalized_products)
         # permutation-invariant readout of each cloud into one invariant per-particle vector
-        self.readout = gala.MultivectorAttention(
+        self.readout = _weighted("MultivectorAttention")(
             width,
             _mlp(width, hidden, 1, dropout, pre_norm=False),
             _mlp(inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum),
@@ -238,48 +136,101 @@ class GeometricAlgebraAttention(Backbone):
     def graph_spec(self) -> dict[str, int]:
         return {"k": self.k}
 
-    # -- inputs ---------------------------------------------------------------------------
-    def _clouds(self, batch):
-        from ..graph import edge_vectors
+    @property
+    def inference_graph_spec(self) -> dict:
+        """Whole tied k-th shells (``to_graph(..., ties=True)``), weighted so that embeddings are exact
+        functions of geometry. Training keeps exactly ``k`` bonds per atom: the cloud pretext tasks
+        corrupt (n, k) bond arrays, and thermal or noisy training clouds have no ties."""
+        return {"k": self.k, "ties": True}
 
-        n = batch.pos.shape[0]
-        k = self.k
+    # -- inputs ---------------------------------------------------------------------------
+    def _layout(self, batch):
+        """``(src, slot, width)`` placing each edge in a dense (n, width) cloud layout.
+
+        A plain kNN graph (exactly ``k`` edges per atom, grouped by centre) is the identity layout
+        (``slot`` None). A graph with whole tied shells (``to_graph(..., ties=True)``) has >= ``k``
+        edges per atom: clouds are padded to the largest."""
+        from ..errors import ConfigError
+
+        n, k = batch.pos.shape[0], self.k
         src = batch.edge_index[0]
         expected = torch.arange(n, device=src.device).repeat_interleave(k)
-        if src.shape[0] != n * k or not torch.equal(src, expected):
-            from ..errors import ConfigError
-
+        if src.shape[0] == n * k and torch.equal(src, expected):
+            return src, None, k
+        counts = torch.bincount(src, minlength=n)
+        grouped = bool((src[1:] >= src[:-1]).all()) if src.shape[0] > 1 else True
+        if not grouped or n == 0 or int(counts.min()) < k:
             raise ConfigError(
-                f"backbone 'gaa' needs a kNN graph with exactly k={k} edges per atom, grouped by centre "
+                f"backbone 'gaa' needs a kNN graph with at least k={k} edges per atom, grouped by centre "
                 f"(build graphs with to_graph(structure, k={k})); got {src.shape[0]} edges for {n} atoms"
             )
-        vec = edge_vectors(batch)
+        slot = torch.arange(src.shape[0], device=src.device) - (torch.cumsum(counts, 0) - counts)[src]
+        return src, slot, int(counts.max())
+
+    @staticmethod
+    def _sparse(values: torch.Tensor, layout) -> torch.Tensor:
+        """Per-edge rows (E, ...) of a dense (n, K, ...) cloud tensor (inverse of :meth:`_dense`)."""
+        src, slot, width = layout
+        if slot is None:
+            return values.reshape(-1, *values.shape[2:])
+        return values[src, slot]
+
+    @staticmethod
+    def _dense(values: torch.Tensor, layout, n: int, fill=0) -> torch.Tensor:
+        src, slot, width = layout
+        if slot is None:
+            return values.reshape(n, width, *values.shape[1:])
+        out = values.new_full((n, width, *values.shape[1:]), fill)
+        return out.index_put((src, slot), values)
+
+    def _clouds(self, batch, layout):
+        """Bond vectors (n, K, 3) in length units, the unit (n, 1, 1), the bond mask (n, K) or None, and
+        log multiplicity weights (n, K) or None (all bonds weigh 1)."""
+        from ..graph import edge_vectors, tie_weights
+
+        n, k = batch.pos.shape[0], self.k
+        vec = self._dense(edge_vectors(batch), layout, n)
+        dist = vec.norm(dim=-1)
+        present = None
+        if layout[1] is not None:  # padding slots and zero vectors are not bonds
+            edges = torch.ones_like(batch.edge_index[0], dtype=torch.bool)
+            present = self._dense(edges, layout, n, False) & (dist > 0)
+        weight = None
+        if present is not None:
+            weight = tie_weights(torch.where(present, dist, torch.zeros_like(dist)), k)
         # per-cloud length unit (n, 1, 1), from the uncorrupted bonds
-        dist = vec.norm(dim=-1).reshape(n, k)
         if self.normalize == "min":
             graph_of = getattr(batch, "batch", None)
             if graph_of is None:
                 graph_of = torch.zeros(n, dtype=torch.long, device=vec.device)
             n_graphs = int(graph_of.max()) + 1 if n else 0
+            near = dist if present is None else torch.where(present, dist, torch.full_like(dist, float("inf")))
             dmin = torch.full((n_graphs,), float("inf"), dtype=vec.dtype, device=vec.device)
-            dmin = dmin.scatter_reduce(0, graph_of, dist.min(dim=1).values, reduce="amin")
+            dmin = dmin.scatter_reduce(0, graph_of, near.min(dim=1).values, reduce="amin")
             unit = dmin[graph_of]
         elif self.normalize == "mean":
-            unit = dist.mean(dim=1)
+            unit = dist.mean(dim=1) if weight is None else (weight * dist).sum(dim=1) / k
         else:
             unit = torch.ones(n, dtype=vec.dtype, device=vec.device)
         unit = (unit * self.length_scale).reshape(n, 1, 1)
         delta = getattr(batch, "edge_delta", None)
         if delta is not None:
-            vec = vec + delta.to(vec.dtype)
-        r = vec.reshape(n, k, 3) / unit
+            vec = vec + self._dense(delta.to(vec.dtype), layout, n)
+        r = vec / unit
         mask = getattr(batch, "edge_mask", None)
         if mask is not None:
-            mask = mask.reshape(n, k).bool()
+            mask = self._dense(mask.bool(), layout, n, False)
+        if weight is not None:
+            bonds = weight > 0
+            mask = bonds if mask is None else mask & bonds
+        if mask is not None:
             r = r * mask[..., None]
-        return r, unit, mask
+        log_weight = None
+        if weight is not None and bool((weight != 1).any()):
+            log_weight = torch.where(weight > 0, weight.log(), torch.zeros_like(weight)).to(r.dtype)
+        return r, unit, mask, log_weight
 
-    def _types(self, batch) -> torch.Tensor:
+    def _types(self, batch, layout) -> torch.Tensor:
         z_soft = getattr(batch, "z_soft", None)
         if z_soft is not None:
             emb = z_soft.to(self.species.weight.dtype) @ self.species.weight
@@ -288,17 +239,16 @@ class GeometricAlgebraAttention(Backbone):
         src, dst = batch.edge_index
         ei, ej = emb[src], emb[dst]
         t = self.type_embedding(torch.cat([ej - ei, ej + ei], dim=-1))
-        return t.reshape(batch.pos.shape[0], self.k, -1)
+        return self._dense(t, layout, batch.pos.shape[0])
 
     # -- forward --------------------------------------------------------------------------
-    def _cloud_forward(self, r, unit, mask, v):
+    def _cloud_forward(self, r, unit, mask, v, log_weight=None):
         """Blocks, readout and vector head on a set of clouds: (node, bond vectors, vectors, bond features)."""
         gala = _gala()
         x = gala.Vector2Multivector()(r)
         for block in self.blocks:
-            x, v = block(x, v, mask)
-        kw = {} if mask is None else {"mask": (mask, mask)}
-        node = self.readout((x, v), **kw)
+            x, v = block(x, v, mask, log_weight)
+        node = self.readout((x, v), **_attention_mask(mask, log_weight))
 
         bond_vec = gala.Multivector2Vector()(x)  # (n, k, 3), covariant
         if self.vector_head is not None:
@@ -306,6 +256,8 @@ class GeometricAlgebraAttention(Backbone):
             score, gain = sw[..., : self.vector_dim], sw[..., self.vector_dim :]
             if mask is not None:
                 score = score.masked_fill(~mask[..., None], float("-inf"))
+            if log_weight is not None:
+                score = score + log_weight[..., None]
             weight = torch.softmax(score, dim=1) * gain  # (n, k, C)
             vector = torch.einsum("nkc,nki->nci", weight, bond_vec) * unit
         else:
@@ -313,9 +265,11 @@ class GeometricAlgebraAttention(Backbone):
         return node, bond_vec, vector, v
 
     def forward(self, batch) -> BackboneOutput:
-        n, k = batch.pos.shape[0], self.k
-        r, unit, mask = self._clouds(batch)
-        v = self._types(batch)
+        n = batch.pos.shape[0]
+        layout = self._layout(batch)
+        width = layout[2]
+        r, unit, mask, log_weight = self._clouds(batch, layout)
+        v = self._types(batch, layout)
         if mask is not None:
             v = v * mask[..., None]
         # Clouds are independent once the length unit is known, and in eval mode the package's
@@ -323,13 +277,15 @@ class GeometricAlgebraAttention(Backbone):
         # clouds at a time: exact, and the (clouds, k, k, hidden) pair tensors of the rank-2
         # products stay small. ``edge_chunk`` (set by ``atomssl embed``) is counted in bond pairs,
         # k^2 per cloud, as those tensors are what fills memory here.
-        per = None if self.edge_chunk is None else max(1, int(self.edge_chunk) // (k * k))
+        per = None if self.edge_chunk is None else max(1, int(self.edge_chunk) // (width * width))
         if per is None or per >= n or self.training or torch.is_grad_enabled():
-            node, bond_vec, vector, v = self._cloud_forward(r, unit, mask, v)
+            node, bond_vec, vector, v = self._cloud_forward(r, unit, mask, v, log_weight)
         else:
+            def part(x, i):
+                return None if x is None else x[i : i + per]
+
             parts = [
-                self._cloud_forward(r[i : i + per], unit[i : i + per], None if mask is None else mask[i : i + per],
-                                    v[i : i + per])
+                self._cloud_forward(r[i : i + per], unit[i : i + per], part(mask, i), v[i : i + per], part(log_weight, i))
                 for i in range(0, n, per)
             ]  # fmt: skip
             node, bond_vec, v = (torch.cat([p[j] for p in parts]) for j in (0, 1, 3))
@@ -345,6 +301,6 @@ class GeometricAlgebraAttention(Backbone):
             node=node,
             graph=total / count[:, None],
             vector=vector,
-            edge=v.reshape(n * k, -1),
-            edge_vector=(bond_vec * unit).reshape(n * k, 3),
+            edge=self._sparse(v, layout),
+            edge_vector=self._sparse(bond_vec * unit, layout),
         )

@@ -122,7 +122,7 @@ def embed_structures(
     out, appended to ``errors`` (when given) and listed in the ``skipped`` array.
     Raises :class:`EmptyInputError` when no structure is left to embed."""
     backbone = backbone.to(device=device, dtype=dtype).eval()
-    spec = backbone.graph_spec
+    spec = backbone.inference_graph_spec
     limit = int(max_edges_per_chunk) if max_edges_per_chunk else None
     halo = limit is not None and hasattr(backbone, "receptive_hops") and hasattr(backbone, "graph_from_nodes")
     graph_rows, atom_rows, rows, skipped = [], [], [], []
