@@ -107,3 +107,15 @@ def test_cli_option(tmp_path, capsys):
         main(["embed", str(files[0]), "-k", str(ck), "-o", str(tmp_path / "x.npz"), "--max-edges-per-chunk", "-1"])
     assert "must be >= 0" in capsys.readouterr().err
     assert embed_cli.DEFAULT_MAX_EDGES_PER_CHUNK == _embed.DEFAULT_MAX_EDGES_PER_CHUNK
+
+
+def test_embedding_leaves_the_callers_backbone_as_it_was():
+    """embed_structures(dtype=float64) used to leave the caller's module converted (and in eval mode)."""
+    torch.manual_seed(0)
+    bb = build_backbone({"name": "megnet", "cutoff": 4.0}).train()
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    embed_structures([Structure.coerce(bulk("NaCl", "rocksalt", a=5.64))], bb, dtype=torch.float64)
+    assert all(p.dtype == torch.float32 for p in bb.parameters())
+    assert bb.training
+    after = bb.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -116,3 +116,24 @@ def test_shipped_embedding_is_invariant(backbone, tmp_path):
         return {"graph": res["structure"][0], "node": res["atom"]}
 
     assert_equivariant(fn, structure, {"graph": "graph", "node": "node"}, n_trials=3, atol=1e-8, rtol=1e-7)
+
+
+def test_shipped_command_is_a_runnable_shell_command(shipped):
+    """Each ``&&`` part of the recorded command parses as a shell command: the atomssl part with the
+    CLI's own parser (its config file exists), the benchmark part names a script that exists."""
+    import shlex
+
+    from atomssl.cli.main import build_parser
+
+    doc = json.loads(shipped.with_name("default.json").read_text())
+    root = Path(__file__).resolve().parents[2]
+    parts = [shlex.split(p) for p in doc["command"].split("&&")]
+    assert len(parts) == 2
+    for words in parts:
+        while words and "=" in words[0] and not words[0].startswith("-"):
+            words.pop(0)  # VAR=value environment prefixes
+        if words[0] == "atomssl":
+            args = build_parser().parse_args(words[1:])
+            assert args.verb == "pretrain" and (root / args.config).is_file()
+        else:
+            assert words[0] == "python" and (root / words[1]).is_file() and words[2] == "--ship"

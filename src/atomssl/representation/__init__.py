@@ -4,10 +4,6 @@ from ._base import BACKBONES, N_SPECIES, Backbone, BackboneOutput, build_backbon
 
 __all__ = ["BACKBONES", "N_SPECIES", "Backbone", "BackboneOutput", "build_backbone", "register_backbone"]
 
-# Concrete backbones register themselves on import.
-for _mod in ("megnet", "equiformer", "gaa"):
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as _exc:  # a backbone module not yet written
-        if _exc.name != f"{__name__}.{_mod}":
-            raise
+# Concrete backbones register themselves on import: imported by name, so a broken module fails
+# loudly instead of silently vanishing from the registry.
+from . import equiformer, gaa, megnet  # noqa: E402,F401

@@ -4,10 +4,6 @@ from ._base import TASKS, Task, build_task, register_task
 
 __all__ = ["TASKS", "Task", "build_task", "register_task"]
 
-# Concrete tasks register themselves on import.
-for _mod in ("denoise", "mask", "cloud", "downstream"):
-    try:
-        __import__(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__name__}.{_mod}":
-            raise
+# Concrete tasks register themselves on import: imported by name, so a broken module fails
+# loudly instead of silently vanishing from the registry.
+from . import cloud, denoise, downstream, mask  # noqa: E402,F401

@@ -121,7 +121,18 @@ def embed_structures(
     bad entry (or one whose graph cannot be built) raises, unless ``skip_bad``: then it is left
     out, appended to ``errors`` (when given) and listed in the ``skipped`` array.
     Raises :class:`EmptyInputError` when no structure is left to embed."""
+    # the caller's module is converted in place by .to(): note its state and restore it at the end
+    first = next(iter(backbone.parameters()), None)
+    restore = (first.dtype, first.device, backbone.training) if first is not None else None
     backbone = backbone.to(device=device, dtype=dtype).eval()
+    try:
+        return _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors)
+    finally:
+        if restore is not None:
+            backbone.to(device=restore[1], dtype=restore[0]).train(restore[2])
+
+
+def _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors) -> dict[str, np.ndarray]:
     spec = backbone.inference_graph_spec
     limit = int(max_edges_per_chunk) if max_edges_per_chunk else None
     halo = limit is not None and hasattr(backbone, "receptive_hops") and hasattr(backbone, "graph_from_nodes")

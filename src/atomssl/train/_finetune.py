@@ -661,8 +661,12 @@ class LinearProbe:
     """Standardised embeddings -> ridge (regression, on the transformed target) or logistic
     regression; the regularisation strength chosen on the validation set."""
 
-    def __init__(self, kind: str, transform: str = "none"):
+    def __init__(self, kind: str, transform: str = "none", n_classes: int | None = None):
+        if kind not in ("regression", "classification"):
+            raise ConfigError(f"LinearProbe kind must be 'regression' or 'classification', got {kind!r}")
         self.kind, self.transform = kind, transform
+        #: classification: number of classes (labels 0..n-1); default from the labels seen in fit()
+        self.n_classes = n_classes
         self.model = None
         self.param: float | None = None
         self.val_curve: dict[float, float] = {}
@@ -692,6 +696,11 @@ class LinearProbe:
         if self.kind == "regression":
             t = self._f(y_train)
             self.t_range = (float(np.min(t)), float(np.max(t)))
+        else:
+            seen = int(max(np.max(y) for y in (y_train, y_val) if len(y))) + 1
+            if self.n_classes is not None and seen > self.n_classes:
+                raise ConfigError(f"LinearProbe: label {seen - 1} outside 0..{self.n_classes - 1} (n_classes={self.n_classes})")
+            self.n_classes = self.n_classes or seen
         best = None
         for value in grid:
             model = self._make(float(value))
@@ -801,9 +810,8 @@ def train_and_predict(
     out: dict[str, Any] = {"predictions": {}, "scores": {}, "chosen": {}}
     if mode == "linear_probe":
         bb = backbone if backbone is not None else build_finetune_backbone(config["backbone"])
-        probe = LinearProbe(kind, config["task"].get("transform", "none"))
-        if kind == "classification":
-            probe.n_classes = int(config["task"].get("n_classes") or int(max(np.max(s.y) for s in [train, val] if len(s))) + 1)
+        n_classes = config["task"].get("n_classes") if kind == "classification" else None
+        probe = LinearProbe(kind, config["task"].get("transform", "none"), n_classes=int(n_classes) if n_classes else None)
         grid = config["probe"]["alphas"] if kind == "regression" else config["probe"]["Cs"]
         x_train = embed_graphs(bb, train.graphs)
         x_val = embed_graphs(bb, val.graphs) if len(val) else np.zeros((0, x_train.shape[1]))
