@@ -39,5 +39,5 @@ def test_classification_probe_refuses_labels_beyond_n_classes():
 
 
 def test_probe_refuses_unknown_kind():
-    with pytest.raises(ConfigError, match="regression' or 'classification"):
+    with pytest.raises(ConfigError, match="LinearProbe kind must be one of"):
         LinearProbe("ranking")

@@ -28,6 +28,7 @@ from ._prototypes import (
 )
 from ._datasets import DATASETS, FolderDataset, load_dataset, load_structures
 from ._qm9 import load_qm9, qm9_frequencies, qm9_split
+from ._spectra import VDOS_GRID, VDOS_SIGMA, broaden, grid_edges, vibrational_dos
 from ._qm9_parse import QM9_ATOMREF, QM9_COUNT, QM9_EXTRA_LABELS, QM9_TARGETS
 from ._minerals import MINERALS_COUNT, load_minerals
 from ._molecular_crystals import CSD_MOLECULAR_CRYSTALS_COUNT, load_csd_molecular_crystals
@@ -73,6 +74,11 @@ __all__ = [
     "QM9_EXTRA_LABELS",
     "QM9_TARGETS",
     "load_qm9",
+    "VDOS_GRID",
+    "VDOS_SIGMA",
+    "broaden",
+    "grid_edges",
+    "vibrational_dos",
     "qm9_frequencies",
     "qm9_split",
     "MINERALS_COUNT",

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import StructureError, UnreadableFileError
 from ._formats import Entry, _wrap
 from ._structure import Structure
@@ -18,6 +20,9 @@ def _ase_db_labels(row) -> tuple[dict[str, Any], str]:
     if isinstance(meta, dict):
         return dict(meta.get("labels", {})), str(meta.get("id") or "")
     labels = dict(row.key_value_pairs)
+    for key, value in (row.get("data") or {}).items():  # vector labels (spectra) kept in the data field
+        if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf" and key not in labels:
+            labels[key] = value.astype(np.float64)
     for key in ("energy", "free_energy"):
         if row.get(key) is not None:
             labels.setdefault(key, float(row[key]))

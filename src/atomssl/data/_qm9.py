@@ -107,6 +107,10 @@ def load_qm9(
     test_fraction: float = 0.1,
     val_fraction: float = 0.1,
     frequencies: bool = False,
+    vdos: bool = False,
+    vdos_sigma: float = 20.0,
+    vdos_bins: int = 200,
+    vdos_max: float = 4000.0,
     path: str | Path | None = None,
     cache: bool = True,
 ) -> list[Structure]:
@@ -114,7 +118,11 @@ def load_qm9(
 
     Labels: :data:`QM9_TARGETS` (units there; energies in Hartree) and :data:`QM9_EXTRA_LABELS`;
     ``frequencies=True`` adds ``frequencies``, the harmonic frequencies (cm^-1) as an array (see
-    also :func:`qm9_frequencies`). ``split`` (``"train"``, ``"val"``, ``"test"``) keeps one part of
+    also :func:`qm9_frequencies`). ``vdos=True`` adds ``vdos``, the vibrational density of states:
+    each harmonic mode a Gaussian of width ``vdos_sigma`` (cm^-1) integrated over ``vdos_bins`` bins
+    from 0 to ``vdos_max`` cm^-1, so the values sum to the number of modes, 3N-6 (3N-5 if linear),
+    less tails outside the grid (imaginary modes, listed negative, are left out: see
+    :func:`atomssl.data.vibrational_dos`). ``split`` (``"train"``, ``"val"``, ``"test"``) keeps one part of
     :func:`qm9_split` with the given ``seed`` and fractions. The row count is verified on every
     load; parsed arrays are cached under :func:`atomssl.data.cache_dir` (the first full load
     parses the tables once, ~30 s). A ``limit`` without a cache parses only the first rows.
@@ -139,7 +147,15 @@ def load_qm9(
         rows = _split_rows(ids_all, split, seed, test_fraction, val_fraction)
     if limit is not None:
         rows = rows[:limit]
-    return _unpack(arrays, rows, frequencies)
+    out = _unpack(arrays, rows, frequencies or vdos)
+    if vdos:
+        from ._spectra import vibrational_dos
+
+        for s in out:
+            s.labels["vdos"] = vibrational_dos(s.labels["frequencies"], 0.0, vdos_max, vdos_bins, vdos_sigma)
+            if not frequencies:
+                del s.labels["frequencies"]
+    return out
 
 
 def _unpack(arrays: dict[str, np.ndarray], rows: np.ndarray, frequencies: bool) -> list[Structure]:

@@ -48,6 +48,9 @@ def pretrain_clouds(
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
     backbone = build_backbone(dict(s.backbone))
+    # the cloud pretext tasks corrupt exactly k bonds per cloud: a cloud holding a whole tied shell
+    # (frame_clouds; a near-tie of noisy training environments) trains on its k nearest, sorted first
+    clouds = np.asarray(clouds)[:, : int(getattr(backbone, "k", np.asarray(clouds).shape[1]))]
     tasks = {name: build_task({"name": name, "unit": "angstrom"}, backbone) for name in s.tasks}
     params = list(backbone.parameters()) + [p for t in tasks.values() for p in t.parameters()]
     opt = torch.optim.Adam(params, lr=s.lr)

@@ -6,4 +6,4 @@ __all__ = ["TASKS", "Task", "build_task", "register_task"]
 
 # Concrete tasks register themselves on import: imported by name, so a broken module fails
 # loudly instead of silently vanishing from the registry.
-from . import cloud, denoise, downstream, mask  # noqa: E402,F401
+from . import cloud, denoise, downstream, mask, spectrum  # noqa: E402,F401

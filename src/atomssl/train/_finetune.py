@@ -10,6 +10,8 @@ trains and writes a run folder::
     RUN/metrics.csv                one row per epoch (train/val loss and metrics)
     RUN/predictions.csv            id, split, target, prediction (+ class probabilities)
     RUN/parity.png                 predicted vs true (regression) / confusion matrices (classification)
+    RUN/predictions.npz, spectra.png   spectrum targets instead: per split ids, target and predicted
+                                   spectra; predicted vs true spectra of a few test structures
     RUN/summary.json, summary.md   test and validation metrics, trivial baselines, sizes, timings
 
 Lower-level pieces are shared with ``atomssl evaluate`` and the learning curves:
@@ -55,7 +57,7 @@ from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_
 log = logging.getLogger(__name__)
 
 MODES = ("full", "frozen", "linear_probe")
-KINDS = ("regression", "classification")
+KINDS = ("regression", "classification", "spectrum")
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -110,7 +112,8 @@ def prepare_config(config: dict) -> dict:
 # ------------------------------------------------------------------------------ data
 @dataclass
 class LabelledGraphs:
-    """Graphs with one target each (float for regression, class index for classification)."""
+    """Graphs with one target each (float for regression, class index for classification, a vector
+    of ``n_bins`` values for a spectrum: ``y`` is then (n, n_bins))."""
 
     graphs: list
     y: np.ndarray
@@ -147,7 +150,7 @@ class _TargetDataset(Dataset):
             self.items = []
             for g, y in zip(data.graphs, data.y):
                 g = copy.copy(g)
-                g.target = torch.tensor([y], dtype=self.dtype)
+                g.target = torch.as_tensor(np.asarray([y]), dtype=self.dtype)  # (1,) or (1, n_bins)
                 self.items.append(g)
 
     def __len__(self) -> int:
@@ -157,7 +160,7 @@ class _TargetDataset(Dataset):
         if self.items is not None:
             return self.items[i]
         g = self.data.graphs[i]
-        g.target = torch.tensor([self.data.y[i]], dtype=self.dtype)
+        g.target = torch.as_tensor(np.asarray([self.data.y[i]]), dtype=self.dtype)
         return g
 
 
@@ -242,6 +245,8 @@ def read_labels_file(path: str | os.PathLike, label: str | None, *, numeric: boo
     if not path.is_file():
         raise ConfigError(f"{path}: labels file not found")
     try:
+        if path.suffix.lower() == ".npz":
+            return _read_labels_npz(path, label, numeric)
         if path.suffix.lower() == ".json":
             return _read_labels_json(path, label, numeric)
         return _read_labels_csv(path, label, numeric)
@@ -280,6 +285,27 @@ def _read_labels_csv(path: Path, label: str | None, numeric: bool) -> dict[str, 
             if value == "":
                 continue  # unlabelled
             out[key] = _label_value(value, numeric, f"{path}: line {line} ({kcol} {key!r})", vcol)
+    return out
+
+
+def _read_labels_npz(path: Path, label: str | None, numeric: bool) -> dict[str, Any]:
+    """NumPy ``.npz``: a key array (``id``/``file``/``name``/...: n strings) and value arrays with n
+    rows: (n,) scalars or (n, n_bins) vectors (spectra)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    kcol = next((k for k in _KEY_NAMES if k in arrays), None)
+    if kcol is None:
+        raise ConfigError(f"{path}: no key array ({', '.join(_KEY_NAMES)}) among {', '.join(arrays) or 'none'}")
+    keys = [str(k) for k in arrays[kcol].tolist()]
+    vcol = _pick_label(label, list(arrays), kcol, str(path), "arrays")
+    values = arrays[vcol]
+    if len(values) != len(keys):
+        raise ConfigError(f"{path}: array {vcol!r} has {len(values)} rows, {kcol!r} has {len(keys)}")
+    out: dict[str, Any] = {}
+    for n, (key, value) in enumerate(zip(keys, values)):
+        if key in out:
+            raise ConfigError(f"{path}: {kcol} {key!r} appears twice (rows {keys.index(key)} and {n})")
+        out[key] = _label_value(value, numeric, f"{path}: row {n} ({kcol} {key!r})", vcol) if values.ndim == 1 else value
     return out
 
 
@@ -353,7 +379,7 @@ def labels_table(data_cfg: dict, kind: str) -> dict[str, Any] | None:
     sources = data_cfg.get("sources") or []
     sources = [sources] if isinstance(sources, (str, dict)) else sources
     path = _locate_labels(str(data_cfg["labels"]), sources)
-    return read_labels_file(path, data_cfg.get("label"), numeric=kind != "classification")
+    return read_labels_file(path, data_cfg.get("label"), numeric=kind == "regression")
 
 
 def _names(structures, indices, n: int = 5) -> str:
@@ -443,6 +469,15 @@ def resolve_labels(
     if not kept:
         raise ConfigError("no labelled structures")
     classes = None
+    if kind == "spectrum":
+        from ._spectrum import spectrum_matrix, spectrum_vector
+
+        wheres = [_names(structures, [i]) for i in kept]
+        if table is not None:
+            wheres = [f"{data_cfg['labels']} (structure {w})" for w in wheres]
+        column = label or "value"
+        vectors = [spectrum_vector(v, w, column) for v, w in zip(raw, wheres)]
+        return spectrum_matrix(vectors, wheres, column), np.asarray(kept, dtype=np.int64), None
     if kind == "classification":
         classes = sorted({str(v) for v in raw}, key=_natural)
         index = {c: k for k, c in enumerate(classes)}
@@ -512,7 +547,7 @@ class FinetuneModule(L.LightningModule):
         self.kind = config["task"]["name"]
         if self.mode == "frozen":
             self.backbone.requires_grad_(False)
-        self.monitor = "val/mae" if self.kind == "regression" else "val/loss"
+        self.monitor = "val/loss" if self.kind == "classification" else "val/mae"
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -578,10 +613,18 @@ class FinetuneModule(L.LightningModule):
 
 
 @torch.no_grad()
-def predict_graphs(module: FinetuneModule, graphs: Sequence, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Predictions (``prediction``; plus ``proba`` for classification) for ``graphs``, in order."""
+def predict_graphs(module: FinetuneModule, graphs: Sequence, batch_size: int = 64, totals=None) -> dict[str, np.ndarray]:
+    """Predictions (``prediction``; plus ``proba`` for classification) for ``graphs``, in order.
+    ``totals``: each structure's known total, for a spectrum head with ``total="label"``."""
     was_training = module.training
     module.eval()
+    if module.kind == "spectrum":
+        from ._spectrum import predict_spectra
+
+        try:
+            return {"prediction": predict_spectra(module, graphs, totals, batch_size)}
+        finally:
+            module.train(was_training)
     device = next(module.parameters()).device
     preds, probas = [], []
     from ._data import graph_batches
@@ -642,6 +685,10 @@ def classification_scores(y_true, y_pred, proba=None) -> dict[str, float]:
 
 
 def score(kind: str, y_true, pred: dict[str, np.ndarray]) -> dict[str, float]:
+    if kind == "spectrum":
+        from ._spectrum import spectrum_scores
+
+        return spectrum_scores(y_true, pred["prediction"])
     if kind == "regression":
         return regression_scores(y_true, pred["prediction"])
     return classification_scores(y_true, pred["prediction"], pred.get("proba"))
@@ -650,6 +697,10 @@ def score(kind: str, y_true, pred: dict[str, np.ndarray]) -> dict[str, float]:
 def baseline_scores(kind: str, y_train, y_true) -> dict[str, float]:
     """Scores of the trivial predictor fitted on training targets (mean / majority class)."""
     y_train = np.asarray(y_train)
+    if kind == "spectrum":
+        from ._spectrum import spectrum_baseline_scores
+
+        return spectrum_baseline_scores(y_train, y_true)
     if kind == "regression":
         return regression_scores(y_true, np.full(len(y_true), float(np.mean(y_train))))
     majority = int(np.bincount(y_train.astype(np.int64)).argmax())
@@ -662,8 +713,10 @@ class LinearProbe:
     regression; the regularisation strength chosen on the validation set."""
 
     def __init__(self, kind: str, transform: str = "none", n_classes: int | None = None):
-        if kind not in ("regression", "classification"):
-            raise ConfigError(f"LinearProbe kind must be 'regression' or 'classification', got {kind!r}")
+        if kind not in KINDS:
+            raise ConfigError(f"LinearProbe kind must be one of {KINDS}, got {kind!r}")
+        if kind == "spectrum" and transform != "none":
+            raise ConfigError("a spectrum linear probe takes no target transform")
         self.kind, self.transform = kind, transform
         #: classification: number of classes (labels 0..n-1); default from the labels seen in fit()
         self.n_classes = n_classes
@@ -686,7 +739,7 @@ class LinearProbe:
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        if self.kind == "regression":
+        if self.kind in ("regression", "spectrum"):  # spectrum: one ridge per bin, clipped at 0
             return make_pipeline(StandardScaler(), Ridge(alpha=value))
         return make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=2000))
 
@@ -706,7 +759,9 @@ class LinearProbe:
             model = self._make(float(value))
             model.fit(x_train, self._f(y_train) if self.kind == "regression" else y_train)
             if len(x_val):
-                if self.kind == "regression":
+                if self.kind == "spectrum":
+                    err = float(np.abs(np.clip(model.predict(x_val), 0, None) - y_val).mean())
+                elif self.kind == "regression":
                     err = float(np.abs(self._finv(model.predict(x_val)) - y_val).mean())
                 else:
                     err = classification_scores(y_val, model.predict(x_val), self._proba(model, x_val))["log_loss"]
@@ -724,6 +779,8 @@ class LinearProbe:
         return p
 
     def predict(self, x) -> dict[str, np.ndarray]:
+        if self.kind == "spectrum":
+            return {"prediction": np.clip(self.model.predict(x), 0, None)}
         if self.kind == "regression":
             return {"prediction": self._finv(self.model.predict(x))}
         proba = self._proba(self.model, x)
@@ -735,7 +792,7 @@ class LinearProbe:
             "kind": self.kind,
             "transform": self.transform,
             "estimator": type(est).__name__,
-            "alpha" if self.kind == "regression" else "C": self.param,
+            "C" if self.kind == "classification" else "alpha": self.param,
             "validation_curve": {str(k): v for k, v in self.val_curve.items()},
             "scaler_mean": scaler.mean_.tolist(),
             "scaler_scale": scaler.scale_.tolist(),
@@ -775,6 +832,10 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool, 
 def _task_options(config: dict, train: LabelledGraphs) -> dict[str, Any]:
     """Statistics of the training targets that the head needs (normalisation / class prior)."""
     kind = config["task"]["name"]
+    if kind == "spectrum":
+        from ._spectrum import spectrum_task_options
+
+        return spectrum_task_options(train.y)
     if kind == "regression":
         from ..task.downstream import RegressionTask
 
@@ -812,12 +873,12 @@ def train_and_predict(
         bb = backbone if backbone is not None else build_finetune_backbone(config["backbone"])
         n_classes = config["task"].get("n_classes") if kind == "classification" else None
         probe = LinearProbe(kind, config["task"].get("transform", "none"), n_classes=int(n_classes) if n_classes else None)
-        grid = config["probe"]["alphas"] if kind == "regression" else config["probe"]["Cs"]
+        grid = config["probe"]["Cs"] if kind == "classification" else config["probe"]["alphas"]
         x_train = embed_graphs(bb, train.graphs)
         x_val = embed_graphs(bb, val.graphs) if len(val) else np.zeros((0, x_train.shape[1]))
         probe.fit(x_train, train.y, x_val, val.y, grid)
         write_json(run_dir / "probe.json", probe.to_dict())
-        out["chosen"] = {("alpha" if kind == "regression" else "C"): probe.param}
+        out["chosen"] = {("C" if kind == "classification" else "alpha"): probe.param}
         out["probe"] = probe
         for name, s in sets.items():
             if len(s):
@@ -856,9 +917,11 @@ def train_and_predict(
         out["chosen"] = {"epoch": int(best_row["epoch"]) if best_row else None, "epochs_run": len(rows),
                          "monitor": monitor, "best": best_row.get(monitor) if best_row else None}  # fmt: skip
         out["module"] = module
+        label_totals = kind == "spectrum" and config["task"].get("total") == "label"
         for name, s in sets.items():
             if len(s):
-                out["predictions"][name] = predict_graphs(module, s.graphs)
+                totals = s.y.sum(1) if label_totals else None  # a known total: the spectrum's integral
+                out["predictions"][name] = predict_graphs(module, s.graphs, totals=totals)
     for name, s in sets.items():
         if name in out["predictions"]:
             out["scores"][name] = score(kind, s.y, out["predictions"][name])
@@ -929,8 +992,14 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
         config["task"].setdefault("n_classes", len(classes))
     sets = {"train": data.subset(tr), "val": data.subset(va), "test": data.subset(te)}
     res = train_and_predict(config, sets["train"], sets["val"], {"train": sets["train"], "test": sets["test"]}, run_dir, progress)
-    write_predictions(run_dir / "predictions.csv", sets, res["predictions"], classes)
-    plot_parity(run_dir / "parity.png", config["task"]["name"], sets, res["predictions"], classes)
+    if config["task"]["name"] == "spectrum":
+        from ._spectrum import plot_spectra, write_spectra
+
+        write_spectra(run_dir / "predictions.npz", sets, res["predictions"])
+        plot_spectra(run_dir / "spectra.png", sets, res["predictions"], baseline=sets["train"].y.mean(0), seed=int(config["seed"]))
+    else:
+        write_predictions(run_dir / "predictions.csv", sets, res["predictions"], classes)
+        plot_parity(run_dir / "parity.png", config["task"]["name"], sets, res["predictions"], classes)
     summary = {
         "mode": config["mode"],
         "task": config["task"]["name"],

@@ -97,10 +97,22 @@ def load_source(entry: Any, skip_bad: bool = True, in_memory: bool = True) -> Se
         loader = getattr(atomssl_data, "load_dataset", None)
         if loader is None:
             raise ConfigError(f"data source {name!r}: no such file or folder (and no named datasets in this build)")
+        if limit is not None and _takes_limit(name):  # read only the first rows (qm9: not all 130,831)
+            opts["limit"] = int(limit)
         structures = loader(name, **opts)
     if limit is not None:
         structures = _head(structures, int(limit))
     return structures
+
+
+def _takes_limit(name: str) -> bool:
+    """Whether the built-in dataset ``name``'s loader reads only the first ``limit`` rows itself."""
+    import inspect
+
+    from ..data._datasets import DATASETS
+
+    loader = DATASETS.get(name)
+    return loader is not None and "limit" in inspect.signature(loader).parameters
 
 
 def _head(structures: Sequence[Structure], n: int) -> Sequence[Structure]:
