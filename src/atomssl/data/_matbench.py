@@ -131,8 +131,33 @@ def _verify_dielectric(n: np.ndarray, source: str) -> None:
         )
 
 
-def load_matbench_dielectric(limit: int | None = None, *, path: str | Path | None = None, cache: bool = True) -> list[Structure]:
+#: per-crystal columns of the bundled table besides ``n``: labels with ``load_matbench_dielectric(metadata=True)``
+DIELECTRIC_METADATA = ("crystal_sys", "spg_symbol", "spg_num")
+
+
+def matbench_dielectric_metadata(path: str | Path | None = None) -> dict[str, dict]:
+    """``{id: {crystal_sys, spg_symbol, spg_num}}`` from the bundled table's own columns (Materials
+    Project's symmetry analysis of each crystal, as shipped with the data)."""
+    path = Path(path) if path is not None else matbench_dielectric_path()
+    try:
+        with gzip.open(path, "rb") as fh:
+            table = json.loads(fh.read())
+        columns = {c: table[c] for c in DIELECTRIC_METADATA}
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise UnreadableFileError(f"no crystal-system columns ({type(exc).__name__}: {exc})", str(path)) from None
+    keys = sorted(columns["crystal_sys"], key=int)
+    if len(keys) != MATBENCH_DIELECTRIC_COUNT:
+        raise DatasetError(f"{path}: expected {MATBENCH_DIELECTRIC_COUNT} crystal systems, found {len(keys)}")
+    return {_mb_id(int(k)): {c: columns[c][k] for c in DIELECTRIC_METADATA} for k in keys}
+
+
+def load_matbench_dielectric(
+    limit: int | None = None, *, path: str | Path | None = None, cache: bool = True, metadata: bool = False
+) -> list[Structure]:
     """The 4764 matbench_dielectric structures, in matbench order, label ``n`` (refractive index).
+
+    ``metadata=True`` adds the table's ``crystal_sys`` (cubic, tetragonal, ...), ``spg_symbol`` and
+    ``spg_num`` labels (for grouping, e.g. ``data.group_by=crystal_sys``; name ``data.label=n``).
 
     Each structure has ``id`` ``mb-dielectric-0001`` ... (the ids used by :func:`matbench_folds`),
     ``source`` ``"matbench_dielectric"`` and ``index`` its row. The count and the label MAD are verified on
@@ -159,7 +184,12 @@ def load_matbench_dielectric(limit: int | None = None, *, path: str | Path | Non
         if limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         arrays = _head(arrays, limit)
-    return unpack_structures(arrays, source="matbench_dielectric")
+    out = unpack_structures(arrays, source="matbench_dielectric")
+    if metadata:
+        meta = matbench_dielectric_metadata(path)
+        for st in out:
+            st.labels.update(meta[st.id])
+    return out
 
 
 def _head(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:

@@ -55,15 +55,19 @@ def _load_task(task: str, config: dict) -> tuple[LabelledGraphs, list[tuple[np.n
 
     if task not in MATBENCH_TASKS:
         raise ConfigError(f"unknown matbench task {task!r}; available offline: {sorted(MATBENCH_TASKS)}")
+    from ._groups import label_columns, wanted_labels
+
     label = MATBENCH_TASKS[task][0]
-    structures = load_dataset(task)
+    keys = wanted_labels(config.get("data") or {})
+    structures = load_dataset(task, metadata=True) if keys else load_dataset(task)
     folds = matbench_folds(task)
     graphs, kept = build_graphs(structures, _graph_spec(config["backbone"]), skip_bad=False, cache_key=f"matbench:{task}")
     if len(kept) != len(structures):  # pragma: no cover - skip_bad=False raises instead
         raise ConfigError(f"{task}: some structures could not be converted to graphs")
     y = np.array([s.labels[label] for s in structures], dtype=np.float64)
     ids = [s.id for s in structures]
-    return LabelledGraphs(list(graphs), y, ids), folds
+    meta = label_columns([s.labels for s in structures], keys, task) if keys else {}
+    return LabelledGraphs(list(graphs), y, ids, meta), folds
 
 
 def carve_validation(train_idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +124,13 @@ def evaluate_matbench(
         for k in todo:
             train_idx, test_idx = splits[k]
             seed = int(config["seed"]) + k
+            where = config["data"].get("train_where")
+            if where:  # train (and validate) on the chosen groups of the fold's training rows
+                from ._groups import where_mask
+
+                train_idx = train_idx[where_mask(data.meta, where, len(data))[train_idx]]
+                if len(train_idx) < 2:
+                    raise ConfigError(f"fold {k}: data.train_where={where!r} leaves {len(train_idx)} training rows")
             tr, va = carve_validation(train_idx, float(config["data"]["val_fraction"]), seed)
             fold_cfg = {**config, "seed": seed}
             fold_dir = out / f"fold_{k}"
@@ -137,6 +148,13 @@ def evaluate_matbench(
                                "n_train": len(tr), "n_val": len(va), "n_test": len(test_idx)},  # fmt: skip
                 "seconds": res["seconds"],
             }
+            group = config["data"].get("group_by")
+            if group:
+                from ._groups import group_scores
+
+                result["group_by"], result["train_where"] = group, where
+                result["group_scores"] = group_scores("regression", test.y, res["predictions"]["test"],
+                                                      test.meta[group], data.subset(tr).y)  # fmt: skip
             plot_parity(fold_dir / "parity.png", "regression", {"test": test}, res["predictions"], title=f"{task} fold {k} (test)")
             write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold done
             s = result["scores"]
@@ -202,12 +220,39 @@ def write_results(task: str, out: Path, progress: bool = True) -> dict[str, Any]
     if results:
         lines.append(f"| mean ({len(results)} folds) | {mean['mae']:.4f} +- {std['mae']:.4f} | {mean['rmse']:.4f} | "
                      f"{mean['mape']:.4f} | {mean['max_error']:.3f} | | |")  # fmt: skip
+    groups = _mean_group_scores(results)
+    if groups:
+        from ._groups import format_group_table
+
+        first = next(iter(results.values()))
+        where = f", trained on {first['train_where']}" if first.get("train_where") else ""
+        lines += ["", f"test rows by {first['group_by']}{where} (mean over {len(results)} fold(s)):", "",
+                  format_group_table(groups, "mae")]  # fmt: skip
     table = "\n".join(lines)
     with atomic_write(out / "summary.md", "w") as fh:
         fh.write(table + "\n")
     summary = {"task": task, "folds_done": sorted(results), "mean": mean, "std": std,
                "per_fold": {k: r["scores"] for k, r in sorted(results.items())}, "out": str(out)}  # fmt: skip
+    if groups:
+        summary["groups"] = groups
     write_json(out / "summary.json", summary)
     if progress:
         print(table)
     return summary
+
+
+def _mean_group_scores(results: dict[int, dict]) -> dict[str, dict[str, Any]]:
+    """Per group: test rows over folds, and model / trivial scores averaged over folds."""
+    per = [r["group_scores"] for r in results.values() if r.get("group_scores")]
+    if not per:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for g in sorted(set().union(*per)):
+        rows = [p[g] for p in per if g in p]
+        metrics = rows[0]["scores"]
+        out[g] = {
+            "n": int(sum(r["n"] for r in rows)),
+            "scores": {m: float(np.mean([r["scores"][m] for r in rows])) for m in metrics},
+            "baseline": {m: float(np.mean([r["baseline"][m] for r in rows])) for m in metrics},
+        }
+    return out

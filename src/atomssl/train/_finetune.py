@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
         "skip_unlabelled": False,
         "in_memory": True,  # False (and always for a corpus folder): read structures lazily, build graphs in workers
         "num_workers": 0,
+        "train_where": None,  # e.g. "crystal_sys==cubic": train and validate on those structures only (test: all)
+        "group_by": None,  # e.g. "crystal_sys": test scores per value of that label
     },
     "backbone": {"name": "megnet", "checkpoint": None, "pretrained": True},
     "task": {"name": "regression", "loss": "l1", "transform": "none", "readout": "auto", "hidden": [64, 32], "dropout": 0.0},
@@ -118,6 +120,8 @@ class LabelledGraphs:
     graphs: list
     y: np.ndarray
     ids: list[str] = field(default_factory=list)
+    #: per-row structure labels used to select or group rows (``data.train_where`` / ``group_by``)
+    meta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y)
@@ -135,7 +139,7 @@ class LabelledGraphs:
         def pick(seq):  # streamed graphs and ids stay lazy views
             return seq.subset(idx) if hasattr(seq, "subset") else [seq[i] for i in idx]
 
-        return LabelledGraphs(pick(self.graphs), self.y[idx], pick(self.ids))
+        return LabelledGraphs(pick(self.graphs), self.y[idx], pick(self.ids), {k: v[idx] for k, v in self.meta.items()})
 
 
 class _TargetDataset(Dataset):
@@ -951,15 +955,20 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
     structures = load_structures({**dcfg, "sources": dcfg["sources"]})
     values, kept, classes = resolve_labels(structures, dcfg, config["task"]["name"], table)
     spec = _graph_spec(config["backbone"])
+    from ._groups import label_columns, wanted_labels
+
+    keys, what = wanted_labels(dcfg), ", ".join(_source_names(dcfg))
     if streams(dcfg, structures):  # graphs built when batched (corpora are validated at import)
         graphs = StreamedGraphs(structures, kept, spec, int(dcfg.get("num_workers") or 0))
-        return LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept)), classes, structures
+        meta = label_columns([structures[int(i)].labels for i in kept], keys, what) if keys else {}
+        return LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept), meta), classes, structures
     key = json.dumps({k: dcfg.get(k) for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
     graphs, ok = build_graphs(structures, spec, bool(dcfg.get("skip_bad", True)), cache_key=key)
     pos = {int(i): j for j, i in enumerate(ok)}
     rows = [(pos[int(i)], v, structures[int(i)]) for i, v in zip(kept, values) if int(i) in pos]
     ids = [s.id or (f"{s.source}@{s.index}" if s.source else str(k)) for k, (_, _, s) in enumerate(rows)]
-    data = LabelledGraphs([graphs[r[0]] for r in rows], np.array([r[1] for r in rows]), ids)
+    meta = label_columns([r[2].labels for r in rows], keys, what) if keys else {}
+    data = LabelledGraphs([graphs[r[0]] for r in rows], np.array([r[1] for r in rows]), ids, meta)
     return data, classes, structures
 
 
@@ -988,6 +997,13 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
     n_warned = record_read_warnings(structures, run_dir)
     d = config["data"]
     tr, va, te = split_three(len(data), float(d["val_fraction"]), float(d["test_fraction"]), int(config["seed"]))
+    if d.get("train_where"):  # train and validate on the chosen groups only; the test rows stay whole
+        from ._groups import where_mask
+
+        keep = where_mask(data.meta, d["train_where"], len(data))
+        tr, va = tr[keep[tr]], va[keep[va]]
+        if not len(tr):
+            raise ConfigError(f"data.train_where={d['train_where']!r} leaves no training structures")
     if classes is not None:
         config["task"].setdefault("n_classes", len(classes))
     sets = {"train": data.subset(tr), "val": data.subset(va), "test": data.subset(te)}
@@ -1013,6 +1029,14 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
         "run_dir": str(run_dir),
         "structures_read_with_warnings": n_warned,
     }
+    if d.get("train_where"):
+        summary["train_where"] = d["train_where"]
+    if d.get("group_by") and "test" in res["predictions"]:
+        from ._groups import group_scores
+
+        summary["group_by"] = d["group_by"]
+        summary["group_scores"] = group_scores(config["task"]["name"], sets["test"].y, res["predictions"]["test"],
+                                               sets["test"].meta[d["group_by"]], sets["train"].y)  # fmt: skip
     write_json(run_dir / "summary.json", summary)
     table = format_summary(summary)
     with atomic_write(run_dir / "summary.md", "w") as fh:
@@ -1092,4 +1116,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"mode: {summary['mode']}; backbone: {summary['backbone']}; sizes: {summary['sizes']}; "
                  f"chosen on validation: {summary['chosen']}; {summary['seconds']:.1f} s")  # fmt: skip
+    if summary.get("group_scores"):
+        from ._groups import format_group_table
+
+        where = f", trained on {summary['train_where']}" if summary.get("train_where") else ""
+        lines += ["", f"test rows by {summary['group_by']}{where}:", "", format_group_table(summary["group_scores"], metrics[0])]
     return "\n".join(lines)
