@@ -2,8 +2,10 @@
 
 Forms::
 
-    atomssl order TRAJECTORY --checkpoint CKPT [--out DIR] [--stride S] [--particles N]
-                             [--threshold reference|liquid] [--liquid-frames F]
+    atomssl order TRAJECTORY [--checkpoint CKPT] [--out DIR] [--stride S] [--particles N]
+                             [--threshold classifier|reference|liquid] [--liquid-frames F]
+                             [--device cpu|cuda] [--chunk C] [--no-progress]
+    atomssl order TRAJECTORY --student STUDENT [...]       # distilled fast student instead of the backbone
     atomssl order pretrain [--config configs/order_pretrain.yaml] [--out CKPT] [key=value ...]
     atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
     atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both|wide]  # (b)
@@ -29,14 +31,18 @@ def register(subparsers) -> None:
     )
     p.add_argument("target", metavar="TRAJECTORY|pretrain|liquid|transfer")
     p.add_argument("inputs", nargs="*", metavar="ARG", help="more trajectories (liquid) or key=value overrides (pretrain)")
-    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint of a per-particle (gaa) backbone")
+    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint of a per-particle (gaa) backbone (default: the one "
+                                              "shipped in atomssl/weights/order_default.pt, with its classifier)")
     p.add_argument("--out", "-o", help="output folder (checkpoint file for 'pretrain'); default runs/order-*")
     p.add_argument("--config", "-c", help="YAML config (pretrain)")
     p.add_argument("--stride", type=int, default=1, help="analyse every S-th frame")
     p.add_argument("--particles", type=int, default=None, help="embed N random particles per frame (default all)")
-    p.add_argument("--threshold", choices=("reference", "liquid"), default="reference",
-                   help="crystalline if closer to a reference crystal than: held-out noisy references "
-                        "(reference) or all but 1%% of the particles of the first --liquid-frames frames (liquid)")
+    p.add_argument("--threshold", choices=("classifier", "reference", "liquid"), default=None,
+                   help="crystalline if: the checkpoint's classifier head, learned from LAMMPS thermal crystals and "
+                        "liquids, says so (classifier; the default when the checkpoint has one, as the shipped one "
+                        "does; else reference); or closer to a reference crystal than held-out noisy "
+                        "references (reference) or than all but 1%% of the particles of the first --liquid-frames "
+                        "frames (liquid)")
     p.add_argument("--liquid-frames", type=int, default=5, help="frames assumed liquid for --threshold liquid")
     p.add_argument("--format", default=None, help="trajectory format (default from the file name)")
     p.add_argument("--species", default=None, help="LAMMPS/GSD types, e.g. '1=Ar' or 'types' (point particles; "
@@ -50,7 +56,8 @@ def register(subparsers) -> None:
                    help="transfer: steps of the from-scratch and fine-tune-all models (full batch)")
     p.add_argument("--many-labels", type=float, default=None,
                    help="transfer: also train the model from scratch on this fraction of labels (attainable accuracy)")
-    p.add_argument("--device", default="cpu", help="transfer: torch device for training (cpu, cuda)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda): of the training (transfer) or of the "
+                                                  "embedding of the frames (analysis)")
     p.add_argument("--split", choices=("held_out", "training", "both", "wide"), default="both",
                    help="transfer: classes of held-out prototypes (new task), of the pretraining ones, both, or "
                         "'wide': all 49 one-component AFLOW prototypes not seen in pretraining (147 classes)")
@@ -58,16 +65,28 @@ def register(subparsers) -> None:
                    help="liquid: comma-separated classifiers applied to every feature set")
     p.add_argument("--seed", type=int, default=0, help="liquid: seed of the particle sampling and classifiers")
     p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="analysis: no progress bar over frames")
+    p.add_argument("--student", default=None, help="analysis: embed with this distilled fast student (an order student "
+                                                    "file, see benchmarks/order_speed.py) instead of --checkpoint")
+    p.add_argument("--chunk", type=int, default=None, help="analysis: clouds per forward pass (default: the model's)")
     p.set_defaults(func=run)
 
 
 def _backbone(args):
     from ..errors import ConfigError
-    from ..train import load_backbone
+    from ..order._classify import load_order_backbone
 
-    if not args.checkpoint:
-        raise ConfigError("atomssl order needs --checkpoint CKPT (make one with 'atomssl order pretrain')")
-    return load_backbone(args.checkpoint)
+    backbone = load_order_backbone(args.checkpoint)  # None: the shipped per-particle checkpoint
+    if args.target not in SUBCOMMANDS and backbone.order_classifier is None:
+        if args.threshold == "classifier":
+            raise ConfigError(f"{args.checkpoint}: holds no order classifier, which --threshold classifier needs; pass "
+                              f"--threshold reference or liquid, or leave out --checkpoint (the shipped default has one)")
+        if args.threshold is None and not args.quiet:
+            import sys
+
+            print(f"note: {args.checkpoint} holds no order classifier: using --threshold reference (leave out "
+                  f"--checkpoint for the shipped default and its classifier)", file=sys.stderr, flush=True)
+    return backbone
 
 
 def _device(name: str) -> str:
@@ -122,8 +141,18 @@ def _analyse(args) -> int:
         raise ConfigError(f"atomssl order takes one trajectory; got extra arguments {args.inputs}")
     if not Path(args.target).exists():
         raise MissingFileError("no such file", args.target)
+    device = _device(args.device)  # before the checkpoint: a bad device fails in a second
+    if args.chunk is not None and args.chunk < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--chunk must be >= 1, got {args.chunk}")
     _check_out(args)
-    backbone = _backbone(args)
+    if args.student:
+        from ..order._student import load_student
+
+        backbone = load_student(args.student)
+    else:
+        backbone = _backbone(args)
     out = _out(args, "analysis")
     options = {}
     if args.format:
@@ -138,15 +167,24 @@ def _analyse(args) -> int:
 
             raise ConfigError(f"--species {args.species!r}: {exc}") from None
     _first_frame(args.target, options)
-    summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
-                                 threshold=args.threshold, liquid_frames=args.liquid_frames,
-                                 progress=(None if args.quiet else lambda n, m: print(f"\r{n} frames ({m})", end="", flush=True)),
-                                 **options)
-    if not args.quiet:
-        print()
+    from tqdm.auto import tqdm
+
+    # frames are read lazily, so the total is unknown: the bar counts frames and shows particles/s
+    bar = tqdm(desc="order", unit="frame", mininterval=0.5, disable=args.quiet or args.no_progress)
+
+    def progress(n, message):
+        bar.update(n - bar.n)
+        bar.set_postfix_str(message, refresh=False)
+
+    try:
+        summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
+                                     threshold=args.threshold, liquid_frames=args.liquid_frames, chunk=args.chunk,
+                                     device=None if device == "cpu" else device, progress=progress, **options)
+    finally:
+        bar.close()
     on = summary["onset_frame"]
     _say(args, f"{out}: {summary['frames']} frames x {summary['particles_per_frame']} particles in "
-               f"{summary['seconds']['total']:.1f} s; onset frame SSL {on['ssl_crystalline_fraction']}, "
+               f"{summary['seconds']['total']:.1f} s ({summary.get('particles_per_s', 0):,.0f} particles/s); onset frame SSL {on['ssl_crystalline_fraction']}, "
                f"q6 {on['q6_mean']}, solid fraction {on['steinhardt_solid_fraction']}")
     return 0
 

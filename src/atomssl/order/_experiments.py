@@ -27,7 +27,7 @@ from ._analysis import onset
 from ..graph import neighbor_clouds
 from ._clouds import cloud_batch, embed_clouds
 from ._reference import HELD_OUT_PROTOTYPES, ReferenceClouds, one_component_prototypes, reference_clouds
-from ._steinhardt import STEINHARDT_FEATURES, solid_fraction, steinhardt_features
+from ._steinhardt import solid_fraction, steinhardt_features
 
 FEATURE_SETS = {
     "steinhardt_plain": [0, 1, 2],

@@ -20,12 +20,32 @@ def freud_system(structure: Structure):
     return box, points.astype(np.float32)
 
 
-def steinhardt_features(structure: Structure, k: int = 12) -> np.ndarray:
-    """(n, 6) q4, q6, w6 (normalised W_l), plain and neighbour-averaged (Lechner-Dellago), over k nearest."""
+def knn_neighbors(system, k: int = 12):
+    """freud ``NeighborList`` of the ``k`` nearest neighbours of every point of ``system`` = (box, points)
+    (self excluded): the one neighbour query of a frame, shared by every Steinhardt quantity of it."""
     import freud
 
-    system = freud_system(structure)
-    nb = {"num_neighbors": k}
+    box, points = system
+    return freud.locality.AABBQuery(box, points).query(points, {"num_neighbors": k, "exclude_ii": True}).toNeighborList()
+
+
+def _system_neighbors(structure, k: int, system, neighbors):
+    """(system, neighbour list): the given ones, or a fresh system and its single k-nearest query."""
+    if system is None:
+        if neighbors is not None:
+            raise ValueError("neighbors= needs the system= it was computed on")
+        system = freud_system(structure)
+    return system, (knn_neighbors(system, k) if neighbors is None else neighbors)
+
+
+def steinhardt_features(structure: Structure, k: int = 12, *, system=None, neighbors=None) -> np.ndarray:
+    """(n, 6) q4, q6, w6 (normalised W_l), plain and neighbour-averaged (Lechner-Dellago), over k nearest.
+
+    One neighbour query serves all six (``neighbors``: a :func:`knn_neighbors` list of ``system`` to reuse).
+    """
+    import freud
+
+    system, nb = _system_neighbors(structure, k, system, neighbors)
     cols = []
     for average in (False, True):
         for l, wl in ((4, False), (6, False), (6, True)):
@@ -35,10 +55,30 @@ def steinhardt_features(structure: Structure, k: int = 12) -> np.ndarray:
     return np.nan_to_num(np.stack(cols, axis=1)).astype(np.float32)
 
 
-def solid_fraction(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6) -> float:
+def particle_q6(structure: Structure, k: int = 12, *, system=None, neighbors=None) -> np.ndarray:
+    """(n,) float32 Steinhardt q6 of every particle over its ``k`` nearest neighbours."""
+    import freud
+
+    system, nb = _system_neighbors(structure, k, system, neighbors)
+    op = freud.order.Steinhardt(6)
+    op.compute(system, neighbors=nb)
+    return np.asarray(op.particle_order, dtype=np.float32)
+
+
+def solid_fraction(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6, *,
+                   system=None, neighbors=None) -> float:
     """Fraction of particles with >= ``solid_threshold`` q6-correlated neighbours (ten Wolde criterion)."""
     import freud
 
+    system, nb = _system_neighbors(structure, k, system, neighbors)
     op = freud.order.SolidLiquid(l=6, q_threshold=q_threshold, solid_threshold=solid_threshold)
-    op.compute(freud_system(structure), neighbors={"num_neighbors": k})
+    op.compute(system, neighbors=nb)
     return float(np.mean(op.num_connections >= solid_threshold))
+
+
+def frame_steinhardt(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6):
+    """(q6 per particle (n,), ten Wolde solid fraction) of a frame from one shared neighbour query."""
+    system = freud_system(structure)
+    nb = knn_neighbors(system, k)
+    return (particle_q6(structure, k, system=system, neighbors=nb),
+            solid_fraction(structure, k, q_threshold, solid_threshold, system=system, neighbors=nb))
