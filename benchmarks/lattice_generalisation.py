@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _outputs import ROOT, command_line, output_folders  # benchmarks/ is on sys.path
+
 CONFIG = ROOT / "configs" / "evaluate_dielectric.yaml"
 SYSTEMS = ("cubic", "tetragonal", "orthorhombic", "hexagonal", "trigonal", "monoclinic", "triclinic")
 
@@ -159,16 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(argv or sys.argv[1:])])
+    command = command_line(argv)
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
-    if args.quick:
-        out = Path(args.out or tempfile.mkdtemp(prefix="lattice-quick-"))
-        if out.resolve() == RESULTS.resolve():
-            raise SystemExit("--quick never writes into benchmarks/results")
-        work = out / "work"
-    else:
-        out, work = Path(args.out or RESULTS), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
+    out, work = output_folders(args.quick, args.out, args.work, "lattice")
     runs = []
     for kind, name, cfg in arms(args.checkpoint, seeds, args.quick):
         print(f"{name} ...", flush=True)

@@ -34,15 +34,12 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from _outputs import ROOT, command_line, output_folders  # benchmarks/ is on sys.path
+
 BIN_CM = 20.0  # cm^-1 per bin: 4000 / 200
 
 
@@ -80,18 +77,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0])), *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     sizes, seeds = [int(s) for s in args.sizes.split(",")], [int(s) for s in args.seeds.split(",")]
     if args.quick:
         sizes, seeds, args.epochs, args.test = [60], [0], 2, 40
-        out = Path(args.out or tempfile.mkdtemp(prefix="qm9-spectrum-quick-"))
-        if out.resolve() == RESULTS.resolve():
-            raise SystemExit("--quick never writes into benchmarks/results")
-        work = out / "work"
-    else:
-        out, work = Path(args.out or RESULTS), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out, work = output_folders(args.quick, args.out, args.work, "qm9-spectrum")
 
     from atomssl.data import load_qm9, qm9_split
     from atomssl.train._finetune import baseline_scores, train_and_predict

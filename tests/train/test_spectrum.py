@@ -168,29 +168,19 @@ def test_npz_labels_need_a_key_array(tmp_path):
         finetune(cfg, run_dir=tmp_path / "run", progress=False)
 
 
-def test_spectra_of_different_lengths_are_refused(tmp_path):
+@pytest.mark.parametrize("arrays, match", [
+    ([np.ones(10)] * 3 + [np.ones(11)], "has 11 values, the first structure's has 10"),
+    ([np.array([1.0, -0.5, 2.0])] * 3, "negative"),
+    ([np.array([1.0, np.nan, 2.0])] * 3, "not a finite number"),
+])  # fmt: skip
+def test_bad_spectra_are_refused(tmp_path, arrays, match):
     from ase.db import connect
 
-    mols = load_qm9(4)
     db = tmp_path / "mols.db"
     with connect(db) as con:
-        for i, m in enumerate(mols):
-            con.write(m.to_ase(), data={"dos": np.ones(10 if i < 3 else 11)})
+        for m, a in zip(load_qm9(len(arrays)), arrays):
+            con.write(m.to_ase(), data={"dos": a})
     cfg = _cfg("linear_probe", tmp_path)
     cfg["data"].update(sources=[str(db)], label="dos")
-    with pytest.raises(ConfigError, match="has 11 values, the first structure's has 10"):
-        finetune(cfg, run_dir=tmp_path / "run", progress=False)
-
-
-def test_negative_spectra_are_refused(tmp_path):
-    from ase.db import connect
-
-    mols = load_qm9(3)
-    db = tmp_path / "mols.db"
-    with connect(db) as con:
-        for m in mols:
-            con.write(m.to_ase(), data={"dos": np.array([1.0, -0.5, 2.0])})
-    cfg = _cfg("linear_probe", tmp_path)
-    cfg["data"].update(sources=[str(db)], label="dos")
-    with pytest.raises(ConfigError, match="negative"):
+    with pytest.raises(ConfigError, match=match):
         finetune(cfg, run_dir=tmp_path / "run", progress=False)
