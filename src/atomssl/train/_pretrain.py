@@ -144,12 +144,27 @@ def _clean_partial_files(folder: Path) -> list[Path]:
     return removed
 
 
+def _no_tips(record: logging.LogRecord) -> bool:
+    """Lightning's advertisement tips (e.g. for its cloud logger) are not run output."""
+    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+
 def _quiet_duplicate_logs() -> None:
-    """Lightning's loggers print through their own handlers; stop them printing again via the root."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    """Each Lightning message once, without advertisements. Lightning's packages attach their own
+    handlers (``lightning``: ``INFO: ...``) and also propagate to the root logger, which the CLI
+    configures: with a root handler, theirs are removed; without one, theirs stay and stop propagating."""
+    root = bool(logging.getLogger().handlers)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         lg = logging.getLogger(name)
         if lg.handlers:
-            lg.propagate = False
+            if root:
+                lg.handlers.clear()
+            else:
+                lg.propagate = False
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if _no_tips not in lg.filters:
+            lg.addFilter(_no_tips)
 
 
 def _import_plugins(config: dict) -> None:
