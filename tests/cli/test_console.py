@@ -17,3 +17,5 @@ def test_training_messages_print_once_without_tips(tmp_path):
     assert text.count("GPU available") == 1, text
     assert text.count("max_epochs=1` reached") == 1, text
     assert "Tip:" not in text and "litlogger" not in text
+    assert f"run folder: {tmp_path / 'run'}" in text  # where the run goes, when it starts
+    assert "| split |" in out.stdout  # the summary table at the end, also with --no-progress

@@ -992,6 +992,7 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
         run_dir = make_run_dir(run_dir, exist_ok=True)
     run_dir = Path(run_dir)
     dump_config(config, run_dir / "config.yaml")
+    log.info("run folder: %s", run_dir)
     from ._data import record_read_warnings
 
     n_warned = record_read_warnings(structures, run_dir)
@@ -1041,8 +1042,7 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
     table = format_summary(summary)
     with atomic_write(run_dir / "summary.md", "w") as fh:
         fh.write(table + "\n")
-    if progress:
-        print(table)
+    print(table)  # the run's summary, with or without progress bars
     return summary
 
 

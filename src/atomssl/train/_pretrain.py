@@ -157,8 +157,9 @@ def _quiet_duplicate_logs() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         lg = logging.getLogger(name)
         if lg.handlers:
-            if root:
+            if root:  # Lightning turns propagation off where it adds a handler: turn it back on
                 lg.handlers.clear()
+                lg.propagate = True
             else:
                 lg.propagate = False
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
@@ -259,6 +260,7 @@ def pretrain(
         for p in _clean_partial_files(ckpt_dir) + _clean_partial_files(run_dir):
             log.info("removed partial file %s left by an interrupted run", p)
         dump_config(config, run_dir / "config.yaml")
+        log.info("run folder: %s", run_dir)
         n_warned = record_read_warnings(datamodule.structures, run_dir)
     ckpt_path = None
     if resume:
@@ -286,8 +288,7 @@ def pretrain(
     with atomic_write(run_dir / "summary.md", "w") as fh:
         fh.write(table + "\n")
     plot_loss_curves(rows, module.keys, run_dir / "loss_curve.png")
-    if progress:
-        print(table)
+    print(table)  # the run's summary, with or without progress bars
     return summary
 
 
