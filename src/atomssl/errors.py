@@ -48,6 +48,11 @@ class StructureError(AtomsslError, ValueError):
             where = f"{where} [index {self.index}]"
         return f"{where}: {self.kind}: {self.reason}"
 
+    def __reduce__(self):
+        # pickled across processes (import workers, DataLoader workers): rebuilt from its parts, so
+        # the message keeps one location instead of wrapping the formatted one in "<structure>: ..."
+        return type(self), (self.reason, self.source, self.index), dict(self.__dict__)
+
     def located(self, source: str | None = None, index: int | None = None) -> "StructureError":
         """Return a copy of this error with the location filled in where it was unknown."""
         err = type(self)(self.reason, self.source or source, self.index if self.index is not None else index)

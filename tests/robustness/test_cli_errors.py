@@ -147,3 +147,17 @@ def test_graph_on_an_absurd_cell_without_overlap_is_refused_cleanly(tmp_path):
     res = run("data", "graph", "small.extxyz", "--cutoff", "40", "--out", "g.npz", cwd=tmp_path)
     assert_clean_failure(res, "small.extxyz", "too many neighbours")
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_structure_errors_survive_pickling_between_processes():
+    """Errors cross process boundaries (import workers, DataLoader workers) with one location in the message."""
+    import pickle
+
+    from atomssl.data._formats import FrameIndexError
+    from atomssl.errors import MaskedSiteError, MissingFileError, OverlapError, StructureError
+
+    for cls in (StructureError, OverlapError, MissingFileError, MaskedSiteError, FrameIndexError):
+        err = cls("atoms 0 and 1 are 0.05 A apart", "traj.extxyz", 7)
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is cls and str(back) == str(err) and (back.source, back.index) == ("traj.extxyz", 7)
+        assert str(back).count("traj.extxyz") == 1
