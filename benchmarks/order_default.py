@@ -44,14 +44,9 @@ LJ = ["pair_style lj/cut 2.5", "pair_coeff 1 1 1.0 1.0 2.5", "pair_modify shift 
 
 
 def lammps(lines) -> None:
-    from atomssl.simulate import open_lammps
+    from atomssl.simulate import run_lammps
 
-    lmp = open_lammps()
-    try:
-        for line in lines:
-            lmp.command(line)
-    finally:
-        lmp.close()
+    run_lammps(lines)
 
 
 def box(lattice: str, rho: float, cells, pair, dt: float) -> list:

