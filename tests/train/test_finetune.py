@@ -252,7 +252,7 @@ def test_a_csv_with_one_value_column_is_used_and_named(folder, caplog):
     from atomssl.train._finetune import load_labelled
 
     cfg = _config(folder, "linear_probe", data={"label": None})
-    with caplog.at_level(logging.INFO, logger="atomssl.train._finetune"):
+    with caplog.at_level(logging.INFO, logger="atomssl"):
         data, _, _ = load_labelled(cfg)
     assert len(data) == 40
     assert any("column 'volume'" in r.getMessage() and "labels.csv" in r.getMessage() for r in caplog.records)
@@ -349,7 +349,7 @@ def test_a_built_in_dataset_label_that_does_not_exist_is_refused(tmp_path, caplo
     with pytest.raises(ConfigError, match=r"label 'bandgap' not found in matbench_dielectric; available labels: n$"):
         finetune(cfg, run_dir=tmp_path / "r", progress=False)
     cfg["data"]["label"] = None
-    with caplog.at_level(logging.INFO, logger="atomssl.train._finetune"):
+    with caplog.at_level(logging.INFO, logger="atomssl"):
         data, _, structures = load_labelled(cfg)
     assert np.allclose(data.y, [s.labels["n"] for s in structures])
     assert any("'n'" in r.getMessage() for r in caplog.records)

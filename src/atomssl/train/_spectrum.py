@@ -22,34 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data._labels import spectrum_matrix, spectrum_vector  # noqa: F401 (label checks live in data)
 from ..errors import ConfigError
 from ..utils import atomic_save_npz, save_figure
-
-
-def spectrum_vector(value: Any, where: str, column: str) -> np.ndarray:
-    """``value`` as a 1-D float64 vector of finite, non-negative numbers (refused, naming ``where``)."""
-    try:
-        v = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {column!r} is not a vector of numbers") from None
-    if v.ndim != 1 or len(v) < 2:
-        raise ConfigError(f"{where}: {column!r} must be a vector of >= 2 values (a spectrum), got shape {v.shape}")
-    if not np.isfinite(v).all():
-        raise ConfigError(f"{where}: {column!r} holds a value that is not a finite number")
-    if (v < 0).any():
-        raise ConfigError(f"{where}: {column!r} holds a negative value; spectra are non-negative")
-    return v
-
-
-def spectrum_matrix(values: Sequence[np.ndarray], wheres: Sequence[str], column: str) -> np.ndarray:
-    """Stack label vectors (n, B); all must have the same length (refused, naming the first that differs)."""
-    if not len(values):
-        return np.zeros((0, 0))
-    n_bins = len(values[0])
-    for v, where in zip(values, wheres):
-        if len(v) != n_bins:
-            raise ConfigError(f"{where}: {column!r} has {len(v)} values, the first structure's has {n_bins}")
-    return np.stack(values)
 
 
 def spectrum_task_options(y_train: np.ndarray) -> dict[str, Any]:
