@@ -13,7 +13,7 @@ from ..data import iter_structures
 from ..errors import AtomsslError
 from ._clouds import embed_clouds, frame_clouds
 from ._reference import reference_clouds, reference_embeddings
-from ._steinhardt import frame_steinhardt
+from ._steinhardt import frame_steinhardt, freud_system, knn_neighbors
 
 
 def onset(signal: np.ndarray, baseline_frames: int = 5, n_sigma: float = 5.0, min_rise: float = 0.02) -> int | None:
@@ -159,17 +159,20 @@ def analyse_trajectory(
             clouds = all_clouds[subset]
             t_clouds += time.perf_counter() - t
             t = time.perf_counter()
+            system = freud_system(s)  # one freud neighbour query per frame: q6, solid fraction, classifier
+            nl = knn_neighbors(system, k)
+            q_all, fsolid = frame_steinhardt(s, k, system=system, neighbors=nl)
+            q = q_all[subset]
+            t_stein += time.perf_counter() - t
+            t = time.perf_counter()
             emb = embed_clouds(backbone, clouds, chunk=chunk, device=device if on_device else None)
             d, lab = refs.nearest(emb)
             extra = {}
             if clf is not None:  # P(crystalline); neighbours (two hops) outside the subset are embedded too
                 extra["p_crystalline"] = clf.frame_probability(s, subset, emb, lambda idx, c=all_clouds: embed_clouds(
-                    backbone, c[idx], chunk=chunk, device=device if on_device else None))
+                    backbone, c[idx], chunk=chunk, device=device if on_device else None),
+                    neighbors=nl if clf.k == k else None)  # fmt: skip
             t_embed += time.perf_counter() - t
-            t = time.perf_counter()
-            q_all, fsolid = frame_steinhardt(s, k)  # one freud neighbour query for q6 and the solid fraction
-            q = q_all[subset]
-            t_stein += time.perf_counter() - t
             spool.append(distance=d, label=lab, q6=q, **extra)
             rows.append({
                 "frame": i,

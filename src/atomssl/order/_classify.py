@@ -57,13 +57,15 @@ class OrderClassifier:
         z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.weight + self.bias
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
 
-    def frame_probability(self, structure, subset: np.ndarray, subset_embeddings: np.ndarray, embed_rows) -> np.ndarray:
+    def frame_probability(self, structure, subset: np.ndarray, subset_embeddings: np.ndarray, embed_rows,
+                          neighbors=None) -> np.ndarray:  # fmt: skip
         """P(crystalline) of the particles ``subset`` of a frame.
 
         ``subset_embeddings``: their embeddings; ``embed_rows(idx)``: embeddings of other particles of the
-        frame (called once, only for neighbours of the subset outside it).
+        frame (called once, only for neighbours of the subset outside it). ``neighbors``: the frame's freud
+        k-nearest list for ``k = self.k``, when already made (the Steinhardt quantities share it).
         """
-        nb = frame_neighbours(structure, self.k)
+        nb = frame_neighbours(structure, self.k, neighbors)
         n = len(nb)
         subset = np.asarray(subset)
         if 2 * subset_embeddings.shape[1] != self.width:
@@ -119,11 +121,12 @@ def hop_features(embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarra
     return np.concatenate([m1[rows], neighbour_mean(m1, neighbours, rows)], axis=1)
 
 
-def frame_neighbours(structure, k: int = 12) -> np.ndarray:
-    """(n, k) indices of every particle's ``k`` nearest neighbours (self excluded), freud query."""
+def frame_neighbours(structure, k: int = 12, neighbors=None) -> np.ndarray:
+    """(n, k) indices of every particle's ``k`` nearest neighbours (self excluded), from the freud
+    ``neighbors`` list of the frame's k-nearest query (:func:`knn_neighbors`; made here when not given)."""
     from ._steinhardt import freud_system, knn_neighbors
 
-    nl = knn_neighbors(freud_system(structure), k)
+    nl = knn_neighbors(freud_system(structure), k) if neighbors is None else neighbors
     q = np.asarray(nl.query_point_indices)
     p = np.asarray(nl.point_indices)
     n = len(structure.positions)

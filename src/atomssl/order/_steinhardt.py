@@ -76,9 +76,10 @@ def solid_fraction(structure: Structure, k: int = 12, q_threshold: float = 0.7, 
     return float(np.mean(op.num_connections >= solid_threshold))
 
 
-def frame_steinhardt(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6):
-    """(q6 per particle (n,), ten Wolde solid fraction) of a frame from one shared neighbour query."""
-    system = freud_system(structure)
-    nb = knn_neighbors(system, k)
+def frame_steinhardt(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6, *,
+                     system=None, neighbors=None):  # fmt: skip
+    """(q6 per particle (n,), ten Wolde solid fraction) of a frame from one shared neighbour query
+    (``neighbors``: a :func:`knn_neighbors` list of ``system`` to reuse)."""
+    system, nb = _system_neighbors(structure, k, system, neighbors)
     return (particle_q6(structure, k, system=system, neighbors=nb),
             solid_fraction(structure, k, q_threshold, solid_threshold, system=system, neighbors=nb))
