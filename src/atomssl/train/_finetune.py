@@ -50,17 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data._labels import (  # noqa: F401 (re-exported: label parsing lives in data)
-    _KEY_NAMES,
-    _label_value,
-    _names,
-    _pick_label,
-    _source_names,
-    _structure_keys,
-    labels_table,
-    read_labels_file,
-    resolve_labels,
-)
+from ..data._labels import _source_names, labels_table, read_labels_file, resolve_labels  # noqa: F401 (read_labels_file: re-exported)
 from ..errors import CheckpointError, ConfigError
 from ..graph import collate
 from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_csv, write_json

@@ -1,4 +1,4 @@
-"""Spectrum targets in fine-tuning: label checks, head statistics, scores, files and plots.
+"""Spectrum targets in fine-tuning: head statistics, scores, files and plots (label checks: data/_labels).
 
 A spectrum label is a vector of ``n_bins`` finite, non-negative values per structure (see
 :mod:`atomssl.task.spectrum`). Scores, all means over structures, in the target's units or in
@@ -22,7 +22,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data._labels import spectrum_matrix, spectrum_vector  # noqa: F401 (label checks live in data)
 from ..errors import ConfigError
 from ..utils import atomic_save_npz, save_figure
 
