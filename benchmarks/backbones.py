@@ -68,7 +68,6 @@ def _chgnet(width: int, cutoff: float | None = None):
 
 def _build(job):
     """(model, prepare(structures) -> inputs, step(inputs) -> None, n_params)."""
-    import torch
 
     if job["kind"] == "gemm":
         return None, None, None, 0
@@ -130,7 +129,7 @@ def worker(job: dict) -> dict:
         for _ in range(job["repeats"]):
             times = []
             for x in inputs:
-                seconds, peak = _peak_step(lambda: step(x))
+                seconds, peak = _peak_step(lambda x=x: step(x))
                 times.append(seconds)
                 peaks.append(peak)
             passes.append(times)
@@ -165,7 +164,9 @@ def worker(job: dict) -> dict:
             for _ in range(3):
                 a @ b
             best = float("inf")
-            for _ in range(5):  # best of 5 timings of 4 products: the rate the core reaches, not the load
+            for _ in range(
+                5
+            ):  # best of 5 timings of 4 products: the rate the core reaches, not the load
                 t0 = time.perf_counter()
                 for _ in range(4):
                     a @ b
@@ -182,7 +183,11 @@ def worker(job: dict) -> dict:
         x = prepare([Structure.from_ase(atoms)])
         step(x)  # warm-up
         runs = [_peak_step(lambda: step(x)) for _ in range(2)]
-        res.update(n_atoms=len(atoms), step_seconds=min(r[0] for r in runs), peak_bytes=max(r[1] for r in runs))
+        res.update(
+            n_atoms=len(atoms),
+            step_seconds=min(r[0] for r in runs),
+            peak_bytes=max(r[1] for r in runs),
+        )
     return res
 
 
@@ -206,7 +211,11 @@ def run_job(job: dict) -> dict:
         env.pop("MALLOC_MMAP_THRESHOLD_", None)
     env.setdefault("PYTHONWARNINGS", "ignore")
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env, cwd=ROOT
+        [sys.executable, __file__, "--worker", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -238,13 +247,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--structures", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2, help="timed passes over the batches per process")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating backbone/peer processes per configuration")
+    ap.add_argument(
+        "--repeats", type=int, default=2, help="timed passes over the batches per process"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating backbone/peer processes per configuration",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--backbones", nargs="*", default=None, help="default: all registered")
-    ap.add_argument("--no-chgnet-default", action="store_true", help="skip CHGNet at its default size")
+    ap.add_argument(
+        "--no-chgnet-default", action="store_true", help="skip CHGNet at its default size"
+    )
     ap.add_argument("--supercells", type=int, nargs="*", default=[1, 2, 3])
-    ap.add_argument("--supercell-index", type=int, default=0, help="matbench_dielectric row to repeat")
+    ap.add_argument(
+        "--supercell-index", type=int, default=0, help="matbench_dielectric row to repeat"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "backbones")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -258,7 +278,12 @@ def main(argv=None) -> int:
     from atomssl.representation import BACKBONES, build_backbone
 
     names = args.backbones if args.backbones is not None else sorted(BACKBONES)
-    common = dict(threads=args.threads, structures=args.structures, batch_size=args.batch_size, repeats=args.repeats)
+    common = dict(
+        threads=args.threads,
+        structures=args.structures,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+    )
     rows, scaling = [], []
     widths: dict[int, int] = {}
     for name in names:
@@ -268,8 +293,12 @@ def main(argv=None) -> int:
         jobs = [{"kind": "atomssl", "name": name, "mode": "throughput", **common},
                 {"kind": "chgnet", "width": width, "mode": "throughput", **common}]  # fmt: skip
         cutoff = build_backbone(name).graph_spec.get("cutoff")
-        if cutoff is not None and cutoff >= 3.0:  # also the peer on the backbone's own radius (same neighbours)
-            jobs.append({"kind": "chgnet", "width": width, "cutoff": cutoff, "mode": "throughput", **common})
+        if (
+            cutoff is not None and cutoff >= 3.0
+        ):  # also the peer on the backbone's own radius (same neighbours)
+            jobs.append(
+                {"kind": "chgnet", "width": width, "cutoff": cutoff, "mode": "throughput", **common}
+            )
         # timings: backbone and peers alternate for --rounds rounds, default allocator; each keeps
         # its fastest round, so a burst of load from other processes hits both sides alike
         runs: list[list[dict]] = [[] for _ in jobs]
@@ -291,14 +320,28 @@ def main(argv=None) -> int:
     if not args.no_chgnet_default:
         job = {"kind": "chgnet", "width": CHGNET_DEFAULT_WIDTH, "mode": "throughput", **common}
         chgnet_default = run_job({**job, "allocator": "default"})
-        chgnet_default["peak_bytes"] = run_job({**job, "allocator": "mmap", "repeats": 1})["peak_bytes"]
+        chgnet_default["peak_bytes"] = run_job({**job, "allocator": "mmap", "repeats": 1})[
+            "peak_bytes"
+        ]
     for kind, key in [("atomssl", n) for n in names] + [("chgnet", w) for w in sorted(widths)]:
         points = []
         for rep in args.supercells:
-            job = {"kind": kind, "mode": "memory", "repeat": rep, "index": args.supercell_index, "threads": args.threads}
+            job = {
+                "kind": kind,
+                "mode": "memory",
+                "repeat": rep,
+                "index": args.supercell_index,
+                "threads": args.threads,
+            }
             job.update({"name": key} if kind == "atomssl" else {"width": key})
             r = run_job(job)
-            points.append({"atoms": r["n_atoms"], "peak_bytes": r["peak_bytes"], "step_seconds": r["step_seconds"]})
+            points.append(
+                {
+                    "atoms": r["n_atoms"],
+                    "peak_bytes": r["peak_bytes"],
+                    "step_seconds": r["step_seconds"],
+                }
+            )
         x = [p["atoms"] for p in points]
         y = [p["peak_bytes"] for p in points]
         import numpy as np
@@ -309,13 +352,19 @@ def main(argv=None) -> int:
         label = key if kind == "atomssl" else f"chgnet(width {key})"
         scaling.append({"model": label, "points": points, "bytes_per_atom": float(slope),
                         "intercept_bytes": float(intercept), "max_rel_deviation": dev})  # fmt: skip
-        print(f"memory {label}: {slope / 1024:.1f} KiB/atom, max deviation from linear {dev:.1%}", flush=True)
+        print(
+            f"memory {label}: {slope / 1024:.1f} KiB/atom, max deviation from linear {dev:.1%}",
+            flush=True,
+        )
 
-    gemm = run_job({"kind": "gemm", "mode": "gemm", "threads": args.threads, "allocator": "default"})
+    gemm = run_job(
+        {"kind": "gemm", "mode": "gemm", "threads": args.threads, "allocator": "default"}
+    )
     report = {
         "gemm_gflops_per_s": gemm["gflops_per_s"],
         "gemm_gflops_per_s_by_shape": gemm["gflops_per_s_by_shape"],
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/backbones.py " + " ".join(sys.argv[1:]),
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/backbones.py "
+        + " ".join(sys.argv[1:]),
         "torch": torch.__version__,
         "threads": args.threads,
         "cpu": _cpu_name(),
@@ -423,7 +472,9 @@ def render_markdown(rep: dict) -> str:
         out.append(line(f"CHGNet 0.4.2, width {job['width']}, {cut} (peer for {row['backbone']})", row["peer"],
                         f"**x{row['throughput_ratio']:.2f}**", f"x{row['memory_ratio']:.2f}"))  # fmt: skip
     if rep["chgnet_default"]:
-        out.append(line(f"CHGNet 0.4.2, default width {CHGNET_DEFAULT_WIDTH}", rep["chgnet_default"]))
+        out.append(
+            line(f"CHGNet 0.4.2, default width {CHGNET_DEFAULT_WIDTH}", rep["chgnet_default"])
+        )
     out += [
         "",
         "Edges: atomssl backbones use their own `graph_spec` (MEGNet: radius 4 A); CHGNet its default atom graph "
@@ -442,8 +493,14 @@ def render_markdown(rep: dict) -> str:
     ]
     for sc in rep["scaling"]:
         for p in sc["points"]:
-            out.append(f"| {sc['model']} | {p['atoms']} | {_fmt_bytes(p['peak_bytes'])} | {p['step_seconds']:.3f} |")
-    out += ["", "| model | linear fit: KiB per atom | intercept | largest deviation from the fit (of max) |", "|---|---:|---:|---:|"]
+            out.append(
+                f"| {sc['model']} | {p['atoms']} | {_fmt_bytes(p['peak_bytes'])} | {p['step_seconds']:.3f} |"
+            )
+    out += [
+        "",
+        "| model | linear fit: KiB per atom | intercept | largest deviation from the fit (of max) |",
+        "|---|---:|---:|---:|",
+    ]
     for sc in rep["scaling"]:
         out.append(f"| {sc['model']} | {sc['bytes_per_atom'] / 1024:.1f} | {_fmt_bytes(sc['intercept_bytes'])} | "
                    f"{sc['max_rel_deviation']:.1%} |")  # fmt: skip

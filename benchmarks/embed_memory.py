@@ -71,12 +71,27 @@ def measure(n_atoms: int, folder: Path, ck: Path, extra: list[str]) -> dict:
         "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
         "print(json.dumps({'rc': r.returncode, 'seconds': dt, 'peak': peak, 'stderr': r.stderr[-2000:], 'stdout': r.stdout[-500:]}))\n"
     )
-    cmd = [sys.executable, "-c", probe, sys.executable, "-m", "atomssl.cli.main", "embed", str(snap),
-           "--checkpoint", str(ck), "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-c",
+        probe,
+        sys.executable,
+        "-m",
+        "atomssl.cli.main",
+        "embed",
+        str(snap),
+        "--checkpoint",
+        str(ck),
+        "--out",
+        str(out),
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     import json
 
-    res = json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
+    res = json.loads(
+        subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    )
     if res["rc"] != 0:
         raise SystemExit(f"atomssl embed failed on {n} atoms:\n{res['stderr']}")
     import numpy as np
@@ -84,18 +99,27 @@ def measure(n_atoms: int, folder: Path, ck: Path, extra: list[str]) -> dict:
     with np.load(out) as z:
         shapes = {k: tuple(z[k].shape) for k in ("structure", "atom")}
         finite = bool(np.isfinite(z["structure"]).all() and np.isfinite(z["atom"]).all())
-    return {"atoms": n, "peak_gib": res["peak"] / GIB, "seconds": res["seconds"], "shapes": shapes, "finite": finite}
+    return {
+        "atoms": n,
+        "peak_gib": res["peak"] / GIB,
+        "seconds": res["seconds"],
+        "shapes": shapes,
+        "finite": finite,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--atoms", type=int, action="append", help="snapshot size (repeatable; default 100000)")
+    p.add_argument(
+        "--atoms", type=int, action="append", help="snapshot size (repeatable; default 100000)"
+    )
     p.add_argument("--out", type=Path, help="write a markdown table here")
     p.add_argument("--limit-gib", type=float, default=8.0)
     p.add_argument("embed_args", nargs="*", help="extra arguments for atomssl embed (after --)")
     args = p.parse_args(argv)
     sizes = args.atoms or [100_000]
     from atomssl.train._embed import DEFAULT_MAX_EDGES_PER_CHUNK as DEFAULT_CHUNK
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -103,15 +127,25 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             r = measure(n, folder, ck, args.embed_args)
             rows.append(r)
-            print(f"{r['atoms']} atoms: peak RSS {r['peak_gib']:.2f} GiB, {r['seconds']:.1f} s, {r['shapes']}, finite={r['finite']}", flush=True)
+            print(
+                f"{r['atoms']} atoms: peak RSS {r['peak_gib']:.2f} GiB, {r['seconds']:.1f} s, {r['shapes']}, finite={r['finite']}",
+                flush=True,
+            )
     lines = [
         "# `atomssl embed` peak memory on one large snapshot",
         "",
         f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')} python benchmarks/embed_memory.py "
-        + " ".join(f"--atoms {n}" for n in sizes) + (" -- " + " ".join(args.embed_args) if args.embed_args else "") + "`",
+        + " ".join(f"--atoms {n}" for n in sizes)
+        + (" -- " + " ".join(args.embed_args) if args.embed_args else "")
+        + "`",
         f"Backbone: {what}. Snapshot: rattled fcc Cu supercell (0.05 A noise), one structure.",
-        "Chunking: " + (" ".join(args.embed_args) if "--max-edges-per-chunk" in " ".join(args.embed_args)
-                        else f"`atomssl embed` default, bonds processed {DEFAULT_CHUNK} at a time (`--max-edges-per-chunk`)") + ".",
+        "Chunking: "
+        + (
+            " ".join(args.embed_args)
+            if "--max-edges-per-chunk" in " ".join(args.embed_args)
+            else f"`atomssl embed` default, bonds processed {DEFAULT_CHUNK} at a time (`--max-edges-per-chunk`)"
+        )
+        + ".",
         f"Machine: {os.cpu_count()} CPU cores visible; peak resident memory of the `atomssl embed` process.",
         "",
         f"| atoms | peak RSS (GiB) | within {args.limit_gib:g} GiB | wall time (s) | structure / atom embeddings | finite |",

@@ -29,11 +29,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _outputs import ROOT, command_line, output_folders  # benchmarks/ is on sys.path
 
 CONFIG = ROOT / "configs" / "evaluate_dielectric.yaml"
-SYSTEMS = ("cubic", "tetragonal", "orthorhombic", "hexagonal", "trigonal", "monoclinic", "triclinic")
+SYSTEMS = (
+    "cubic",
+    "tetragonal",
+    "orthorhombic",
+    "hexagonal",
+    "trigonal",
+    "monoclinic",
+    "triclinic",
+)
 
 
 def run_arm(name: str, config: dict, fold: int, work: Path) -> dict:
@@ -41,7 +48,9 @@ def run_arm(name: str, config: dict, fold: int, work: Path) -> dict:
 
     out = work / name
     t0 = time.perf_counter()
-    summary = evaluate_matbench("matbench_dielectric", config, out=out, folds=[fold], progress=False)
+    summary = evaluate_matbench(
+        "matbench_dielectric", config, out=out, folds=[fold], progress=False
+    )
     result = json.loads((out / f"fold_{fold}" / "fold_result.json").read_text())
     return {"arm": name, "groups": summary["groups"], "mae": summary["mean"]["mae"],
             "n_train": result["parameters"]["n_train"], "n_val": result["parameters"]["n_val"],
@@ -86,7 +95,11 @@ def summarise(runs: list[dict]) -> dict:
                                   "trivial": float(np.mean([r["groups"][g]["baseline"]["mae"] for r in rs]))}  # fmt: skip
     wins = [g for g in SYSTEMS[1:] if g in table.get("pretrained_cubic", {}) and g in table.get("scratch_cubic", {})
             and table["pretrained_cubic"][g]["mean"] < table["scratch_cubic"][g]["mean"]]  # fmt: skip
-    return {"table": table, "non_cubic_wins_of_pretrained": wins, "goal": ">= 5 of 6 non-cubic systems"}
+    return {
+        "table": table,
+        "non_cubic_wins_of_pretrained": wins,
+        "goal": ">= 5 of 6 non-cubic systems",
+    }
 
 
 def write_report(out: Path, command: str, runs: list[dict], summary: dict, meta: dict) -> None:
@@ -120,7 +133,9 @@ def write_report(out: Path, command: str, runs: list[dict], summary: dict, meta:
                      f"{r['chosen'].get('epochs_run')} epochs | {r['seconds']:.0f} |")  # fmt: skip
     lines += ["", f"Plot: `{meta['plot']}`. Machine: {meta['machine']}."]
     (out / "lattice_generalisation.md").write_text("\n".join(lines) + "\n")
-    (out / "lattice_generalisation.json").write_text(json.dumps({"command": command, **meta, **summary, "runs": runs}, indent=1))
+    (out / "lattice_generalisation.json").write_text(
+        json.dumps({"command": command, **meta, **summary, "runs": runs}, indent=1)
+    )
 
 
 def plot(path: Path, summary: dict) -> None:
@@ -140,7 +155,9 @@ def plot(path: Path, summary: dict) -> None:
         ax.bar(x + (j - 1) * 0.27, m, 0.27, yerr=s, label=label, capsize=2)
     ax.set_xticks(x, SYSTEMS, rotation=20, fontsize=8)
     ax.set_ylabel("test MAE (refractive index)")
-    ax.set_title("matbench_dielectric: trained on cubic crystals, tested per crystal system", fontsize=9)
+    ax.set_title(
+        "matbench_dielectric: trained on cubic crystals, tested per crystal system", fontsize=9
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

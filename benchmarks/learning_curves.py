@@ -80,7 +80,11 @@ def _shipped_row(summary: dict) -> str:
     for size in HISTORY_SIZES:
         gain = summary["per_size"].get(size, {}).get("gain")
         cells.append(f"**{100 * gain:+.1f}%**" if gain is not None and math.isfinite(gain) else "")
-    return f"| **{SHIPPED_LABEL}** | " + " | ".join(cells) + f" | **{summary['wins']}/{summary['settings']}** |"
+    return (
+        f"| **{SHIPPED_LABEL}** | "
+        + " | ".join(cells)
+        + f" | **{summary['wins']}/{summary['settings']}** |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +109,24 @@ def main(argv: list[str] | None = None) -> int:
                                   test_limit=args.test_limit, progress=False)  # fmt: skip
         print((work / "learning_curves.md").read_text())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for src, dst in (("learning_curves.png", "learning_curves.png"), ("runs.csv", "learning_curves_runs.csv")):
+    for src, dst in (
+        ("learning_curves.png", "learning_curves.png"),
+        ("runs.csv", "learning_curves_runs.csv"),
+    ):
         shutil.copyfile(work / src, RESULTS / dst)
-    header = NOTES.format(sizes=args.sizes, seeds=args.seeds, test_limit=args.test_limit, config=Path(args.config).name)
+    header = NOTES.format(
+        sizes=args.sizes,
+        seeds=args.seeds,
+        test_limit=args.test_limit,
+        config=Path(args.config).name,
+    )
     history = HISTORY.replace("{shipped_row}", _shipped_row(summary))
-    (RESULTS / "learning_curves.md").write_text(header + (work / "learning_curves.md").read_text() + history)
-    print(f"pretrained wins {summary['wins']} of {summary['settings']} settings; results in {RESULTS}")
+    (RESULTS / "learning_curves.md").write_text(
+        header + (work / "learning_curves.md").read_text() + history
+    )
+    print(
+        f"pretrained wins {summary['wins']} of {summary['settings']} settings; results in {RESULTS}"
+    )
     return 0
 
 

@@ -22,7 +22,14 @@ import torch
 
 from atomssl.motif import _analysis as A
 from atomssl.motif import sample, train_vae
-from atomssl.motif._workflow import DEFAULTS, _model_config, _train_config, inpaint_benchmark, reconstruction_metrics, split_environments
+from atomssl.motif._workflow import (
+    DEFAULTS,
+    _model_config,
+    _train_config,
+    inpaint_benchmark,
+    reconstruction_metrics,
+    split_environments,
+)
 from atomssl.utils import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,7 +44,9 @@ VARIANTS = {
 }
 
 
-def tetrahedral_baseline(held, cases: int, seed: int = 0, bond: float = 2.37, cutoff: float = A.BOND_CUTOFF) -> dict:
+def tetrahedral_baseline(
+    held, cases: int, seed: int = 0, bond: float = 2.37, cutoff: float = A.BOND_CUTOFF
+) -> dict:
     """No-model reference for inpainting one missing *first-shell* atom: put it opposite the sum of the
     three known bond directions (ideal tetrahedron), at the mean bond length."""
     rng = np.random.default_rng(seed)
@@ -52,7 +61,11 @@ def tetrahedral_baseline(held, cases: int, seed: int = 0, bond: float = 2.37, cu
         guess = bond * u / np.linalg.norm(u)
         err.append(np.linalg.norm(guess - held.vectors[i, m]))
     err = np.asarray(err)
-    return {"cases": len(err), "error_median": float(np.median(err)), "fraction_within_0.3": float((err <= 0.3).mean())}
+    return {
+        "cases": len(err),
+        "error_median": float(np.median(err)),
+        "fraction_within_0.3": float((err <= 0.3).mean()),
+    }
 
 
 def merge(base, new):
@@ -68,13 +81,22 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--cases", type=int)
-    ap.add_argument("--reuse", action="store_true", help="keep results of variants not re-run from motif.json")
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep results of variants not re-run from motif.json"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = merge(DEFAULTS, {"inpaint": {"cases": 100, "restarts": 8}})
     if args.quick:
-        base = merge(base, {"train": {"epochs": 60}, "inpaint": {"cases": 20, "restarts": 4, "steps": 60}, "sample": {"n": 500}})
+        base = merge(
+            base,
+            {
+                "train": {"epochs": 60},
+                "inpaint": {"cases": 20, "restarts": 4, "steps": 60},
+                "sample": {"n": 500},
+            },
+        )
     if args.epochs:
         base["train"]["epochs"] = args.epochs
     if args.cases:
@@ -91,7 +113,9 @@ def main() -> None:
     for name in args.variants:
         cfg = merge(base, VARIANTS[name])
         t0 = time.time()
-        model, history = train_vae(train.grams(), held.grams(), _model_config(cfg), _train_config(cfg))
+        model, history = train_vae(
+            train.grams(), held.grams(), _model_config(cfg), _train_config(cfg)
+        )
         t_train = time.time() - t0
         rec, rmsd = reconstruction_metrics(model, held)
         gen = {}
@@ -102,7 +126,12 @@ def main() -> None:
                 A.plot_motif_comparison(held.vectors, coords, RESULTS / f"motif_samples_{name}.png")
         t0 = time.time()
         inp, errors = inpaint_benchmark(model, held, cfg, np.random.default_rng(0))
-        A.plot_errors(errors, RESULTS / f"motif_inpaint_{name}.png", threshold=0.3, xlabel="infilled atom error (A)")
+        A.plot_errors(
+            errors,
+            RESULTS / f"motif_inpaint_{name}.png",
+            threshold=0.3,
+            xlabel="infilled atom error (A)",
+        )
         out["variants"][name] = {
             "config": {"model": cfg["model"], "train": cfg["train"]},
             "train_seconds": t_train,
@@ -121,17 +150,24 @@ def main() -> None:
 def markdown(out) -> str:
     s = out["structure"]
     lines = [
-        "# Glassy motifs benchmark", "",
-        "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py` (CPU, one thread).", "",
-        f"## a-Si cells ({s['n_cells']} x {s['n_atoms'] // s['n_cells']} atoms, Vink modified SW, 3000 K -> 300 K at 1e13 K/s)", "",
-        "| quantity | measured | reference |", "|---|---|---|",
+        "# Glassy motifs benchmark",
+        "",
+        "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py` (CPU, one thread).",
+        "",
+        f"## a-Si cells ({s['n_cells']} x {s['n_atoms'] // s['n_cells']} atoms, Vink modified SW, 3000 K -> 300 K at 1e13 K/s)",
+        "",
+        "| quantity | measured | reference |",
+        "|---|---|---|",
         f"| mean coordination (r < {s['bond_cutoff']} A) | {s['mean_coordination']:.3f} | 3.99 (Vink SW trial), 3.88 (experiment) |",
         f"| four-fold fraction | {100 * s['fraction_fourfold']:.1f}% | ~98% |",
         f"| RDF first peak | {s['rdf_first_peak']:.2f} A | ~2.35 A |",
         f"| bond angle mean / peak | {s['bond_angle_mean']:.1f} / {s['bond_angle_peak']:.0f} deg (std {s['bond_angle_std']:.1f}) | ~109 deg |",
-        f"| density | {s['density_g_cm3']:.3f} g/cm^3 | |", "",
-        "![structure](motif_structure.png)", "",
-        f"## VAE variants ({out['n_train']} training / {out['n_heldout']} held-out environments; held-out = last cell)", "",
+        f"| density | {s['density_g_cm3']:.3f} g/cm^3 | |",
+        "",
+        "![structure](motif_structure.png)",
+        "",
+        f"## VAE variants ({out['n_train']} training / {out['n_heldout']} held-out environments; held-out = last cell)",
+        "",
         "| variant | recon RMSD median (A) | frac <= 0.1 A | gen. W bond length (A) eigen / metric | gen. W bond angle (deg) eigen / metric "
         "| inpaint 7 / 6 / 5 fixed: cases all within 0.3 A | 7 fixed: first / second shell atoms within 0.3 A |",
         "|---|---|---|---|---|---|---|",
@@ -148,15 +184,24 @@ def markdown(out) -> str:
             f"| {inp} | {shells} |"
         )
     b = out.get("tetrahedral_baseline_first_shell")
-    lines += ["", "Targets: RMSD <= 0.1 A; W <= 0.03 A and <= 3 deg; 7 fixed >= 80% within 0.3 A.", ""]
+    lines += [
+        "",
+        "Targets: RMSD <= 0.1 A; W <= 0.03 A and <= 3 deg; 7 fixed >= 80% within 0.3 A.",
+        "",
+    ]
     if b:
         lines += [
             f"No-model reference: one missing first-shell atom placed by ideal tetrahedral completion from the other three "
             f"bonds (bond 2.37 A): median error {b['error_median']:.3f} A, {100 * b['fraction_within_0.3']:.0f}% within 0.3 A "
-            f"({b['cases']} held-out cases).", "",
+            f"({b['cases']} held-out cases).",
+            "",
         ]
     for name in out["variants"]:
-        lines += [f"![samples {name}](motif_samples_{name}.png)", f"![inpainting {name}](motif_inpaint_{name}.png)", ""]
+        lines += [
+            f"![samples {name}](motif_samples_{name}.png)",
+            f"![inpainting {name}](motif_inpaint_{name}.png)",
+            "",
+        ]
     return "\n".join(lines)
 
 

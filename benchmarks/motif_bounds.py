@@ -52,7 +52,9 @@ THRESHOLD_INPAINT = 0.3
 
 
 # ============================================================================ intrinsic dimension
-def twonn(x: np.ndarray | None = None, distances: np.ndarray | None = None, discard: float = 0.1) -> float:
+def twonn(
+    x: np.ndarray | None = None, distances: np.ndarray | None = None, discard: float = 0.1
+) -> float:
     """TwoNN intrinsic dimension (Facco et al. 2017) of points ``x`` (n, D) or a full distance matrix.
 
     With ``mu_i = r2_i / r1_i`` (second / first nearest-neighbour distance), ``-log(1 - F(mu)) = d log mu``
@@ -77,7 +79,9 @@ def twonn(x: np.ndarray | None = None, distances: np.ndarray | None = None, disc
     return float((xs @ ys) / (xs @ xs))
 
 
-def pairwise_aligned_rmsd(a: np.ndarray, b: np.ndarray, proper: bool = False, chunk: int = 128) -> np.ndarray:
+def pairwise_aligned_rmsd(
+    a: np.ndarray, b: np.ndarray, proper: bool = False, chunk: int = 128
+) -> np.ndarray:
     """RMSD (len a, len b) between ordered clouds (n, k, 3) after the best orthogonal alignment (rotations
     only with ``proper``), from the singular values of the 3x3 cross-covariances (Kabsch)."""
     k = a.shape[1]
@@ -88,7 +92,9 @@ def pairwise_aligned_rmsd(a: np.ndarray, b: np.ndarray, proper: bool = False, ch
         sv = np.linalg.svd(h, compute_uv=False)
         if proper:
             sv[..., -1] *= np.sign(np.linalg.det(h))
-        out[s : s + chunk] = np.sqrt(np.clip(na[s : s + chunk, None] + nb[None, :] - 2 * sv.sum(-1), 0.0, None) / k)
+        out[s : s + chunk] = np.sqrt(
+            np.clip(na[s : s + chunk, None] + nb[None, :] - 2 * sv.sum(-1), 0.0, None) / k
+        )
     return out
 
 
@@ -100,7 +106,9 @@ def distance_features(vectors: np.ndarray) -> np.ndarray:
     return d[:, iu[0], iu[1]]
 
 
-def generalized_procrustes(vectors: np.ndarray, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def generalized_procrustes(
+    vectors: np.ndarray, iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """Clouds (n, k, 3) orthogonally aligned onto their iteratively re-estimated mean; (aligned, mean)."""
     mean = vectors[0]
     for _ in range(iterations):
@@ -128,16 +136,25 @@ def dimension_section(train, held, seed: int = 0) -> dict:
     out["twonn"]["aligned RMSD (A)"] = twonn(distances=d_rmsd)
     # the scale TwoNN probes is the nearest-neighbour distance; compare sub-clouds with known degrees of freedom
     out["twonn_by_part"] = {}
-    for part, sl, dof in (("first shell (4 atoms, 9 dof)", slice(0, 4), 9), ("second shell (4 atoms, 9 dof)", slice(4, 8), 9),
-                          ("all 8 atoms (21 dof)", slice(0, 8), 21)):
+    for part, sl, dof in (
+        ("first shell (4 atoms, 9 dof)", slice(0, 4), 9),
+        ("second shell (4 atoms, 9 dof)", slice(4, 8), 9),
+        ("all 8 atoms (21 dof)", slice(0, 8), 21),
+    ):
         dp = d_rmsd if sl == slice(0, 8) else pairwise_aligned_rmsd(allv[:, sl], allv[:, sl])
         np.fill_diagonal(dp, np.inf)
-        out["twonn_by_part"][part] = {"twonn": twonn(distances=dp), "dof": dof, "median_nn_rmsd": float(np.median(dp.min(1)))}
+        out["twonn_by_part"][part] = {
+            "twonn": twonn(distances=dp),
+            "dof": dof,
+            "median_nn_rmsd": float(np.median(dp.min(1))),
+        }
         np.fill_diagonal(dp, 0.0)
     # stability under decimation (Facco et al. recommend checking the scale dependence)
     for frac in (0.5, 0.25):
         idx = rng.choice(n, int(n * frac), replace=False)
-        out["twonn_subsample"][f"aligned RMSD, n={len(idx)}"] = twonn(distances=d_rmsd[np.ix_(idx, idx)])
+        out["twonn_subsample"][f"aligned RMSD, n={len(idx)}"] = twonn(
+            distances=d_rmsd[np.ix_(idx, idx)]
+        )
     # calibration: what TwoNN returns at this n for Gaussians of known dimension, and for a Gaussian with the
     # data's own covariance (a linear manifold with the same spectrum)
     calib = {}
@@ -152,8 +169,10 @@ def dimension_section(train, held, seed: int = 0) -> dict:
     # nearest-training-neighbour RMSD of held-out environments (how densely the training set covers them)
     nn_held = d_rmsd[len(train.vectors) :, : len(train.vectors)].min(1)
     out["heldout_nearest_training_rmsd"] = {
-        "median": float(np.median(nn_held)), "fraction_le_0.1": float((nn_held <= 0.1).mean()),
-        "q10": float(np.quantile(nn_held, 0.1)), "q90": float(np.quantile(nn_held, 0.9)),
+        "median": float(np.median(nn_held)),
+        "fraction_le_0.1": float((nn_held <= 0.1).mean()),
+        "q10": float(np.quantile(nn_held, 0.1)),
+        "q90": float(np.quantile(nn_held, 0.9)),
     }
     out["seconds_pairwise"] = time.time() - t0
 
@@ -167,7 +186,10 @@ def dimension_section(train, held, seed: int = 0) -> dict:
         p = vt[:c]
         rec = (x_he - mu) @ p.T @ p + mu
         r = aligned_rmsd(gram_to_coords(triangle_to_gram(rec)), held.vectors)
-        gram_curve[str(c)] = {"rmsd_median": float(np.median(r)), "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean())}
+        gram_curve[str(c)] = {
+            "rmsd_median": float(np.median(r)),
+            "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean()),
+        }
     out["pca_gram"] = {"explained_cumulative": np.cumsum(ev).tolist(), "heldout": gram_curve}
     # coordinates: align everything onto the training mean cloud (orthogonal), PCA of the 24 coordinates
     a_tr, mean = generalized_procrustes(train.vectors)
@@ -181,10 +203,15 @@ def dimension_section(train, held, seed: int = 0) -> dict:
         p = vt[:c]
         rec = ((y_he - m) @ p.T @ p + m).reshape(held.vectors.shape)
         r = aligned_rmsd(rec, held.vectors)
-        coord_curve[str(c)] = {"rmsd_median": float(np.median(r)), "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean())}
+        coord_curve[str(c)] = {
+            "rmsd_median": float(np.median(r)),
+            "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean()),
+        }
     out["pca_coords"] = {
         "explained_cumulative": np.cumsum(ev).tolist(),
-        "per_component_rms_A": (s / math.sqrt(len(y_tr) * held.k)).tolist(),  # RMSD contribution of each component
+        "per_component_rms_A": (
+            s / math.sqrt(len(y_tr) * held.k)
+        ).tolist(),  # RMSD contribution of each component
         "heldout": coord_curve,
     }
     return out
@@ -209,7 +236,15 @@ class MLPAutoencoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def train_autoencoder(x_tr: np.ndarray, latent: int, epochs: int, seed: int = 0, lr: float = 2e-3, batch: int = 128, monitor=None):
+def train_autoencoder(
+    x_tr: np.ndarray,
+    latent: int,
+    epochs: int,
+    seed: int = 0,
+    lr: float = 2e-3,
+    batch: int = 128,
+    monitor=None,
+):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = MLPAutoencoder(x_tr.shape[1], latent)
@@ -243,10 +278,24 @@ def reconstruction_rmsd(model, norm: GramNormalizer, env, assigned: bool = False
         rec = model(torch.as_tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
     coords = gram_to_coords(triangle_to_gram(norm.inverse(rec), env.k))
     r = aligned_rmsd(coords, env.vectors)
-    out = {"rmsd_median": float(np.median(r)), "rmsd_mean": float(r.mean()), "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean())}
+    out = {
+        "rmsd_median": float(np.median(r)),
+        "rmsd_mean": float(r.mean()),
+        "fraction_le_0.1": float((r <= THRESHOLD_RMSD).mean()),
+    }
     if assigned:
-        rh = np.array([assign_and_align(coords[i], env.vectors[i], n_starts=2, init=np.arange(env.k))[2] for i in range(len(env))])
-        out.update({"rmsd_assigned_median": float(np.median(rh)), "fraction_assigned_le_0.1": float((rh <= THRESHOLD_RMSD).mean())})
+        rh = np.array(
+            [
+                assign_and_align(coords[i], env.vectors[i], n_starts=2, init=np.arange(env.k))[2]
+                for i in range(len(env))
+            ]
+        )
+        out.update(
+            {
+                "rmsd_assigned_median": float(np.median(rh)),
+                "fraction_assigned_le_0.1": float((rh <= THRESHOLD_RMSD).mean()),
+            }
+        )
     return out
 
 
@@ -254,24 +303,33 @@ def autoencoder_section(train, held, latents, epochs: int) -> dict:
     iu = np.triu_indices(train.k)
     norm = GramNormalizer.fit(train.features(), train.k)
     x_tr = norm.transform(train.grams()[:, iu[0], iu[1]])
-    out = {"architecture": "36-256-256-L-256-256-36 MLP, SiLU, deterministic (no KL), AdamW one-cycle lr 2e-3, batch 128",
-           "epochs": epochs, "latents": {}}
+    out = {
+        "architecture": "36-256-256-L-256-256-36 MLP, SiLU, deterministic (no KL), AdamW one-cycle lr 2e-3, batch 128",
+        "epochs": epochs,
+        "latents": {},
+    }
     for latent in latents:
         t0 = time.time()
         progress = {}
 
-        def monitor(epoch, model):
+        def monitor(epoch, model, progress=progress):
             progress[str(epoch)] = reconstruction_rmsd(model, norm, held)["rmsd_median"]
 
         model = train_autoencoder(x_tr, latent, epochs, monitor=monitor)
         progress[str(epochs)] = None
-        res = {"train_seconds": time.time() - t0, "heldout_median_during_training": progress,
-               "train": reconstruction_rmsd(model, norm, train),
-               "heldout": reconstruction_rmsd(model, norm, held, assigned=True)}
+        res = {
+            "train_seconds": time.time() - t0,
+            "heldout_median_during_training": progress,
+            "train": reconstruction_rmsd(model, norm, train),
+            "heldout": reconstruction_rmsd(model, norm, held, assigned=True),
+        }
         progress[str(epochs)] = res["heldout"]["rmsd_median"]
         out["latents"][str(latent)] = res
-        print(f"AE latent {latent}: held-out median {res['heldout']['rmsd_median']:.3f} A "
-              f"(train {res['train']['rmsd_median']:.3f}), {res['train_seconds']:.0f} s", flush=True)
+        print(
+            f"AE latent {latent}: held-out median {res['heldout']['rmsd_median']:.3f} A "
+            f"(train {res['train']['rmsd_median']:.3f}), {res['train_seconds']:.0f} s",
+            flush=True,
+        )
     return out
 
 
@@ -295,22 +353,40 @@ def canonical_cases(vectors: np.ndarray, slot: int, template: np.ndarray):
 def inpaint_features(known: np.ndarray, slot: int, shell_slots) -> np.ndarray:
     onehot = np.zeros((len(known), len(shell_slots)))
     onehot[:, list(shell_slots).index(slot)] = 1.0
-    return np.concatenate([known.reshape(len(known), -1), np.linalg.norm(known, axis=-1), onehot], axis=1)
+    return np.concatenate(
+        [known.reshape(len(known), -1), np.linalg.norm(known, axis=-1), onehot], axis=1
+    )
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0, lr: float = 2e-3, batch: int = 128):
+def fit_mlp(
+    x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0, lr: float = 2e-3, batch: int = 128
+):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     mx, sx = x.mean(0), x.std(0) + 1e-8
     my, sy = y.mean(0), y.std(0) + 1e-8
-    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, y.shape[1]))
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], 256),
+        nn.SiLU(),
+        nn.Linear(256, 256),
+        nn.SiLU(),
+        nn.Linear(256, 256),
+        nn.SiLU(),
+        nn.Linear(256, y.shape[1]),
+    )
     xt = torch.as_tensor((x - mx) / sx, dtype=torch.float32)
     yt = torch.as_tensor((y - my) / sy, dtype=torch.float32)
-    _train(net, len(xt), lambda b: ((net(xt[b]) - yt[b]) ** 2).sum(-1).mean(), epochs, batch, lr, rng)
+    _train(
+        net, len(xt), lambda b: ((net(xt[b]) - yt[b]) ** 2).sum(-1).mean(), epochs, batch, lr, rng
+    )
 
     def predict(xn):
         with torch.no_grad():
-            return net(torch.as_tensor((xn - mx) / sx, dtype=torch.float32)).numpy().astype(np.float64) * sy + my
+            return (
+                net(torch.as_tensor((xn - mx) / sx, dtype=torch.float32)).numpy().astype(np.float64)
+                * sy
+                + my
+            )
 
     return predict
 
@@ -318,7 +394,9 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0, lr: float 
 def _train(net, n: int, loss_of, epochs: int, batch: int, lr: float, rng) -> None:
     """AdamW + one-cycle schedule over shuffled minibatches of ``n`` rows; ``loss_of(index)``."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(n / batch), pct_start=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * math.ceil(n / batch), pct_start=0.05
+    )
     for _ in range(epochs):
         order = torch.as_tensor(rng.permutation(n))
         for s in range(0, n, batch):
@@ -330,7 +408,15 @@ def _train(net, n: int, loss_of, epochs: int, batch: int, lr: float, rng) -> Non
     net.eval()
 
 
-def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, seed: int = 0, lr: float = 2e-3, batch: int = 128):
+def fit_mdn(
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    components: int = 12,
+    seed: int = 0,
+    lr: float = 2e-3,
+    batch: int = 128,
+):
     """Mixture density network (isotropic Gaussian components); predicts the mode: the mean of the component with
     the highest peak density ``pi / sigma^3``. For a multimodal conditional this, not the conditional mean (what MSE
     regressors return), is the best single guess under a 'within 0.3 A' criterion."""
@@ -339,14 +425,25 @@ def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, see
     mx, sx = x.mean(0), x.std(0) + 1e-8
     my, sy = y.mean(0), float(y.std(0).mean() + 1e-8)
     k, dim = components, y.shape[1]
-    net = nn.Sequential(nn.Linear(x.shape[1], 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
-                        nn.Linear(256, k * (dim + 2)))
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], 256),
+        nn.SiLU(),
+        nn.Linear(256, 256),
+        nn.SiLU(),
+        nn.Linear(256, 256),
+        nn.SiLU(),
+        nn.Linear(256, k * (dim + 2)),
+    )
     xt = torch.as_tensor((x - mx) / sx, dtype=torch.float32)
     yt = torch.as_tensor((y - my) / sy, dtype=torch.float32)
 
     def heads(xb):
         o = net(xb)
-        logit, logsig, mean = o[:, :k], o[:, k : 2 * k].clamp(-6, 3), o[:, 2 * k :].reshape(-1, k, dim)
+        logit, logsig, mean = (
+            o[:, :k],
+            o[:, k : 2 * k].clamp(-6, 3),
+            o[:, 2 * k :].reshape(-1, k, dim),
+        )
         return torch.log_softmax(logit, -1), logsig, mean
 
     def nll(b):
@@ -369,14 +466,27 @@ def fit_mdn(x: np.ndarray, y: np.ndarray, epochs: int, components: int = 12, see
 def fit_gbm(x: np.ndarray, y: np.ndarray, seed: int = 0):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    models = [HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, max_leaf_nodes=31, l2_regularization=1.0,
-                                            early_stopping=False, random_state=seed).fit(x, y[:, j]) for j in range(y.shape[1])]
+    models = [
+        HistGradientBoostingRegressor(
+            max_iter=400,
+            learning_rate=0.05,
+            max_leaf_nodes=31,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        ).fit(x, y[:, j])
+        for j in range(y.shape[1])
+    ]
     return lambda xn: np.stack([m.predict(xn) for m in models], axis=1)
 
 
 def error_summary(err: np.ndarray) -> dict:
-    return {"n": int(len(err)), "error_median": float(np.median(err)), "error_mean": float(err.mean()),
-            "fraction_within_0.3": float((err <= THRESHOLD_INPAINT).mean())}
+    return {
+        "n": int(len(err)),
+        "error_median": float(np.median(err)),
+        "error_mean": float(err.mean()),
+        "fraction_within_0.3": float((err <= THRESHOLD_INPAINT).mean()),
+    }
 
 
 SHELLS = {"first shell (slots 1-4)": range(0, 4), "second shell (slots 5-8)": range(4, 8)}
@@ -390,7 +500,12 @@ def supervised_section(train, held, template, epochs: int, curve_cells=(1, 2, 4)
         for slot in slots:
             kt, mt = canonical_cases(train.vectors, slot, template)
             kh, mh = canonical_cases(held.vectors, slot, template)
-            data[slot] = (inpaint_features(kt, slot, slots), mt, inpaint_features(kh, slot, slots), mh)
+            data[slot] = (
+                inpaint_features(kt, slot, slots),
+                mt,
+                inpaint_features(kh, slot, slots),
+                mh,
+            )
         xt = np.concatenate([data[s][0] for s in slots])
         yt = np.concatenate([data[s][1] for s in slots])
         cell_t = np.concatenate([train.cell for _ in slots])
@@ -409,7 +524,9 @@ def supervised_section(train, held, template, epochs: int, curve_cells=(1, 2, 4)
         preds["mixture density network, mode"] = fit_mdn(xt, yt, epochs)(xh)
         t_mdn = time.time() - t0
         # reference: the missing atom's mean position in this frame (no conditioning at all)
-        preds["training mean position (no model)"] = np.concatenate([np.broadcast_to(data[s][1].mean(0), data[s][3].shape) for s in slots])
+        preds["training mean position (no model)"] = np.concatenate(
+            [np.broadcast_to(data[s][1].mean(0), data[s][3].shape) for s in slots]
+        )
         out["predictors"][shell] = {}
         for name, p in preds.items():
             err = np.linalg.norm(p - yh, axis=1)
@@ -420,12 +537,18 @@ def supervised_section(train, held, template, epochs: int, curve_cells=(1, 2, 4)
         out["predictors"][shell]["MLP 3x256"]["seconds"] = t_mlp
         out["predictors"][shell]["gradient boosting"]["seconds"] = t_gbm
         out["predictors"][shell]["mixture density network, mode"]["seconds"] = t_mdn
-        print(shell, {k: round(v["fraction_within_0.3"], 3) for k, v in out["predictors"][shell].items()}, flush=True)
+        print(
+            shell,
+            {k: round(v["fraction_within_0.3"], 3) for k, v in out["predictors"][shell].items()},
+            flush=True,
+        )
         # learning curve: does more data help? (MDN trained on the first c training cells)
         curve = {}
         for c in curve_cells:
             if c >= n_cells:
-                curve[str(n_cells)] = out["predictors"][shell]["mixture density network, mode"]["fraction_within_0.3"]
+                curve[str(n_cells)] = out["predictors"][shell]["mixture density network, mode"][
+                    "fraction_within_0.3"
+                ]
                 continue
             sel = cell_t < c
             err = np.linalg.norm(fit_mdn(xt[sel], yt[sel], epochs)(xh) - yh, axis=1)
@@ -450,13 +573,19 @@ def neighbour_section(train, held, k_near: int = 10, taus=(0.2, 0.3, 0.5)) -> di
                 far = np.searchsorted(d[i, order[i]], max(taus), side="right")
                 idx = order[i, : max(k_near, far)]
                 q = procrustes(kt[idx], np.broadcast_to(kh[i], (len(idx), 7, 3)))
-                pos = np.einsum("ni,nij->nj", train.vectors[idx, slot], q)  # their missing atom, in the held-out frame
+                pos = np.einsum(
+                    "ni,nij->nj", train.vectors[idx, slot], q
+                )  # their missing atom, in the held-out frame
                 err = np.linalg.norm(pos - held.vectors[i, slot], axis=1)
                 one.append(err[0])
                 near = pos[: len(nb)]
                 knn_mean.append(np.linalg.norm(near.mean(0) - held.vectors[i, slot]))
-                votes = (np.linalg.norm(near[:, None] - near[None], axis=-1) <= THRESHOLD_INPAINT).sum(1)
-                knn_mode.append(err[int(np.argmax(votes))])  # the neighbour position most others agree with
+                votes = (
+                    np.linalg.norm(near[:, None] - near[None], axis=-1) <= THRESHOLD_INPAINT
+                ).sum(1)
+                knn_mode.append(
+                    err[int(np.argmax(votes))]
+                )  # the neighbour position most others agree with
                 nn_dist.append(d[i, order[i, 0]])
                 spread_k.append(np.sqrt(((near - near.mean(0)) ** 2).sum(1).mean()))
                 dd = d[i, idx]
@@ -464,16 +593,27 @@ def neighbour_section(train, held, k_near: int = 10, taus=(0.2, 0.3, 0.5)) -> di
                     m = dd <= t
                     if m.sum():
                         p = pos[m]
-                        rows[t].append((m.sum(), np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()), (err[m] <= THRESHOLD_INPAINT).mean(), (err[m] > 1.0).mean()))
+                        rows[t].append(
+                            (
+                                m.sum(),
+                                np.sqrt(((p - p.mean(0)) ** 2).sum(1).mean()),
+                                (err[m] <= THRESHOLD_INPAINT).mean(),
+                                (err[m] > 1.0).mean(),
+                            )
+                        )
                     else:
                         rows[t].append((0, np.nan, np.nan, np.nan))
-        one, knn_mean, knn_mode, spread_k, nn_dist = map(np.asarray, (one, knn_mean, knn_mode, spread_k, nn_dist))
+        one, knn_mean, knn_mode, spread_k, nn_dist = map(
+            np.asarray, (one, knn_mean, knn_mode, spread_k, nn_dist)
+        )
         res = {
             "nearest neighbour (1-NN) prediction": error_summary(one),
             f"mean of the {k_near} nearest neighbours": error_summary(knn_mean),
             f"densest of the {k_near} nearest neighbours (mode)": error_summary(knn_mode),
             "nearest training match of the 7 known atoms, median RMSD": float(np.median(nn_dist)),
-            f"spread (RMS about their mean) of the {k_near} nearest neighbours' missing atom, median": float(np.median(spread_k)),
+            f"spread (RMS about their mean) of the {k_near} nearest neighbours' missing atom, median": float(
+                np.median(spread_k)
+            ),
             "matches_within_tau": {},
         }
         for t in taus:
@@ -483,9 +623,15 @@ def neighbour_section(train, held, k_near: int = 10, taus=(0.2, 0.3, 0.5)) -> di
             res["matches_within_tau"][str(t)] = {
                 "fraction_cases_with_a_match": float(has.mean()),
                 "median_matches_per_case": float(np.median(a[:, 0])),
-                "spread_median (cases with >= 2 matches)": float(np.nanmedian(a[multi, 1])) if multi.any() else None,
-                "fraction_of_matches_within_0.3_of_truth": float(np.nanmean(a[has, 2])) if has.any() else None,
-                "fraction_of_matches_over_1.0_from_truth": float(np.nanmean(a[has, 3])) if has.any() else None,
+                "spread_median (cases with >= 2 matches)": float(np.nanmedian(a[multi, 1]))
+                if multi.any()
+                else None,
+                "fraction_of_matches_within_0.3_of_truth": float(np.nanmean(a[has, 2]))
+                if has.any()
+                else None,
+                "fraction_of_matches_over_1.0_from_truth": float(np.nanmean(a[has, 3]))
+                if has.any()
+                else None,
             }
         out[shell] = res
         print(shell, "1-NN within 0.3:", round(float((one <= 0.3).mean()), 3), flush=True)
@@ -504,7 +650,9 @@ def competitor_section(k_extra: int = 12) -> dict:
     r = np.linalg.norm(v, axis=-1)
     gap = r[:, 8] - r[:, 7]
     sep = np.linalg.norm(v[:, 8] - v[:, 7], axis=-1)
-    n_window = (r[:, 8:] < 3.9).sum(1)  # further second neighbours (the second-shell peak ends near 3.9 A in a-Si)
+    n_window = (r[:, 8:] < 3.9).sum(
+        1
+    )  # further second neighbours (the second-shell peak ends near 3.9 A in a-Si)
     return {
         "n": len(v),
         "gap_r9_minus_r8_median": float(np.median(gap)),
@@ -517,86 +665,169 @@ def competitor_section(k_extra: int = 12) -> dict:
 # ============================================================================ report
 def markdown(out: dict, command: str) -> str:
     dim, ae, sup, knn = out["dimension"], out["autoencoder"], out["supervised"], out["neighbours"]
-    L = ["# Glassy motifs: what the data allows (issue #7 targets)", "",
-         f"Command: `{command}` (CPU, one thread; {out['seconds_total'] / 60:.1f} min). "
-         f"Data: the benchmark's environments ({out['n_train']} training / {out['n_heldout']} held-out; held-out = last cell).", "",
-         "## 1. Intrinsic dimension", "",
-         "An ordered 8-neighbour cloud modulo rotations/reflections has 3*8 - 3 = 21 degrees of freedom.", "",
-         "| TwoNN (Facco et al. 2017), all environments | estimate |", "|---|---|"]
+    L = [
+        "# Glassy motifs: what the data allows (issue #7 targets)",
+        "",
+        f"Command: `{command}` (CPU, one thread; {out['seconds_total'] / 60:.1f} min). "
+        f"Data: the benchmark's environments ({out['n_train']} training / {out['n_heldout']} held-out; held-out = last cell).",
+        "",
+        "## 1. Intrinsic dimension",
+        "",
+        "An ordered 8-neighbour cloud modulo rotations/reflections has 3*8 - 3 = 21 degrees of freedom.",
+        "",
+        "| TwoNN (Facco et al. 2017), all environments | estimate |",
+        "|---|---|",
+    ]
     for k, v in dim["twonn"].items():
         L.append(f"| metric: {k} | {v:.1f} |")
     for k, v in dim["twonn_subsample"].items():
         L.append(f"| {k} (decimation check) | {v:.1f} |")
-    L += ["", "TwoNN probes the scale of the nearest-neighbour distance. Per part of the cloud (aligned RMSD metric):", "",
-          "| part | degrees of freedom | TwoNN | median nearest-neighbour RMSD (A) |", "|---|---|---|---|"]
+    L += [
+        "",
+        "TwoNN probes the scale of the nearest-neighbour distance. Per part of the cloud (aligned RMSD metric):",
+        "",
+        "| part | degrees of freedom | TwoNN | median nearest-neighbour RMSD (A) |",
+        "|---|---|---|---|",
+    ]
     for k, v in dim.get("twonn_by_part", {}).items():
         L.append(f"| {k} | {v['dof']} | {v['twonn']:.1f} | {v['median_nn_rmsd']:.3f} |")
-    L += ["", f"Calibration (same n = {dim['n']}; TwoNN under-reads high dimensions at this sample size):", "",
-          "| synthetic set | TwoNN |", "|---|---|"]
+    L += [
+        "",
+        f"Calibration (same n = {dim['n']}; TwoNN under-reads high dimensions at this sample size):",
+        "",
+        "| synthetic set | TwoNN |",
+        "|---|---|",
+    ]
     for k, v in dim["twonn_calibration"].items():
         L.append(f"| {k} | {v:.1f} |")
     g, c = dim["pca_gram"], dim["pca_coords"]
-    L += ["", "PCA, held-out RMSD (ordered, after synchronisation) when keeping c components:", "",
-          "| c | Gram PCA: cum. variance | Gram PCA: median RMSD (A) | frac <= 0.1 A | aligned-coordinate PCA: median RMSD (A) | frac <= 0.1 A |",
-          "|---|---|---|---|---|---|"]
+    L += [
+        "",
+        "PCA, held-out RMSD (ordered, after synchronisation) when keeping c components:",
+        "",
+        "| c | Gram PCA: cum. variance | Gram PCA: median RMSD (A) | frac <= 0.1 A | aligned-coordinate PCA: median RMSD (A) | frac <= 0.1 A |",
+        "|---|---|---|---|---|---|",
+    ]
     for key in g["heldout"]:
         cc = c["heldout"].get(key)
-        L.append(f"| {key} | {g['explained_cumulative'][int(key) - 1]:.3f} | {g['heldout'][key]['rmsd_median']:.3f} | "
-                 f"{g['heldout'][key]['fraction_le_0.1']:.2f} | {cc['rmsd_median'] if cc else float('nan'):.3f} | "
-                 f"{cc['fraction_le_0.1'] if cc else float('nan'):.2f} |")
+        L.append(
+            f"| {key} | {g['explained_cumulative'][int(key) - 1]:.3f} | {g['heldout'][key]['rmsd_median']:.3f} | "
+            f"{g['heldout'][key]['fraction_le_0.1']:.2f} | {cc['rmsd_median'] if cc else float('nan'):.3f} | "
+            f"{cc['fraction_le_0.1'] if cc else float('nan'):.2f} |"
+        )
     rms = c["per_component_rms_A"]
-    L += ["", f"Per-component RMS (A) of the aligned-coordinate PCA, components 1-24: {', '.join(f'{x:.2f}' for x in rms[:24])}.", "",
-          f"Held-out environment to its nearest training environment (aligned RMSD): median {dim['heldout_nearest_training_rmsd']['median']:.3f} A, "
-          f"{100 * dim['heldout_nearest_training_rmsd']['fraction_le_0.1']:.1f}% within 0.1 A.", "",
-          "## 2. Best autoencoder reconstruction", "",
-          f"{ae['architecture']}, {ae['epochs']} epochs on the {out['n_train']} training Gram matrices; decoded with "
-          "`gram_to_coords`, scored with `aligned_rmsd` (as the benchmark), plus the Hungarian-relabelled RMSD.", "",
-          "| bottleneck | train median RMSD (A) | held-out median RMSD (A) | held-out frac <= 0.1 A | held-out median, relabelled (A) | held-out median at 1/4, 1/2, all epochs (A) | train s |",
-          "|---|---|---|---|---|---|---|"]
+    L += [
+        "",
+        f"Per-component RMS (A) of the aligned-coordinate PCA, components 1-24: {', '.join(f'{x:.2f}' for x in rms[:24])}.",
+        "",
+        f"Held-out environment to its nearest training environment (aligned RMSD): median {dim['heldout_nearest_training_rmsd']['median']:.3f} A, "
+        f"{100 * dim['heldout_nearest_training_rmsd']['fraction_le_0.1']:.1f}% within 0.1 A.",
+        "",
+        "## 2. Best autoencoder reconstruction",
+        "",
+        f"{ae['architecture']}, {ae['epochs']} epochs on the {out['n_train']} training Gram matrices; decoded with "
+        "`gram_to_coords`, scored with `aligned_rmsd` (as the benchmark), plus the Hungarian-relabelled RMSD.",
+        "",
+        "| bottleneck | train median RMSD (A) | held-out median RMSD (A) | held-out frac <= 0.1 A | held-out median, relabelled (A) | held-out median at 1/4, 1/2, all epochs (A) | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for lat, v in ae["latents"].items():
-        prog = " / ".join(f"{x:.3f}" for x in v.get("heldout_median_during_training", {}).values() if x is not None)
-        L.append(f"| {lat} | {v['train']['rmsd_median']:.3f} | {v['heldout']['rmsd_median']:.3f} | {v['heldout']['fraction_le_0.1']:.2f} | "
-                 f"{v['heldout']['rmsd_assigned_median']:.3f} | {prog} | {v['train_seconds']:.0f} |")
-    L += ["", "## 3. Inpainting one missing neighbour from the other 7", "",
-          "All predictors are told which slot is missing (extra information the benchmark's inpainting does not have). "
-          "Frame: known first-shell atoms orthogonally aligned onto the training first-shell template.", "",
-          "| predictor | first shell: within 0.3 A | first shell: median error (A) | second shell: within 0.3 A | second shell: median error (A) | benchmark mix (slot uniform 1-8): within 0.3 A |",
-          "|---|---|---|---|---|---|"]
+        prog = " / ".join(
+            f"{x:.3f}"
+            for x in v.get("heldout_median_during_training", {}).values()
+            if x is not None
+        )
+        L.append(
+            f"| {lat} | {v['train']['rmsd_median']:.3f} | {v['heldout']['rmsd_median']:.3f} | {v['heldout']['fraction_le_0.1']:.2f} | "
+            f"{v['heldout']['rmsd_assigned_median']:.3f} | {prog} | {v['train_seconds']:.0f} |"
+        )
+    L += [
+        "",
+        "## 3. Inpainting one missing neighbour from the other 7",
+        "",
+        "All predictors are told which slot is missing (extra information the benchmark's inpainting does not have). "
+        "Frame: known first-shell atoms orthogonally aligned onto the training first-shell template.",
+        "",
+        "| predictor | first shell: within 0.3 A | first shell: median error (A) | second shell: within 0.3 A | second shell: median error (A) | benchmark mix (slot uniform 1-8): within 0.3 A |",
+        "|---|---|---|---|---|---|",
+    ]
     fs, ss = list(SHELLS)
     rows = [(n, sup["predictors"][fs][n], sup["predictors"][ss][n]) for n in sup["predictors"][fs]]
-    rows += [(n, knn[fs][n], knn[ss][n]) for n in knn[fs] if isinstance(knn[fs][n], dict) and "error_median" in knn[fs][n]]
-    rows.append(("reference: ideal tetrahedral completion (benchmarks/motif.py)", out.get("tetrahedral"), None))
+    rows += [
+        (n, knn[fs][n], knn[ss][n])
+        for n in knn[fs]
+        if isinstance(knn[fs][n], dict) and "error_median" in knn[fs][n]
+    ]
+    rows.append(
+        (
+            "reference: ideal tetrahedral completion (benchmarks/motif.py)",
+            out.get("tetrahedral"),
+            None,
+        )
+    )
     for name, a, b in rows:
         if a is None:
             continue
         if b is None:
-            L.append(f"| {name} | {a['fraction_within_0.3']:.2f} | {a['error_median']:.3f} | - | - | - |")
+            L.append(
+                f"| {name} | {a['fraction_within_0.3']:.2f} | {a['error_median']:.3f} | - | - | - |"
+            )
             continue
-        L.append(f"| {name} | {a['fraction_within_0.3']:.2f} | {a['error_median']:.3f} | {b['fraction_within_0.3']:.2f} | "
-                 f"{b['error_median']:.3f} | {0.5 * (a['fraction_within_0.3'] + b['fraction_within_0.3']):.2f} |")
-    L += ["", "Per missing slot (MDN mode): " + ", ".join(
-        f"slot {s}: {v['fraction_within_0.3']:.2f}" for s, v in sup["per_slot"].items()) + " within 0.3 A.", "",
-          "MDN learning curve (fraction within 0.3 A vs number of training cells): " + "; ".join(
-        f"{shell.split(' (')[0]}: " + ", ".join(f"{c} cells {v:.2f}" for c, v in curve.items()) for shell, curve in sup["learning_curve_mdn"].items()), "",
-          "Nearest-neighbour conditional estimate: training environments whose 7 known atoms match the held-out ones "
-          "within an aligned RMSD tau, and where they put the missing atom (in the held-out frame).", "",
-          "| shell | tau (A) | cases with a match | median matches | spread of their missing atom, median (A) | matches within 0.3 A of truth | matches > 1 A from truth |",
-          "|---|---|---|---|---|---|---|"]
+        L.append(
+            f"| {name} | {a['fraction_within_0.3']:.2f} | {a['error_median']:.3f} | {b['fraction_within_0.3']:.2f} | "
+            f"{b['error_median']:.3f} | {0.5 * (a['fraction_within_0.3'] + b['fraction_within_0.3']):.2f} |"
+        )
+    L += [
+        "",
+        "Per missing slot (MDN mode): "
+        + ", ".join(f"slot {s}: {v['fraction_within_0.3']:.2f}" for s, v in sup["per_slot"].items())
+        + " within 0.3 A.",
+        "",
+        "MDN learning curve (fraction within 0.3 A vs number of training cells): "
+        + "; ".join(
+            f"{shell.split(' (')[0]}: " + ", ".join(f"{c} cells {v:.2f}" for c, v in curve.items())
+            for shell, curve in sup["learning_curve_mdn"].items()
+        ),
+        "",
+        "Nearest-neighbour conditional estimate: training environments whose 7 known atoms match the held-out ones "
+        "within an aligned RMSD tau, and where they put the missing atom (in the held-out frame).",
+        "",
+        "| shell | tau (A) | cases with a match | median matches | spread of their missing atom, median (A) | matches within 0.3 A of truth | matches > 1 A from truth |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for shell in SHELLS:
         for t, v in knn[shell]["matches_within_tau"].items():
             sp = v["spread_median (cases with >= 2 matches)"]
-            f3, f1 = v["fraction_of_matches_within_0.3_of_truth"], v["fraction_of_matches_over_1.0_from_truth"]
-            L.append(f"| {shell.split(' (')[0]} | {t} | {v['fraction_cases_with_a_match']:.2f} | {v['median_matches_per_case']:.0f} | "
-                     f"{'-' if sp is None else f'{sp:.2f}'} | {'-' if f3 is None else f'{f3:.2f}'} | {'-' if f1 is None else f'{f1:.2f}'} |")
-    L += ["", "Median aligned RMSD between the 7 known atoms and their nearest training match: " + ", ".join(
-        f"{shell.split(' (')[0]} {knn[shell]['nearest training match of the 7 known atoms, median RMSD']:.2f} A" for shell in SHELLS)
-        + " (so matches within a few tenths of an angstrom are rare: 2041 environments cover a ~20-dimensional set sparsely)."]
+            f3, f1 = (
+                v["fraction_of_matches_within_0.3_of_truth"],
+                v["fraction_of_matches_over_1.0_from_truth"],
+            )
+            L.append(
+                f"| {shell.split(' (')[0]} | {t} | {v['fraction_cases_with_a_match']:.2f} | {v['median_matches_per_case']:.0f} | "
+                f"{'-' if sp is None else f'{sp:.2f}'} | {'-' if f3 is None else f'{f3:.2f}'} | {'-' if f1 is None else f'{f1:.2f}'} |"
+            )
+    L += [
+        "",
+        "Median aligned RMSD between the 7 known atoms and their nearest training match: "
+        + ", ".join(
+            f"{shell.split(' (')[0]} {knn[shell]['nearest training match of the 7 known atoms, median RMSD']:.2f} A"
+            for shell in SHELLS
+        )
+        + " (so matches within a few tenths of an angstrom are rare: 2041 environments cover a ~20-dimensional set sparsely).",
+    ]
     comp = out["competitor"]
-    L += ["", f"Second-shell ambiguity (held-out cell): the 9th neighbour lies a median {comp['gap_r9_minus_r8_median']:.3f} A further "
-          f"out than the 8th ({100 * comp['fraction_gap_below_0.05']:.0f}% closer than 0.05 A) but a median "
-          f"{comp['separation_8th_9th_median']:.2f} A away from it; a median {comp['atoms_beyond_8th_within_3.9A_median']:.0f} atoms beyond "
-          "the 8th still lie inside the second-shell peak (< 3.9 A), any of which becomes 'the 8th' after a small distortion.", "",
-          "## Conclusion", "", out["conclusion"], ""]
+    L += [
+        "",
+        f"Second-shell ambiguity (held-out cell): the 9th neighbour lies a median {comp['gap_r9_minus_r8_median']:.3f} A further "
+        f"out than the 8th ({100 * comp['fraction_gap_below_0.05']:.0f}% closer than 0.05 A) but a median "
+        f"{comp['separation_8th_9th_median']:.2f} A away from it; a median {comp['atoms_beyond_8th_within_3.9A_median']:.0f} atoms beyond "
+        "the 8th still lie inside the second-shell peak (< 3.9 A), any of which becomes 'the 8th' after a small distortion.",
+        "",
+        "## Conclusion",
+        "",
+        out["conclusion"],
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -605,15 +836,38 @@ def conclusion(out: dict) -> str:
     fs, ss = list(SHELLS)
 
     def best(shell):
-        cands = {**sup["predictors"][shell], **{k: v for k, v in knn[shell].items() if isinstance(v, dict) and "fraction_within_0.3" in v}}
+        cands = {
+            **sup["predictors"][shell],
+            **{
+                k: v
+                for k, v in knn[shell].items()
+                if isinstance(v, dict) and "fraction_within_0.3" in v
+            },
+        }
         cands.pop("training mean position (no model)", None)
         name = max(cands, key=lambda n: cands[n]["fraction_within_0.3"])
         return name, cands[name]["fraction_within_0.3"]
 
     (n_fs, best_fs), (n_ss, best_ss) = best(fs), best(ss)
-    need = next((int(k) for k, v in dim["pca_gram"]["heldout"].items() if v["rmsd_median"] <= THRESHOLD_RMSD), None)
-    need_c = next((int(k) for k, v in dim["pca_coords"]["heldout"].items() if v["rmsd_median"] <= THRESHOLD_RMSD), None)
-    ae_ok = [int(k) for k, v in ae["latents"].items() if v["heldout"]["rmsd_median"] <= THRESHOLD_RMSD]
+    need = next(
+        (
+            int(k)
+            for k, v in dim["pca_gram"]["heldout"].items()
+            if v["rmsd_median"] <= THRESHOLD_RMSD
+        ),
+        None,
+    )
+    need_c = next(
+        (
+            int(k)
+            for k, v in dim["pca_coords"]["heldout"].items()
+            if v["rmsd_median"] <= THRESHOLD_RMSD
+        ),
+        None,
+    )
+    ae_ok = [
+        int(k) for k, v in ae["latents"].items() if v["heldout"]["rmsd_median"] <= THRESHOLD_RMSD
+    ]
     a8 = ae["latents"].get("8")
     rms = dim["pca_coords"]["per_component_rms_A"]
     big = sum(1 for r in rms if r > 0.3)
@@ -632,16 +886,23 @@ def conclusion(out: dict) -> str:
             f"of {a8['heldout']['rmsd_median']:.2f} A with 8 latent dimensions (best during training "
             f"{min(x for x in a8['heldout_median_during_training'].values() if x is not None):.2f} A), although it fits its own training "
             f"set to {a8['train']['rmsd_median']:.2f} A: it memorises the training set and does not generalise. "
-            + (f"0.1 A is first reached with a {min(ae_ok)}-d bottleneck, in line with the 21 geometric degrees of freedom. " if ae_ok else
-               f"no bottleneck up to {max(int(k) for k in ae['latents'])} reaches 0.1 A "
-               f"(best {min(v['heldout']['rmsd_median'] for v in ae['latents'].values()):.3f} A). ")
+            + (
+                f"0.1 A is first reached with a {min(ae_ok)}-d bottleneck, in line with the 21 geometric degrees of freedom. "
+                if ae_ok
+                else f"no bottleneck up to {max(int(k) for k in ae['latents'])} reaches 0.1 A "
+                f"(best {min(v['heldout']['rmsd_median'] for v in ae['latents'].values()):.3f} A). "
+            )
         )
     s.append(
         f"TwoNN reads only {dim['twonn']['aligned RMSD (A)']:.1f} for the whole set. That is a property of the ~"
         f"{parts.get('all 8 atoms (21 dof)', {}).get('median_nn_rmsd', float('nan')):.1f} A nearest-neighbour scale that 2552 samples "
         "can resolve, not of the 0.1 A scale the target needs. "
-        + (f"The first shell alone (9 degrees of freedom, nearest-neighbour scale {first['median_nn_rmsd']:.2f} A) reads {first['twonn']:.1f}, "
-           "about the same as the whole cloud, which contains it, so the estimator cannot certify a low dimension here. " if first else "")
+        + (
+            f"The first shell alone (9 degrees of freedom, nearest-neighbour scale {first['median_nn_rmsd']:.2f} A) reads {first['twonn']:.1f}, "
+            "about the same as the whole cloud, which contains it, so the estimator cannot certify a low dimension here. "
+            if first
+            else ""
+        )
         + "At the 1 A scale the variation is mostly where the four second-shell atoms sit. The smaller bond-length and bond-angle "
         "components (RMS 0.1-0.4 A) are what an 8-d code has to drop.\n\n"
     )
@@ -669,9 +930,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small training budgets (smoke test)")
     ap.add_argument("--latents", type=int, nargs="*", default=[8, 12, 16, 21, 24])
     ap.add_argument("--out", type=Path, default=RESULTS, help="output folder")
-    ap.add_argument("--report", action="store_true", help="only re-render the markdown from the existing json")
+    ap.add_argument(
+        "--report", action="store_true", help="only re-render the markdown from the existing json"
+    )
     args = ap.parse_args()
-    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py" + (" --quick" if args.quick else "")
+    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py" + (
+        " --quick" if args.quick else ""
+    )
     if args.report:
         import json
 
@@ -687,7 +952,12 @@ def main() -> None:
     out: dict = {"n_train": len(train), "n_heldout": len(held), "quick": args.quick}
     t0 = time.time()
     out["dimension"] = dimension_section(train, held)
-    print("dimension", {k: round(v, 2) for k, v in out["dimension"]["twonn"].items()}, f"{time.time() - t0:.0f} s", flush=True)
+    print(
+        "dimension",
+        {k: round(v, 2) for k, v in out["dimension"]["twonn"].items()},
+        f"{time.time() - t0:.0f} s",
+        flush=True,
+    )
     out["autoencoder"] = autoencoder_section(train, held, args.latents, ae_epochs)
     template = first_shell_template(train)
     t0 = time.time()

@@ -26,10 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CUTOFF = 5.0
@@ -42,7 +40,9 @@ def _bundled_file() -> Path:
     for f in dist.files or []:
         if str(f).endswith("matbench_dielectric.json.gz"):
             return Path(dist.locate_file(f))
-    raise FileNotFoundError("matbench_dielectric.json.gz not found in the crystal-toolkit distribution")
+    raise FileNotFoundError(
+        "matbench_dielectric.json.gz not found in the crystal-toolkit distribution"
+    )
 
 
 def load_structures(cache: bool):
@@ -53,21 +53,26 @@ def load_structures(cache: bool):
         load_matbench_dielectric = None
     if load_matbench_dielectric is not None:
         return load_matbench_dielectric(cache=cache), "atomssl.data.load_matbench_dielectric"
-    from atomssl.data import Structure
     from pymatgen.core import Structure as PmgStructure
+
+    from atomssl.data import Structure
 
     with gzip.open(_bundled_file(), "rt") as fh:
         table = json.load(fh)
     out = []
     for row, d in table["structure"].items():
-        s = Structure.from_pymatgen(PmgStructure.from_dict(d), source="matbench_dielectric", index=int(row))
+        s = Structure.from_pymatgen(
+            PmgStructure.from_dict(d), source="matbench_dielectric", index=int(row)
+        )
         s.labels["n"] = float(table["n"][row])
         out.append(s)
     return out, "fallback: json + pymatgen Structure.from_dict"
 
 
 # ---------------------------------------------------------------------------- timing
-def interleaved(methods: dict, n_items: int, chunk: int, repeats: int) -> dict[str, dict[str, float]]:
+def interleaved(
+    methods: dict, n_items: int, chunk: int, repeats: int
+) -> dict[str, dict[str, float]]:
     """Sum over chunks of the best-of-``repeats`` CPU and wall time of each method on that chunk."""
     total = {name: {"cpu_s": 0.0, "wall_s": 0.0} for name in methods}
     for start in range(0, n_items, chunk):
@@ -137,7 +142,10 @@ print(json.dumps({"read_s": t1 - t0, "graph_s": t2 - t1, "total_s": t2 - t0,
         env = dict(os.environ, ATOMSSL_CACHE=cache)
         for label, use_cache in (("cold", "False"), ("warm_cache_fill", "True"), ("warm", "True")):
             res = subprocess.run(
-                [sys.executable, "-c", code % (str(HERE), use_cache, CUTOFF)], env=env, capture_output=True, text=True
+                [sys.executable, "-c", code % (str(HERE), use_cache, CUTOFF)],
+                env=env,
+                capture_output=True,
+                text=True,
             )
             if res.returncode != 0:
                 raise RuntimeError(res.stderr)
@@ -148,11 +156,17 @@ print(json.dumps({"read_s": t1 - t0, "graph_s": t2 - t1, "total_s": t2 - t0,
 
 # ---------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=200, help="structures per timed chunk")
-    ap.add_argument("--ase-every", type=int, default=20, help="time ASE on every n-th structure and extrapolate")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N structures (smoke test)")
+    ap.add_argument(
+        "--ase-every", type=int, default=20, help="time ASE on every n-th structure and extrapolate"
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="only the first N structures (smoke test)"
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "neighbors")
     args = ap.parse_args(argv)
 
@@ -169,14 +183,18 @@ def main(argv=None) -> int:
     atoms = [s.to_ase() for s in structures]
 
     methods = {
-        "atomssl radius_graph": lambda a, b: [radius_graph(s, CUTOFF, validate=False) for s in structures[a:b]],
+        "atomssl radius_graph": lambda a, b: [
+            radius_graph(s, CUTOFF, validate=False) for s in structures[a:b]
+        ],
         "atomssl radius_graph + edge vectors": lambda a, b: [
             radius_graph(s, CUTOFF, validate=False).vec for s in structures[a:b]
         ],
         "atomssl radius_graph, vesin engine forced": lambda a, b: [
             radius_graph(s, CUTOFF, validate=False, engine="vesin") for s in structures[a:b]
         ],
-        "pymatgen Structure.get_neighbor_list": lambda a, b: [p.get_neighbor_list(CUTOFF) for p in pmg[a:b]],
+        "pymatgen Structure.get_neighbor_list": lambda a, b: [
+            p.get_neighbor_list(CUTOFF) for p in pmg[a:b]
+        ],
     }
     totals = interleaved(methods, n, args.chunk, args.repeats)
 
@@ -199,9 +217,13 @@ def main(argv=None) -> int:
     # cross-check edge counts
     edges_atomssl = sum(len(g) for g in radius_graphs(structures, CUTOFF, validate=False))
     edges_pmg = sum(len(p.get_neighbor_list(CUTOFF)[0]) for p in pmg)
-    edges_atomssl_subset = sum(len(radius_graph(structures[i], CUTOFF, validate=False)) for i in subset)
+    edges_atomssl_subset = sum(
+        len(radius_graph(structures[i], CUTOFF, validate=False)) for i in subset
+    )
     if edges_atomssl != edges_pmg or edges_atomssl_subset != ase_edges:
-        raise SystemExit(f"edge counts differ: atomssl {edges_atomssl} pymatgen {edges_pmg} (ASE subset {ase_edges})")
+        raise SystemExit(
+            f"edge counts differ: atomssl {edges_atomssl} pymatgen {edges_pmg} (ASE subset {ase_edges})"
+        )
 
     pmg_t = totals["pymatgen Structure.get_neighbor_list"]
     rows = [
@@ -217,8 +239,9 @@ def main(argv=None) -> int:
     ]
     result = {
         "benchmark": "neighbour lists, matbench_dielectric, cutoff 5 A",
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py " + " ".join(argv or sys.argv[1:]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbors.py "
+        + " ".join(argv or sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

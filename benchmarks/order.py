@@ -21,7 +21,9 @@ def main() -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--particles", type=int, default=None)
     p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--results", default=str(Path(__file__).parent / "results" / "order_timing.json"))
+    p.add_argument(
+        "--results", default=str(Path(__file__).parent / "results" / "order_timing.json")
+    )
     args = p.parse_args()
 
     import torch
@@ -33,7 +35,9 @@ def main() -> int:
     backbone = load_backbone(args.checkpoint)
     out = make_run_dir("runs", "order-bench")
     t0 = time.perf_counter()
-    summary = analyse_trajectory(args.trajectory, backbone, out, stride=args.stride, particles=args.particles)
+    summary = analyse_trajectory(
+        args.trajectory, backbone, out, stride=args.stride, particles=args.particles
+    )
     record = {
         "trajectory": args.trajectory,
         "checkpoint": args.checkpoint,

@@ -46,8 +46,14 @@ def prepare(args) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp, clouds=refs.clouds[pick].astype(np.float32), prototype=refs.prototype[pick],
-                        sigma=refs.sigma[pick], names=np.array(refs.names), pool=len(refs.clouds))
+    np.savez_compressed(
+        tmp,
+        clouds=refs.clouds[pick].astype(np.float32),
+        prototype=refs.prototype[pick],
+        sigma=refs.sigma[pick],
+        names=np.array(refs.names),
+        pool=len(refs.clouds),
+    )
     tmp.replace(out)
     print(f"{out}: {len(pick)} of {len(refs.clouds)} environments, {len(refs.names)} prototypes")
 
@@ -64,12 +70,25 @@ def run(args) -> None:
     n = len(refs.clouds)
     t = time.perf_counter()
     backbone = load_backbone(args.checkpoint)
-    rows = transfer(backbone, args.out, fraction=args.labelled / n, seeds=tuple(args.seeds), split=args.split, refs=refs,
-                    device=args.device, head_steps=args.head_steps, full_steps=args.full_steps,
-                    many_labels=(args.many_labels / n) if args.many_labels else None, many_steps=args.many_steps,
-                    curve_at=tuple(args.curve), progress=lambda m: print(f"[{args.out}] {m}", flush=True))
-    print(f"[{args.out}] done in {time.perf_counter() - t:.0f} s; pool {int(z['pool'])}, subset {n}, "
-          f"{rows[0]['labelled']} labelled")
+    rows = transfer(
+        backbone,
+        args.out,
+        fraction=args.labelled / n,
+        seeds=tuple(args.seeds),
+        split=args.split,
+        refs=refs,
+        device=args.device,
+        head_steps=args.head_steps,
+        full_steps=args.full_steps,
+        many_labels=(args.many_labels / n) if args.many_labels else None,
+        many_steps=args.many_steps,
+        curve_at=tuple(args.curve),
+        progress=lambda m: print(f"[{args.out}] {m}", flush=True),
+    )
+    print(
+        f"[{args.out}] done in {time.perf_counter() - t:.0f} s; pool {int(z['pool'])}, subset {n}, "
+        f"{rows[0]['labelled']} labelled"
+    )
 
 
 def summarise(args) -> None:
@@ -80,23 +99,36 @@ def summarise(args) -> None:
                 continue
             ck = Path(d).name.rsplit("_s", 1)[0]  # run folders are <checkpoint>_s<seed>
             with open(f) as fh:
-                rows += [dict(r, checkpoint=ck) for r in csv.DictReader(fh) if r["seed"] not in ("mean", "std")]
+                rows += [
+                    dict(r, checkpoint=ck)
+                    for r in csv.DictReader(fh)
+                    if r["seed"] not in ("mean", "std")
+                ]
     print("| checkpoint | mode | labelled | steps | per seed | mean | std |")
     print("|---|---|---|---|---|---|---|")
     for ck in sorted({r["checkpoint"] for r in rows}):
-        by_mode = {m: sorted((r for r in rows if r["checkpoint"] == ck and r["mode"] == m), key=lambda r: int(r["seed"]))
-                   for m in MODES}
+        by_mode = {
+            m: sorted(
+                (r for r in rows if r["checkpoint"] == ck and r["mode"] == m),
+                key=lambda r: int(r["seed"]),
+            )
+            for m in MODES
+        }
         for mode, sel in by_mode.items():
             if not sel:
                 continue
             acc = np.array([float(r["accuracy"]) for r in sel])
-            print(f"| {ck} | {mode} | {sel[0]['labelled']} | {sel[0]['steps']} | "
-                  f"{' / '.join(f'{a:.3f}' for a in acc)} | **{acc.mean():.3f}** | {acc.std():.3f} |")
+            print(
+                f"| {ck} | {mode} | {sel[0]['labelled']} | {sel[0]['steps']} | "
+                f"{' / '.join(f'{a:.3f}' for a in acc)} | **{acc.mean():.3f}** | {acc.std():.3f} |"
+            )
         fz = {r["seed"]: float(r["accuracy"]) for r in by_mode["frozen_pretrained"]}
         sc = {r["seed"]: float(r["accuracy"]) for r in by_mode["scratch"]}
         gain = [100 * (fz[s] - sc[s]) for s in sorted(fz) if s in sc]
         if gain:
-            print(f"| {ck} | frozen - scratch (points) | | | {' / '.join(f'{g:+.1f}' for g in gain)} | **{np.mean(gain):+.1f}** | {np.std(gain):.1f} |")
+            print(
+                f"| {ck} | frozen - scratch (points) | | | {' / '.join(f'{g:+.1f}' for g in gain)} | **{np.mean(gain):+.1f}** | {np.std(gain):.1f} |"
+            )
 
 
 def plot(args) -> None:
@@ -116,8 +148,12 @@ def plot(args) -> None:
             if not sel:
                 continue
             steps = sorted({int(r["step"]) for r in sel})
-            mean = [np.mean([float(r["accuracy"]) for r in sel if int(r["step"]) == s]) for s in steps]
-            label = "scratch, 40,000 labels" if mode == "scratch_many_labels" else f"{mode}, 640 labels"
+            mean = [
+                np.mean([float(r["accuracy"]) for r in sel if int(r["step"]) == s]) for s in steps
+            ]
+            label = (
+                "scratch, 40,000 labels" if mode == "scratch_many_labels" else f"{mode}, 640 labels"
+            )
             ax.plot(steps, mean, "o--" if mode == "scratch_many_labels" else "o-", label=label)
         ax.set(title=f"{ck} checkpoint", xlabel="training steps", xscale="log")
         ticks = sorted({int(r["step"]) for r in rows})
@@ -145,11 +181,21 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--split", default="wide")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
-    p.add_argument("--labelled", type=int, default=640, help="labelled environments per draw (0.1 %% of the wide pool)")
+    p.add_argument(
+        "--labelled",
+        type=int,
+        default=640,
+        help="labelled environments per draw (0.1 %% of the wide pool)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--full-steps", type=int, default=1000)
-    p.add_argument("--many-labels", type=int, default=0, help="labelled environments of the many-labels model (0: skip)")
+    p.add_argument(
+        "--many-labels",
+        type=int,
+        default=0,
+        help="labelled environments of the many-labels model (0: skip)",
+    )
     p.add_argument("--many-steps", type=int, default=3000)
     p.add_argument("--curve", type=lambda s: [int(x) for x in s.split(",") if x], default=[])
     p.add_argument("--threads", type=int, default=1)

@@ -41,17 +41,29 @@ RUNS = ROOT.parent / "runs" / "bench-pretraining"
 
 # ------------------------------------------------------------------------------------- data
 REAL = [{"name": "matbench_dielectric", "limit": 1200}, "aflow_prototypes"]  # 1488 structures
-REAL_SMALL = [{"name": "matbench_dielectric", "limit": 400}, "aflow_prototypes"]  # 688 (slow backbones)
+REAL_SMALL = [
+    {"name": "matbench_dielectric", "limit": 400},
+    "aflow_prototypes",
+]  # 688 (slow backbones)
 IDEAL_NAMES = ["cF4-Cu", "cI2-W", "cP1-Po", "cP46-Si", "hP2-Mg", "tP30-U"]
 IDEAL_SIGMAS = [0.01, 0.03, 0.05]
 
 
 def ideal_source(seed: int) -> dict:
     """Idealized crystals subsampled: >= 48 atoms per crystal instead of 4096 (per-atom clouds)."""
-    return {"name": "idealized_crystals", "names": IDEAL_NAMES, "sigmas": IDEAL_SIGMAS, "n_min": 48, "seed": seed}
+    return {
+        "name": "idealized_crystals",
+        "names": IDEAL_NAMES,
+        "sigmas": IDEAL_SIGMAS,
+        "n_min": 48,
+        "seed": seed,
+    }
 
 
-MEGNET = {"name": "megnet", "cutoff": 4.0}  # reference sizes: 3 blocks, dense (64, 32), conv (64, 64, 32)
+MEGNET = {
+    "name": "megnet",
+    "cutoff": 4.0,
+}  # reference sizes: 3 blocks, dense (64, 32), conv (64, 64, 32)
 EQUIFORMER = {"name": "equiformer", "size": "tiny", "cutoff": 5.0}
 GAA = {"name": "gaa", "k": 12, "width": 16, "n_blocks": 2, "dropout": 0.0, "normalize": "min"}
 
@@ -112,7 +124,9 @@ ROWS: dict[str, tuple[str, dict]] = {
         {
             "data": {"sources": REAL_SMALL, "batch_size": 16},
             "backbone": EQUIFORMER,
-            "tasks": [{"name": "mask_denoise", "sigma": 0.1, "species_weight": 1.0, "noise_weight": 1.0}],
+            "tasks": [
+                {"name": "mask_denoise", "sigma": 0.1, "species_weight": 1.0, "noise_weight": 1.0}
+            ],
             "optim": {"lr": 2e-3, "warmup_steps": 30},
             "trainer": {"max_epochs": 10},
         },
@@ -130,11 +144,18 @@ for _name in ("noisy_bond", "nearest_bond", "cloud_denoise", "shift", "autoencod
             "trainer": {"max_epochs": 10},
         },
     )
-ROWS["frame_class-gaa"] = (_CLOUD_SIZE, {"custom": "frame_class", "backbone": GAA, "epochs": 10, "lr": 3e-3})
+ROWS["frame_class-gaa"] = (
+    _CLOUD_SIZE,
+    {"custom": "frame_class", "backbone": GAA, "epochs": 10, "lr": 3e-3},
+)
 # the slowest cloud task to learn and the one that generalises worst across crystals: three noise
 # draws of every (prototype, sigma), larger batches, lower learning rate
 ROWS["noisy_bond-gaa"][1].update(
-    data={"sources": [ideal_source(0), ideal_source(1), ideal_source(2)], "batch_size": 4, "val_fraction": 0.25},
+    data={
+        "sources": [ideal_source(0), ideal_source(1), ideal_source(2)],
+        "batch_size": 4,
+        "val_fraction": 0.25,
+    },
     optim={"lr": 2e-3, "warmup_steps": 10},
     trainer={"max_epochs": 15},
 )
@@ -177,7 +198,11 @@ def run_trainer_row(key: str, cfg: dict) -> dict:
     structures = load_structures(cfg["data"])
     atoms = float(np.mean([structures[i].n_atoms for i in range(len(structures))]))
     task = summary["tasks"][0]
-    extra = {k: v for k, v in task.items() if k not in ("task", "backbone", "weight", "baseline", "reached", "best")}
+    extra = {
+        k: v
+        for k, v in task.items()
+        if k not in ("task", "backbone", "weight", "baseline", "reached", "best")
+    }
     png = RESULTS / f"pretraining_{key}.png"
     shutil.copyfile(run_dir / "loss_curve.png", png)
     return {
@@ -203,7 +228,9 @@ def _frame_graphs(seed: int):
     out = []
     for s in idealized_crystals(IDEAL_NAMES, IDEAL_SIGMAS, n_min=48, seed=seed):
         g = to_graph(s, k=GAA["k"])
-        g.frame = torch.full((s.n_atoms,), IDEAL_NAMES.index(s.labels["prototype"]), dtype=torch.long)
+        g.frame = torch.full(
+            (s.n_atoms,), IDEAL_NAMES.index(s.labels["prototype"]), dtype=torch.long
+        )
         out.append(g)
     return out
 
@@ -223,7 +250,9 @@ def run_frame_class(key: str, spec: dict) -> dict:
     opt = torch.optim.Adam(params, lr=spec["lr"])
     batch_size, epochs = 2, int(spec["epochs"])
     steps = epochs * math.ceil(len(train) / batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1)))
+    )
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)
     rates, curve = [], []
@@ -244,7 +273,9 @@ def run_frame_class(key: str, spec: dict) -> dict:
             losses.append(float(res["loss"]))
         rates.append(n / (time.perf_counter() - t0))
         bb.eval(), task.eval()
-        with torch.no_grad():  # one batch: the baseline is the class entropy of the whole held-out set
+        with (
+            torch.no_grad()
+        ):  # one batch: the baseline is the class entropy of the whole held-out set
             val = {k: float(v) for k, v in task.step(collate(held_out), bb).items()}
         curve.append({"epoch": epoch, "train": float(np.mean(losses)), **val})
     _plot_curve(curve, RESULTS / f"pretraining_{key}.png", key)
@@ -259,11 +290,20 @@ def run_frame_class(key: str, spec: dict) -> dict:
         "atoms_per_structure": float(np.mean([g.num_nodes for g in train])),
         "parameters": sum(p.numel() for p in bb.parameters()),
         "wall_s": time.perf_counter() - t_start,
-        "metrics": {k: v for k, v in final.items() if k not in ("epoch", "train", "loss", "baseline")},
+        "metrics": {
+            k: v for k, v in final.items() if k not in ("epoch", "train", "loss", "baseline")
+        },
         "loss_curve": f"pretraining_{key}.png",
-        "config": {"backbone": spec["backbone"], "task": {"name": "frame_class", "n_frames": len(IDEAL_NAMES)},
-                   "data": "idealized_crystals(n_min=48) seed 0 (train) / seed 1 (held out)", "batch_size": batch_size,
-                   "epochs": epochs, "lr": spec["lr"], "schedule": "cosine", "grad_clip": 1.0},
+        "config": {
+            "backbone": spec["backbone"],
+            "task": {"name": "frame_class", "n_frames": len(IDEAL_NAMES)},
+            "data": "idealized_crystals(n_min=48) seed 0 (train) / seed 1 (held out)",
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "lr": spec["lr"],
+            "schedule": "cosine",
+            "grad_clip": 1.0,
+        },
     }
 
 
@@ -313,9 +353,20 @@ def write_report(rows: dict[str, dict]) -> None:
         ratio = r["reached"] / r["baseline"] if r["reached"] is not None and r["baseline"] else None
         m = r.get("metrics", {})
         extra = []
-        for name in ("accuracy", "baseline_accuracy", "species_loss", "species_baseline", "species_accuracy",
-                     "species_baseline_accuracy", "noise_loss", "noise_baseline", "noise_rmse_A", "noise_baseline_rmse_A",
-                     "rmse_A", "baseline_rmse_A"):
+        for name in (
+            "accuracy",
+            "baseline_accuracy",
+            "species_loss",
+            "species_baseline",
+            "species_accuracy",
+            "species_baseline_accuracy",
+            "noise_loss",
+            "noise_baseline",
+            "noise_rmse_A",
+            "noise_baseline_rmse_A",
+            "rmse_A",
+            "baseline_rmse_A",
+        ):
             if name in m:
                 extra.append(f"{name} {m[name]:.3g}")
         lines.append(
@@ -327,13 +378,26 @@ def write_report(rows: dict[str, dict]) -> None:
     for key in order:
         if rows[key].get("structures_per_s"):
             per_backbone.setdefault(rows[key]["backbone"], []).append(
-                (rows[key]["structures_per_s"], rows[key]["structures_per_s"] * rows[key].get("atoms_per_structure", float("nan")))
+                (
+                    rows[key]["structures_per_s"],
+                    rows[key]["structures_per_s"]
+                    * rows[key].get("atoms_per_structure", float("nan")),
+                )
             )
-    lines += ["", "## Pretraining throughput per backbone (CPU)", "",
-              "Median over the backbone's rows; one training step of a row runs every task of that row.", "",
-              "| backbone | structures/s | atoms/s | data |", "|---|---|---|---|"]
-    data_of = {"megnet": "real crystals (matbench_dielectric + AFLOW)", "equiformer": "real crystals (matbench_dielectric + AFLOW)",
-               "gaa": "idealized crystals, 48-96 atoms each (per-atom kNN clouds)"}
+    lines += [
+        "",
+        "## Pretraining throughput per backbone (CPU)",
+        "",
+        "Median over the backbone's rows; one training step of a row runs every task of that row.",
+        "",
+        "| backbone | structures/s | atoms/s | data |",
+        "|---|---|---|---|",
+    ]
+    data_of = {
+        "megnet": "real crystals (matbench_dielectric + AFLOW)",
+        "equiformer": "real crystals (matbench_dielectric + AFLOW)",
+        "gaa": "idealized crystals, 48-96 atoms each (per-atom kNN clouds)",
+    }
     for bb, rates in per_backbone.items():
         med = np.median(np.array(rates), axis=0)
         lines.append(f"| {bb} | {med[0]:.3g} | {med[1]:.3g} | {data_of.get(bb, '')} |")
@@ -377,14 +441,22 @@ def _shipped_section() -> list[str]:
     if not path.is_file():
         return []
     doc = json.loads(path.read_text())
-    out = ["## Shipped backbone (`atomssl/weights/default.pt`)", "",
-           f"MEGNet, {doc['parameters']} parameters, {doc['epochs']} epochs on {doc['data']}; "
-           f"{_f(doc.get('training_structures_per_s'), 3)} training structures/s; {doc['bytes'] / 1e6:.2f} MB.", "",
-           f"Command: `{doc['command']}`; loss curve: `pretraining_shipped_default.png`.", "",
-           "| task | val baseline | val reached | ratio | accuracy (baseline) |", "|---|---|---|---|---|"]
+    out = [
+        "## Shipped backbone (`atomssl/weights/default.pt`)",
+        "",
+        f"MEGNet, {doc['parameters']} parameters, {doc['epochs']} epochs on {doc['data']}; "
+        f"{_f(doc.get('training_structures_per_s'), 3)} training structures/s; {doc['bytes'] / 1e6:.2f} MB.",
+        "",
+        f"Command: `{doc['command']}`; loss curve: `pretraining_shipped_default.png`.",
+        "",
+        "| task | val baseline | val reached | ratio | accuracy (baseline) |",
+        "|---|---|---|---|---|",
+    ]
     for t in doc["tasks"]:
         acc = f"{t['accuracy']:.3f} ({t['baseline_accuracy']:.3f})" if "accuracy" in t else "-"
-        out.append(f"| {t['task']} | {_f(t['baseline'])} | {_f(t['reached'])} | {_f(t['reached'] / t['baseline'], 3)} | {acc} |")
+        out.append(
+            f"| {t['task']} | {_f(t['baseline'])} | {_f(t['reached'])} | {_f(t['reached'] / t['baseline'], 3)} | {acc} |"
+        )
     return out + [""]
 
 
@@ -414,8 +486,13 @@ def ship(run_dir: Path, command: str | None = None) -> dict:
     metrics = ck["metrics"]
     tasks = []
     for key in ck["task_configs"]:
-        entry = {"task": key, "config": ck["task_configs"][key], "weight": ck["task_weights"][key],
-                 "baseline": metrics.get(f"val/{key}/baseline"), "reached": metrics.get(f"val/{key}/loss")}
+        entry = {
+            "task": key,
+            "config": ck["task_configs"][key],
+            "weight": ck["task_weights"][key],
+            "baseline": metrics.get(f"val/{key}/baseline"),
+            "reached": metrics.get(f"val/{key}/loss"),
+        }
         for name in ("accuracy", "baseline_accuracy", "baseline_copy", "baseline_mean"):
             if f"val/{key}/{name}" in metrics:
                 entry[name] = metrics[f"val/{key}/{name}"]
@@ -424,7 +501,8 @@ def ship(run_dir: Path, command: str | None = None) -> dict:
         "file": "default.pt",
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "bytes": target.stat().st_size,
-        "command": (command or SHIP_COMMAND) + f"  &&  python benchmarks/pretraining.py --ship {run_dir}",
+        "command": (command or SHIP_COMMAND)
+        + f"  &&  python benchmarks/pretraining.py --ship {run_dir}",
         "config": ck["config"],
         "backbone": ck["backbone_config"],
         "parameters": summary.get("parameters"),
@@ -437,7 +515,11 @@ def ship(run_dir: Path, command: str | None = None) -> dict:
         "val_baseline": metrics.get("val/baseline"),
         "tasks": tasks,
         "training_structures_per_s": summary.get("structures_per_s"),
-        "wall_minutes": round(((run_dir / "summary.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime) / 60, 1),
+        "wall_minutes": round(
+            ((run_dir / "summary.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime)
+            / 60,
+            1,
+        ),
         "machine": f"CPU, {platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}",
         "atomssl_version": atomssl.__version__,
     }
@@ -451,12 +533,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", help="row keys to run (default: all); see --list")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--ship", metavar="RUN_DIR", help="install RUN_DIR's best checkpoint as atomssl/weights/default.pt")
-    p.add_argument("--ship-command", help="with --ship: the pretraining command that made RUN_DIR, recorded in default.json")
+    p.add_argument(
+        "--ship",
+        metavar="RUN_DIR",
+        help="install RUN_DIR's best checkpoint as atomssl/weights/default.pt",
+    )
+    p.add_argument(
+        "--ship-command",
+        help="with --ship: the pretraining command that made RUN_DIR, recorded in default.json",
+    )
     args = p.parse_args(argv)
     if args.ship:
         doc = ship(Path(args.ship), args.ship_command)
-        print(json.dumps({k: doc[k] for k in ("bytes", "epochs", "val_loss", "val_baseline", "tasks")}, indent=1))
+        print(
+            json.dumps(
+                {k: doc[k] for k in ("bytes", "epochs", "val_loss", "val_baseline", "tasks")},
+                indent=1,
+            )
+        )
         return 0
     if args.list:
         print("\n".join(ROWS))
@@ -491,8 +585,11 @@ def main(argv=None) -> int:
             rows = json.loads(out_json.read_text())
         rows[key] = res
         ratio = res["reached"] / res["baseline"]
-        print(f"   baseline {res['baseline']:.4g} reached {res['reached']:.4g} ratio {ratio:.3f} "
-              f"{res['structures_per_s']:.3g} structures/s ({res['wall_s']:.0f} s)", flush=True)
+        print(
+            f"   baseline {res['baseline']:.4g} reached {res['reached']:.4g} ratio {ratio:.3f} "
+            f"{res['structures_per_s']:.3g} structures/s ({res['wall_s']:.0f} s)",
+            flush=True,
+        )
         out_json.write_text(json.dumps(rows, indent=1, default=str))
         write_report(rows)
     if not keys:  # --only with no rows: rebuild the report from the JSON

@@ -37,7 +37,6 @@ import platform
 from pathlib import Path
 
 import numpy as np
-
 from _outputs import ROOT, command_line, output_folders  # benchmarks/ is on sys.path
 
 BIN_CM = 20.0  # cm^-1 per bin: 4000 / 200
@@ -70,7 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=str(ROOT / "src" / "atomssl" / "weights" / "default.pt"))
     p.add_argument("--sizes", default="1000,10000")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--test", type=int, default=13083, help="test molecules scored (first of a seeded draw)")
+    p.add_argument(
+        "--test", type=int, default=13083, help="test molecules scored (first of a seeded draw)"
+    )
     # 60 epochs were too few: the pretrained 1,000-label run still improved at epoch 59 of 60
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--patience", type=int, default=20)
@@ -105,15 +106,29 @@ def main(argv=None) -> int:
                     continue
                 print(f"size {size} seed {seed} {arm} ...", flush=True)
                 if arm == "mean_spectrum":
-                    rec = {"scores": baseline_scores("spectrum", tr.y, test.y), "seconds": 0.0, "chosen": {}}
+                    rec = {
+                        "scores": baseline_scores("spectrum", tr.y, test.y),
+                        "seconds": 0.0,
+                        "chosen": {},
+                    }
                 else:
-                    cfg = config(args.checkpoint, arm == "pretrained", seed, args.epochs, args.patience)
-                    res = train_and_predict(cfg, tr, va, {"test": test}, work / f"{size}_{seed}_{arm}")
-                    rec = {"scores": res["scores"]["test"], "seconds": res["seconds"], "chosen": res["chosen"]}
+                    cfg = config(
+                        args.checkpoint, arm == "pretrained", seed, args.epochs, args.patience
+                    )
+                    res = train_and_predict(
+                        cfg, tr, va, {"test": test}, work / f"{size}_{seed}_{arm}"
+                    )
+                    rec = {
+                        "scores": res["scores"]["test"],
+                        "seconds": res["seconds"],
+                        "chosen": res["chosen"],
+                    }
                     if arm == "pretrained" and size == max(sizes) and seed == seeds[0]:
                         np.savez(work / "example_predictions.npz", ids=np.array(test.ids), target=test.y,
                                  prediction=res["predictions"]["test"]["prediction"])  # fmt: skip
-                rec.update(size=size, seed=seed, arm=arm, n_train=len(tr), n_val=len(va), n_test=len(test))
+                rec.update(
+                    size=size, seed=seed, arm=arm, n_train=len(tr), n_val=len(va), n_test=len(test)
+                )
                 path.write_text(json.dumps(rec))
                 runs.append(rec)
                 report(out, command, runs, sizes, seeds, args, work)
@@ -164,7 +179,13 @@ def _plot(path: Path, npz: Path) -> None:
         ids, y, pred = z["ids"].tolist(), z["target"], z["prediction"]
     sets = {"test": LabelledGraphs([None] * len(ids), y, ids)}
     grid = (np.arange(y.shape[1]) + 0.5) * BIN_CM
-    plot_spectra(path, sets, {"test": {"prediction": pred}}, grid=grid, title="QM9 vDOS, test molecules (x: cm^-1)")
+    plot_spectra(
+        path,
+        sets,
+        {"test": {"prediction": pred}},
+        grid=grid,
+        title="QM9 vDOS, test molecules (x: cm^-1)",
+    )
 
 
 if __name__ == "__main__":

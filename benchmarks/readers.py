@@ -56,7 +56,6 @@ import argparse
 import gzip
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
 import platform
@@ -70,7 +69,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,15 @@ RESULTS = HERE / "results"
 READERS = ("atomssl", "pymatgen", "ase")
 PLAIN = ("pymatgen", "ase")
 CIF_SUFFIX = re.compile(r"\.m?cif(\.(gz|bz2|xz))?$", re.IGNORECASE)
-R_GROUPS = {146: "R 3", 148: "R -3", 155: "R 3 2", 160: "R 3 m", 161: "R 3 c", 166: "R -3 m", 167: "R -3 c"}
+R_GROUPS = {
+    146: "R 3",
+    148: "R -3",
+    155: "R 3 2",
+    160: "R 3 m",
+    161: "R 3 c",
+    166: "R -3 m",
+    167: "R -3 c",
+}
 # obverse hexagonal -> rhombohedral axes (ITA): rows are a_R, b_R, c_R in hexagonal fractions
 HEX_TO_RHOMB = np.array([[2 / 3, 1 / 3, 1 / 3], [-1 / 3, 1 / 3, 1 / 3], [-1 / 3, -2 / 3, 1 / 3]])
 RHOMB_STYLES = ("{rhombohedral axes}", ":R", "")  # cycled over the R-group structures
@@ -89,7 +96,9 @@ RHOMB_STYLES = ("{rhombohedral axes}", ":R", "")  # cycled over the R-group stru
 COMPOSITION_ATOL_GENERATED = 1e-3  # atom fractions, generated files (truth known exactly)
 COMPOSITION_RTOL_DECLARED = 0.01  # atom fractions, relative, declared formulas (printed rounded)
 COUNT_RTOL = 0.01  # number density / atom count
-DISORDER_KIND = "partial occupancy/disorder"  # atomssl's refusal by its default policy disorder="refuse"
+DISORDER_KIND = (
+    "partial occupancy/disorder"  # atomssl's refusal by its default policy disorder="refuse"
+)
 # what an atomssl "unreadable file" refusal is about, from its reason (first match wins)
 ATOMSSL_REASONS = [
     ("could not parse as cif", "not parseable"),
@@ -122,7 +131,9 @@ class Truth:
 
     source: str | None
     composition: dict[str, float] = field(default_factory=dict)  # element -> amount (any scale)
-    counts: list[float] = field(default_factory=list)  # allowed atom counts (declared formula with Z)
+    counts: list[float] = field(
+        default_factory=list
+    )  # allowed atom counts (declared formula with Z)
     density: float | None = None  # atoms per A^3 (generated files)
 
     def describe(self) -> str:
@@ -148,7 +159,9 @@ def _fractions(comp: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in comp.items() if v > 1e-9} if total > 0 else {}
 
 
-def same_composition(a: dict[str, float], b: dict[str, float], atol: float = 0.0, rtol: float = 0.0) -> bool:
+def same_composition(
+    a: dict[str, float], b: dict[str, float], atol: float = 0.0, rtol: float = 0.0
+) -> bool:
     fa, fb = _fractions(a), _fractions(b)
     if set(fa) != set(fb) or not fa:
         return False
@@ -166,7 +179,9 @@ def element_amounts(struct) -> Counter:
     out: Counter = Counter()
     for site in struct:
         for sp, occ in site.species.items():
-            out[sp.element.symbol if hasattr(sp, "element") and sp.element else sp.symbol] += float(occ)
+            out[sp.element.symbol if hasattr(sp, "element") and sp.element else sp.symbol] += float(
+                occ
+            )
     return out
 
 
@@ -280,8 +295,13 @@ def declared_truth(lines: list[str]) -> Truth:
         if z and z > 0:
             per_unit = sum(formula.values())
             counts.append(z * per_unit)
-            if all(abs(v / z - round(v / z)) < 1e-6 for v in formula.values()) and abs(z - 1) > 1e-9:
-                counts.append(per_unit)  # the formula already is the cell content (pymatgen's CifWriter)
+            if (
+                all(abs(v / z - round(v / z)) < 1e-6 for v in formula.values())
+                and abs(z - 1) > 1e-9
+            ):
+                counts.append(
+                    per_unit
+                )  # the formula already is the cell content (pymatgen's CifWriter)
         return Truth("_chemical_formula_sum" + (" and Z" if counts else ""), formula, counts)
     moiety = parse_moiety(tag_value(lines, "_chemical_formula_moiety"))
     if moiety is not None:
@@ -322,7 +342,11 @@ def _one_line(msg: Any, limit: int = 300) -> str:
 
 
 def _block(comp: dict[str, float], volume: float) -> dict:
-    return {"composition": dict(comp), "n_atoms": float(sum(comp.values())), "volume": float(volume)}
+    return {
+        "composition": dict(comp),
+        "n_atoms": float(sum(comp.values())),
+        "volume": float(volume),
+    }
 
 
 def read_atomssl(path: Path) -> Reading:
@@ -423,8 +447,13 @@ def judge_block(block: dict, truth: Truth) -> tuple[str, str]:
         return "correct", ""
     if not same_composition(comp, truth.composition, rtol=COMPOSITION_RTOL_DECLARED):
         return "wrong", f"composition {_formula(comp)}, declared {_formula(truth.composition)}"
-    if truth.counts and not any(abs(block["n_atoms"] - c) <= COUNT_RTOL * c + 1e-6 for c in truth.counts):
-        return "wrong", f"{block['n_atoms']:g} atoms, declared formula and Z make {' or '.join(f'{c:g}' for c in truth.counts)}"
+    if truth.counts and not any(
+        abs(block["n_atoms"] - c) <= COUNT_RTOL * c + 1e-6 for c in truth.counts
+    ):
+        return (
+            "wrong",
+            f"{block['n_atoms']:g} atoms, declared formula and Z make {' or '.join(f'{c:g}' for c in truth.counts)}",
+        )
     return "correct", ""
 
 
@@ -433,7 +462,10 @@ def judge(reading: Reading, truths: list[Truth]) -> tuple[str, str]:
     if reading.refused is not None:
         return "refused", reading.refused
     if len(reading.blocks) != len(truths):
-        return "wrong", f"{len(reading.blocks)} structure(s) for {len(truths)} data block(s) with atom sites"
+        return (
+            "wrong",
+            f"{len(reading.blocks)} structure(s) for {len(truths)} data block(s) with atom sites",
+        )
     verdicts = [judge_block(b, t) for b, t in zip(reading.blocks, truths)]
     wrong = [why for v, why in verdicts if v == "wrong"]
     if wrong:
@@ -567,7 +599,9 @@ def walk_cifs(root: Path, exclude: Iterable[Path] = ()) -> Iterator[Path]:
     excluded = {Path(e).resolve() for e in exclude}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath).resolve()
-        dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in excluded and d != "__pycache__")
+        dirnames[:] = sorted(
+            d for d in dirnames if (here / d).resolve() not in excluded and d != "__pycache__"
+        )
         for f in sorted(filenames):
             if CIF_SUFFIX.search(f):
                 yield Path(dirpath) / f
@@ -679,7 +713,10 @@ def three_decimals(text: str) -> str | None:
     loop = find_loop(lines, "_atom_site_fract_x")
     if loop is None:
         return None
-    cols = [loop.tags.index(t) for t in ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")]
+    cols = [
+        loop.tags.index(t)
+        for t in ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z")
+    ]
     for r in loop.rows:
         vals = row_values(lines[r])
         for c in cols:
@@ -751,7 +788,14 @@ def rhombohedral_cif(struct, name: str, style: str) -> str | None:
     for sites in sym.equivalent_sites:
         site = min(sites, key=lambda s: tuple(abs(x) for x in s.frac_coords))
         r = np.mod(site.frac_coords @ to_rhomb, 1.0)
-        reps.append((site.specie.element.symbol if hasattr(site.specie, "element") else site.specie.symbol, r))
+        reps.append(
+            (
+                site.specie.element.symbol
+                if hasattr(site.specie, "element")
+                else site.specie.symbol,
+                r,
+            )
+        )
     comp = element_amounts(conv)
     reduced, factor = _reduce(comp)
     z = factor / 3
@@ -812,31 +856,54 @@ def generated_items(work: Path, limit: int | None, derived_limit: int) -> Iterat
     for i, (corpus, name, struct) in enumerate(ground_truth_structures()):
         text, symmetrized = symmetrized_cif(struct)
         truth = [truth_of_structure(struct)]
-        is_p1 = not symmetrized or re.search(r"_symmetry_space_group_name_H-M\s+'?P\s*1'?\s*$", text, re.M) is not None
+        is_p1 = (
+            not symmetrized
+            or re.search(r"_symmetry_space_group_name_H-M\s+'?P\s*1'?\s*$", text, re.M) is not None
+        )
         if limit is None or per_corpus[corpus] < limit:
             per_corpus[corpus] += 1
             note = "" if symmetrized else "symmetry finding failed: written in P1"
-            yield Item(corpus, f"{corpus}/{name}.cif", _write(work / corpus / f"{name}.cif", text), truth, note)
+            yield Item(
+                corpus,
+                f"{corpus}/{name}.cif",
+                _write(work / corpus / f"{name}.cif", text),
+                truth,
+                note,
+            )
 
         def want(kind: str) -> bool:
             return derived[kind] < (derived_limit if limit is None else min(limit, derived_limit))
 
-        def emit(kind: str, fname: str, body: str | None, note: str = "") -> Iterator[Item]:
+        def emit(
+            kind: str, fname: str, body: str | None, note: str = "", truth=truth
+        ) -> Iterator[Item]:
             if body is None or not want(kind):
                 return
             derived[kind] += 1
             slug = kind.split(": ", 1)[1].replace(" ", "-").replace(",", "")
-            yield Item(kind, f"derived/{slug}/{fname}", _write(work / "derived" / slug / fname, body), truth, note)
+            yield Item(
+                kind,
+                f"derived/{slug}/{fname}",
+                _write(work / "derived" / slug / fname, body),
+                truth,
+                note,
+            )
 
         first = i < derived_limit
         if first and not is_p1:
             yield from emit("derived: 3-decimal coordinates", f"{name}.cif", three_decimals(text))
-            yield from emit("derived: operations loop removed", f"{name}.cif", without_operations(text))
+            yield from emit(
+                "derived: operations loop removed", f"{name}.cif", without_operations(text)
+            )
         if first:
-            yield from emit("derived: truncated at a row boundary", f"{name}.cif", truncated(text, False))
+            yield from emit(
+                "derived: truncated at a row boundary", f"{name}.cif", truncated(text, False)
+            )
             yield from emit("derived: truncated inside a row", f"{name}.cif", truncated(text, True))
         if "H" in element_amounts(struct):
-            yield from emit("derived: H declared, sites deleted", f"{name}.cif", without_hydrogen(text))
+            yield from emit(
+                "derived: H declared, sites deleted", f"{name}.cif", without_hydrogen(text)
+            )
         if want("derived: rhombohedral axes, no operations"):
             style = RHOMB_STYLES[rhomb_index % len(RHOMB_STYLES)]
             made = rhombohedral_cif(struct, name, style)
@@ -844,11 +911,16 @@ def generated_items(work: Path, limit: int | None, derived_limit: int) -> Iterat
                 rhomb_index += 1
                 tag = {"{rhombohedral axes}": "braces", ":R": "colon-R", "": "bare"}[style]
                 yield from emit(
-                    "derived: rhombohedral axes, no operations", f"{name}_{tag}.cif", made, f"name style {style or 'bare'!r}"
+                    "derived: rhombohedral axes, no operations",
+                    f"{name}_{tag}.cif",
+                    made,
+                    f"name style {style or 'bare'!r}",
                 )
 
 
-def real_items(corpora: list[Path], limit: int | None, work: Path, derived_limit: int) -> Iterator[Item]:
+def real_items(
+    corpora: list[Path], limit: int | None, work: Path, derived_limit: int
+) -> Iterator[Item]:
     """pyxtal's database CIFs, the rest of site-packages, the user's folders; plus H-deleted
     copies of the real files with H (truth: their declared formula)."""
     pyxtal = package_dir("pyxtal")
@@ -863,14 +935,20 @@ def real_items(corpora: list[Path], limit: int | None, work: Path, derived_limit
                 return
             n += 1
             yield Item(corpus, display_path(p), p)
-            if corpus != "pyxtal-cifs" or h_deleted >= (derived_limit if limit is None else min(limit, derived_limit)):
+            if corpus != "pyxtal-cifs" or h_deleted >= (
+                derived_limit if limit is None else min(limit, derived_limit)
+            ):
                 continue
             try:
                 text = p.read_text(errors="replace")
             except OSError:
                 continue
             truths = truths_of_text(text)
-            if len(truths) != 1 or not truths[0].source or not truths[0].source.startswith("_chemical_formula_sum"):
+            if (
+                len(truths) != 1
+                or not truths[0].source
+                or not truths[0].source.startswith("_chemical_formula_sum")
+            ):
                 continue
             if "H" not in truths[0].composition:
                 continue
@@ -878,14 +956,26 @@ def real_items(corpora: list[Path], limit: int | None, work: Path, derived_limit
             if body is not None:
                 h_deleted += 1
                 kind = "derived: H declared, sites deleted"
-                out = _write(work / "derived" / "H-declared-sites-deleted" / f"pyxtal_{p.name}", body)
-                yield Item(kind, f"derived/H-declared-sites-deleted/pyxtal_{p.name}", out, None, "from a real pyxtal CIF")
+                out = _write(
+                    work / "derived" / "H-declared-sites-deleted" / f"pyxtal_{p.name}", body
+                )
+                yield Item(
+                    kind,
+                    f"derived/H-declared-sites-deleted/pyxtal_{p.name}",
+                    out,
+                    None,
+                    "from a real pyxtal CIF",
+                )
 
     if pyxtal_cifs and pyxtal_cifs.is_dir():
-        yield from take("pyxtal-cifs", (p for p in sorted(pyxtal_cifs.iterdir()) if CIF_SUFFIX.search(p.name)))
+        yield from take(
+            "pyxtal-cifs", (p for p in sorted(pyxtal_cifs.iterdir()) if CIF_SUFFIX.search(p.name))
+        )
     user = [Path(c).resolve() for c in corpora]
     for sp in site_packages():
-        yield from take("site-packages", walk_cifs(sp, exclude=[pyxtal_cifs] if pyxtal_cifs else []))
+        yield from take(
+            "site-packages", walk_cifs(sp, exclude=[pyxtal_cifs] if pyxtal_cifs else [])
+        )
     for c in user:
         yield from take(f"corpus:{c}", walk_cifs(c))
 
@@ -902,7 +992,16 @@ def summarize(records: list[dict]) -> dict:
             for name in READERS:
                 r = rec["readers"][name]
                 s = c["readers"].setdefault(
-                    name, {"correct": 0, "wrong": 0, "wrong_silent": 0, "refused": 0, "unknown": 0, "refused_by": Counter(), "seconds": 0.0}
+                    name,
+                    {
+                        "correct": 0,
+                        "wrong": 0,
+                        "wrong_silent": 0,
+                        "refused": 0,
+                        "unknown": 0,
+                        "refused_by": Counter(),
+                        "seconds": 0.0,
+                    },
                 )
                 s[r["verdict"]] += 1
                 s["seconds"] += r["seconds"]
@@ -914,7 +1013,9 @@ def summarize(records: list[dict]) -> dict:
                         s.setdefault("refused_about", Counter())[r["about"]] += 1
             if not rec["truth_known"]:
                 for pair, ok in rec["agreement"].items():
-                    c["unknown_agreement"][f"{pair} {'agree' if ok else 'differ' if ok is False else 'n/a'}"] += 1
+                    c["unknown_agreement"][
+                        f"{pair} {'agree' if ok else 'differ' if ok is False else 'n/a'}"
+                    ] += 1
     for c in out.values():
         c["unknown_agreement"] = dict(sorted(c["unknown_agreement"].items()))
         for s in c["readers"].values():
@@ -930,12 +1031,24 @@ def problem_lists(records: list[dict]) -> dict[str, list[dict]]:
     wrong, refused_but_readable, by_policy, crashes, disagree_unknown = [], [], [], [], []
     for rec in records:
         a = rec["readers"]["atomssl"]
-        base = {"file": rec["file"], "corpus": rec["corpus"], "truth": rec["truth"], "note": rec["note"]}
+        base = {
+            "file": rec["file"],
+            "corpus": rec["corpus"],
+            "truth": rec["truth"],
+            "note": rec["note"],
+        }
         if a["verdict"] == "wrong":
-            wrong.append(base | {"atomssl_read": a["read"], "why": a["why"], "atomssl_warnings": a["warnings"]})
+            wrong.append(
+                base
+                | {"atomssl_read": a["read"], "why": a["why"], "atomssl_warnings": a["warnings"]}
+            )
         plain_ok = [p for p in PLAIN if rec["readers"][p]["verdict"] == "correct"]
         if a["verdict"] == "refused" and plain_ok:
-            entry = base | {"atomssl_refused": a["read"], "read_correctly_by": plain_ok, "plain_read": {p: rec["readers"][p]["read"] for p in plain_ok}}
+            entry = base | {
+                "atomssl_refused": a["read"],
+                "read_correctly_by": plain_ok,
+                "plain_read": {p: rec["readers"][p]["read"] for p in plain_ok},
+            }
             (by_policy if a["why"] == DISORDER_KIND else refused_but_readable).append(entry)
         if a["crashed"]:
             crashes.append(base | {"atomssl": a["read"]})
@@ -943,7 +1056,11 @@ def problem_lists(records: list[dict]) -> dict[str, list[dict]]:
             differ = [p for p in PLAIN if rec["agreement"][f"atomssl~{p}"] is False]
             if differ:
                 disagree_unknown.append(
-                    base | {"atomssl_read": a["read"], "differs_from": {p: rec["readers"][p]["read"] for p in differ}}
+                    base
+                    | {
+                        "atomssl_read": a["read"],
+                        "differs_from": {p: rec["readers"][p]["read"] for p in differ},
+                    }
                 )
     return {
         "atomssl_wrong": wrong,
@@ -969,9 +1086,9 @@ def render_markdown(rep: dict) -> str:
         "",
         f"- date: {rep['date']}; run time {rep['seconds_total']:.0f} s (one process, shared 2-core machine)",
         f"- versions: {', '.join(f'{k} {v}' for k, v in rep['versions'].items())}",
-        "- readers: atomssl `read(path, format=\"cif\")` (defaults: disorder=refuse, formula=refuse, cif_reader=auto, "
+        '- readers: atomssl `read(path, format="cif")` (defaults: disorder=refuse, formula=refuse, cif_reader=auto, '
         "merge_tolerance=0.01); pymatgen `CifParser(path).parse_structures(primitive=False)`; ASE "
-        "`ase.io.read(path, index=\":\", format=\"cif\")`",
+        '`ase.io.read(path, index=":", format="cif")`',
         "- truth: generated files (pymatgen-tests, robocrys-minerals, derived: ...) are judged against their source "
         "structure (composition with atom fractions within 0.001, number density within 1%); real files against "
         "their `_chemical_formula_sum` (fractions within 1%; with `_cell_formula_units_Z` the atom count within 1% of "
@@ -990,13 +1107,21 @@ def render_markdown(rep: dict) -> str:
         lines += [f"### {corpus} ({c['files']} files)", ""]
         lines += _table(c)
         if c["unknown_agreement"]:
-            lines += ["", "Agreement on files without a known truth: " + ", ".join(f"{k} {v}" for k, v in c["unknown_agreement"].items())]
+            lines += [
+                "",
+                "Agreement on files without a known truth: "
+                + ", ".join(f"{k} {v}" for k, v in c["unknown_agreement"].items()),
+            ]
         lines.append("")
     p = rep["problems"]
     lines += ["## Files atomssl reads wrongly (goal: none)", ""]
     lines += [
         f"- `{x['file']}`: truth {' | '.join(x['truth'])}; atomssl read {x['atomssl_read']}: {x['why']}"
-        + (f"; warnings: {' | '.join(x['atomssl_warnings'])}" if x["atomssl_warnings"] else "; no warning")
+        + (
+            f"; warnings: {' | '.join(x['atomssl_warnings'])}"
+            if x["atomssl_warnings"]
+            else "; no warning"
+        )
         for x in p["atomssl_wrong"]
     ] or ["None."]
     lines += ["", "## Files a plain reader reads correctly but atomssl refuses (goal: none)", ""]
@@ -1010,8 +1135,8 @@ def render_markdown(rep: dict) -> str:
     ] or ["None."]
     lines += [
         "",
-        "Refused by atomssl's default disorder policy (`disorder=\"refuse\"`, intended; `disorder=\"majority\"` or "
-        "`\"order\"` reads them as an ordered approximation, whose composition then differs from the fractional truth):",
+        'Refused by atomssl\'s default disorder policy (`disorder="refuse"`, intended; `disorder="majority"` or '
+        '`"order"` reads them as an ordered approximation, whose composition then differs from the fractional truth):',
         "",
     ]
     lines += [
@@ -1020,12 +1145,21 @@ def render_markdown(rep: dict) -> str:
     ] or ["None."]
     lines += ["", "## atomssl crashes: exceptions other than StructureError (goal: none)", ""]
     lines += [f"- `{x['file']}`: {x['atomssl']}" for x in p["atomssl_crashed"]] or ["None."]
-    lines += ["", "## Files without a known truth where atomssl's reading differs from a plain reader's (review)", ""]
     lines += [
-        f"- `{x['file']}`: atomssl {x['atomssl_read']}; " + "; ".join(f"{k} {v}" for k, v in x["differs_from"].items())
+        "",
+        "## Files without a known truth where atomssl's reading differs from a plain reader's (review)",
+        "",
+    ]
+    lines += [
+        f"- `{x['file']}`: atomssl {x['atomssl_read']}; "
+        + "; ".join(f"{k} {v}" for k, v in x["differs_from"].items())
         for x in p["unknown_truth_atomssl_disagrees"]
     ] or ["None."]
-    lines += ["", "Per-file records (verdicts, what each reader read, warnings, timings): `readers.json`.", ""]
+    lines += [
+        "",
+        "Per-file records (verdicts, what each reader read, warnings, timings): `readers.json`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -1079,7 +1213,11 @@ def run(items: Iterable[Item], verbose: bool = False) -> list[dict]:
         records.append(rec)
         v = {k: r["verdict"] for k, r in rec["readers"].items()}
         a = rec["readers"]["atomssl"]
-        flag = v["atomssl"] == "wrong" or a["crashed"] or (v["atomssl"] == "refused" and "correct" in (v["pymatgen"], v["ase"]))
+        flag = (
+            v["atomssl"] == "wrong"
+            or a["crashed"]
+            or (v["atomssl"] == "refused" and "correct" in (v["pymatgen"], v["ase"]))
+        )
         mark = "  " if not flag else ("~~" if a["why"] == DISORDER_KIND else "!!")
         if verbose or flag:
             print(f"{mark} {item.name}: " + ", ".join(f"{k} {x}" for k, x in v.items()), flush=True)
@@ -1089,12 +1227,32 @@ def run(items: Iterable[Item], verbose: bool = False) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", action="append", type=Path, default=[], help="a folder of CIFs (repeatable)")
-    ap.add_argument("--quick", action="store_true", help="a few files per corpus; report outside benchmarks/results")
-    ap.add_argument("--limit", type=int, default=None, help="at most this many files per corpus (--quick: 3)")
-    ap.add_argument("--derived", type=int, default=60, help="derive failure modes from this many ground-truth structures")
-    ap.add_argument("--work", type=Path, default=None, help="keep the generated CIFs here (default: a temporary folder)")
-    ap.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results)")
+    ap.add_argument(
+        "--corpus", action="append", type=Path, default=[], help="a folder of CIFs (repeatable)"
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few files per corpus; report outside benchmarks/results",
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="at most this many files per corpus (--quick: 3)"
+    )
+    ap.add_argument(
+        "--derived",
+        type=int,
+        default=60,
+        help="derive failure modes from this many ground-truth structures",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the generated CIFs here (default: a temporary folder)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="report folder (default benchmarks/results)"
+    )
     ap.add_argument("--no-builtin", action="store_true", help="only the --corpus folders")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per file")
     args = ap.parse_args(argv)
@@ -1115,13 +1273,19 @@ def main(argv: list[str] | None = None) -> int:
             items.append(_only_user(args.corpus, limit))
         records = run((it for group in items for it in group), args.verbose)
     order = {c: i for i, c in enumerate(CORPUS_ORDER)}
-    records.sort(key=lambda r: (order.get(r["corpus"], len(order)), r["corpus"]))  # stable within a corpus
+    records.sort(
+        key=lambda r: (order.get(r["corpus"], len(order)), r["corpus"])
+    )  # stable within a corpus
     rep = {
         "command": _command(argv),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds_total": time.perf_counter() - t0,
         "quick": args.quick,
-        "settings": {"limit": limit, "derived": args.derived, "corpus": [str(c) for c in args.corpus]},
+        "settings": {
+            "limit": limit,
+            "derived": args.derived,
+            "corpus": [str(c) for c in args.corpus],
+        },
         "versions": _versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible, load {os.getloadavg()}",
         "summary": summarize(records),
@@ -1136,7 +1300,9 @@ def main(argv: list[str] | None = None) -> int:
         fh.write(render_markdown(rep))
     a = rep["summary"].get("all", {"files": 0, "readers": {}})
     for name, s in a["readers"].items():
-        print(f"{name:9s} {a['files']} files: correct {s['correct']}, wrong {s['wrong']}, refused {s['refused']}, unknown {s['unknown']}")
+        print(
+            f"{name:9s} {a['files']} files: correct {s['correct']}, wrong {s['wrong']}, refused {s['refused']}, unknown {s['unknown']}"
+        )
     print(f"{rep['seconds_total']:.0f} s; wrote {out / 'readers.md'} and readers.json")
     return 0
 

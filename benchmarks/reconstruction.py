@@ -66,13 +66,19 @@ def prepare(args) -> None:
     structures = load_matbench_dielectric()
     train, test = matbench_folds()[0]
     rng = np.random.default_rng(args.seed)
-    train = [int(i) for i in rng.permutation(train) if structures[i].n_atoms <= args.max_atoms][: args.n_train]
-    test = [int(i) for i in rng.permutation(test) if structures[i].n_atoms <= args.max_atoms][: args.n_test]
+    train = [int(i) for i in rng.permutation(train) if structures[i].n_atoms <= args.max_atoms][
+        : args.n_train
+    ]
+    test = [int(i) for i in rng.permutation(test) if structures[i].n_atoms <= args.max_atoms][
+        : args.n_test
+    ]
     (RUN / "data").mkdir(parents=True, exist_ok=True)
     write(RUN / "data" / "train.extxyz", [structures[i].to_ase() for i in train])
     np.save(RUN / "data" / "train_idx.npy", np.array(train))
     np.save(RUN / "data" / "test_idx.npy", np.array(test))
-    print(f"{len(train)} training, {len(test)} test structures (<= {args.max_atoms} atoms) in {RUN / 'data'}")
+    print(
+        f"{len(train)} training, {len(test)} test structures (<= {args.max_atoms} atoms) in {RUN / 'data'}"
+    )
 
 
 def probe(args) -> None:
@@ -118,17 +124,30 @@ def probe(args) -> None:
     invalid = changed & ~np.array(valid_fake)
     ck = Path(args.checkpoint).resolve()
     ck = ck.relative_to(ROOT) if ck.is_relative_to(ROOT) else ck
-    lines = [f"generator {ck}, {len(real)} training crystals, sigma {args.sigma}, {args.mask} mask: "
-             f"SMACT-2014 valid real {np.mean(valid_real):.1%}, repairs {np.mean(valid_fake):.1%}; "
-             f"composition changed in {changed.mean():.1%}", "",
-             "| critic input | repairs | n | logistic | MLP (64) |", "|---|---|---|---|---|"]
-    for name, fn in (("element fractions (119)", lambda x: x), ("oxidation-state means (17)", chemistry_features)):
+    lines = [
+        f"generator {ck}, {len(real)} training crystals, sigma {args.sigma}, {args.mask} mask: "
+        f"SMACT-2014 valid real {np.mean(valid_real):.1%}, repairs {np.mean(valid_fake):.1%}; "
+        f"composition changed in {changed.mean():.1%}",
+        "",
+        "| critic input | repairs | n | logistic | MLP (64) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, fn in (
+        ("element fractions (119)", lambda x: x),
+        ("oxidation-state means (17)", chemistry_features),
+    ):
         for which, sel in (("changed composition", changed), ("SMACT-invalid", invalid)):
             X = np.r_[fn(real).numpy(), fn(fake).numpy()[sel]]
             y = np.r_[np.zeros(len(real)), np.ones(int(sel.sum()))]
-            acc = [cross_val_score(make_pipeline(StandardScaler(), clf), X, y, cv=5, scoring="balanced_accuracy").mean()
-                   for clf in (LogisticRegression(max_iter=3000, class_weight="balanced"),
-                               MLPClassifier((64,), max_iter=1000, random_state=args.seed))]
+            acc = [
+                cross_val_score(
+                    make_pipeline(StandardScaler(), clf), X, y, cv=5, scoring="balanced_accuracy"
+                ).mean()
+                for clf in (
+                    LogisticRegression(max_iter=3000, class_weight="balanced"),
+                    MLPClassifier((64,), max_iter=1000, random_state=args.seed),
+                )
+            ]
             lines.append(f"| {name} | {which} | {int(sel.sum())} | {acc[0]:.3f} | {acc[1]:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
@@ -161,23 +180,55 @@ def evaluate(args) -> None:
     # slug -> (label, checkpoint); runs that are missing are skipped
     models = {
         "pretrained": ("pretrained only", RUN / "pretrain" / "checkpoints" / "best.pt"),
-        "adversarial": ("adversarial (w_adv 0.1, lr_g 3e-4)", RUN / "gan" / "checkpoints" / "generator.pt"),
-        "control": ("control of w_adv 0.1 run (w_adv 0)", RUN / "control" / "checkpoints" / "generator.pt"),
-        "adversarial_w1": ("adversarial (w_adv 1.0, lr_g 1e-4)", RUN / "gan_w1" / "checkpoints" / "generator.pt"),
-        "control_w1": ("control of w_adv 1.0 run (w_adv 0)", RUN / "control_w1" / "checkpoints" / "generator.pt"),
+        "adversarial": (
+            "adversarial (w_adv 0.1, lr_g 3e-4)",
+            RUN / "gan" / "checkpoints" / "generator.pt",
+        ),
+        "control": (
+            "control of w_adv 0.1 run (w_adv 0)",
+            RUN / "control" / "checkpoints" / "generator.pt",
+        ),
+        "adversarial_w1": (
+            "adversarial (w_adv 1.0, lr_g 1e-4)",
+            RUN / "gan_w1" / "checkpoints" / "generator.pt",
+        ),
+        "control_w1": (
+            "control of w_adv 1.0 run (w_adv 0)",
+            RUN / "control_w1" / "checkpoints" / "generator.pt",
+        ),
         # configs/gan_reconstruction_long.yaml: 30-epoch generator, 400 classifier + 1500 adversarial steps
-        "pretrained_long": ("pretrained only (30 epochs)", RUN / "pretrain_long" / "checkpoints" / "best.pt"),
-        "adversarial_long": ("adversarial (long)", RUN / "gan_long" / "checkpoints" / "generator.pt"),
-        "adversarial_species": ("adversarial, species-only critic (long)", RUN / "gan_species" / "checkpoints" / "generator.pt"),
-        "adversarial_megcritic": ("adversarial, species-only MEGNet critic (long)",
-                                  RUN / "gan_megcritic" / "checkpoints" / "generator.pt"),
-        "adversarial_compcritic": ("adversarial, species-only critic reading composition (long)",
-                                   RUN / "gan_compcritic" / "checkpoints" / "generator.pt"),
-        "adversarial_chemcritic": ("adversarial, species-only critic reading oxidation states (long)",
-                                   RUN / "gan_chemcritic" / "checkpoints" / "generator.pt"),
-        "control_long": ("control of the long runs (w_adv 0)", RUN / "control_long" / "checkpoints" / "generator.pt"),
+        "pretrained_long": (
+            "pretrained only (30 epochs)",
+            RUN / "pretrain_long" / "checkpoints" / "best.pt",
+        ),
+        "adversarial_long": (
+            "adversarial (long)",
+            RUN / "gan_long" / "checkpoints" / "generator.pt",
+        ),
+        "adversarial_species": (
+            "adversarial, species-only critic (long)",
+            RUN / "gan_species" / "checkpoints" / "generator.pt",
+        ),
+        "adversarial_megcritic": (
+            "adversarial, species-only MEGNet critic (long)",
+            RUN / "gan_megcritic" / "checkpoints" / "generator.pt",
+        ),
+        "adversarial_compcritic": (
+            "adversarial, species-only critic reading composition (long)",
+            RUN / "gan_compcritic" / "checkpoints" / "generator.pt",
+        ),
+        "adversarial_chemcritic": (
+            "adversarial, species-only critic reading oxidation states (long)",
+            RUN / "gan_chemcritic" / "checkpoints" / "generator.pt",
+        ),
+        "control_long": (
+            "control of the long runs (w_adv 0)",
+            RUN / "control_long" / "checkpoints" / "generator.pt",
+        ),
     }
-    models = {k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)}
+    models = {
+        k: v for k, v in models.items() if v[1].is_file() and (not args.models or k in args.models)
+    }
     out = RUN / "eval"
     out.mkdir(parents=True, exist_ok=True)
     real = validity_report(test)
@@ -195,19 +246,45 @@ def evaluate(args) -> None:
             for decoding in args.decodings:
                 for sigma in args.sigmas:
                     for mask in ("species", "random"):
-                        recs = reconstruct(gen, test, mask, sigma, seed=args.seed, steps=args.steps, decoding=decoding)
+                        recs = reconstruct(
+                            gen,
+                            test,
+                            mask,
+                            sigma,
+                            seed=args.seed,
+                            steps=args.steps,
+                            decoding=decoding,
+                        )
                         m = reconstruction_metrics(recs)
-                        part["rows"].append({"model": name, "slug": slug, "checkpoint": str(path.relative_to(ROOT)),
-                                             "decoding": decoding, "sigma": sigma, "mask": mask, **m})
-                        print(f"{name:30s} {decoding:6s} sigma {sigma} {mask:8s} "
-                              + " ".join(f"{k}={m[k]:.3f}" for k, _ in COLUMNS), flush=True)
+                        part["rows"].append(
+                            {
+                                "model": name,
+                                "slug": slug,
+                                "checkpoint": str(path.relative_to(ROOT)),
+                                "decoding": decoding,
+                                "sigma": sigma,
+                                "mask": mask,
+                                **m,
+                            }
+                        )
+                        print(
+                            f"{name:30s} {decoding:6s} sigma {sigma} {mask:8s} "
+                            + " ".join(f"{k}={m[k]:.3f}" for k, _ in COLUMNS),
+                            flush=True,
+                        )
                         if sigma == 0.1 and mask == "species":
                             counts = substitution_counts(recs)
                             tag = slug if decoding == "argmax" else f"{slug}_{decoding}"
-                            plot_substitution_map(counts, out / f"substitution_{tag}.png", order="period",
-                                                  title=f"{name}, {decoding} decoding: substitutions (valid, changed "
-                                                        "composition; sigma 0.1, species mask)")
-                            part["substitutions"][tag] = {f"{a}->{b}": n for (a, b), n in counts.most_common(30)}
+                            plot_substitution_map(
+                                counts,
+                                out / f"substitution_{tag}.png",
+                                order="period",
+                                title=f"{name}, {decoding} decoding: substitutions (valid, changed "
+                                "composition; sigma 0.1, species mask)",
+                            )
+                            part["substitutions"][tag] = {
+                                f"{a}->{b}": n for (a, b), n in counts.most_common(30)
+                            }
             cache.write_text(json.dumps(part, indent=1))
         for r in part["rows"]:
             r.update(model=name, slug=slug)
@@ -225,7 +302,9 @@ def evaluate(args) -> None:
     shutil.copy(out / "results.json", RESULTS / f"{stem}.json")
     shutil.copy(out / "table.md", RESULTS / f"{stem}.md")
     for png in out.glob("substitution_*.png"):
-        if any(png.stem.removeprefix("substitution_").removesuffix("_valid") == slug for slug in models):
+        if any(
+            png.stem.removeprefix("substitution_").removesuffix("_valid") == slug for slug in models
+        ):
             shutil.copy(png, RESULTS / f"{stem}_{png.name}")
 
 
@@ -237,14 +316,17 @@ def format_table(results: dict) -> str:
         f"Real crystals themselves: structure valid {100 * real['structure']:.1f}%, composition valid "
         f"{100 * real['composition_smact14']:.1f}% (SMACT 2014) / {100 * real['composition_icsd24']:.1f}% (ICSD24).",
         "",
-        "| model | species decoding | sigma (x d_min) | mask | " + " | ".join(c for _, c in COLUMNS)
+        "| model | species decoding | sigma (x d_min) | mask | "
+        + " | ".join(c for _, c in COLUMNS)
         + " | most-common-element top-1 | RMSD of corrupted input (A) |",
         "|---" * (len(COLUMNS) + 6) + "|",
     ]
     for r in results["rows"]:
-        lines.append(f"| {r['model']} | {r.get('decoding', 'argmax')} | {r['sigma']} | {r['mask']} | "
-                     + " | ".join(_fmt(r[k], k) for k, _ in COLUMNS)
-                     + f" | {_fmt(r['baseline_accuracy'], 'acc')} | {r['rmsd_corrupted_A']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r.get('decoding', 'argmax')} | {r['sigma']} | {r['mask']} | "
+            + " | ".join(_fmt(r[k], k) for k, _ in COLUMNS)
+            + f" | {_fmt(r['baseline_accuracy'], 'acc')} | {r['rmsd_corrupted_A']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -257,9 +339,14 @@ def main(argv=None) -> int:
     a.add_argument("--max-atoms", type=int, default=20)
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=prepare)
-    q = sub.add_parser("probe", help="how separable real and repaired compositions are for a composition critic")
-    q.add_argument("--checkpoint", default=str(RUN / "pretrain_long" / "checkpoints" / "best.pt"),
-                   help="generator (default: the 30-epoch one of the long runs)")
+    q = sub.add_parser(
+        "probe", help="how separable real and repaired compositions are for a composition critic"
+    )
+    q.add_argument(
+        "--checkpoint",
+        default=str(RUN / "pretrain_long" / "checkpoints" / "best.pt"),
+        help="generator (default: the 30-epoch one of the long runs)",
+    )
     q.add_argument("--sigma", type=float, default=0.2)
     q.add_argument("--mask", default="species", choices=["species", "random", "mixed"])
     q.add_argument("--cutoff", type=float, default=5.0)
@@ -269,12 +356,24 @@ def main(argv=None) -> int:
     e.add_argument("--n-test", type=int, default=400)
     e.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.2])
     e.add_argument("--steps", type=int, default=1)
-    e.add_argument("--decodings", nargs="+", default=["argmax", "valid"], choices=["argmax", "valid"])
+    e.add_argument(
+        "--decodings", nargs="+", default=["argmax", "valid"], choices=["argmax", "valid"]
+    )
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--only", help="evaluate just this model (a slug, e.g. pretrained, adversarial_long) and cache its rows")
-    e.add_argument("--models", nargs="+", help="slugs to include in the table (default: every model whose checkpoint exists)")
-    e.add_argument("--results-name", default="reconstruction",
-                   help="stem of the copies in benchmarks/results/ (default reconstruction: .md, .json, _substitution_*.png)")
+    e.add_argument(
+        "--only",
+        help="evaluate just this model (a slug, e.g. pretrained, adversarial_long) and cache its rows",
+    )
+    e.add_argument(
+        "--models",
+        nargs="+",
+        help="slugs to include in the table (default: every model whose checkpoint exists)",
+    )
+    e.add_argument(
+        "--results-name",
+        default="reconstruction",
+        help="stem of the copies in benchmarks/results/ (default reconstruction: .md, .json, _substitution_*.png)",
+    )
     e.set_defaults(func=evaluate)
     args = p.parse_args(argv)
     args.func(args)

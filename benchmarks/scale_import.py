@@ -34,7 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def _cpu() -> float:
     """CPU seconds of this process and its finished children (the spawned parse workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -107,7 +110,12 @@ def time_halves(paths: list[str], out: Path, shard_size: int) -> dict:
     import_shards(structures, out, shard_size=shard_size, validate=False)
     write = time.perf_counter() - t0
     n = len(structures)
-    return {"parse_validate_per_s": n / parse, "write_per_s": n / write, "parse_s": parse, "write_s": write}
+    return {
+        "parse_validate_per_s": n / parse,
+        "write_per_s": n / write,
+        "parse_s": parse,
+        "write_s": write,
+    }
 
 
 def render(rep: dict) -> str:
@@ -129,8 +137,12 @@ def render(rep: dict) -> str:
         "|---:|---:|---:|---:|---|",
     ]
     for w, best in rep["best"].items():
-        runs = ", ".join(f"{r['structures_per_s']:.0f}" for r in rep["runs"] if str(r["workers"]) == w)
-        lines.append(f"| {w} | {best['structures_per_s']:.0f} | {best['wall_s']:.2f} | {best['cpu_s']:.2f} | {runs} |")
+        runs = ", ".join(
+            f"{r['structures_per_s']:.0f}" for r in rep["runs"] if str(r["workers"]) == w
+        )
+        lines.append(
+            f"| {w} | {best['structures_per_s']:.0f} | {best['wall_s']:.2f} | {best['cpu_s']:.2f} | {runs} |"
+        )
     h = rep["halves"]
     p, w = h["parse_validate_per_s"], h["write_per_s"]
     lines += [
@@ -174,12 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=None, help="structures (default 20000; --quick 800)")
-    ap.add_argument("--files", type=int, default=None, help="extxyz files they are written to (default 40; --quick 8)")
+    ap.add_argument(
+        "--files",
+        type=int,
+        default=None,
+        help="extxyz files they are written to (default 40; --quick 8)",
+    )
     ap.add_argument("--shard-size", type=int, default=5000)
-    ap.add_argument("--repeats", type=int, default=None, help="runs per worker count (default 2; --quick 1)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="runs per worker count (default 2; --quick 1)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="a small corpus; report outside benchmarks/results")
-    ap.add_argument("--out", type=Path, default=None, help="report folder (default benchmarks/results)")
+    ap.add_argument(
+        "--quick", action="store_true", help="a small corpus; report outside benchmarks/results"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="report folder (default benchmarks/results)"
+    )
     args = ap.parse_args(argv)
     n = args.n or (800 if args.quick else 20000)
     files = args.files or (8 if args.quick else 40)
@@ -192,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "in").mkdir()
         t0 = time.perf_counter()
         paths = write_inputs(tmp / "in", n, files, args.seed)
-        print(f"wrote {n} structures in {len(paths)} files ({time.perf_counter() - t0:.1f} s)", flush=True)
+        print(
+            f"wrote {n} structures in {len(paths)} files ({time.perf_counter() - t0:.1f} s)",
+            flush=True,
+        )
         for r in range(repeats):
             for workers in (1, 2):
                 run = time_import(paths, tmp / f"corpus-{workers}", workers, args.shard_size)
@@ -201,15 +227,29 @@ def main(argv: list[str] | None = None) -> int:
                       f"({run['wall_s']:.2f} s wall, {run['cpu_s']:.2f} s CPU)", flush=True)  # fmt: skip
         halves = time_halves(paths, tmp / "halves", args.shard_size)
     identical = len({r["key"] for r in runs}) == 1
-    best = {str(w): max((r for r in runs if r["workers"] == w), key=lambda r: r["structures_per_s"]) for w in (1, 2)}
+    best = {
+        str(w): max((r for r in runs if r["workers"] == w), key=lambda r: r["structures_per_s"])
+        for w in (1, 2)
+    }
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
     rep = {
-        "command": f"{env}nice .venv/bin/python benchmarks/scale_import.py" + (" " + shlex.join(argv) if argv else ""),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": f"{env}nice .venv/bin/python benchmarks/scale_import.py"
+        + (" " + shlex.join(argv) if argv else ""),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "settings": {"n": n, "files": len(paths), "shard_size": args.shard_size, "repeats": repeats, "seed": args.seed},
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores_allowed": len(os.sched_getaffinity(0)),
-                    "cpus_visible": os.cpu_count(), "python": platform.python_version()},  # fmt: skip
+        "settings": {
+            "n": n,
+            "files": len(paths),
+            "shard_size": args.shard_size,
+            "repeats": repeats,
+            "seed": args.seed,
+        },
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores_allowed": len(os.sched_getaffinity(0)),
+            "cpus_visible": os.cpu_count(),
+            "python": platform.python_version(),
+        },  # fmt: skip
         "versions": _versions(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],

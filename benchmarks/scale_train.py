@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -93,7 +93,11 @@ def _load() -> list[float]:
 
 def _model() -> dict:
     cfg = yaml.safe_load((ROOT / "configs" / "pretrain_default.yaml").read_text())
-    return {"backbone": cfg["backbone"], "tasks": cfg["tasks"], "optim": {**cfg["optim"], "warmup_steps": 0}}
+    return {
+        "backbone": cfg["backbone"],
+        "tasks": cfg["tasks"],
+        "optim": {**cfg["optim"], "warmup_steps": 0},
+    }
 
 
 # ------------------------------------------------------------------------------ corpora
@@ -167,13 +171,17 @@ def replicate_corpus(work: Path, base: dict, copies: int, why: str) -> dict:
     t0 = time.perf_counter()
     manifest = json.loads((Path(base["path"]) / "manifest.json").read_text())
     shards, first = [], 0
-    for c in range(copies):
+    for _copy in range(copies):
         for rec in manifest["shards"]:
             name = f"shard-{len(shards):05d}.aselmdb"
             shutil.copyfile(Path(base["path"]) / rec["file"], folder / name)
             shards.append({**rec, "file": name, "first": first})
             first += int(rec["count"])
-    manifest.update(shards=shards, n_structures=first, note=f"{copies} copies of the shards of {base['path']} (benchmarks/scale_train.py)")
+    manifest.update(
+        shards=shards,
+        n_structures=first,
+        note=f"{copies} copies of the shards of {base['path']} (benchmarks/scale_train.py)",
+    )
     (folder / "manifest.json").write_text(json.dumps(manifest))
     record = {"n": n, "path": str(folder), "method": f"{copies} copies of the {base['n']}-structure corpus's shards",
               "copy_s": round(time.perf_counter() - t0, 1), "bytes": sum(p.stat().st_size for p in folder.iterdir()), "why": why}  # fmt: skip
@@ -187,9 +195,22 @@ def _config(sources: list[str], *, in_memory: bool, workers: int, steps: int, ep
     return {
         "seed": 0,
         **_model(),
-        "data": {"sources": sources, "in_memory": in_memory, "num_workers": workers, "batch_size": batch, "val_fraction": val_fraction},
-        "trainer": {"max_epochs": epochs, "accelerator": accelerator, "devices": devices, "strategy": strategy,
-                    "limit_train_batches": steps, "limit_val_batches": val_batches, "log_every_n_steps": 50},  # fmt: skip
+        "data": {
+            "sources": sources,
+            "in_memory": in_memory,
+            "num_workers": workers,
+            "batch_size": batch,
+            "val_fraction": val_fraction,
+        },
+        "trainer": {
+            "max_epochs": epochs,
+            "accelerator": accelerator,
+            "devices": devices,
+            "strategy": strategy,
+            "limit_train_batches": steps,
+            "limit_val_batches": val_batches,
+            "log_every_n_steps": 50,
+        },  # fmt: skip
     }
 
 
@@ -213,7 +234,9 @@ def run_pretrain(work: Path, name: str, config: dict, accelerator: str) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT ")]
     res = json.loads(lines[-1][9:]) if lines else {"rc": proc.returncode}
     if res.get("rc") != 0:
-        raise RuntimeError(f"run {name} failed (rc {res.get('rc')}); see {work / 'runs' / (name + '.log')}:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"run {name} failed (rc {res.get('rc')}); see {work / 'runs' / (name + '.log')}:\n{proc.stderr[-3000:]}"
+        )
     summary = json.loads((run_dir / "summary.json").read_text())
     world = int(config["trainer"]["devices"])
     rate = summary.get("structures_per_s")
@@ -234,9 +257,23 @@ def run_pretrain(work: Path, name: str, config: dict, accelerator: str) -> dict:
 
 def baseline_rss(work: Path) -> float:
     """Peak RSS (MiB) of a process that only imports atomssl's trainer and Lightning."""
-    cmd = [sys.executable, "-c", _WRAP, sys.executable, "-c", "import atomssl.train, lightning, torch"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1")).stdout
-    return json.loads([ln for ln in out.splitlines() if ln.startswith("@@RESULT ")][-1][9:])["maxrss_kib"] / 1024
+    cmd = [
+        sys.executable,
+        "-c",
+        _WRAP,
+        sys.executable,
+        "-c",
+        "import atomssl.train, lightning, torch",
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1")
+    ).stdout
+    return (
+        json.loads([ln for ln in out.splitlines() if ln.startswith("@@RESULT ")][-1][9:])[
+            "maxrss_kib"
+        ]
+        / 1024
+    )
 
 
 # ------------------------------------------------------------------------------ report
@@ -245,7 +282,12 @@ def _fmt(v, nd: int = 1) -> str:
 
 
 def report_md(r: dict) -> str:
-    lines = [f"`{r['command']}`", "", "# Training at scale: streaming, memory, DDP (issue 21, items 5b-5d)", ""]
+    lines = [
+        f"`{r['command']}`",
+        "",
+        "# Training at scale: streaming, memory, DDP (issue 21, items 5b-5d)",
+        "",
+    ]
     lines += [f"- date: {r['date']}", f"- machine: {r['machine']}", f"- versions: {r['versions']}",
               f"- model: `configs/pretrain_default.yaml`'s backbone and tasks ({r['model']}); batch {r['batch_size']} per process, seed 0",
               f"- accelerator: {r['accelerator']}; load average at start {r['load_start']}, at end {r['load_end']}", ""]  # fmt: skip
@@ -263,7 +305,11 @@ def report_md(r: dict) -> str:
         lines.append(f"| {mode} | {best:.1f} | {rates} | "
                      f"{_fmt(ratio, 3) if ratio is not None else '1'} | {', '.join(f'{v:.5g}' for v in runs[-1]['reached'])} | "
                      f"{max(x['peak_rss_mib'] for x in runs):.0f} |")  # fmt: skip
-    lines += ["", f"Goal >= 0.9x: {b['verdict']}. Same losses in every mode (same batches): {b['same_losses']}.", ""]
+    lines += [
+        "",
+        f"Goal >= 0.9x: {b['verdict']}. Same losses in every mode (same batches): {b['same_losses']}.",
+        "",
+    ]
     c = r["memory"]
     lines += ["## (c) Peak RSS against corpus size", "",
               f"Streamed from the corpus, `data.num_workers: 0`, {c['steps']} training steps (batch {r['batch_size']}) and "
@@ -277,12 +323,20 @@ def report_md(r: dict) -> str:
     for row in c["rows"]:
         made = row["corpus"]
         how = made["method"] + (" (reused from an earlier run)" if made.get("reused") else "")
-        took = " + ".join(f"{k[:-2]} {v:.0f} s" for k, v in made.items() if k.endswith("_s") and isinstance(v, (int, float)))
+        took = " + ".join(
+            f"{k[:-2]} {v:.0f} s"
+            for k, v in made.items()
+            if k.endswith("_s") and isinstance(v, (int, float))
+        )
         st = row["streamed"]
         lines.append(f"| {row['n']:,} | {how} | {made['bytes'] / 2**20:.0f} MiB | {took} | {st['peak_rss_mib']:.0f} | "
                      f"{row['ratio']:.3f} | {st['peak_anon_mib']:.0f} | {row['anon_ratio']:.3f} | {st['peak_file_mib']:.0f} | {st['wall_s']:.0f} | "
                      f"{_fmt(row['in_memory']['peak_rss_mib'], 0) if row.get('in_memory') else '-'} |")  # fmt: skip
-    lines += ["", f"Goal flat within 10% (each streamed peak RSS / the smallest corpus's <= 1.10): {c['verdict']}.", ""]
+    lines += [
+        "",
+        f"Goal flat within 10% (each streamed peak RSS / the smallest corpus's <= 1.10): {c['verdict']}.",
+        "",
+    ]
     d = r["ddp"]
     lines += ["## (d) DDP: 2 processes vs 1", ""]
     if d.get("skipped"):
@@ -299,7 +353,10 @@ def report_md(r: dict) -> str:
             label = {"1": "1", "2": "2 (DDP)", "2 x 1": "2 x 1 (control)"}[k]
             lines.append(f"| {label} | {best * (1 if k == '1' else 2):.1f} | {best:.1f} | {rates} | "
                          f"{'; '.join(str(x['load_before']) for x in runs)} |")  # fmt: skip
-        lines += ["", f"Per-process rate with 2 processes / with 1: {d['efficiency']:.3f}. Goal >= 0.8: {d['verdict']}."]
+        lines += [
+            "",
+            f"Per-process rate with 2 processes / with 1: {d['efficiency']:.3f}. Goal >= 0.8: {d['verdict']}.",
+        ]
         if d.get("control") is not None:
             lines += ["", f"Control, `2 x 1`: two independent 1-process runs at the same time (no DDP; the slower one's rate): "
                           f"{d['control']:.3f} of one run alone: what this machine gives two busy processes. DDP's own cost is "
@@ -310,44 +367,88 @@ def report_md(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small corpora, few steps; never writes into benchmarks/results")
-    ap.add_argument("--out", type=Path, help="folder for scale_train.md/.json (default benchmarks/results; --quick: a temporary folder)")
-    ap.add_argument("--work", type=Path, help="corpora and runs (default: a folder under the system temp dir, reused)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small corpora, few steps; never writes into benchmarks/results",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="folder for scale_train.md/.json (default benchmarks/results; --quick: a temporary folder)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        help="corpora and runs (default: a folder under the system temp dir, reused)",
+    )
     ap.add_argument("--accelerator", default="cpu", help="cpu or gpu (the trainer's accelerator)")
-    ap.add_argument("--sizes", type=int, nargs="+", help="corpus sizes for (c) (default 10000 100000 1000000)")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", help="corpus sizes for (c) (default 10000 100000 1000000)"
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repeats of (b) and (d)")
-    ap.add_argument("--max-create-s", type=float, default=600.0, help="create a corpus for real only if projected to take less")
+    ap.add_argument(
+        "--max-create-s",
+        type=float,
+        default=600.0,
+        help="create a corpus for real only if projected to take less",
+    )
     args = ap.parse_args(argv)
     quick = args.quick
-    out = args.out or (Path(tempfile.gettempdir()) / "atomssl-scale-train-quick" if quick else RESULTS)
+    out = args.out or (
+        Path(tempfile.gettempdir()) / "atomssl-scale-train-quick" if quick else RESULTS
+    )
     if quick and out.resolve().is_relative_to(RESULTS.resolve()):
         ap.error("--quick never writes into benchmarks/results")
-    work = args.work or Path(tempfile.gettempdir()) / ("atomssl-scale-train-quick-work" if quick else "atomssl-scale-train-work")
+    work = args.work or Path(tempfile.gettempdir()) / (
+        "atomssl-scale-train-quick-work" if quick else "atomssl-scale-train-work"
+    )
     work.mkdir(parents=True, exist_ok=True)
     sizes = sorted(args.sizes or ([1000, 3000] if quick else [10_000, 100_000, 1_000_000]))
     b_steps, b_epochs = (10, 3) if quick else (60, 4)
     c_val = 2 if quick else 10
     d_steps, d_epochs = (10, 3) if quick else (60, 4)
     acc, bs = args.accelerator, args.batch_size
-    c_steps = 20 if quick else -(-(sizes[0] - round(0.01 * sizes[0])) // bs)  # a full epoch of the smallest corpus
+    c_steps = (
+        20 if quick else -(-(sizes[0] - round(0.01 * sizes[0])) // bs)
+    )  # a full epoch of the smallest corpus
     niceness = os.nice(0)
-    python = os.path.relpath(sys.executable, ROOT) if Path(os.path.abspath(sys.executable)).is_relative_to(ROOT) else sys.executable
-    command = " ".join(([f"nice -n {niceness}"] if niceness else []) + [python, "benchmarks/scale_train.py"] + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])])
+    python = (
+        os.path.relpath(sys.executable, ROOT)
+        if Path(os.path.abspath(sys.executable)).is_relative_to(ROOT)
+        else sys.executable
+    )
+    command = " ".join(
+        ([f"nice -n {niceness}"] if niceness else [])
+        + [python, "benchmarks/scale_train.py"]
+        + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
+    )
     notes: list[str] = []
     t_start = time.perf_counter()
-    result: dict = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "load_start": _load()}
+    result: dict = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_start": _load(),
+    }
     import torch
 
     result["machine"] = (f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores allowed, Python {platform.python_version()}"
                          + (f", {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}" if acc == "gpu" and torch.cuda.is_available() else "")
                          + "; shared machine: other jobs run beside this one (load averages below)")  # fmt: skip
-    result["versions"] = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("torch", "lightning", "ase", "ase-db-backends", "lmdb"))
+    result["versions"] = ", ".join(
+        f"{p} {importlib.metadata.version(p)}"
+        for p in ("torch", "lightning", "ase", "ase-db-backends", "lmdb")
+    )
     result["accelerator"], result["batch_size"] = acc, bs
     from atomssl.representation import build_backbone
 
-    result["model"] = f"{_model()['backbone']['name']}, {build_backbone(_model()['backbone']).num_parameters()} parameters"
+    result["model"] = (
+        f"{_model()['backbone']['name']}, {build_backbone(_model()['backbone']).num_parameters()} parameters"
+    )
 
     # ---------------------------------------------------------------- corpora (c needs them all)
     corpora: dict[int, dict] = {}
@@ -373,9 +474,15 @@ def main(argv: list[str] | None = None) -> int:
     corpus_b = corpora[n_b]["path"]
     files_b = [str(f) for f in source_files(work, n_b)]
     modes = {
-        "in-memory (graphs built before training)": dict(sources=files_b, in_memory=True, workers=0),
-        "streamed from the corpus, graphs built in the training process": dict(sources=[corpus_b], in_memory=False, workers=0),
-        "streamed from the corpus, graphs built in 1 worker process": dict(sources=[corpus_b], in_memory=False, workers=1),
+        "in-memory (graphs built before training)": dict(
+            sources=files_b, in_memory=True, workers=0
+        ),
+        "streamed from the corpus, graphs built in the training process": dict(
+            sources=[corpus_b], in_memory=False, workers=0
+        ),
+        "streamed from the corpus, graphs built in 1 worker process": dict(
+            sources=[corpus_b], in_memory=False, workers=1
+        ),
     }
     b_runs: dict[str, list] = {m: [] for m in modes}
     for rnd in range(args.rounds):
@@ -399,17 +506,29 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         cfg = _config([corpora[n]["path"]], in_memory=False, workers=0, steps=c_steps, epochs=1, accelerator=acc, batch=bs,
                       val_fraction=0.01, val_batches=c_val)  # fmt: skip
-        row = {"n": n, "corpus": corpora[n], "streamed": run_pretrain(work, f"c-stream-{n}", cfg, acc)}
+        row = {
+            "n": n,
+            "corpus": corpora[n],
+            "streamed": run_pretrain(work, f"c-stream-{n}", cfg, acc),
+        }
         if corpora[n]["method"] == "import" and n <= 100_000:
             mem = _config([str(f) for f in source_files(work, n)], in_memory=True, workers=0, steps=c_steps, epochs=1,
                           accelerator=acc, batch=bs, val_fraction=0.01, val_batches=c_val)  # fmt: skip
             row["in_memory"] = run_pretrain(work, f"c-mem-{n}", mem, acc)
         rows.append(row)
-        print("rss", n, row["streamed"]["peak_rss_mib"], row.get("in_memory", {}).get("peak_rss_mib"), flush=True)
+        print(
+            "rss",
+            n,
+            row["streamed"]["peak_rss_mib"],
+            row.get("in_memory", {}).get("peak_rss_mib"),
+            flush=True,
+        )
     base, base_anon = rows[0]["streamed"]["peak_rss_mib"], rows[0]["streamed"]["peak_anon_mib"]
     for row in rows:
         row["ratio"] = row["streamed"]["peak_rss_mib"] / base
-        row["anon_ratio"] = row["streamed"]["peak_anon_mib"] / base_anon if base_anon else float("nan")
+        row["anon_ratio"] = (
+            row["streamed"]["peak_anon_mib"] / base_anon if base_anon else float("nan")
+        )
     worst, worst_anon = max(row["ratio"] for row in rows), max(row["anon_ratio"] for row in rows)
     result["memory"] = {"steps": c_steps, "val_batches": c_val, "rows": rows, "import_rss_mib": baseline_rss(work),
                         "verdict": f"{'met' if worst <= 1.10 else 'MISSED'} by peak RSS (worst {worst:.3f}); "
@@ -433,10 +552,25 @@ def main(argv: list[str] | None = None) -> int:
                               devices=k, strategy="ddp" if k > 1 else "auto")  # fmt: skip
                 d_runs[str(k)].append(run_pretrain(work, f"d{k}-r{rnd}", cfg, acc))
                 print("ddp", k, d_runs[str(k)][-1]["per_process"], flush=True)
-            if acc == "cpu":  # control: two independent 1-process runs at once (what the machine gives two processes)
-                cfg = _config([corpus_b], in_memory=False, workers=0, steps=d_steps, epochs=d_epochs, accelerator=acc, batch=bs)
+            if (
+                acc == "cpu"
+            ):  # control: two independent 1-process runs at once (what the machine gives two processes)
+                cfg = _config(
+                    [corpus_b],
+                    in_memory=False,
+                    workers=0,
+                    steps=d_steps,
+                    epochs=d_epochs,
+                    accelerator=acc,
+                    batch=bs,
+                )
                 with ThreadPoolExecutor(2) as pool:
-                    pair = list(pool.map(lambda j, c=cfg, r=rnd: run_pretrain(work, f"d1x2-{j}-r{r}", c, acc), (0, 1)))
+                    pair = list(
+                        pool.map(
+                            lambda j, c=cfg, r=rnd: run_pretrain(work, f"d1x2-{j}-r{r}", c, acc),
+                            (0, 1),
+                        )
+                    )
                 d_runs["2 x 1"].append({**pair[0], "per_process": min(x["per_process"] for x in pair),
                                         "pair": [x["per_process"] for x in pair]})  # fmt: skip
                 print("two 1-process runs at once", d_runs["2 x 1"][-1]["pair"], flush=True)

@@ -46,7 +46,9 @@ def sigkill_on_cue(proc, cue, timeout: float = 120, poll: float = 0.05) -> None:
     try:
         deadline = time.monotonic() + timeout
         while not cue.exists():
-            assert proc.poll() is None, f"child ended before its cue: {proc.stderr.read().decode()[-3000:]}"
+            assert proc.poll() is None, (
+                f"child ended before its cue: {proc.stderr.read().decode()[-3000:]}"
+            )
             assert time.monotonic() < deadline, "child never reached its cue"
             time.sleep(poll)
         proc.send_signal(signal.SIGKILL)
@@ -56,4 +58,3 @@ def sigkill_on_cue(proc, cue, timeout: float = 120, poll: float = 0.05) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-

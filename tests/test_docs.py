@@ -24,7 +24,20 @@ def test_every_verb_is_documented_in_readme_and_guides():
 
     gen = _gen()
     verbs = [name for name, _ in gen._subparsers(build_parser())]
-    assert {"data", "pretrain", "finetune", "evaluate", "embed", "order", "motif", "reconstruct", "gan", "demo"} <= set(verbs)
-    text = (ROOT / "README.md").read_text() + "".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    assert {
+        "data",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "embed",
+        "order",
+        "motif",
+        "reconstruct",
+        "gan",
+        "demo",
+    } <= set(verbs)
+    text = (ROOT / "README.md").read_text() + "".join(
+        p.read_text() for p in (ROOT / "docs").glob("*.md")
+    )
     for verb in verbs:
         assert f"atomssl {verb}" in text, f"verb {verb!r} is not documented"

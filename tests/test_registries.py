@@ -7,7 +7,9 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("package, module", [("atomssl.representation", "gaa"), ("atomssl.task", "cloud")])
+@pytest.mark.parametrize(
+    "package, module", [("atomssl.representation", "gaa"), ("atomssl.task", "cloud")]
+)
 def test_broken_registry_module_is_not_silently_skipped(monkeypatch, package, module):
     pkg = importlib.import_module(package)
     monkeypatch.setitem(sys.modules, f"{package}.{module}", None)  # import of it now fails

@@ -49,7 +49,9 @@ def test_transform_preserves_distances_set():
 
 
 def test_helper_accepts_symmetric_function():
-    assert_equivariant(_fn, _structure(), {"graph": "graph", "node": "node", "vector": "vector", "edge": "edge"})
+    assert_equivariant(
+        _fn, _structure(), {"graph": "graph", "node": "node", "vector": "vector", "edge": "edge"}
+    )
 
 
 def test_helper_catches_non_invariant_output():

@@ -6,8 +6,8 @@ Data flow: ``data`` (structures) -> ``graph`` (neighbour lists, clouds) -> ``rep
 
 __version__ = "0.1.0"
 
-from .errors import AtomsslError, StructureError  # noqa: E402
 from .data import Structure  # noqa: E402
+from .errors import AtomsslError, StructureError  # noqa: E402
 
 
 def load_backbone(path, map_location="cpu"):

@@ -53,9 +53,11 @@ class StructureError(AtomsslError, ValueError):
         # the message keeps one location instead of wrapping the formatted one in "<structure>: ..."
         return type(self), (self.reason, self.source, self.index), dict(self.__dict__)
 
-    def located(self, source: str | None = None, index: int | None = None) -> "StructureError":
+    def located(self, source: str | None = None, index: int | None = None) -> StructureError:
         """Return a copy of this error with the location filled in where it was unknown."""
-        err = type(self)(self.reason, self.source or source, self.index if self.index is not None else index)
+        err = type(self)(
+            self.reason, self.source or source, self.index if self.index is not None else index
+        )
         return err
 
 

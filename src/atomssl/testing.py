@@ -15,8 +15,8 @@ according to its declared kind:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,9 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _edge_keys(edge_index: np.ndarray, shift: np.ndarray, perm: np.ndarray | None, image: np.ndarray | None):
+def _edge_keys(
+    edge_index: np.ndarray, shift: np.ndarray, perm: np.ndarray | None, image: np.ndarray | None
+):
     src, dst = edge_index.astype(np.int64)
     shift = np.rint(shift).astype(np.int64)
     if perm is not None:
@@ -163,7 +165,12 @@ def backbone_outputs(backbone, dtype: torch.dtype = torch.float64) -> Callable[[
         batch = collate([to_graph(structure, dtype=dtype, validate=False, **backbone.graph_spec)])
         with torch.no_grad():
             out = backbone(batch)
-        res = {"node": out.node, "graph": out.graph, "_edge_index": batch.edge_index, "_shift": batch.shift}
+        res = {
+            "node": out.node,
+            "graph": out.graph,
+            "_edge_index": batch.edge_index,
+            "_shift": batch.shift,
+        }
         if out.vector is not None:
             res["vector"] = out.vector
         if out.edge is not None:

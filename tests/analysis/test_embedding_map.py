@@ -25,9 +25,13 @@ def test_pca_projection_matches_sklearn_and_agreement(tmp_path):
     ref = PCA(2).fit_transform(StandardScaler().fit_transform(x))
     assert method == "pca"
     np.testing.assert_allclose(np.abs(xy), np.abs(ref), atol=1e-10)  # up to the sign of each axis
-    smooth = x[:, 0] + 0.01 * rng.normal(size=200)  # a property that varies smoothly over the embedding
+    smooth = x[:, 0] + 0.01 * rng.normal(
+        size=200
+    )  # a property that varies smoothly over the embedding
     assert neighbour_agreement(x[:, :1], smooth) > 0.95
-    assert abs(neighbour_agreement(x, rng.normal(size=200))) < 0.3  # unrelated property: no agreement
+    assert (
+        abs(neighbour_agreement(x, rng.normal(size=200))) < 0.3
+    )  # unrelated property: no agreement
     res = embedding_map(x, smooth, tmp_path / "map.png", method="auto")
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG" and res["xy"].shape == (200, 2)
     with pytest.raises(ValueError, match="values"):

@@ -37,16 +37,34 @@ def test_info_json_lists_every_entry_and_fails_on_bad(capsys, files):
     code, out, _ = _run(capsys, "data", "info", files, "--json")
     assert code == 1
     entries = json.loads(out)
-    assert all(set(e) == {"source", "index", "formula", "n_atoms", "error", "warnings"} for e in entries)
+    assert all(
+        set(e) == {"source", "index", "formula", "n_atoms", "error", "warnings"} for e in entries
+    )
     by = {(Path(e["source"]).name, e["index"]): e for e in entries}
-    assert set(by) == {("garbled.cif", None), ("good.extxyz", 0), ("good.extxyz", 1), ("nacl.cif", 0), ("overlap.xyz", 0)}
+    assert set(by) == {
+        ("garbled.cif", None),
+        ("good.extxyz", 0),
+        ("good.extxyz", 1),
+        ("nacl.cif", 0),
+        ("overlap.xyz", 0),
+    }
     assert by[("good.extxyz", 1)] == {
-        "source": str(files / "good.extxyz"), "index": 1, "formula": "H2O", "n_atoms": 3, "error": None, "warnings": []
+        "source": str(files / "good.extxyz"),
+        "index": 1,
+        "formula": "H2O",
+        "n_atoms": 3,
+        "error": None,
+        "warnings": [],
     }
     assert by[("nacl.cif", 0)]["formula"] == "Cl4Na4" and by[("nacl.cif", 0)]["error"] is None
     # a file that cannot be read at all: one entry, index null
     g = by[("garbled.cif", None)]
-    assert g["formula"] is None and g["n_atoms"] is None and "garbled.cif" in g["error"] and "unreadable" in g["error"]
+    assert (
+        g["formula"] is None
+        and g["n_atoms"] is None
+        and "garbled.cif" in g["error"]
+        and "unreadable" in g["error"]
+    )
     # a bad structure still shows what it is
     o = by[("overlap.xyz", 0)]
     assert o["formula"] == "Ar2" and o["n_atoms"] == 2 and "overlapping atoms" in o["error"]
@@ -55,7 +73,9 @@ def test_info_json_lists_every_entry_and_fails_on_bad(capsys, files):
 def test_info_exit_zero_when_all_fine_and_table(capsys, files):
     code, out, _ = _run(capsys, "data", "info", files / "good.extxyz", files / "nacl.cif", "--json")
     assert code == 0 and [e["error"] for e in json.loads(out)] == [None, None, None]
-    code, out, _ = _run(capsys, "data", "info", files / "good.extxyz", files / "overlap.xyz", files / "missing.xyz")
+    code, out, _ = _run(
+        capsys, "data", "info", files / "good.extxyz", files / "overlap.xyz", files / "missing.xyz"
+    )
     assert code == 1
     lines = out.splitlines()
     assert lines[0].split() == ["source", "index", "formula", "n_atoms", "status"]
@@ -79,7 +99,10 @@ def test_info_shows_reader_warnings_in_json_and_table(capsys, tmp_path, small_at
     lines = out.splitlines()
     assert code == 0
     i = next(k for k, ln in enumerate(lines) if "Si2" in ln)
-    assert lines[i].split()[-1] == "ok*" and lines[i + 1] == "    warning: merged 12 symmetry-duplicate sites"
+    assert (
+        lines[i].split()[-1] == "ok*"
+        and lines[i + 1] == "    warning: merged 12 symmetry-duplicate sites"
+    )
     assert any("H2O" in ln and ln.split()[-1] == "ok" for ln in lines)
 
 
@@ -97,7 +120,9 @@ def test_import_skip_bad_summary_and_store(capsys, files, tmp_path):
     assert "wrote 3 structure(s) from 4 source(s)" in stdout
     assert "skipped 2 bad entries (1 unreadable file, 1 overlapping atoms)" in stdout
     assert [s.formula for s in StructureStore(out)] == ["Si2", "H2O", "Cl4Na4"]
-    code, stdout, _ = _run(capsys, "data", "import", files / "nacl.cif", "--out", out, "--append", "--json")
+    code, stdout, _ = _run(
+        capsys, "data", "import", files / "nacl.cif", "--out", out, "--append", "--json"
+    )
     assert code == 0 and json.loads(stdout)["n_written"] == 1
     assert len(StructureStore(out)) == 4
     # the store itself can be inspected
@@ -121,7 +146,9 @@ def test_graph_radius_matches_brute_force(capsys, tmp_path, small_atoms):
     path = tmp_path / "t.extxyz"
     ase.io.write(path, [small_atoms["si"], small_atoms["triclinic"]])
     npz = tmp_path / "g.npz"
-    code, stdout, _ = _run(capsys, "data", "graph", path, "--index", 1, "--cutoff", 3.5, "--out", npz)
+    code, stdout, _ = _run(
+        capsys, "data", "graph", path, "--index", 1, "--cutoff", 3.5, "--out", npz
+    )
     assert code == 0 and "MgO2" in stdout
     g = np.load(npz)
     assert {"src", "dst", "shift", "vec", "cell", "positions"} <= set(g.files)
@@ -129,7 +156,11 @@ def test_graph_radius_matches_brute_force(capsys, tmp_path, small_atoms):
     atoms = small_atoms["triclinic"]
     np.testing.assert_allclose(g["positions"], atoms.positions)
     np.testing.assert_allclose(g["cell"], atoms.cell[:])
-    np.testing.assert_allclose(g["vec"], g["positions"][g["dst"]] + g["shift"] @ g["cell"] - g["positions"][g["src"]], atol=1e-10)
+    np.testing.assert_allclose(
+        g["vec"],
+        g["positions"][g["dst"]] + g["shift"] @ g["cell"] - g["positions"][g["src"]],
+        atol=1e-10,
+    )
     got = {(int(i), int(j), tuple(map(int, s))) for i, j, s in zip(g["src"], g["dst"], g["shift"])}
     assert len(got) == len(g["src"])
     assert got == _brute_force_pairs(atoms.positions, atoms.cell[:], 3.5)
@@ -152,7 +183,9 @@ def test_graph_knn(capsys, tmp_path, small_atoms):
 def test_graph_errors_are_clean(capsys, tmp_path, small_atoms):
     path = tmp_path / "one.xyz"
     ase.io.write(path, small_atoms["water"])
-    code, _, err = _run(capsys, "data", "graph", path, "--index", 3, "--cutoff", 2, "--out", tmp_path / "x.npz")
+    code, _, err = _run(
+        capsys, "data", "graph", path, "--index", 3, "--cutoff", 2, "--out", tmp_path / "x.npz"
+    )
     assert code == 1 and "one.xyz" in err and "frame 3" in err and "Traceback" not in err
     code, _, err = _run(capsys, "data", "graph", path, "--out", tmp_path / "x.npz")
     assert code == 2 and "--cutoff" in err
@@ -190,11 +223,19 @@ def test_installed_entry_point(tmp_path, small_atoms):
     ase.io.write(tmp_path / "si.cif", small_atoms["si"])
     proc = subprocess.run(
         [str(exe), "data", "info", str(tmp_path / "si.cif"), "--json"],
-        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr
     (entry,) = json.loads(proc.stdout)
-    assert entry["formula"] == "Si2" and entry["n_atoms"] == 2 and entry["error"] is None and entry["index"] == 0
+    assert (
+        entry["formula"] == "Si2"
+        and entry["n_atoms"] == 2
+        and entry["error"] is None
+        and entry["index"] == 0
+    )
 
 
 def test_info_reads_lammps_dump_with_species_flag(capsys, tmp_path):

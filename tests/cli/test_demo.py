@@ -14,7 +14,9 @@ from atomssl.graph import radius_graph
 
 def test_demo_limit_50_writes_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["demo", "--out", str(run), "--limit", "50", "--no-progress", "--skip-transfer"]) == 0
+    assert (
+        main(["demo", "--out", str(run), "--limit", "50", "--no-progress", "--skip-transfer"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "matbench_dielectric (50 of 4764 structures)" in printed
     assert "MAD check" in printed and "OK" in printed
@@ -22,7 +24,10 @@ def test_demo_limit_50_writes_run_folder(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     structures = load_matbench_dielectric(limit=50)
     assert summary["count"] == 50
-    assert summary["mad_check"]["ok"] and abs(summary["mad_check"]["full_dataset"] - MATBENCH_DIELECTRIC_MAD) < 1e-6
+    assert (
+        summary["mad_check"]["ok"]
+        and abs(summary["mad_check"]["full_dataset"] - MATBENCH_DIELECTRIC_MAD) < 1e-6
+    )
     n = np.array([s.labels["n"] for s in structures])
     assert summary["label_n"]["mean"] == np.float64(n.mean()).item()
     assert summary["atoms_per_structure"]["total"] == sum(s.n_atoms for s in structures)

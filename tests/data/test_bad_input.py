@@ -35,8 +35,12 @@ Direct
 """
 
 
-def _poscar(path, a="4 0 0", b="0 4 0", c="0 0 4", species="Si", counts="2", coords="0 0 0\n0.5 0.5 0.5"):
-    path.write_text(CUBIC_POSCAR.format(title="t", a=a, b=b, c=c, species=species, counts=counts, coords=coords))
+def _poscar(
+    path, a="4 0 0", b="0 4 0", c="0 0 4", species="Si", counts="2", coords="0 0 0\n0.5 0.5 0.5"
+):
+    path.write_text(
+        CUBIC_POSCAR.format(title="t", a=a, b=b, c=c, species=species, counts=counts, coords=coords)
+    )
     return path
 
 
@@ -142,7 +146,13 @@ O1 O 0.5 0.5 0.5 1.0
 def test_nan_coordinates_name_the_frame(tmp_path):
     path = tmp_path / "frames.extxyz"
     path.write_text("1\n\nAr 0 0 0\n2\n\nAr 0 0 0\nAr nan 1 1\n1\n\nAr 1 1 inf\n")
-    _raises(NonFiniteError, path, "non-finite coordinates", "NaN/inf in positions of atom(s) [1]", index=1)
+    _raises(
+        NonFiniteError,
+        path,
+        "non-finite coordinates",
+        "NaN/inf in positions of atom(s) [1]",
+        index=1,
+    )
     _raises(NonFiniteError, path, "NaN/inf", index=2, select=2)
 
 
@@ -183,7 +193,12 @@ def test_unknown_element(tmp_path):
     # file: refused, naming the site, except by reconstruct (read(..., allow_masked=True))
     dummy = tmp_path / "dummy.extxyz"
     dummy.write_text("2\n\nX 0 0 0\nSi 1.5 1.5 1.5\n")
-    _raises(MaskedSiteError, dummy, "site(s) [0] are masked (X); only `atomssl reconstruct` accepts them", index=0)
+    _raises(
+        MaskedSiteError,
+        dummy,
+        "site(s) [0] are masked (X); only `atomssl reconstruct` accepts them",
+        index=0,
+    )
     assert read(dummy, allow_masked=True)[0].numbers.tolist() == [0, 14]
     negative = Structure(numbers=[-1, 14], positions=[[0, 0, 0], [1.5, 1.5, 1.5]])
     with pytest.raises(UnknownElementError, match=r"atomic number\(s\) \[-1\]"):
@@ -197,7 +212,13 @@ def test_overlapping_atoms(tmp_path):
 
 
 def test_overlapping_atoms_across_the_periodic_boundary(tmp_path):
-    path = _poscar(tmp_path / "POSCAR", a="10 0 0", b="0 10 0", c="0 0 10", coords="0.001 0.5 0.5\n0.998 0.5 0.5")
+    path = _poscar(
+        tmp_path / "POSCAR",
+        a="10 0 0",
+        b="0 10 0",
+        c="0 0 10",
+        coords="0.001 0.5 0.5\n0.998 0.5 0.5",
+    )
     err = _raises(OverlapError, path, "0.0300 A", index=0)
     assert "atoms 0 and 1" in str(err) or "atoms 1 and 0" in str(err)
     # 0.11 A apart is allowed
@@ -216,13 +237,20 @@ def test_every_bad_entry_is_a_structure_error_in_bulk(tmp_path, small_atoms):
     good = list(iter_structures(tmp_path, skip_bad=True, errors=errors))
     assert [s.formula for s in good] == ["Si2"]
     kinds = sorted(type(e).__name__ for e in errors)
-    assert kinds == ["EmptyStructureError", "NonFiniteError", "SingularCellError", "UnreadableFileError"]
+    assert kinds == [
+        "EmptyStructureError",
+        "NonFiniteError",
+        "SingularCellError",
+        "UnreadableFileError",
+    ]
     assert all(e.source and str(tmp_path) in e.source for e in errors)
     assert np.isfinite(good[0].positions).all()
 
 
 def test_lammps_type_missing_from_species_mapping(tmp_path, small_atoms):
     path = tmp_path / "nacl.lmp"
-    ase.io.write(path, small_atoms["nacl"], format="lammps-data", specorder=["Na", "Cl"], atom_style="atomic")
+    ase.io.write(
+        path, small_atoms["nacl"], format="lammps-data", specorder=["Na", "Cl"], atom_style="atomic"
+    )
     _raises(UnknownElementError, path, "species mapping", species={1: "Na"})
     _raises(UnknownElementError, path, "'Qq'", species={1: "Na", 2: "Qq"})

@@ -20,7 +20,9 @@ SITES = "loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n_a
 SITES_OCC = SITES + "_atom_site_occupancy\n"
 
 
-def _cif(name, cell, sites, *, group="'P 1'", ops=None, formula=None, z=None, occupancy=False) -> str:
+def _cif(
+    name, cell, sites, *, group="'P 1'", ops=None, formula=None, z=None, occupancy=False
+) -> str:
     a, b, c, al, be, ga = cell
     text = f"data_{name}\n"
     if formula:
@@ -59,17 +61,28 @@ def _linbo3_rhombohedral_cif(group="'R 3 c {rhombohedral axes}'") -> str:
     for el, h in LINBO3_HEX.items():
         r = np.linalg.solve(TO_RHOMBO.T, np.array(h))
         sites.append((f"{el}1", el, *(f"{x:.5f}" for x in r)))
-    return _cif("LiNbO3", (f"{a:.5f}",) * 3 + (f"{alpha:.5f}",) * 3, sites, group=group, formula="Li Nb O3", z=2)
+    return _cif(
+        "LiNbO3",
+        (f"{a:.5f}",) * 3 + (f"{alpha:.5f}",) * 3,
+        sites,
+        group=group,
+        formula="Li Nb O3",
+        z=2,
+    )
 
 
 def _linbo3_reference() -> PmgStructure:
-    return PmgStructure.from_spacegroup("R3c", Lattice.hexagonal(A_HEX, C_HEX), list(LINBO3_HEX), list(LINBO3_HEX.values()))
+    return PmgStructure.from_spacegroup(
+        "R3c", Lattice.hexagonal(A_HEX, C_HEX), list(LINBO3_HEX), list(LINBO3_HEX.values())
+    )
 
 
 def test_rhombohedral_axes_setting_is_resolved_not_truncated(tmp_path):
     path = tmp_path / "LiNbO3.cif"
     path.write_text(_linbo3_rhombohedral_cif())
-    assert len(_plain_pymatgen(path)) == 3  # what atomssl returned before: the asymmetric unit, "ok"
+    assert (
+        len(_plain_pymatgen(path)) == 3
+    )  # what atomssl returned before: the asymmetric unit, "ok"
     (s,) = read(path)
     assert s.formula == "Li2Nb2O6" and s.n_atoms == 10
     assert StructureMatcher().fit(s.to_pymatgen(), _linbo3_reference())
@@ -81,13 +94,22 @@ def test_rhombohedral_cell_named_without_setting_is_not_tripled(tmp_path):
     # 'R -3 m' on a rhombohedral cell with no operations loop: both parsers apply the
     # hexagonal-axes operations (with centring) and make 36 atoms out of 2
     path = tmp_path / "Bi.cif"
-    path.write_text(_cif("Bi", (5.0, 5.0, 5.0, 57.0, 57.0, 57.0), [("Bi1", "Bi", 0.23, 0.23, 0.23)], group="'R -3 m'"))
+    path.write_text(
+        _cif(
+            "Bi",
+            (5.0, 5.0, 5.0, 57.0, 57.0, 57.0),
+            [("Bi1", "Bi", 0.23, 0.23, 0.23)],
+            group="'R -3 m'",
+        )
+    )
     assert len(_plain_pymatgen(path)) == 36
     (s,) = read(path)
     assert s.n_atoms == 2
     d = s.positions[1] - s.positions[0]
     frac = np.linalg.solve(s.cell.T, d)
-    assert np.allclose(np.abs(frac - np.round(frac)), 0.46, atol=1e-6) or np.allclose(np.abs(frac - np.round(frac)), 0.54, atol=1e-6)
+    assert np.allclose(np.abs(frac - np.round(frac)), 0.46, atol=1e-6) or np.allclose(
+        np.abs(frac - np.round(frac)), 0.54, atol=1e-6
+    )
 
 
 # ------------------------------------------------------------------------------ declared formula
@@ -98,13 +120,26 @@ def test_wrong_multiplicities_refused_naming_formulas(tmp_path):
     # NaCl declared (Z = 4) but the symmetry loop only has the identity: 2 atoms, not 8
     path = tmp_path / "nacl.cif"
     path.write_text(
-        _cif("NaCl", (5.64,) * 3 + (90,) * 3, [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)], group="'F m -3 m'", ops=NACL_OPS, formula="Na Cl", z=4)
+        _cif(
+            "NaCl",
+            (5.64,) * 3 + (90,) * 3,
+            [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)],
+            group="'F m -3 m'",
+            ops=NACL_OPS,
+            formula="Na Cl",
+            z=4,
+        )
     )
     with pytest.raises(UnreadableFileError) as info:
         read(path)
     assert "Z = 4 makes 8" in str(info.value) and "2 atoms read" in str(info.value)
     # the same file with the whole Fm-3m group is read right
-    ops = [op.as_xyz_str() for op in __import__("pymatgen.symmetry.groups", fromlist=["SpaceGroup"]).SpaceGroup("Fm-3m").symmetry_ops]
+    ops = [
+        op.as_xyz_str()
+        for op in __import__("pymatgen.symmetry.groups", fromlist=["SpaceGroup"])
+        .SpaceGroup("Fm-3m")
+        .symmetry_ops
+    ]
     path.write_text(path.read_text().replace("'x, y, z'\n", "".join(f"'{o}'\n" for o in ops)))
     (s,) = read(path)
     assert s.formula == "Cl4Na4"
@@ -112,7 +147,9 @@ def test_wrong_multiplicities_refused_naming_formulas(tmp_path):
 
 def test_declared_hydrogens_without_coordinates(tmp_path):
     path = tmp_path / "ch4.cif"
-    path.write_text(_cif("CH4", (6.0,) * 3 + (90,) * 3, [("C1", "C", 0, 0, 0)], formula="C H4", z=1))
+    path.write_text(
+        _cif("CH4", (6.0,) * 3 + (90,) * 3, [("C1", "C", 0, 0, 0)], formula="C H4", z=1)
+    )
     with pytest.raises(UnreadableFileError) as info:
         read(path)
     msg = str(info.value)
@@ -123,7 +160,9 @@ def test_declared_hydrogens_without_coordinates(tmp_path):
 
 def test_formula_sum_as_cell_content_is_accepted(tmp_path):
     # pymatgen's CifWriter writes the cell content as the formula sum, with Z formula units
-    s0 = PmgStructure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s0 = PmgStructure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
     from pymatgen.io.cif import CifWriter
 
     path = tmp_path / "nacl_pmg.cif"
@@ -144,7 +183,15 @@ def test_symmetry_duplicates_from_few_decimals_are_merged(tmp_path):
     # (1/3, 2/3, 1/4) printed as 0.333/0.667: its images land ~0.005 A apart
     path = tmp_path / "few_decimals.cif"
     path.write_text(
-        _cif("BN", (2.5, 2.5, 6.66, 90, 90, 120), [("B1", "B", 0.333, 0.667, 0.25), ("N1", "N", 0.667, 0.333, 0.25)], group="'P 63/m m c'", ops=_p63mmc_ops(), formula="B N", z=2)
+        _cif(
+            "BN",
+            (2.5, 2.5, 6.66, 90, 90, 120),
+            [("B1", "B", 0.333, 0.667, 0.25), ("N1", "N", 0.667, 0.333, 0.25)],
+            group="'P 63/m m c'",
+            ops=_p63mmc_ops(),
+            formula="B N",
+            z=2,
+        )
     )
     assert len(_plain_pymatgen(path)) > 4  # duplicates that atomssl used to refuse as overlapping
     (s,) = read(path)
@@ -157,7 +204,9 @@ def test_symmetry_duplicates_from_few_decimals_are_merged(tmp_path):
     assert np.allclose(np.linalg.norm(g.vec, axis=1), 2.5 / np.sqrt(3), atol=0.01)
     with pytest.raises(StructureError):  # without merging: too many atoms for the formula
         read(path, merge_tolerance=0)
-    path.write_text("\n".join(line for line in path.read_text().splitlines() if "formula" not in line))
+    path.write_text(
+        "\n".join(line for line in path.read_text().splitlines() if "formula" not in line)
+    )
     (s,) = read(path)  # no declared formula: both readers, merged, agree
     assert s.formula == "B2N2"
     with pytest.raises(OverlapError):  # and without merging they are overlapping atoms
@@ -167,7 +216,9 @@ def test_symmetry_duplicates_from_few_decimals_are_merged(tmp_path):
 @pytest.mark.parametrize("second", ["Si", "O"])
 def test_genuinely_overlapping_atoms_still_refused(tmp_path, second):
     path = tmp_path / "overlap.cif"
-    path.write_text(_cif("x", (5.0,) * 3 + (90,) * 3, [("Si1", "Si", 0, 0, 0), ("X2", second, 0.01, 0, 0)]))  # 0.05 A apart
+    path.write_text(
+        _cif("x", (5.0,) * 3 + (90,) * 3, [("Si1", "Si", 0, 0, 0), ("X2", second, 0.01, 0, 0)])
+    )  # 0.05 A apart
     with pytest.raises(OverlapError):
         read(path)
 
@@ -176,7 +227,9 @@ def test_genuinely_overlapping_atoms_still_refused(tmp_path, second):
 def test_cartesian_sites_read_by_ase_when_pymatgen_cannot(tmp_path):
     path = tmp_path / "cart.cif"
     path.write_text(
-        "data_cart\n" + CELL.format(a=4, b=4, c=4, al=90, be=90, ga=90) + "_symmetry_space_group_name_H-M 'P 1'\n"
+        "data_cart\n"
+        + CELL.format(a=4, b=4, c=4, al=90, be=90, ga=90)
+        + "_symmetry_space_group_name_H-M 'P 1'\n"
         "loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_Cartn_x\n_atom_site_Cartn_y\n_atom_site_Cartn_z\n"
         "Na1 Na 0 0 0\nCl1 Cl 2 2 2\n"
     )
@@ -190,7 +243,9 @@ def test_readers_that_disagree_refuse_unless_one_is_picked(tmp_path, monkeypatch
     from atomssl.data import _cif as cif_module
 
     path = tmp_path / "two.cif"
-    path.write_text(_cif("x", (5.0,) * 3 + (90,) * 3, [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)]))
+    path.write_text(
+        _cif("x", (5.0,) * 3 + (90,) * 3, [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)])
+    )
     real = cif_module._ase_block_structure
 
     def ase_drops_an_atom(block):
@@ -202,13 +257,20 @@ def test_readers_that_disagree_refuse_unless_one_is_picked(tmp_path, monkeypatch
     with pytest.raises(UnreadableFileError) as info:
         read(path)
     msg = str(info.value)
-    assert "disagree" in msg and "pymatgen read Cl Na" in msg and "ase read Na" in msg and "cif_reader" in msg
+    assert (
+        "disagree" in msg
+        and "pymatgen read Cl Na" in msg
+        and "ase read Na" in msg
+        and "cif_reader" in msg
+    )
     assert read(path, cif_reader="pymatgen")[0].formula == "ClNa"
     assert read(path, cif_reader="ase")[0].formula == "Na"
 
 
 def test_multiple_blocks_keep_their_names(tmp_path):
-    one = _cif("first", (4.0,) * 3 + (90,) * 3, [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)])
+    one = _cif(
+        "first", (4.0,) * 3 + (90,) * 3, [("Na1", "Na", 0, 0, 0), ("Cl1", "Cl", 0.5, 0.5, 0.5)]
+    )
     two = _cif("second", (3.0,) * 3 + (90,) * 3, [("Cu1", "Cu", 0, 0, 0)])
     path = tmp_path / "two_blocks.cif"
     path.write_text(one + "\n" + two)
@@ -219,7 +281,9 @@ def test_multiple_blocks_keep_their_names(tmp_path):
 
 def test_parser_internals_are_not_shown_as_reasons(tmp_path):
     path = tmp_path / "broken.cif"
-    path.write_text("data_x\n" + CELL.format(a=4, b=4, c=4, al=90, be=90, ga=90) + SITES + "Na1 Na 0 0\n")
+    path.write_text(
+        "data_x\n" + CELL.format(a=4, b=4, c=4, al=90, be=90, ga=90) + SITES + "Na1 Na 0 0\n"
+    )
     with pytest.raises(StructureError) as info:
         read(path)
     assert "zip()" not in str(info.value) and "broken.cif" in str(info.value)
@@ -233,7 +297,14 @@ def test_bad_option_values_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ disorder
-MIXED = [("Ba1", "Ba", 0, 0, 0, 0.5), ("Sr1", "Sr", 0, 0, 0, 0.5), ("Ti1", "Ti", 0.5, 0.5, 0.5, 1), ("O1", "O", 0.5, 0.5, 0, 1), ("O2", "O", 0.5, 0, 0.5, 1), ("O3", "O", 0, 0.5, 0.5, 1)]
+MIXED = [
+    ("Ba1", "Ba", 0, 0, 0, 0.5),
+    ("Sr1", "Sr", 0, 0, 0, 0.5),
+    ("Ti1", "Ti", 0.5, 0.5, 0.5, 1),
+    ("O1", "O", 0.5, 0.5, 0, 1),
+    ("O2", "O", 0.5, 0, 0.5, 1),
+    ("O3", "O", 0, 0.5, 0.5, 1),
+]
 
 
 def _mixed(tmp_path, sites=MIXED, name="bsto.cif"):
@@ -249,7 +320,11 @@ def test_disorder_refused_by_default_with_the_way_out(tmp_path):
 
 
 def test_disorder_majority(tmp_path):
-    sites = [("Ba1", "Ba", 0, 0, 0, 0.7), ("Sr1", "Sr", 0, 0, 0, 0.3)] + MIXED[2:] + [("Li1", "Li", 0.25, 0.25, 0.25, 0.3)]
+    sites = (
+        [("Ba1", "Ba", 0, 0, 0, 0.7), ("Sr1", "Sr", 0, 0, 0, 0.3)]
+        + MIXED[2:]
+        + [("Li1", "Li", 0.25, 0.25, 0.25, 0.3)]
+    )
     (s,) = read(_mixed(tmp_path, sites), disorder="majority")
     assert s.formula == "BaO3Ti"  # Ba takes the mixed site; the 30%-occupied Li site is dropped
     assert any("majority species" in w and "->Ba" in w for w in s.warnings)
@@ -271,11 +346,26 @@ def test_disorder_order_refuses_past_its_bound(tmp_path):
 
 def test_formula_tag_written_twice_second_empty_is_still_checked(tmp_path):
     # AMCSD files repeat _chemical_formula_sum, the second time empty; parsers keep the last
-    text = _cif("Ag2HPO4", (6.0,) * 3 + (90,) * 3, [("Ag1", "Ag", 0, 0, 0), ("Ag2", "Ag", 0.5, 0, 0), ("P1", "P", 0.5, 0.5, 0.5), ("O1", "O", 0.25, 0.25, 0.25), ("O2", "O", 0.75, 0.25, 0.25), ("O3", "O", 0.25, 0.75, 0.25), ("O4", "O", 0.25, 0.25, 0.75)], formula="Ag2 P O4 H")
+    text = _cif(
+        "Ag2HPO4",
+        (6.0,) * 3 + (90,) * 3,
+        [
+            ("Ag1", "Ag", 0, 0, 0),
+            ("Ag2", "Ag", 0.5, 0, 0),
+            ("P1", "P", 0.5, 0.5, 0.5),
+            ("O1", "O", 0.25, 0.25, 0.25),
+            ("O2", "O", 0.75, 0.25, 0.25),
+            ("O3", "O", 0.25, 0.75, 0.25),
+            ("O4", "O", 0.25, 0.25, 0.75),
+        ],
+        formula="Ag2 P O4 H",
+    )
     path = tmp_path / "amcsd.cif"
     path.write_text(text.replace("_cell_length_a", "_chemical_formula_sum ''\n_cell_length_a", 1))
     with pytest.raises(UnreadableFileError, match="H declared but without coordinates"):
         read(path)
-    path.write_text(text.replace("_cell_length_a", "_chemical_formula_sum 'Ag3 P O4'\n_cell_length_a", 1))
+    path.write_text(
+        text.replace("_cell_length_a", "_chemical_formula_sum 'Ag3 P O4'\n_cell_length_a", 1)
+    )
     with pytest.raises(UnreadableFileError, match="declares different formulas"):
         read(path)

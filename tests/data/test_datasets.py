@@ -18,6 +18,8 @@ from atomssl.data import (
     DatasetError,
     FolderDataset,
     Structure,
+    _matbench,
+    _prototypes,
     aflow_prototypes,
     get_prototype,
     idealized_crystal,
@@ -27,7 +29,6 @@ from atomssl.data import (
     mean_absolute_deviation,
     nearest_distance,
 )
-from atomssl.data import _matbench, _prototypes
 from atomssl.data._cache import cache_path, source_key
 from atomssl.errors import MissingFileError
 
@@ -108,21 +109,34 @@ def test_wrong_count_or_mad_is_refused(dielectric, tmp_path, monkeypatch):
     # labels are checked before any structure is parsed, so placeholder structures suffice
     short = {"structure": {str(i): {} for i in range(100)}, "n": {str(i): n[i] for i in range(100)}}
     _write_table(tmp_path / "short.json.gz", short)
-    with pytest.raises(DatasetError, match=r"expected 4764 structures, found 100.*pip install --no-deps crystal-toolkit"):
+    with pytest.raises(
+        DatasetError,
+        match=r"expected 4764 structures, found 100.*pip install --no-deps crystal-toolkit",
+    ):
         load_matbench_dielectric(path=tmp_path / "short.json.gz")
     n[0] += 5.0  # one label changed -> MAD no longer matches
-    edited = {"structure": {str(i): {} for i in range(len(n))}, "n": {str(i): v for i, v in enumerate(n)}}
+    edited = {
+        "structure": {str(i): {} for i in range(len(n))},
+        "n": {str(i): v for i, v in enumerate(n)},
+    }
     _write_table(tmp_path / "edited.json.gz", edited)
     with pytest.raises(DatasetError, match=r"label MAD 0\.80\d+ != expected 0\.8085347"):
         load_matbench_dielectric(path=tmp_path / "edited.json.gz")
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing cached
+    assert not (tmp_path / "cache").exists() or not any(
+        (tmp_path / "cache").iterdir()
+    )  # nothing cached
 
 
 def test_missing_or_garbled_file(tmp_path, monkeypatch):
-    with pytest.raises(MissingFileError, match=r"pip install --no-deps crystal-toolkit==2026\.7\.20"):
+    with pytest.raises(
+        MissingFileError, match=r"pip install --no-deps crystal-toolkit==2026\.7\.20"
+    ):
         load_matbench_dielectric(path=tmp_path / "absent.json.gz")
     monkeypatch.setattr(_matbench, "find_package_file", lambda *a: None)
-    with pytest.raises(MissingFileError, match=r"matbench_dielectric\.json\.gz.*pip install --no-deps crystal-toolkit"):
+    with pytest.raises(
+        MissingFileError,
+        match=r"matbench_dielectric\.json\.gz.*pip install --no-deps crystal-toolkit",
+    ):
         load_matbench_dielectric()
     monkeypatch.undo()
     bad = tmp_path / "garbled.json.gz"
@@ -190,14 +204,23 @@ def test_prototype_names_and_tags(prototypes):
     assert len({p.id for p in prototypes}) == 288
     by_id = {p.id: p for p in prototypes}
     expected = {  # name: (element, atoms in the stored primitive cell)
-        "cF4-Cu": ("Cu", 1), "cI2-W": ("W", 1), "cP1-Po": ("Po", 1), "hP2-Mg": ("Mg", 2),
-        "cP46-Si": ("Si", 46), "tP30-U": ("U", 30), "cF8-C": ("C", 2), "cI16-Li": ("Li", 8),
+        "cF4-Cu": ("Cu", 1),
+        "cI2-W": ("W", 1),
+        "cP1-Po": ("Po", 1),
+        "hP2-Mg": ("Mg", 2),
+        "cP46-Si": ("Si", 46),
+        "tP30-U": ("U", 30),
+        "cF8-C": ("C", 2),
+        "cI16-Li": ("Li", 8),
     }
     for name, (element, n) in expected.items():
         p = by_id[name]
         assert p.formula == f"{element}{n if n > 1 else ''}" and p.n_atoms == n, name
         assert p.labels["pearson"] == name.split("-")[0]
-    assert by_id["cF4-Cu"].labels["aflow"] == "A_cF4_225_a" and by_id["cF4-Cu"].labels["strukturbericht"] == "A1"
+    assert (
+        by_id["cF4-Cu"].labels["aflow"] == "A_cF4_225_a"
+        and by_id["cF4-Cu"].labels["strukturbericht"] == "A1"
+    )
     assert set(PRETRAINING_PROTOTYPES) <= set(by_id)
     for p in prototypes:
         assert p.labels["short_name"].startswith(p.labels["pearson"] + "-")
@@ -220,7 +243,11 @@ def test_conventional_cells_match_pearson_counts(prototypes):
     mismatched = []
     for p in prototypes:
         expected = int(re.match(r"[amotch][PSCFIRA](\d+)", p.labels["pearson"]).group(1))
-        n = p.n_atoms if p.labels["pearson"].startswith("hR") else _prototypes.conventional_cell(p).n_atoms
+        n = (
+            p.n_atoms
+            if p.labels["pearson"].startswith("hR")
+            else _prototypes.conventional_cell(p).n_atoms
+        )
         if n != expected:
             mismatched.append(p.id)
     # pymatgen's library stores 4 of the 16 atoms of D0_c U3Si; every other entry is complete
@@ -247,7 +274,10 @@ def _min_distance(s: Structure) -> float:
     images (enough when every cell height exceeds the nearest distance)."""
     from scipy.spatial import cKDTree
 
-    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T @ s.cell
+    shifts = (
+        np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
+        @ s.cell
+    )
     images = (s.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
     d, _ = cKDTree(images).query(s.positions, k=2)
     return float(d[:, 1].min())
@@ -271,7 +301,9 @@ def test_idealized_crystal_unit_nearest_size_shape(name):
     assert h.max() / h.min() < 1.3  # near-cubic
     assert set(s.numbers.tolist()) == set(base.numbers.tolist())
     # density preserved: atoms per (scaled) volume equals the prototype's
-    assert s.n_atoms / s.volume == pytest.approx(base.n_atoms / (base.volume * s.labels["scale"] ** 3), rel=1e-9)
+    assert s.n_atoms / s.volume == pytest.approx(
+        base.n_atoms / (base.volume * s.labels["scale"] ** 3), rel=1e-9
+    )
 
 
 def test_idealized_crystal_noise_statistics():
@@ -330,7 +362,10 @@ def test_idealized_crystals_dataset():
 # --------------------------------------------------------------------------- folders and registry
 def test_registry_and_folders(tmp_path):
     assert {"matbench_dielectric", "aflow_prototypes"} <= set(DATASETS)
-    assert [s.id for s in load_dataset("matbench_dielectric", limit=2)] == ["mb-dielectric-0001", "mb-dielectric-0002"]
+    assert [s.id for s in load_dataset("matbench_dielectric", limit=2)] == [
+        "mb-dielectric-0001",
+        "mb-dielectric-0002",
+    ]
     assert len(load_dataset("aflow_prototypes")) == 288
 
     from ase.io import write

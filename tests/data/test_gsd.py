@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from atomssl.data import FrameIndexError, iter_structures, read
-from atomssl.errors import EmptyStructureError, StructureError, UnknownElementError, UnreadableFileError
+from atomssl.errors import (
+    EmptyStructureError,
+    StructureError,
+    UnknownElementError,
+    UnreadableFileError,
+)
 
 TRICLINIC = [10.0, 11.0, 12.0, 0.1, -0.2, 0.3]  # Lx Ly Lz xy xz yz
 
@@ -49,21 +54,39 @@ def _written_positions(path, i) -> np.ndarray:
 def _random_frames(n_frames=5, n=6, box=TRICLINIC, types=("Si", "O"), seed=0):
     rng = np.random.default_rng(seed)
     typeid = np.arange(n) % len(types)
-    return [_frame(box, types, typeid, rng.uniform(0.02, 0.98, (n, 3)), step=100 * k) for k in range(n_frames)]
+    return [
+        _frame(box, types, typeid, rng.uniform(0.02, 0.98, (n, 3)), step=100 * k)
+        for k in range(n_frames)
+    ]
 
 
 def test_orthorhombic_positions_box_and_types(tmp_path):
     box = [8.0, 9.0, 10.0, 0.0, 0.0, 0.0]
     path = tmp_path / "ortho.gsd"
-    _write(path, [_frame(box, ["Ar", "Kr"], [0, 1, 0], [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.9, 0.8, 0.7]], step=7)])
+    _write(
+        path,
+        [
+            _frame(
+                box,
+                ["Ar", "Kr"],
+                [0, 1, 0],
+                [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.9, 0.8, 0.7]],
+                step=7,
+            )
+        ],
+    )
     (s,) = read(path)
     assert s.source == str(path) and s.index == 0 and s.labels["timestep"] == 7
     np.testing.assert_array_equal(s.numbers, [18, 36, 18])
     np.testing.assert_array_equal(s.cell, np.diag([8.0, 9.0, 10.0]))
     assert s.pbc.all() and s.warnings == []
     # exactly what was written, moved from HOOMD's centred box to a cell starting at the origin
-    np.testing.assert_array_equal(s.positions, _written_positions(path, 0) + np.array([4.0, 4.5, 5.0]))
-    np.testing.assert_allclose(s.scaled_positions, [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.9, 0.8, 0.7]], atol=1e-6)
+    np.testing.assert_array_equal(
+        s.positions, _written_positions(path, 0) + np.array([4.0, 4.5, 5.0])
+    )
+    np.testing.assert_allclose(
+        s.scaled_positions, [[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.9, 0.8, 0.7]], atol=1e-6
+    )
 
 
 def test_triclinic_box_matches_hoomd_and_freud_conventions(tmp_path):
@@ -72,7 +95,9 @@ def test_triclinic_box_matches_hoomd_and_freud_conventions(tmp_path):
     _write(path, frames)
     (s,) = read(path)
     a = _hoomd_vectors(TRICLINIC)
-    np.testing.assert_array_equal(s.cell, a)  # a1 = (Lx,0,0), a2 = (xy Ly, Ly, 0), a3 = (xz Lz, yz Lz, Lz)
+    np.testing.assert_array_equal(
+        s.cell, a
+    )  # a1 = (Lx,0,0), a2 = (xy Ly, Ly, 0), a3 = (xz Lz, yz Lz, Lz)
     written = _written_positions(path, 0)
     np.testing.assert_array_equal(s.positions, written + a.sum(axis=0) / 2)
     frac = s.scaled_positions
@@ -104,15 +129,23 @@ def test_triclinic_box_matches_hoomd_and_freud_conventions(tmp_path):
 
 def test_2d_box_is_periodic_in_plane_only(tmp_path):
     path = tmp_path / "flat.gsd"
-    f = _frame([6.0, 7.0, 0.0, 0.25, 0.0, 0.0], ["A"], [0, 0, 0], [[0.1, 0.2, 0.5], [0.6, 0.3, 0.5], [0.4, 0.8, 0.5]],
-               dimensions=2)
+    f = _frame(
+        [6.0, 7.0, 0.0, 0.25, 0.0, 0.0],
+        ["A"],
+        [0, 0, 0],
+        [[0.1, 0.2, 0.5], [0.6, 0.3, 0.5], [0.4, 0.8, 0.5]],
+        dimensions=2,
+    )
     _write(path, [f])
     (s,) = read(path, species="types")
     np.testing.assert_array_equal(s.pbc, [True, True, False])
     np.testing.assert_array_equal(s.cell, [[6.0, 0, 0], [1.75, 7.0, 0], [0, 0, 0]])
     assert (s.positions[:, 2] == 0).all()
-    np.testing.assert_allclose(s.positions[:, :2], (np.array([[0.1, 0.2], [0.6, 0.3], [0.4, 0.8]])) @ s.cell[:2, :2],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        s.positions[:, :2],
+        (np.array([[0.1, 0.2], [0.6, 0.3], [0.4, 0.8]])) @ s.cell[:2, :2],
+        atol=1e-5,
+    )
 
 
 def test_type_names_that_are_not_elements_need_an_option(tmp_path):
@@ -123,13 +156,22 @@ def test_type_names_that_are_not_elements_need_an_option(tmp_path):
     msg = str(err.value)
     assert str(path) in msg and "'A', 'B'" in msg and "species=" in msg and "--species types" in msg
     assert err.value.index is None  # one error for the file, not one per frame
-    for species in ({1: "Ar", 2: "Kr"}, {"A": "Ar", "B": "Kr"}, ["Ar", "Kr"], {"1": "Ar", "2": "Kr"}):
+    for species in (
+        {1: "Ar", 2: "Kr"},
+        {"A": "Ar", "B": "Kr"},
+        ["Ar", "Kr"],
+        {"1": "Ar", "2": "Kr"},
+    ):
         out = read(path, species=species)
         assert [s.formula for s in out] == ["Ar3Kr3"] * 2 and all(s.warnings == [] for s in out)
     points = read(path, species="types")
     np.testing.assert_array_equal(points[0].numbers, [1, 2, 1, 2, 1, 2])
     for s in points:
-        assert len(s.warnings) == 1 and "point particles" in s.warnings[0] and "A=1, B=2" in s.warnings[0]
+        assert (
+            len(s.warnings) == 1
+            and "point particles" in s.warnings[0]
+            and "A=1, B=2" in s.warnings[0]
+        )
     # an explicit switch wins over element-looking names too
     si = tmp_path / "sio.gsd"
     _write(si, _random_frames(n_frames=1))
@@ -164,7 +206,9 @@ def test_frame_selection(tmp_path):
     assert [s.index for s in read(path, index="::-2")] == [4, 2, 0]
     assert read(path, index="7:9") == []
     shift = _hoomd_vectors(TRICLINIC).sum(axis=0) / 2
-    np.testing.assert_array_equal(read(path, index=3)[0].positions, _written_positions(path, 3) + shift)
+    np.testing.assert_array_equal(
+        read(path, index=3)[0].positions, _written_positions(path, 3) + shift
+    )
     with pytest.raises(FrameIndexError):
         read(path, index=5)
     with pytest.raises(FrameIndexError):
@@ -175,7 +219,9 @@ def _fl_frames(path, frames: list[dict]) -> None:
     """A GSD file written chunk by chunk: each frame stores only the chunks given for it."""
     import gsd.fl
 
-    with gsd.fl.open(str(path), "w", application="test", schema="hoomd", schema_version=[1, 4]) as f:
+    with gsd.fl.open(
+        str(path), "w", application="test", schema="hoomd", schema_version=[1, 4]
+    ) as f:
         for chunks in frames:
             for name, data in chunks.items():
                 f.write_chunk(name, data)
@@ -192,12 +238,23 @@ def test_omitted_data_comes_from_frame_0(tmp_path):
     rng = np.random.default_rng(3)
     pos = [rng.uniform(-4, 4, (4, 3)).astype(np.float32) for _ in range(2)]
     box = np.array(TRICLINIC, dtype=np.float32)
-    _fl_frames(path, [
-        {"configuration/box": box, "particles/N": np.array([4], np.uint32), "particles/types": _types_chunk(["Si", "O"]),
-         "particles/typeid": np.array([0, 1, 1, 0], np.uint32), "particles/position": pos[0]},
-        {"configuration/step": np.array([10], np.uint64), "particles/position": pos[1]},  # box, N, types from frame 0
-        {"configuration/step": np.array([20], np.uint64)},  # positions from frame 0 too
-    ])
+    _fl_frames(
+        path,
+        [
+            {
+                "configuration/box": box,
+                "particles/N": np.array([4], np.uint32),
+                "particles/types": _types_chunk(["Si", "O"]),
+                "particles/typeid": np.array([0, 1, 1, 0], np.uint32),
+                "particles/position": pos[0],
+            },
+            {
+                "configuration/step": np.array([10], np.uint64),
+                "particles/position": pos[1],
+            },  # box, N, types from frame 0
+            {"configuration/step": np.array([20], np.uint64)},  # positions from frame 0 too
+        ],
+    )
     out = read(path)
     shift = _hoomd_vectors(TRICLINIC).sum(axis=0) / 2
     for s in out:
@@ -211,11 +268,20 @@ def test_omitted_data_comes_from_frame_0(tmp_path):
 
 def test_frame_without_positions_and_another_n_is_refused(tmp_path):
     path = tmp_path / "nopos.gsd"
-    _fl_frames(path, [
-        {"configuration/box": np.array([5, 5, 5, 0, 0, 0], np.float32), "particles/N": np.array([2], np.uint32),
-         "particles/types": _types_chunk(["C"]), "particles/position": np.array([[0, 0, 0], [1, 1, 1]], np.float32)},
-        {"particles/N": np.array([3], np.uint32)},  # gsd would put all 3 particles at the origin
-    ])
+    _fl_frames(
+        path,
+        [
+            {
+                "configuration/box": np.array([5, 5, 5, 0, 0, 0], np.float32),
+                "particles/N": np.array([2], np.uint32),
+                "particles/types": _types_chunk(["C"]),
+                "particles/position": np.array([[0, 0, 0], [1, 1, 1]], np.float32),
+            },
+            {
+                "particles/N": np.array([3], np.uint32)
+            },  # gsd would put all 3 particles at the origin
+        ],
+    )
     errors: list[StructureError] = []
     ok = list(iter_structures(path, skip_bad=True, errors=errors))
     assert [s.index for s in ok] == [0] and ok[0].formula == "C2"
@@ -245,7 +311,9 @@ def test_truncated_and_bogus_files(tmp_path):
     _write(path, _random_frames(n_frames=5))
     data = path.read_bytes()
     path.write_bytes(data[:-10])  # the last frame's data is cut
-    with pytest.raises(UnreadableFileError, match=r"cut\.gsd \[index 4\].*frame 4.*truncated or corrupt"):
+    with pytest.raises(
+        UnreadableFileError, match=r"cut\.gsd \[index 4\].*frame 4.*truncated or corrupt"
+    ):
         read(path)
     assert [s.index for s in read(path, index="0:4")] == [0, 1, 2, 3]
     errors: list[StructureError] = []
@@ -280,7 +348,9 @@ def test_cli_data_info(tmp_path, capsys):
     assert main(["data", "info", str(ab)]) == 1
     cap = capsys.readouterr()
     errors = [line for line in cap.out.splitlines() if "ab.gsd:" in line]
-    assert len(errors) == 1 and "--species types" in errors[0] and "Traceback" not in cap.out + cap.err
+    assert (
+        len(errors) == 1 and "--species types" in errors[0] and "Traceback" not in cap.out + cap.err
+    )
     assert main(["data", "info", str(ab), "--species", "types"]) == 0
     assert "H3He3" in capsys.readouterr().out
     assert main(["data", "info", str(ab), "--species", "1=Ar,2=Kr"]) == 0
@@ -291,7 +361,9 @@ def test_cli_data_info(tmp_path, capsys):
     assert main(["data", "info", str(bad)]) == 1
     cap = capsys.readouterr()
     errors = [line for line in cap.out.splitlines() if "bad.gsd:" in line]
-    assert len(errors) == 1 and "unreadable file" in errors[0] and "Traceback" not in cap.out + cap.err
+    assert (
+        len(errors) == 1 and "unreadable file" in errors[0] and "Traceback" not in cap.out + cap.err
+    )
 
 
 def test_order_reads_a_one_component_gsd(tmp_path, monkeypatch):
@@ -307,13 +379,24 @@ def test_order_reads_a_one_component_gsd(tmp_path, monkeypatch):
     def fake_analyse(p, backbone, out, **kwargs):
         options = {k: kwargs[k] for k in ("species", "format") if k in kwargs}
         seen.append([s.formula for s in iter_structures(p, **options)])
-        return {"frames": 2, "particles_per_frame": 6, "seconds": {"total": 0.0},
-                "onset_frame": {"ssl_crystalline_fraction": None, "q6_mean": None, "steinhardt_solid_fraction": None}}
+        return {
+            "frames": 2,
+            "particles_per_frame": 6,
+            "seconds": {"total": 0.0},
+            "onset_frame": {
+                "ssl_crystalline_fraction": None,
+                "q6_mean": None,
+                "steinhardt_solid_fraction": None,
+            },
+        }
 
     monkeypatch.setattr(atomssl.order, "analyse_trajectory", fake_analyse)
     monkeypatch.setattr(order_cli, "_backbone", lambda args: None)
     for species, formula in (("types", "H6"), ("1=Ar", "Ar6"), ("Ar", "Ar6")):
-        assert main(["order", str(path), "--species", species, "--out", str(tmp_path / "o"), "-q"]) == 0
+        assert (
+            main(["order", str(path), "--species", species, "--out", str(tmp_path / "o"), "-q"])
+            == 0
+        )
         assert seen[-1] == [formula, formula]
 
 
@@ -356,12 +439,34 @@ def test_order_analysis_of_a_gsd_trajectory(tmp_path):
     lengths = np.diag(fcc.cell)
     path = tmp_path / "fcc.gsd"
     frac = fcc.scaled_positions % 1.0
-    _write(path, [_frame([*lengths, 0, 0, 0], ["A"], np.zeros(fcc.n_atoms), frac, step=k) for k in range(2)])
+    _write(
+        path,
+        [_frame([*lengths, 0, 0, 0], ["A"], np.zeros(fcc.n_atoms), frac, step=k) for k in range(2)],
+    )
     s = read(path, species="types")[0]
     assert solid_fraction(s) == 1.0  # the crystal survives the box conventions
     torch.manual_seed(0)
-    backbone = build_backbone({"name": "gaa", "k": 12, "width": 8, "n_blocks": 1, "rank": 2, "hidden_factor": 1.0,
-                               "species_dim": 4, "dropout": 0.0, "normalize": None, "chiral": False}).eval()
-    summary = analyse_trajectory(path, backbone, tmp_path / "out", particles=50, per_crystal=32, reference_n_min=256,
-                                 species="types")
+    backbone = build_backbone(
+        {
+            "name": "gaa",
+            "k": 12,
+            "width": 8,
+            "n_blocks": 1,
+            "rank": 2,
+            "hidden_factor": 1.0,
+            "species_dim": 4,
+            "dropout": 0.0,
+            "normalize": None,
+            "chiral": False,
+        }
+    ).eval()
+    summary = analyse_trajectory(
+        path,
+        backbone,
+        tmp_path / "out",
+        particles=50,
+        per_crystal=32,
+        reference_n_min=256,
+        species="types",
+    )
     assert summary["frames"] == 2 and summary["particles_per_frame"] == 50

@@ -36,7 +36,9 @@ def test_cif_roundtrip_through_pymatgen(tmp_path, small_atoms, name):
     # CIF writers group atoms by species: match atoms up to order (same Z, same fractional
     # position modulo lattice translations)
     d = s.scaled_positions[:, None, :] - atoms.get_scaled_positions()[None, :, :]
-    close = (np.abs(d - np.round(d)) < 1e-4).all(-1) & (s.numbers[:, None] == atoms.numbers[None, :])
+    close = (np.abs(d - np.round(d)) < 1e-4).all(-1) & (
+        s.numbers[:, None] == atoms.numbers[None, :]
+    )
     assert len(s) == len(atoms)
     assert (close.sum(0) == 1).all() and (close.sum(1) == 1).all()
 
@@ -120,7 +122,9 @@ def test_pymatgen_json(tmp_path, small_atoms):
 def test_lammps_data_species_mapping_and_mass_guess(tmp_path, small_atoms):
     atoms = small_atoms["nacl"]
     path = tmp_path / "nacl.lmp"
-    ase.io.write(path, atoms, format="lammps-data", specorder=["Na", "Cl"], masses=True, atom_style="atomic")
+    ase.io.write(
+        path, atoms, format="lammps-data", specorder=["Na", "Cl"], masses=True, atom_style="atomic"
+    )
     guessed = read(path, atom_style="atomic")[0]  # elements from the Masses section
     mapped = read(path, format="lammps-data", species={1: "Na", 2: "Cl"})[0]
     by_list = read(path, species=["Na", "Cl"])[0]
@@ -135,12 +139,23 @@ def test_lammps_data_species_mapping_and_mass_guess(tmp_path, small_atoms):
     assert read(tmp_path / "data.nacl")[0].formula == "Cl4Na4"
 
 
-def _dump_text(frames: list[np.ndarray], types: list[int], box: float, element: list[str] | None = None) -> str:
+def _dump_text(
+    frames: list[np.ndarray], types: list[int], box: float, element: list[str] | None = None
+) -> str:
     cols = "id type element x y z" if element else "id type x y z"
     out = []
     for step, pos in enumerate(frames):
-        out += ["ITEM: TIMESTEP", str(step * 100), "ITEM: NUMBER OF ATOMS", str(len(pos)),
-                "ITEM: BOX BOUNDS pp pp pp"] + [f"0.0 {box}"] * 3 + [f"ITEM: ATOMS {cols}"]
+        out += (
+            [
+                "ITEM: TIMESTEP",
+                str(step * 100),
+                "ITEM: NUMBER OF ATOMS",
+                str(len(pos)),
+                "ITEM: BOX BOUNDS pp pp pp",
+            ]
+            + [f"0.0 {box}"] * 3
+            + [f"ITEM: ATOMS {cols}"]
+        )
         # written in reverse id order: the reader must sort by id
         for i in reversed(range(len(pos))):
             el = f" {element[i]}" if element else ""
@@ -170,10 +185,21 @@ def test_lammps_dump_frames_and_species(tmp_path, rng):
 
 def test_format_detection():
     cases = {
-        "a.cif": "cif", "a.CIF": "cif", "a.cif.gz": "cif", "POSCAR": "vasp", "CONTCAR_3": "vasp",
-        "x.vasp": "vasp", "t.extxyz": "extxyz", "t.xyz": "extxyz", "s.db": "db", "d.lmp": "lammps-data",
-        "data.lj": "lammps-data", "dump.lj": "lammps-dump-text", "t.lammpstrj": "lammps-dump-text",
-        "m.json": "json", "a.traj": "traj",
+        "a.cif": "cif",
+        "a.CIF": "cif",
+        "a.cif.gz": "cif",
+        "POSCAR": "vasp",
+        "CONTCAR_3": "vasp",
+        "x.vasp": "vasp",
+        "t.extxyz": "extxyz",
+        "t.xyz": "extxyz",
+        "s.db": "db",
+        "d.lmp": "lammps-data",
+        "data.lj": "lammps-data",
+        "dump.lj": "lammps-dump-text",
+        "t.lammpstrj": "lammps-dump-text",
+        "m.json": "json",
+        "a.traj": "traj",
     }
     for name, fmt in cases.items():
         assert detect_format(name) == fmt, name
@@ -200,11 +226,18 @@ def test_iter_structures_folders_objects_and_skip_bad(tmp_path, small_atoms):
     (tmp_path / ".hidden").mkdir()
     ase.io.write(tmp_path / "a.cif", small_atoms["si"])
     ase.io.write(tmp_path / "sub" / "POSCAR", small_atoms["nacl"], format="vasp")
-    ase.io.write(tmp_path / "sub" / "deeper" / "t.extxyz", [small_atoms["water"], small_atoms["slab"]])
+    ase.io.write(
+        tmp_path / "sub" / "deeper" / "t.extxyz", [small_atoms["water"], small_atoms["slab"]]
+    )
     ase.io.write(tmp_path / ".hidden" / "h.xyz", small_atoms["water"])  # hidden: skipped
     (tmp_path / "README.txt").write_text("not a structure")  # unknown name in a folder: skipped
     got = list(iter_structures(tmp_path))
-    assert [(s.formula, s.index) for s in got] == [("Si2", 0), ("Cl4Na4", 0), ("H2O", 0), ("Al8", 1)]
+    assert [(s.formula, s.index) for s in got] == [
+        ("Si2", 0),
+        ("Cl4Na4", 0),
+        ("H2O", 0),
+        ("Al8", 1),
+    ]
     assert got[1].source.endswith("sub/POSCAR")
 
     pmg = AseAtomsAdaptor.get_structure(small_atoms["triclinic"])

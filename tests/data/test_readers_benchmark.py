@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("readers_benchmark", ROOT / "benchmarks" / "readers.py")
+    spec = importlib.util.spec_from_file_location(
+        "readers_benchmark", ROOT / "benchmarks" / "readers.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up
     try:
@@ -43,7 +45,12 @@ def _linbo3():
 def _graphite():
     from pymatgen.core import Lattice, Structure
 
-    return Structure.from_spacegroup("P6_3/mmc", Lattice.hexagonal(2.464, 6.711), ["C", "C"], [[0, 0, 0.25], [1 / 3, 2 / 3, 0.25]])
+    return Structure.from_spacegroup(
+        "P6_3/mmc",
+        Lattice.hexagonal(2.464, 6.711),
+        ["C", "C"],
+        [[0, 0, 0.25], [1 / 3, 2 / 3, 0.25]],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,11 @@ def records(bench, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("readers")
     linbo3, graphite = _linbo3(), _graphite()
     rh = bench.rhombohedral_cif(linbo3, "LiNbO3", "{rhombohedral axes}")
-    assert rh is not None and "'R 3 c {rhombohedral axes}'" in rh and "_symmetry_equiv_pos_as_xyz" not in rh
+    assert (
+        rh is not None
+        and "'R 3 c {rhombohedral axes}'" in rh
+        and "_symmetry_equiv_pos_as_xyz" not in rh
+    )
     text, symmetrized = bench.symmetrized_cif(graphite)
     assert symmetrized
     three = bench.three_decimals(text)
@@ -62,9 +73,24 @@ def records(bench, tmp_path_factory):
     cut = bench.truncated(str(bench.symmetrized_cif(linbo3)[0]), inside_row=False)
     assert cut is not None and "_atom_site_fract_x" in cut
     items = [
-        bench.Item("derived: rhombohedral axes, no operations", "LiNbO3_rh.cif", bench._write(tmp / "LiNbO3_rh.cif", rh), [bench.truth_of_structure(linbo3)]),
-        bench.Item("derived: 3-decimal coordinates", "graphite_3dec.cif", bench._write(tmp / "graphite_3dec.cif", three), [bench.truth_of_structure(graphite)]),
-        bench.Item("derived: truncated at a row boundary", "LiNbO3_cut.cif", bench._write(tmp / "LiNbO3_cut.cif", cut), [bench.truth_of_structure(linbo3)]),
+        bench.Item(
+            "derived: rhombohedral axes, no operations",
+            "LiNbO3_rh.cif",
+            bench._write(tmp / "LiNbO3_rh.cif", rh),
+            [bench.truth_of_structure(linbo3)],
+        ),
+        bench.Item(
+            "derived: 3-decimal coordinates",
+            "graphite_3dec.cif",
+            bench._write(tmp / "graphite_3dec.cif", three),
+            [bench.truth_of_structure(graphite)],
+        ),
+        bench.Item(
+            "derived: truncated at a row boundary",
+            "LiNbO3_cut.cif",
+            bench._write(tmp / "LiNbO3_cut.cif", cut),
+            [bench.truth_of_structure(linbo3)],
+        ),
     ]
     return {r["file"]: r for r in bench.run(items)}
 
@@ -88,7 +114,9 @@ def test_three_decimals_and_truncation(records):
     assert "wrong" in (three["pymatgen"], three["ase"])  # a plain reader keeps the near-duplicates
     cut = _verdicts(records["LiNbO3_cut.cif"])
     assert cut["atomssl"] == "refused"
-    assert cut["pymatgen"] == "wrong" and cut["ase"] == "wrong"  # half the atoms, read as a structure
+    assert (
+        cut["pymatgen"] == "wrong" and cut["ase"] == "wrong"
+    )  # half the atoms, read as a structure
 
 
 def test_summary_counts_and_problem_lists(bench, records):
@@ -105,16 +133,26 @@ def test_summary_counts_and_problem_lists(bench, records):
     assert summary["derived: rhombohedral axes, no operations"]["files"] == 1
     problems = bench.problem_lists(recs)
     assert problems["atomssl_wrong"] == [] and problems["atomssl_crashed"] == []
-    assert problems["atomssl_refused_plain_correct"] == []  # the truncated file: nobody reads it correctly
+    assert (
+        problems["atomssl_refused_plain_correct"] == []
+    )  # the truncated file: nobody reads it correctly
 
 
 def test_judge_rules(bench):
     truth = bench.Truth("source structure", {"Li": 2, "O": 1}, density=0.1)
     good = bench.Reading(blocks=[bench._block({"Li": 8, "O": 4}, 120.0)])
     assert bench.judge(good, [truth]) == ("correct", "")
-    assert bench.judge(bench.Reading(blocks=[bench._block({"Li": 8, "O": 4}, 100.0)]), [truth])[0] == "wrong"  # density
-    assert bench.judge(bench.Reading(refused="ValueError"), [truth]) == ("refused", "ValueError")  # never wrong
-    assert bench.judge(bench.Reading(blocks=[]), [truth, truth])[0] == "wrong"  # a block silently dropped
+    assert (
+        bench.judge(bench.Reading(blocks=[bench._block({"Li": 8, "O": 4}, 100.0)]), [truth])[0]
+        == "wrong"
+    )  # density
+    assert bench.judge(bench.Reading(refused="ValueError"), [truth]) == (
+        "refused",
+        "ValueError",
+    )  # never wrong
+    assert (
+        bench.judge(bench.Reading(blocks=[]), [truth, truth])[0] == "wrong"
+    )  # a block silently dropped
     assert bench.judge(good, [bench.Truth(None)])[0] == "unknown"
 
 
@@ -126,7 +164,13 @@ def test_declared_truth_z_conventions_and_duplicates(bench):
     t = bench.declared_truth(["_chemical_formula_sum 'Ag2 P O4 H'", "_chemical_formula_sum ''"])
     assert t.composition == {"Ag": 2, "P": 1, "O": 4, "H": 1} and not t.counts
     t = bench.declared_truth(["_chemical_formula_moiety '2(C6 H8 N2 2+), 2(Cl1 1-), H2 O'"])
-    assert t.source.startswith("_chemical_formula_moiety") and t.composition == {"C": 12, "H": 18, "N": 4, "Cl": 2, "O": 1}
+    assert t.source.startswith("_chemical_formula_moiety") and t.composition == {
+        "C": 12,
+        "H": 18,
+        "N": 4,
+        "Cl": 2,
+        "O": 1,
+    }
     assert bench.declared_truth(["_chemical_formula_sum ?"]).source is None
 
 
@@ -153,5 +197,8 @@ def test_report_first_line_is_the_command(bench, records):
         "problems": bench.problem_lists(recs),
     }
     md = bench.render_markdown(rep)
-    assert md.splitlines()[0] == f"`{rep['command']}`" and "benchmarks/readers.py --quick" in md.splitlines()[0]
+    assert (
+        md.splitlines()[0] == f"`{rep['command']}`"
+        and "benchmarks/readers.py --quick" in md.splitlines()[0]
+    )
     assert "| atomssl | 3 | 2 | 0 |" in md

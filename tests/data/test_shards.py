@@ -14,8 +14,8 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-from conftest import sigkill_on_cue
 from ase.build import bulk
+from conftest import sigkill_on_cue
 
 from atomssl.cli.main import main
 from atomssl.data import ShardedCorpus, Structure, import_shards, iter_structures, read
@@ -29,7 +29,12 @@ TIMES = ("created", "updated", "completed")
 def _crystals(n: int, seed: int = 0, bad: tuple[int, ...] = ()) -> list:
     """``n`` small rattled crystals with labels; indices in ``bad`` get two overlapping atoms."""
     rng = np.random.default_rng(seed)
-    protos = [("Si", "diamond", 5.43), ("NaCl", "rocksalt", 5.64), ("Cu", "fcc", 3.6), ("Fe", "bcc", 2.87)]
+    protos = [
+        ("Si", "diamond", 5.43),
+        ("NaCl", "rocksalt", 5.64),
+        ("Cu", "fcc", 3.6),
+        ("Fe", "bcc", 2.87),
+    ]
     out = []
     for i in range(n):
         name, kind, a = protos[i % len(protos)]
@@ -44,7 +49,9 @@ def _crystals(n: int, seed: int = 0, bad: tuple[int, ...] = ()) -> list:
     return out
 
 
-def _files(folder: Path, sizes: list[int], bad: dict[int, tuple[int, ...]] | None = None) -> list[str]:
+def _files(
+    folder: Path, sizes: list[int], bad: dict[int, tuple[int, ...]] | None = None
+) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, n in enumerate(sizes):
@@ -103,7 +110,12 @@ def test_round_trip_labels_ids_warnings(tmp_path):
     for i, atoms in enumerate(_crystals(4, seed=9)):
         s = Structure.from_ase(atoms, index=i)
         s.id = f"obj-{i}" if i % 2 else ""
-        s.labels.update(energy=-1.5 * i, stable=bool(i % 2), forces=np.full((len(atoms), 3), 0.1 * i), tensor=np.eye(3) * i)
+        s.labels.update(
+            energy=-1.5 * i,
+            stable=bool(i % 2),
+            forces=np.full((len(atoms), 3), 0.1 * i),
+            tensor=np.eye(3) * i,
+        )
         s.warnings = [f"note {i}"] if i != 1 else []
         objs.append(s)
     report = import_shards(files + objs, tmp_path / "c", shard_size=4)
@@ -114,16 +126,22 @@ def test_round_trip_labels_ids_warnings(tmp_path):
     for i, (orig, got) in enumerate(zip(originals, corpus)):
         _same(orig, got)
         assert got.source == str(tmp_path / "c") and got.index == i
-        assert got.id == (orig.id or (f"{orig.source}@{orig.index}" if orig.source else ""))  # as StructureStore
+        assert got.id == (
+            orig.id or (f"{orig.source}@{orig.index}" if orig.source else "")
+        )  # as StructureStore
         _same(orig, corpus[i])
     _same(originals[-1], corpus[-1])
     assert [s.id for s in corpus[2:5]] == [s.id for s in list(corpus)[2:5]]
     # a single shard and the whole folder through the ordinary readers
-    assert [s.id for s in read(tmp_path / "c" / "shard-00001.aselmdb")] == [s.id for s in corpus[4:8]]
+    assert [s.id for s in read(tmp_path / "c" / "shard-00001.aselmdb")] == [
+        s.id for s in corpus[4:8]
+    ]
     assert [s.id for s in iter_structures([tmp_path / "c"])] == [s.id for s in corpus]
     # a corpus inside a searched folder is one source (sorted among its neighbours), not a pile of shards
     found = [(s.source, s.index) for s in iter_structures(tmp_path)]
-    assert found == [(str(tmp_path / "c"), i) for i in range(16)] + [(s.source, s.index) for s in originals[:12]]
+    assert found == [(str(tmp_path / "c"), i) for i in range(16)] + [
+        (s.source, s.index) for s in originals[:12]
+    ]
 
 
 def test_shard_sizes_and_manifest_statistics(tmp_path):
@@ -131,7 +149,9 @@ def test_shard_sizes_and_manifest_statistics(tmp_path):
     import_shards(files, tmp_path / "c", shard_size=5, skip_bad=True)
     m = json.loads((tmp_path / "c" / "manifest.json").read_text())
     good = [s for s in iter_structures(files, skip_bad=True)]
-    assert [r["count"] for r in m["shards"]] == [5, 5, 5, 5, 2] and m["n_structures"] == 22 == len(good)
+    assert [r["count"] for r in m["shards"]] == [5, 5, 5, 5, 2] and m["n_structures"] == 22 == len(
+        good
+    )
     assert m["complete"] and m["format_version"] == 1
     for rec in m["shards"]:
         assert rec["sha256"] == file_sha256(tmp_path / "c" / rec["file"])
@@ -146,7 +166,9 @@ def test_shard_sizes_and_manifest_statistics(tmp_path):
             atoms[el] = atoms.get(el, 0) + 1
         for el in set(symbols):
             structures[el] = structures.get(el, 0) + 1
-    assert m["species"] == {el: {"atoms": atoms[el], "structures": structures[el]} for el in sorted(atoms)}
+    assert m["species"] == {
+        el: {"atoms": atoms[el], "structures": structures[el]} for el in sorted(atoms)
+    }
     gap = np.array([s.labels["gap"] for s in good])
     st = m["labels"]["gap"]
     assert st["count"] == 22 and st["kind"] == "number"
@@ -154,8 +176,15 @@ def test_shard_sizes_and_manifest_statistics(tmp_path):
     assert (st["min"], st["max"]) == (gap.min(), gap.max())
     assert m["labels"]["tag"] == {"kind": "str", "count": 22}
     # sources and skipped entries, each with its reason
-    assert [(s["path"], s["structures"], s["skipped"]) for s in m["sources"]] == [(files[0], 9, 0), (files[1], 0, 1), (files[2], 13, 1)]
-    assert m["sources"][0]["size"] == os.path.getsize(files[0]) and m["sources"][0]["mtime_ns"] == os.stat(files[0]).st_mtime_ns
+    assert [(s["path"], s["structures"], s["skipped"]) for s in m["sources"]] == [
+        (files[0], 9, 0),
+        (files[1], 0, 1),
+        (files[2], 13, 1),
+    ]
+    assert (
+        m["sources"][0]["size"] == os.path.getsize(files[0])
+        and m["sources"][0]["mtime_ns"] == os.stat(files[0]).st_mtime_ns
+    )
     assert [(r["source"], r["index"], r["kind"]) for r in m["skipped"]] == [
         (files[1], None, "unreadable file"), (files[2], 3, "overlapping atoms")]  # fmt: skip
     assert "apart" in m["skipped"][1]["reason"]
@@ -169,10 +198,14 @@ def test_plain_ase_db_reads_a_shard(tmp_path):
     import_shards([s], tmp_path / "c")
     db = ase.db.connect(str(tmp_path / "c" / "shard-00000.aselmdb"), type="aselmdb")
     row = db.get(id=1)
-    assert row.gap == s.labels["gap"] and row.tag == "t0" and row.stable is True  # key-value pairs, queryable
+    assert (
+        row.gap == s.labels["gap"] and row.tag == "t0" and row.stable is True
+    )  # key-value pairs, queryable
     assert db.count("gap>0") == 1
     atoms = row.toatoms()
-    assert atoms.get_potential_energy() == -3.25 and np.array_equal(atoms.get_forces(), np.ones((2, 3)))
+    assert atoms.get_potential_energy() == -3.25 and np.array_equal(
+        atoms.get_forces(), np.ones((2, 3))
+    )
     assert row.data["atomssl"]["source"] == "x.xyz" and row.data["atomssl"]["labels"]["tag"] == "t0"
     db.close()
 
@@ -215,15 +248,31 @@ CHILD = textwrap.dedent(
 def _kill_during(argv: list[str], tmp_path: Path, mode: str, after: int) -> None:
     cue = tmp_path / f"cue-{time.monotonic_ns()}"
     env = dict(os.environ, CUE=str(cue), MODE=mode, AFTER=str(after), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *argv],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     sigkill_on_cue(proc, cue, 120, poll=0.02)
 
 
 @pytest.mark.parametrize("mode,after", [("row", 13), ("manifest", 1)])
 def test_sigkill_then_same_command_gives_the_same_corpus(tmp_path, mode, after):
     files = _files(tmp_path / "in", [6, 9, 7], bad={1: (4,)})
+
     def argv(out: str) -> list[str]:
-        return ["data", "import", *files, "--out", str(tmp_path / out), "--shard-size", "5", "--skip-bad"]
+        return [
+            "data",
+            "import",
+            *files,
+            "--out",
+            str(tmp_path / out),
+            "--shard-size",
+            "5",
+            "--skip-bad",
+        ]
 
     _kill_during(argv("killed"), tmp_path, mode, after)
     left = sorted(p.name for p in (tmp_path / "killed").iterdir())
@@ -236,10 +285,15 @@ def test_sigkill_then_same_command_gives_the_same_corpus(tmp_path, mode, after):
         ShardedCorpus(tmp_path / "killed")
     assert main(argv("killed")) == 0  # the same command again
     assert main(argv("whole")) == 0
-    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(
+        p.name for p in (tmp_path / "whole").iterdir()
+    )
     assert _rows(tmp_path / "killed") == _rows(tmp_path / "whole")
     assert _manifest(tmp_path / "killed") == _manifest(tmp_path / "whole")
-    killed, whole = ShardedCorpus(tmp_path / "killed", verify=True), ShardedCorpus(tmp_path / "whole")
+    killed, whole = (
+        ShardedCorpus(tmp_path / "killed", verify=True),
+        ShardedCorpus(tmp_path / "whole"),
+    )
     assert len(killed) == 21 and [s.id for s in killed] == [s.id for s in whole]
     assert main(argv("killed")) == 0  # a third time: complete, nothing to do
 
@@ -249,15 +303,26 @@ def test_bad_entry_aborts_keeps_complete_shards_and_skip_bad_resumes(tmp_path, c
     argv = ["data", "import", *files, "--out", str(tmp_path / "c"), "--shard-size", "3"]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "part1.extxyz [index 2]: overlapping atoms" in err and "2 complete shard(s)" in err
-    assert [p.name for p in sorted((tmp_path / "c").glob("shard-*"))] == ["shard-00000.aselmdb", "shard-00001.aselmdb"]
+    assert (
+        len(err.splitlines()) == 1
+        and "part1.extxyz [index 2]: overlapping atoms" in err
+        and "2 complete shard(s)" in err
+    )
+    assert [p.name for p in sorted((tmp_path / "c").glob("shard-*"))] == [
+        "shard-00000.aselmdb",
+        "shard-00001.aselmdb",
+    ]
     assert main(argv + ["--skip-bad"]) == 0
     assert "resumed: 2 shard(s)" in capsys.readouterr().out
     m = json.loads((tmp_path / "c" / "manifest.json").read_text())
-    assert m["n_structures"] == 10 and [(r["index"], r["kind"]) for r in m["skipped"]] == [(2, "overlapping atoms")]
+    assert m["n_structures"] == 10 and [(r["index"], r["kind"]) for r in m["skipped"]] == [
+        (2, "overlapping atoms")
+    ]
     # a bad first entry without --skip-bad: nothing is written at all
     first_bad = _files(tmp_path / "in2", [3], bad={0: (0,)})
-    assert main(["data", "import", *first_bad, "--out", str(tmp_path / "d"), "--shard-size", "1"]) == 1
+    assert (
+        main(["data", "import", *first_bad, "--out", str(tmp_path / "d"), "--shard-size", "1"]) == 1
+    )
     assert "nothing was written" in capsys.readouterr().err and not (tmp_path / "d").exists()
 
 
@@ -281,7 +346,9 @@ def test_workers_give_the_same_corpus(tmp_path, monkeypatch):
     assert one.n_written == two.n_written == 22
     assert _rows(tmp_path / "one") == _rows(tmp_path / "two")
     assert _manifest(tmp_path / "one") == _manifest(tmp_path / "two")
-    assert [str(e) for e in one.errors] == [str(e) for e in two.errors] and isinstance(two.errors[0], OverlapError)
+    assert [str(e) for e in one.errors] == [str(e) for e in two.errors] and isinstance(
+        two.errors[0], OverlapError
+    )
 
 
 def test_a_builtin_dataset_is_a_resumable_source(tmp_path):
@@ -289,7 +356,9 @@ def test_a_builtin_dataset_is_a_resumable_source(tmp_path):
     corpus = ShardedCorpus(tmp_path / "c")
     assert len(corpus) == report.n_written > 100 and corpus.counts[0] == 100
     assert corpus.manifest["sources"][0]["dataset"] == "dataset:aflow_prototypes"
-    assert import_shards(["dataset:aflow_prototypes"], tmp_path / "c", shard_size=100).already_complete
+    assert import_shards(
+        ["dataset:aflow_prototypes"], tmp_path / "c", shard_size=100
+    ).already_complete
 
 
 def test_empty_or_all_bad_input_is_refused_and_nothing_written(tmp_path):
@@ -365,12 +434,16 @@ def test_pickles_and_reads_in_forked_dataloader_workers(tmp_path):
 
     import_shards(_files(tmp_path / "in", [10]), tmp_path / "c", shard_size=3)
     corpus = ShardedCorpus(tmp_path / "c")
-    want = [(i, s.n_atoms, float(s.positions.sum())) for i, s in enumerate(corpus)]  # parent has every shard open
+    want = [
+        (i, s.n_atoms, float(s.positions.sum())) for i, s in enumerate(corpus)
+    ]  # parent has every shard open
     copy = pickle.loads(pickle.dumps(corpus))
     assert [s.id for s in copy] == [s.id for s in corpus]
     loader = torch.utils.data.DataLoader(_Sizes(corpus), batch_size=None, shuffle=False, num_workers=2,
                                          multiprocessing_context="fork")  # fmt: skip
     got = list(loader)
     assert [(int(i), int(n), float(x)) for i, n, x, _ in got] == want
-    assert len({int(pid) for *_, pid in got}) == 2 and os.getpid() not in {int(pid) for *_, pid in got}
+    assert len({int(pid) for *_, pid in got}) == 2 and os.getpid() not in {
+        int(pid) for *_, pid in got
+    }
     assert corpus[5].n_atoms == want[5][1]  # the parent still reads

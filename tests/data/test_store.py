@@ -7,9 +7,9 @@ import os
 import pickle
 
 import ase.io
-from ase.build import bulk
 import numpy as np
 import pytest
+from ase.build import bulk
 
 from atomssl.data import Structure, StructureStore, import_structures, read
 from atomssl.errors import MissingFileError, OverlapError, UnreadableFileError
@@ -20,7 +20,13 @@ def _labelled(small_atoms) -> list[Structure]:
     for i, name in enumerate(["si", "nacl", "triclinic", "water", "slab"]):
         s = Structure.from_ase(small_atoms[name], source=f"/data/{name}.cif", index=i)
         # 'energy' is reserved by ASE (not a key-value pair); arrays only fit in row data
-        s.labels = {"n": 1.5 + i, "energy": -2.0 * i, "phase": name, "stable": i % 2 == 0, "tensor": np.eye(3) * i}
+        s.labels = {
+            "n": 1.5 + i,
+            "energy": -2.0 * i,
+            "phase": name,
+            "stable": i % 2 == 0,
+            "tensor": np.eye(3) * i,
+        }
         if i == 0:
             s.id = "mp-149"
         out.append(s)
@@ -103,7 +109,10 @@ def test_open_errors(tmp_path):
 
 
 def _read_all(store: StructureStore) -> list[tuple[str, float, float]]:
-    return [(s.formula, float(s.positions.sum()), float(s.labels["n"])) for s in (store[i] for i in range(len(store)))]
+    return [
+        (s.formula, float(s.positions.sum()), float(s.labels["n"]))
+        for s in (store[i] for i in range(len(store)))
+    ]
 
 
 def test_many_processes_read_at_once(tmp_path, small_atoms):
@@ -160,7 +169,10 @@ def test_import_skip_bad_reports_and_continues(tmp_path, small_atoms):
     assert "wrote 4 structure(s)" in text and "skipped 2 bad entries" in text
     assert "b2_overlap.xyz" in text and "z_nan.xyz" in text
     d = report.to_dict()
-    assert d["n_bad"] == 2 and {e["kind"] for e in d["errors"]} == {"overlapping atoms", "non-finite coordinates"}
+    assert d["n_bad"] == 2 and {e["kind"] for e in d["errors"]} == {
+        "overlapping atoms",
+        "non-finite coordinates",
+    }
     store = StructureStore(out)
     assert [s.formula for s in store] == ["Si2", "H2O", "Cl4Na4", "MgO2"]
     assert store[1].id.endswith("a.extxyz@1")
@@ -197,11 +209,17 @@ def test_import_removes_temporaries_of_dead_imports_only(tmp_path):
     stale_siblings = [tmp_path / f"{stale.name}{suffix}" for suffix in ("-journal", "-wal", "-shm")]
     orphan_journal = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.xyz.tmp.db-journal"
     live_journal = tmp_path / f"{live.name}-journal"
-    unrelated = tmp_path / f".store.db.{_store._HOST}.{dead.pid}.abc.tmp.db.keep"  # not ours to delete
+    unrelated = (
+        tmp_path / f".store.db.{_store._HOST}.{dead.pid}.abc.tmp.db.keep"
+    )  # not ours to delete
     for p in (stale, live, other_host, *stale_siblings, orphan_journal, live_journal, unrelated):
         p.write_bytes(b"partial")
     import_structures([src], out)
-    assert not stale.exists() and not any(p.exists() for p in stale_siblings) and not orphan_journal.exists()
+    assert (
+        not stale.exists()
+        and not any(p.exists() for p in stale_siblings)
+        and not orphan_journal.exists()
+    )
     assert live.exists() and live_journal.exists() and other_host.exists() and unrelated.exists()
     assert len(list(StructureStore(out))) == 1
 
@@ -256,4 +274,8 @@ def test_reader_warnings_round_trip_through_the_store_and_the_import_report(tmp_
     assert f"{first} [index 0]: warning: merged 12 symmetry-duplicate sites" in text
     assert [s.warnings for s in StructureStore(tmp_path / "second.db")] == [warned.warnings, []]
     clean = import_structures([plain], tmp_path / "third.db")
-    assert clean.n_warned == 0 and clean.to_dict()["warned"] == [] and "warning:" not in clean.summary()
+    assert (
+        clean.n_warned == 0
+        and clean.to_dict()["warned"] == []
+        and "warning:" not in clean.summary()
+    )

@@ -38,7 +38,9 @@ def test_best_first_matches_brute_force_order(seed):
     logp = np.log(rng.dirichlet(np.ones(n), size=m))
     got = list(best_first_assignments(logp, top_k=k, limit=10_000))
     top = np.argsort(-logp, axis=1)[:, :k]
-    brute = sorted((float(sum(logp[a, c[a]] for a in range(m))), c) for c in itertools.product(*top))[::-1]
+    brute = sorted(
+        (float(sum(logp[a, c[a]] for a in range(m))), c) for c in itertools.product(*top)
+    )[::-1]
     assert len(got) == k**m
     np.testing.assert_allclose([s for s, _ in got], [s for s, _ in brute], rtol=0, atol=1e-12)
     for s, e in got:  # every yielded score is the score of its own assignment
@@ -73,7 +75,10 @@ def test_valid_decoding_finds_a_shared_species_beyond_per_atom_top_k():
 
 def test_decoding_errors_and_no_mask():
     numbers = np.array([NA, CL])
-    assert choose_species(np.zeros((0, 118)), numbers, np.zeros(2, bool), "valid").tolist() == [NA, CL]
+    assert choose_species(np.zeros((0, 118)), numbers, np.zeros(2, bool), "valid").tolist() == [
+        NA,
+        CL,
+    ]
     with pytest.raises(ConfigError):
         choose_species(np.zeros((0, 118)), numbers, np.zeros(2, bool), "beam")
     with pytest.raises(ValueError):

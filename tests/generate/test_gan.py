@@ -3,10 +3,10 @@ was computing the adversarial term under no_grad on arg-max species), losses, an
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
+from atomssl.errors import ConfigError
 from atomssl.generate import (
     Discriminator,
     Generator,
@@ -20,7 +20,6 @@ from atomssl.generate import (
     real_batch,
     relaxed_species,
 )
-from atomssl.errors import ConfigError
 from atomssl.graph import collate, to_graph
 from atomssl.train import synthetic_crystals
 
@@ -43,7 +42,10 @@ def _adversarial_grads(gen, disc, batch, kind="nonsaturating", positions="genera
     disc.requires_grad_(False)
     generator_adversarial_loss(disc, critic_view(fake, batch, positions), kind).backward()
     disc.requires_grad_(True)
-    return {n: (p.grad.abs().sum().item() if p.grad is not None else 0.0) for n, p in gen.named_parameters()}
+    return {
+        n: (p.grad.abs().sum().item() if p.grad is not None else 0.0)
+        for n, p in gen.named_parameters()
+    }
 
 
 @pytest.mark.parametrize("kind", ["nonsaturating", "wgan-gp"])
@@ -182,17 +184,28 @@ def test_composition_critic_reads_element_fractions_and_round_trips(setup, tmp_p
         torch.testing.assert_close(disc(real_batch(batch, 0.0)), again(real_batch(batch, 0.0)))
 
 
-def test_chemistry_critic_features_are_smact_oxidation_states_and_reach_the_generator(setup, tmp_path):
+def test_chemistry_critic_features_are_smact_oxidation_states_and_reach_the_generator(
+    setup, tmp_path
+):
     from smact import Element
 
     from atomssl.generate._discriminator import (
-        N_CHEMISTRY, OXIDATION_RANGE, chemistry_descriptors, chemistry_features, element_fractions)
+        N_CHEMISTRY,
+        OXIDATION_RANGE,
+        chemistry_descriptors,
+        chemistry_features,
+        element_fractions,
+    )
 
     table = chemistry_descriptors()
-    assert table.shape == (119, N_CHEMISTRY) and not table[0].any()  # the mask token has no chemistry
+    assert (
+        table.shape == (119, N_CHEMISTRY) and not table[0].any()
+    )  # the mask token has no chemistry
     for z, sym in ((8, "O"), (26, "Fe"), (17, "Cl")):
         states = Element(sym).oxidation_states_smact14
-        assert [OXIDATION_RANGE[i] for i in torch.nonzero(table[z, : len(OXIDATION_RANGE)]).flatten()] == sorted(states)
+        assert [
+            OXIDATION_RANGE[i] for i in torch.nonzero(table[z, : len(OXIDATION_RANGE)]).flatten()
+        ] == sorted(states)
         assert float(table[z, -4]) == min(states) / 8 and float(table[z, -3]) == max(states) / 8
     gen, _, batch = setup
     frac = element_fractions(batch)

@@ -40,13 +40,15 @@ def gen():
 
 
 def nacl():
-    return Structure.from_ase(bulk("NaCl", "rocksalt", a=5.64, cubic=True))  # Na4Cl4, d_min = 2.82 A
+    return Structure.from_ase(
+        bulk("NaCl", "rocksalt", a=5.64, cubic=True)
+    )  # Na4Cl4, d_min = 2.82 A
 
 
 def test_species_mask_hides_one_whole_species():
     s = nacl()
     for seed in range(5):
-        (orig, cor, mask, dmin), = corrupt_structures([s], "species", 0.1, seed=seed)
+        ((orig, cor, mask, dmin),) = corrupt_structures([s], "species", 0.1, seed=seed)
         masked_species = set(orig.numbers[mask])
         assert len(masked_species) == 1
         assert mask.sum() == (orig.numbers == masked_species.pop()).sum() == 4
@@ -67,11 +69,13 @@ def test_random_mask_fraction_and_noise_scale():
 
 
 def test_repair_is_equivariant(gen):
-    (orig, cor, mask, dmin), = corrupt_structures([synthetic_crystals(1, seed=4)[0]], "random", 0.1, seed=0)
+    ((orig, cor, mask, dmin),) = corrupt_structures(
+        [synthetic_crystals(1, seed=4)[0]], "random", 0.1, seed=0
+    )
     g64 = gen.double()
 
     def fn(structure):
-        (rep, _), = repair(g64, [structure], d_min=[dmin])
+        ((rep, _),) = repair(g64, [structure], d_min=[dmin])
         return {"move": rep.positions - structure.positions, "species": rep.numbers.astype(float)}
 
     try:
@@ -141,9 +145,13 @@ def test_metrics_by_hand():
 
 
 def test_substitution_counts_matrix_and_order(tmp_path):
-    recs = [_rec([11, 17], [11, 35], [False, True]), _rec([11, 17], [11, 35], [False, True]),
-            _rec([11, 17], [19, 17], [True, False]), _rec([11, 17], [11, 17], [False, True]),
-            _rec([11, 17], [11, 11], [False, True])]  # Na2 single element: valid, counted
+    recs = [
+        _rec([11, 17], [11, 35], [False, True]),
+        _rec([11, 17], [11, 35], [False, True]),
+        _rec([11, 17], [19, 17], [True, False]),
+        _rec([11, 17], [11, 17], [False, True]),
+        _rec([11, 17], [11, 11], [False, True]),
+    ]  # Na2 single element: valid, counted
     counts = substitution_counts(recs)
     assert counts == Counter({(17, 35): 2, (11, 19): 1, (17, 11): 1})
     m, els = substitution_matrix(counts, "period")
@@ -163,17 +171,42 @@ def test_cli_reconstruct_and_gan_verbs(gen, tmp_path, capsys):
 
     ck = gen.save(tmp_path / "g.pt")
     write(tmp_path / "nacl.cif", nacl().to_ase())
-    rc = main(["reconstruct", str(tmp_path / "nacl.cif"), "--mask", "species", "--sigma", "0.1",
-               "--checkpoint", str(ck), "--out", str(tmp_path / "out")])
+    rc = main(
+        [
+            "reconstruct",
+            str(tmp_path / "nacl.cif"),
+            "--mask",
+            "species",
+            "--sigma",
+            "0.1",
+            "--checkpoint",
+            str(ck),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert rc == 0
     cor = read(tmp_path / "out" / "corrupted.extxyz")
     rep = read(tmp_path / "out" / "repaired.cif")
     assert (cor.numbers == 0).sum() == 4 and len(rep) == 8 and (rep.numbers > 0).all()
     assert "masked species correct" in capsys.readouterr().out
-    rc = main(["reconstruct", str(tmp_path / "nacl.cif"), "--decode", "valid", "--checkpoint", str(ck),
-               "--out", str(tmp_path / "valid")])
+    rc = main(
+        [
+            "reconstruct",
+            str(tmp_path / "nacl.cif"),
+            "--decode",
+            "valid",
+            "--checkpoint",
+            str(ck),
+            "--out",
+            str(tmp_path / "valid"),
+        ]
+    )
     assert rc == 0 and "composition (smact14) True" in capsys.readouterr().out
-    assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(tmp_path / "none.pt")]) == 1
+    assert (
+        main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(tmp_path / "none.pt")])
+        == 1
+    )
     assert "gan" in build_parser()._subparsers._group_actions[0].choices
 
 
@@ -190,15 +223,30 @@ def test_masked_sites_round_trip_through_reconstruct(gen, tmp_path, capsys):
 
     ck = gen.save(tmp_path / "g.pt")
     write(tmp_path / "nacl.cif", nacl().to_ase())
-    assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--mask", "species", "--checkpoint", str(ck),
-                 "--out", str(tmp_path / "first")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "nacl.cif"),
+                "--mask",
+                "species",
+                "--checkpoint",
+                str(ck),
+                "--out",
+                str(tmp_path / "first"),
+            ]
+        )
+        == 0
+    )
     corrupted = tmp_path / "first" / "corrupted.extxyz"
     cor = ase_read(corrupted)
     x_sites = np.flatnonzero(cor.numbers == 0)
     assert len(x_sites) == 4
     capsys.readouterr()
 
-    rc = main(["reconstruct", str(corrupted), "--checkpoint", str(ck), "--out", str(tmp_path / "second")])
+    rc = main(
+        ["reconstruct", str(corrupted), "--checkpoint", str(ck), "--out", str(tmp_path / "second")]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "4 of 8 sites masked (X)" in out and "positions as given" in out
@@ -210,14 +258,39 @@ def test_masked_sites_round_trip_through_reconstruct(gen, tmp_path, capsys):
     np.testing.assert_allclose(rep.positions, cor.positions, atol=1e-7)  # positions unchanged
     np.testing.assert_allclose(rep.cell.array, cor.cell.array, atol=1e-7)
     # the predictions are the generator's own for those sites
-    (expected, _), = repair(gen, read(corrupted, allow_masked=True))
+    ((expected, _),) = repair(gen, read(corrupted, allow_masked=True))
     np.testing.assert_array_equal(rep.numbers, expected.numbers)
     # --denoise moves atoms by the predicted noise; it means nothing without X sites
-    assert main(["reconstruct", str(corrupted), "--checkpoint", str(ck), "--denoise", "--out", str(tmp_path / "d")]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(corrupted),
+                "--checkpoint",
+                str(ck),
+                "--denoise",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
     moved = ase_read(tmp_path / "d" / "repaired.extxyz")
     assert np.abs(moved.positions - cor.positions).max() > 1e-4
-    assert main(["reconstruct", str(tmp_path / "nacl.cif"), "--checkpoint", str(ck), "--denoise",
-                 "--out", str(tmp_path / "e")]) == 1
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(tmp_path / "nacl.cif"),
+                "--checkpoint",
+                str(ck),
+                "--denoise",
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
 
     # everywhere else: refused, naming the sites
@@ -228,7 +301,11 @@ def test_masked_sites_round_trip_through_reconstruct(gen, tmp_path, capsys):
         import_structures([corrupted], tmp_path / "s.db")
     assert main(["data", "info", str(corrupted)]) == 1
     out = capsys.readouterr().out
-    assert "masked sites" in out and "only `atomssl reconstruct` accepts them" in out and str(x_sites.tolist()) in out
+    assert (
+        "masked sites" in out
+        and "only `atomssl reconstruct` accepts them" in out
+        and str(x_sites.tolist()) in out
+    )
     assert main(["data", "import", str(corrupted), "--out", str(tmp_path / "s.db")]) == 1
     err = capsys.readouterr().err
     assert "are masked (X)" in err and "Traceback" not in err

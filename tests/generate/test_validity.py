@@ -49,7 +49,9 @@ def test_min_periodic_distance_matches_brute_force(seed):
 
 def test_structure_validity_across_the_boundary_and_volume():
     # two atoms 0.3 A apart only through the periodic boundary
-    s = Structure(numbers=[11, 17], positions=[[0.1, 1, 1], [3.8, 1, 1]], cell=np.eye(3) * 4.0, pbc=True)
+    s = Structure(
+        numbers=[11, 17], positions=[[0.1, 1, 1], [3.8, 1, 1]], cell=np.eye(3) * 4.0, pbc=True
+    )
     assert min_periodic_distance(s) == pytest.approx(0.3)
     assert not structure_validity(s)
     assert structure_validity(s.copy(positions=[[0.1, 1, 1], [2.1, 1, 1]]))
@@ -64,8 +66,8 @@ def test_structure_validity_across_the_boundary_and_volume():
 def cdvae_smact_validity(numbers, oxidation_attr: str) -> bool:
     """CDVAE's ``smact_validity`` (cdvae/common/data_utils.py), written out with SMACT primitives."""
     import smact
-    from smact.screening import pauling_test
     from ase.data import chemical_symbols
+    from smact.screening import pauling_test
 
     zs, counts = np.unique(numbers, return_counts=True)
     g = 0
@@ -91,17 +93,44 @@ def cdvae_smact_validity(numbers, oxidation_attr: str) -> bool:
     return False
 
 
-COMPOSITIONS = ["NaCl", "Na2Cl2", "NaCl2", "Fe2O3", "Fe", "CuZn3", "KNa", "SiO2", "Na2Cl", "NaSe", "LiFePO4",
-                "BaTiO3", "CsI3", "MgCl", "Al2O3", "TiO3", "CO2", "NF3", "Ga2Se3", "SnS2", "Bi2Te3", "YCu3"]
+COMPOSITIONS = [
+    "NaCl",
+    "Na2Cl2",
+    "NaCl2",
+    "Fe2O3",
+    "Fe",
+    "CuZn3",
+    "KNa",
+    "SiO2",
+    "Na2Cl",
+    "NaSe",
+    "LiFePO4",
+    "BaTiO3",
+    "CsI3",
+    "MgCl",
+    "Al2O3",
+    "TiO3",
+    "CO2",
+    "NF3",
+    "Ga2Se3",
+    "SnS2",
+    "Bi2Te3",
+    "YCu3",
+]
 
 
-@pytest.mark.parametrize("ox, attr", [("smact14", "oxidation_states_smact14"), ("icsd24", "oxidation_states_icsd24")])
+@pytest.mark.parametrize(
+    "ox, attr", [("smact14", "oxidation_states_smact14"), ("icsd24", "oxidation_states_icsd24")]
+)
 def test_composition_validity_matches_cdvae_reimplementation(ox, attr):
     from pymatgen.core import Composition
 
     for formula in COMPOSITIONS:
         numbers = [el.Z for el, n in Composition(formula).items() for _ in range(int(n))]
-        assert composition_validity(numbers, ox) == cdvae_smact_validity(numbers, attr), (formula, ox)
+        assert composition_validity(numbers, ox) == cdvae_smact_validity(numbers, attr), (
+            formula,
+            ox,
+        )
 
 
 def test_composition_rules_and_sets():
@@ -117,7 +146,9 @@ def test_composition_rules_and_sets():
     assert not composition_validity({z["Na"]: 2, z["Cl"]: 1})
     assert composition_validity({z["Na"]: 2, z["Cl"]: 1}, use_pauling_test=False)
     # the two oxidation-state sets disagree on NaSe: the selection matters
-    assert composition_validity([z["Na"], z["Se"]], "smact14") != composition_validity([z["Na"], z["Se"]], "icsd24")
+    assert composition_validity([z["Na"], z["Se"]], "smact14") != composition_validity(
+        [z["Na"], z["Se"]], "icsd24"
+    )
     assert not composition_validity([])
     with pytest.raises(ConfigError):
         composition_validity([11], "nonsense")
@@ -126,8 +157,15 @@ def test_composition_rules_and_sets():
 def test_validity_report_fractions():
     good = Structure.from_ase(bulk("NaCl", "rocksalt", a=5.64))
     bad_comp = good.copy(numbers=np.array([11, 11]))  # Na2 alone: single element, valid
-    overlap = Structure.from_ase(Atoms("NaCl", positions=[[0, 0, 0], [0.2, 0, 0]], cell=np.eye(3) * 4, pbc=True))
-    wrong = Structure(numbers=[11, 17, 17], positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]], cell=np.eye(3) * 4, pbc=True)
+    overlap = Structure.from_ase(
+        Atoms("NaCl", positions=[[0, 0, 0], [0.2, 0, 0]], cell=np.eye(3) * 4, pbc=True)
+    )
+    wrong = Structure(
+        numbers=[11, 17, 17],
+        positions=[[0, 0, 0], [2, 0, 0], [0, 2, 0]],
+        cell=np.eye(3) * 4,
+        pbc=True,
+    )
     assert structure_validity(wrong)  # NaCl2: no charge-neutral combination
     rep = validity_report([good, bad_comp, overlap, wrong])
     assert rep["structure"] == pytest.approx(0.75)

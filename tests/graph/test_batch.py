@@ -18,7 +18,9 @@ def _structures():
         cell = np.diag([4.0 + i, 4.5, 5.0]) + rng.normal(scale=0.3, size=(3, 3))
         pbc = [True, True, True] if i != 2 else [True, False, True]
         pos = rng.uniform(0, 1, (n, 3)) @ cell
-        out.append(Structure(rng.integers(1, 50, n), pos, cell, pbc, labels={"n": 1.5 + i}, id=f"s{i}"))
+        out.append(
+            Structure(rng.integers(1, 50, n), pos, cell, pbc, labels={"n": 1.5 + i}, id=f"s{i}")
+        )
     return out
 
 
@@ -68,7 +70,9 @@ def test_collate_offsets_and_batched_edge_vectors():
     assert batch.cell.shape == (len(structures), 3, 3)
     assert batch.natoms.tolist() == sizes
     np.testing.assert_allclose(
-        edge_vectors(batch).numpy(), np.concatenate([radius_graph(s, 4.0).vec for s in structures]), atol=1e-10
+        edge_vectors(batch).numpy(),
+        np.concatenate([radius_graph(s, 4.0).vec for s in structures]),
+        atol=1e-10,
     )
 
 

@@ -20,7 +20,9 @@ def _random_crystal(seed: int, n: int = 12) -> Structure:
 def _brute_cloud(s: Structure, atom: int, k: int) -> np.ndarray:
     """The k nearest neighbour vectors of one atom, by enumerating images in numpy."""
     images = np.array(np.meshgrid(*[np.arange(-3, 4)] * 3, indexing="ij")).reshape(3, -1).T
-    vec = (s.positions[None, :, :] + (images @ s.cell)[:, None, :] - s.positions[atom]).reshape(-1, 3)
+    vec = (s.positions[None, :, :] + (images @ s.cell)[:, None, :] - s.positions[atom]).reshape(
+        -1, 3
+    )
     d = np.linalg.norm(vec, axis=1)
     vec, d = vec[d > 1e-9], d[d > 1e-9]
     return vec[np.argsort(d, kind="stable")[:k]]

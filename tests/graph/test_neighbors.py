@@ -24,9 +24,13 @@ def _frac_basis(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
     """Cell whose zero rows (non-periodic axes) are replaced by unit vectors completing a basis."""
     full = np.array(cell, dtype=float)
     for a in np.where(np.linalg.norm(full, axis=1) < 1e-12)[0]:
-        others = np.array([full[b] for b in range(3) if b != a and np.linalg.norm(full[b]) > 1e-12]).reshape(-1, 3)
+        others = np.array(
+            [full[b] for b in range(3) if b != a and np.linalg.norm(full[b]) > 1e-12]
+        ).reshape(-1, 3)
         for cand in np.eye(3):
-            v = cand - (others.T @ np.linalg.lstsq(others.T, cand, rcond=None)[0] if len(others) else 0.0)
+            v = cand - (
+                others.T @ np.linalg.lstsq(others.T, cand, rcond=None)[0] if len(others) else 0.0
+            )
             if np.linalg.norm(v) > 1e-6:
                 full[a] = v / np.linalg.norm(v)
                 break
@@ -51,9 +55,13 @@ def brute_force(positions, cell, pbc, cutoff):
             continue
         reach = cutoff * np.linalg.norm(rec[:, a])
         df = frac[None, :, a] - frac[:, None, a]  # f_j - f_i
-        ranges.append(np.arange(int(np.floor(-df.max() - reach)) - 1, int(np.ceil(-df.min() + reach)) + 2))
+        ranges.append(
+            np.arange(int(np.floor(-df.max() - reach)) - 1, int(np.ceil(-df.min() + reach)) + 2)
+        )
     shifts = np.array(list(itertools.product(*ranges)), dtype=np.int64)
-    vec = pos[None, :, None, :] + (shifts @ cell)[None, None] - pos[:, None, None, :]  # (i, j, s, 3)
+    vec = (
+        pos[None, :, None, :] + (shifts @ cell)[None, None] - pos[:, None, None, :]
+    )  # (i, j, s, 3)
     dist = np.linalg.norm(vec, axis=-1)
     i, j, s = np.nonzero(dist < cutoff)
     not_self = ~((i == j) & (np.abs(shifts[s]).sum(axis=1) == 0))
@@ -83,7 +91,11 @@ def random_case(seed: int):
         if (cutoff / spacing).max() <= MAX_IMAGES_PER_AXIS:
             break
     kind = seed % 5
-    pbc = np.ones(3, bool) if kind in (0, 1, 2) else (np.array([True, False, True]) if kind == 3 else np.zeros(3, bool))
+    pbc = (
+        np.ones(3, bool)
+        if kind in (0, 1, 2)
+        else (np.array([True, False, True]) if kind == 3 else np.zeros(3, bool))
+    )
     if seed % 10 == 3:
         pbc = rng.random(3) < 0.5  # any mix
         cell = np.where(pbc[:, None], cell, 0.0)  # non-periodic rows given as zeros (ASE style)
@@ -109,7 +121,9 @@ def test_radius_graph_matches_brute_force(seed):
         keys = _keys(nl.src, nl.dst, nl.shift)
         assert len(keys) == len(set(keys)), f"{engine}: duplicate edges"
         assert set(keys) == set(expected), f"{engine}: edge sets differ"
-        np.testing.assert_allclose(nl.vec, np.array([expected[k] for k in keys]).reshape(-1, 3), atol=1e-10)
+        np.testing.assert_allclose(
+            nl.vec, np.array([expected[k] for k in keys]).reshape(-1, 3), atol=1e-10
+        )
         # the documented convention, and distances
         conv = s.positions[nl.dst] + nl.shift @ s.cell - s.positions[nl.src]
         np.testing.assert_allclose(nl.vec, conv, atol=1e-10)
@@ -175,7 +189,12 @@ def test_knn_ties_are_broken_by_destination_and_shift():
 def test_pairs_exactly_at_the_cutoff_are_excluded_by_every_engine():
     # cutoff equal to the lattice constant: the 6 images at exactly 4.0 A are not neighbours
     s = Structure([14, 14], [[0, 0, 0], [2.0, 2.0, 2.0]], np.eye(3) * 4.0, True)
-    results = {e: _keys(*(lambda g: (g.src, g.dst, g.shift))(radius_graph(s, 4.0, validate=False, engine=e))) for e in ("vesin", "pymatgen")}
+    results = {
+        e: _keys(
+            *(lambda g: (g.src, g.dst, g.shift))(radius_graph(s, 4.0, validate=False, engine=e))
+        )
+        for e in ("vesin", "pymatgen")
+    }
     assert set(results["vesin"]) == set(results["pymatgen"])
     bi, bj, bs, _ = brute_force(s.positions, s.cell, s.pbc, 4.0)
     assert set(results["vesin"]) == set(_keys(bi, bj, bs))
@@ -199,16 +218,25 @@ def test_auto_engine_switch_gives_same_edges(monkeypatch):
     before = radius_graph(s, cutoff, validate=False)
     monkeypatch.setattr(neighbors_module, "_LARGE", 1)  # "large" structures go to vesin
     after = radius_graph(s, cutoff, validate=False)
-    assert set(_keys(before.src, before.dst, before.shift)) == set(_keys(after.src, after.dst, after.shift))
+    assert set(_keys(before.src, before.dst, before.shift)) == set(
+        _keys(after.src, after.dst, after.shift)
+    )
 
 
 def test_larger_crystal_engines_agree():
     # 4x4x4 rocksalt-like supercell with noise: engines agree edge for edge
     rng = np.random.default_rng(7)
     base = np.array([[0, 0, 0], [0.5, 0.5, 0.5]])
-    frac = (base[None] + np.array(list(itertools.product(range(4), repeat=3)))[:, None]).reshape(-1, 3) / 4.0
+    frac = (base[None] + np.array(list(itertools.product(range(4), repeat=3)))[:, None]).reshape(
+        -1, 3
+    ) / 4.0
     cell = np.array([[11.0, 0.4, 0.0], [0.0, 11.5, 0.3], [0.2, 0.0, 10.8]])
-    s = Structure(np.full(len(frac), 11), frac @ cell + rng.normal(scale=0.05, size=(len(frac), 3)), cell, True)
+    s = Structure(
+        np.full(len(frac), 11),
+        frac @ cell + rng.normal(scale=0.05, size=(len(frac), 3)),
+        cell,
+        True,
+    )
     a = radius_graph(s, 5.0, validate=False, engine="vesin")
     b = radius_graph(s, 5.0, validate=False, engine="pymatgen")
     assert set(_keys(a.src, a.dst, a.shift)) == set(_keys(b.src, b.dst, b.shift))
@@ -238,15 +266,24 @@ def test_graph_invariant_under_rotation_translation_permutation_and_rewrapping(s
     rng = np.random.default_rng(seed)
     checks = ("rotation", "reflection", "translation", "permutation", "image", "origin")
     new, tr = transform_structure(s, rng, checks)
-    for graph in (lambda x: radius_graph(x, cutoff, validate=False), lambda x: knn_graph(x, 3, validate=False)):
+    for graph in (
+        lambda x: radius_graph(x, cutoff, validate=False),
+        lambda x: knn_graph(x, 3, validate=False),
+    ):
         if not s.pbc.any() and s.n_atoms <= 3:
             continue
         old_nl, new_nl = graph(s), graph(new)
-        old_d, new_d = _per_atom_distances(old_nl, s.n_atoms), _per_atom_distances(new_nl, s.n_atoms)
+        old_d, new_d = (
+            _per_atom_distances(old_nl, s.n_atoms),
+            _per_atom_distances(new_nl, s.n_atoms),
+        )
         for a in range(s.n_atoms):  # new atom a is old atom perm[a]
             np.testing.assert_allclose(new_d[a], old_d[tr.perm[a]], atol=1e-8)
     # radius graph: the same edges once atoms and images are mapped back
-    old_nl, new_nl = radius_graph(s, cutoff, validate=False), radius_graph(new, cutoff, validate=False)
+    old_nl, new_nl = (
+        radius_graph(s, cutoff, validate=False),
+        radius_graph(new, cutoff, validate=False),
+    )
     mapped_shift = new_nl.shift + tr.image[new_nl.dst] - tr.image[new_nl.src]
     assert set(_keys(tr.perm[new_nl.src], tr.perm[new_nl.dst], mapped_shift)) == set(
         _keys(old_nl.src, old_nl.dst, old_nl.shift)

@@ -21,9 +21,18 @@ def test_twonn_recovers_dimension_of_curved_manifolds():
     assert abs(twonn(roll) - 2.0) < 0.3
     # a 6-d Gaussian sheet bent by a smooth map into 18-d and rotated into 30-d; clearly apart from 3 and 12
     z = rng.normal(size=(2000, 6))
-    emb = np.concatenate([z, np.sin(z), 0.3 * z**2], axis=1) @ ortho_group.rvs(30, random_state=1)[:18]
+    emb = (
+        np.concatenate([z, np.sin(z), 0.3 * z**2], axis=1)
+        @ ortho_group.rvs(30, random_state=1)[:18]
+    )
     assert abs(twonn(emb) - 6.0) < 0.7
-    assert twonn(rng.normal(size=(2000, 3))) < 4.0 < twonn(emb) < 8.0 < twonn(rng.normal(size=(2000, 12)))
+    assert (
+        twonn(rng.normal(size=(2000, 3)))
+        < 4.0
+        < twonn(emb)
+        < 8.0
+        < twonn(rng.normal(size=(2000, 12)))
+    )
     # the precomputed-distance path agrees with the coordinate path
     d = np.linalg.norm(roll[:, None] - roll[None], axis=-1)
     assert abs(twonn(distances=d) - twonn(roll)) < 1e-6

@@ -2,10 +2,17 @@
 
 import numpy as np
 import pytest
-from scipy.stats import special_ortho_group, ortho_group
+from scipy.stats import ortho_group, special_ortho_group
 
 from atomssl.graph import gram_matrices
-from atomssl.motif import aligned_rmsd, assign_and_align, gram_to_coords, nearest_psd, procrustes, rmsd
+from atomssl.motif import (
+    aligned_rmsd,
+    assign_and_align,
+    gram_to_coords,
+    nearest_psd,
+    procrustes,
+    rmsd,
+)
 
 
 @pytest.fixture
@@ -77,10 +84,17 @@ def test_metric_refinement_keeps_exact_clouds_and_undoes_blur_shrinkage(clouds):
     assert aligned_rmsd(x, clouds[:5]).max() < 1e-6
     # brute-force distances of centre + neighbours
     pts = np.concatenate([np.zeros((5, 1, 3)), clouds[:5]], axis=1)
-    np.testing.assert_allclose(gram_to_distances(g), np.linalg.norm(pts[:, :, None] - pts[:, None], axis=-1), atol=1e-9)
+    np.testing.assert_allclose(
+        gram_to_distances(g), np.linalg.norm(pts[:, :, None] - pts[:, None], axis=-1), atol=1e-9
+    )
     # a blur (average of a cloud's Gram with a relabelled copy's) is high rank: its rank-3 truncation
     # shrinks the neighbour distances, the metric refinement keeps them (the diagonal is shared)
-    blur = 0.5 * (g + gram_matrices(clouds[:5][:, ::-1][:, np.argsort(np.linalg.norm(clouds[0][::-1], axis=-1))]))
+    blur = 0.5 * (
+        g
+        + gram_matrices(
+            clouds[:5][:, ::-1][:, np.argsort(np.linalg.norm(clouds[0][::-1], axis=-1))]
+        )
+    )
     blur[:, np.arange(8), np.arange(8)] = g[:, np.arange(8), np.arange(8)]
     true = np.sqrt(np.diagonal(blur, axis1=1, axis2=2))
     err_eigen = np.abs(np.linalg.norm(gram_to_coords(blur), axis=-1) - true).mean()

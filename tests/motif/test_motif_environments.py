@@ -72,15 +72,21 @@ def test_permutation_augmentation_is_consistent_with_relabelled_clouds():
     perms = random_permutations(30, 8, rng)
     assert all(sorted(p) == list(range(8)) for p in perms)
     # permuting the cloud then taking the Gram matrix == permuting rows and columns of the Gram matrix
-    np.testing.assert_allclose(gram_matrices(permute_vectors(v, perms)), permute_grams(gram_matrices(v), perms))
+    np.testing.assert_allclose(
+        gram_matrices(permute_vectors(v, perms)), permute_grams(gram_matrices(v), perms)
+    )
     aug = augment_permutations(gram_matrices(v), 3, rng)
     assert aug.shape == (120, 8, 8)
     np.testing.assert_allclose(aug[:30], gram_matrices(v))
     # every copy has the same spectrum (same cloud, new labels)
     for c in range(1, 4):
-        np.testing.assert_allclose(np.linalg.eigvalsh(aug[30 * c : 30 * (c + 1)]), np.linalg.eigvalsh(aug[:30]), atol=1e-9)
+        np.testing.assert_allclose(
+            np.linalg.eigvalsh(aug[30 * c : 30 * (c + 1)]), np.linalg.eigvalsh(aug[:30]), atol=1e-9
+        )
     shell = random_permutations(100, 8, rng, within=[[0, 1, 2, 3], [4, 5, 6, 7]])
-    assert np.all(np.sort(shell[:, :4], axis=1) == np.arange(4)) and np.all(np.sort(shell[:, 4:], axis=1) == np.arange(4, 8))
+    assert np.all(np.sort(shell[:, :4], axis=1) == np.arange(4)) and np.all(
+        np.sort(shell[:, 4:], axis=1) == np.arange(4, 8)
+    )
 
 
 def test_bundled_a_si_cells_are_realistic():

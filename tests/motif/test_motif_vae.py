@@ -65,7 +65,10 @@ def test_tiny_end_to_end_train_sample_interpolate_inpaint(tmp_path):
     env = _si_environments()
     train, held = env.subset(env.cell < 2), env.subset(env.cell == 2)
     model, history = train_vae(
-        train.grams(), held.grams(), VAEConfig(k=4), TrainConfig(epochs=80, beta=1e-4, lr=1e-2, batch_size=64)
+        train.grams(),
+        held.grams(),
+        VAEConfig(k=4),
+        TrainConfig(epochs=80, beta=1e-4, lr=1e-2, batch_size=64),
     )
     assert history[-1]["recon"] < 0.3 * history[0]["recon"]
     # held-out reconstruction after synchronisation is much better than the data's own spread
@@ -102,7 +105,10 @@ def test_tiny_end_to_end_train_sample_interpolate_inpaint(tmp_path):
     naive = -known.sum(1)
     naive *= 2.35 / np.linalg.norm(naive, axis=-1, keepdims=True)
     # jitter (0.08 A per coordinate on both atoms) alone displaces the truth by ~0.2 A
-    assert np.median(err) < 0.3 and np.median(err) < np.median(np.linalg.norm(naive - true[:, 2], axis=-1)) + 0.05
+    assert (
+        np.median(err) < 0.3
+        and np.median(err) < np.median(np.linalg.norm(naive - true[:, 2], axis=-1)) + 0.05
+    )
     assert res.slots.shape == (8, 3) and np.all(np.diff(res.slots, axis=1) > 0)
     assert np.all(res.fixed_rmsd < 0.2)
 

@@ -7,11 +7,29 @@ from scipy.spatial.transform import Rotation
 
 from atomssl.data import Structure, idealized_crystal
 from atomssl.graph import edge_vectors
-from atomssl.order import analyse_trajectory, cloud_batch, embed_clouds, frame_clouds, onset, solid_fraction, steinhardt_features
+from atomssl.order import (
+    analyse_trajectory,
+    cloud_batch,
+    embed_clouds,
+    frame_clouds,
+    onset,
+    solid_fraction,
+    steinhardt_features,
+)
 from atomssl.representation import build_backbone
 
-TINY = {"name": "gaa", "k": 12, "width": 8, "n_blocks": 1, "rank": 2, "hidden_factor": 1.0, "species_dim": 4,
-        "dropout": 0.0, "normalize": None, "chiral": False}
+TINY = {
+    "name": "gaa",
+    "k": 12,
+    "width": 8,
+    "n_blocks": 1,
+    "rank": 2,
+    "hidden_factor": 1.0,
+    "species_dim": 4,
+    "dropout": 0.0,
+    "normalize": None,
+    "chiral": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +72,9 @@ def test_steinhardt_matches_known_values_for_perfect_fcc_and_solid_fraction():
 
 
 def test_onset_finds_the_step_and_none_without_one():
-    sig = np.r_[np.full(20, 0.01), np.linspace(0.05, 0.9, 10)] + np.random.default_rng(0).normal(0, 1e-3, 30)
+    sig = np.r_[np.full(20, 0.01), np.linspace(0.05, 0.9, 10)] + np.random.default_rng(0).normal(
+        0, 1e-3, 30
+    )
     assert onset(sig) == 20
     assert onset(np.full(30, 0.01)) is None
 
@@ -78,15 +98,28 @@ def test_analyse_a_lammps_dump_written_by_lammps(tmp_path, backbone):
         for i, f in enumerate(frames):
             write(data, f.to_ase(), format="lammps-data", atom_style="atomic")
             lmp.command("clear")
-            for c in ["units lj", "atom_style atomic", f"read_data {data}", "mass 1 1.0",
-                      f"write_dump all custom {tmp_path}/one.dump id type x y z modify sort id"]:
+            for c in [
+                "units lj",
+                "atom_style atomic",
+                f"read_data {data}",
+                "mass 1 1.0",
+                f"write_dump all custom {tmp_path}/one.dump id type x y z modify sort id",
+            ]:
                 lmp.command(c)
             with open(path, "a") as out, open(tmp_path / "one.dump") as one:
                 out.write(one.read().replace("ITEM: TIMESTEP\n0\n", f"ITEM: TIMESTEP\n{i}\n"))
     finally:
         lmp.close()
-    summary = analyse_trajectory(path, backbone, tmp_path / "out", particles=100, per_crystal=32, reference_n_min=256,
-                                 format="lammps-dump-text", species={1: "Ar"})
+    summary = analyse_trajectory(
+        path,
+        backbone,
+        tmp_path / "out",
+        particles=100,
+        per_crystal=32,
+        reference_n_min=256,
+        format="lammps-dump-text",
+        species={1: "Ar"},
+    )
     assert summary["frames"] == 8 and summary["particles_per_frame"] == 100
     z = np.load(tmp_path / "out" / "order.npz")
     assert z["distance"].shape == (8, 100) and z["label"].shape == (8, 100)
@@ -98,10 +131,22 @@ def test_analyse_a_lammps_dump_written_by_lammps(tmp_path, backbone):
     assert summary["onset_frame"]["steinhardt_solid_fraction"] == 6
     assert (tmp_path / "out" / "order.png").stat().st_size > 0
     # liquid-calibrated threshold: 1 % of the first 5 (liquid) frames' particles lie below it by construction
-    liq = analyse_trajectory(path, backbone, tmp_path / "liq", particles=100, per_crystal=32, reference_n_min=256,
-                             threshold="liquid", liquid_frames=5, format="lammps-dump-text", species={1: "Ar"})
+    liq = analyse_trajectory(
+        path,
+        backbone,
+        tmp_path / "liq",
+        particles=100,
+        per_crystal=32,
+        reference_n_min=256,
+        threshold="liquid",
+        liquid_frames=5,
+        format="lammps-dump-text",
+        species={1: "Ar"},
+    )
     zl = np.load(tmp_path / "liq" / "order.npz")
-    np.testing.assert_allclose(zl["distance"], z["distance"], rtol=1e-5)  # same embeddings, other threshold
+    np.testing.assert_allclose(
+        zl["distance"], z["distance"], rtol=1e-5
+    )  # same embeddings, other threshold
     assert zl["threshold"] == pytest.approx(np.quantile(z["distance"][:5], 0.01), rel=1e-5)
     assert (zl["distance"][:5] < zl["threshold"]).mean() <= 0.011
     assert liq["threshold_mode"] == "liquid" and liq["onset_frame"]["ssl_crystalline_fraction"] == 6
@@ -134,7 +179,9 @@ def test_nearest_reference_matches_brute_force():
     from atomssl.order import ReferenceEmbeddings
 
     rng = np.random.default_rng(0)
-    ref = ReferenceEmbeddings(rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 6, 200), tuple("abcdef"), 1.0)
+    ref = ReferenceEmbeddings(
+        rng.normal(size=(200, 5)).astype(np.float32), rng.integers(0, 6, 200), tuple("abcdef"), 1.0
+    )
     x = rng.normal(size=(50, 5)).astype(np.float32)
     d, lab = ref.nearest(x)
     full = np.linalg.norm(x[:, None] - ref.embeddings[None], axis=-1)
@@ -164,37 +211,80 @@ def test_liquid_classification_rows_for_every_feature_set_and_classifier(tmp_pat
         frames = [idealized_crystal(name, n_min=200, sigma=0.03, seed=i).to_ase() for i in range(4)]
         paths.append(tmp_path / f"{name}.extxyz")
         write(paths[-1], frames)
-    rows = liquid_classification(paths, backbone, tmp_path / "a", names=["fcc", "bcc"], max_frames=4, particles=100,
-                                 margin=0, classifiers=("logistic", "boosting"))
+    rows = liquid_classification(
+        paths,
+        backbone,
+        tmp_path / "a",
+        names=["fcc", "bcc"],
+        max_frames=4,
+        particles=100,
+        margin=0,
+        classifiers=("logistic", "boosting"),
+    )
     assert {(r["features"], r["classifier"]) for r in rows} == {
-        (f, c) for f in ("ssl_embedding", "ssl_blocks", "ssl_averaged", "steinhardt_plain", "steinhardt_averaged",
-                         "steinhardt_all", "radial_distances", "radial_averaged")
-        for c in ("logistic", "boosting")}
+        (f, c)
+        for f in (
+            "ssl_embedding",
+            "ssl_blocks",
+            "ssl_averaged",
+            "steinhardt_plain",
+            "steinhardt_averaged",
+            "steinhardt_all",
+            "radial_distances",
+            "radial_averaged",
+        )
+        for c in ("logistic", "boosting")
+    }
     by = {(r["features"], r["classifier"]): r for r in rows}
-    assert by[("ssl_blocks", "logistic")]["n_features"] == 16 and by[("ssl_embedding", "logistic")]["n_features"] == 8
-    assert by[("radial_distances", "logistic")]["n_features"] == 12 and by[("ssl_averaged", "logistic")]["n_features"] == 8
+    assert (
+        by[("ssl_blocks", "logistic")]["n_features"] == 16
+        and by[("ssl_embedding", "logistic")]["n_features"] == 8
+    )
+    assert (
+        by[("radial_distances", "logistic")]["n_features"] == 12
+        and by[("ssl_averaged", "logistic")]["n_features"] == 8
+    )
     assert by[("radial_averaged", "logistic")]["n_features"] == 12
-    assert all(r["train_particles"] == 400 and r["test_particles"] == 400 for r in rows)  # frames 0,2 vs 1,3
-    assert by[("ssl_embedding", "logistic")]["roc_auc"] > 0.9 and by[("steinhardt_all", "logistic")]["roc_auc"] > 0.9
+    assert all(
+        r["train_particles"] == 400 and r["test_particles"] == 400 for r in rows
+    )  # frames 0,2 vs 1,3
+    assert (
+        by[("ssl_embedding", "logistic")]["roc_auc"] > 0.9
+        and by[("steinhardt_all", "logistic")]["roc_auc"] > 0.9
+    )
     assert (tmp_path / "a" / "liquid_auc.md").read_text().count("fcc vs bcc") == len(rows)
 
 
 def test_transfer_on_held_out_prototypes_leaves_the_pretrained_backbone_alone(tmp_path, backbone):
-    from atomssl.order import HELD_OUT_PROTOTYPES, transfer
     from atomssl.data import PRETRAINING_PROTOTYPES
+    from atomssl.order import HELD_OUT_PROTOTYPES, transfer
 
     assert not set(HELD_OUT_PROTOTYPES) & set(PRETRAINING_PROTOTYPES)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    rows = transfer(backbone, tmp_path, fraction=0.1, seeds=(0,), n_test=200, head_steps=30, full_steps=3,
-                    lr_head=1e-2, n_min=48, split="held_out")
+    rows = transfer(
+        backbone,
+        tmp_path,
+        fraction=0.1,
+        seeds=(0,),
+        n_test=200,
+        head_steps=30,
+        full_steps=3,
+        lr_head=1e-2,
+        n_min=48,
+        split="held_out",
+    )
     for k, v in backbone.state_dict().items():
         assert torch.equal(v, before[k]), k
     modes = {r["mode"] for r in rows}
     assert modes == {"frozen_pretrained", "scratch", "finetune_all"}
-    assert all(r["split"] == "held_out" and r["n_classes"] == 18 and 0 <= r["accuracy"] <= 1 for r in rows)
+    assert all(
+        r["split"] == "held_out" and r["n_classes"] == 18 and 0 <= r["accuracy"] <= 1 for r in rows
+    )
     assert [r["seed"] for r in rows] == [0, 0, 0, "mean", "mean", "mean", "std", "std", "std"]
     frozen = next(r for r in rows if r["mode"] == "frozen_pretrained" and r["seed"] == 0)
-    assert frozen["accuracy"] > 2 / 18  # above chance (1/18) even with random frozen weights (deterministic seeds)
+    assert (
+        frozen["accuracy"] > 2 / 18
+    )  # above chance (1/18) even with random frozen weights (deterministic seeds)
     assert (tmp_path / "transfer_held_out.md").exists() and not (tmp_path / "transfer.md").exists()
 
 
@@ -203,14 +293,31 @@ def test_transfer_many_labels_trains_on_minibatches_disjoint_from_the_test_set(t
 
     refs = reference_clouds(("cF4-Cu", "cI2-W"), n_min=48, seed=1)
     n = len(refs.clouds)
-    rows = transfer(backbone, tmp_path, fraction=0.05, seeds=(0,), n_test=100, head_steps=4, full_steps=2,
-                    many_labels=0.5, many_steps=3, batch_size=16, curve_at=(1, 2), refs=refs, split="training")
+    rows = transfer(
+        backbone,
+        tmp_path,
+        fraction=0.05,
+        seeds=(0,),
+        n_test=100,
+        head_steps=4,
+        full_steps=2,
+        many_labels=0.5,
+        many_steps=3,
+        batch_size=16,
+        curve_at=(1, 2),
+        refs=refs,
+        split="training",
+    )
     by = {r["mode"]: r for r in rows if r["seed"] == 0}
     assert set(by) == {"frozen_pretrained", "scratch", "finetune_all", "scratch_many_labels"}
-    assert by["scratch"]["labelled"] == round(0.05 * n) and by["scratch_many_labels"]["labelled"] == round(0.5 * n)
+    assert by["scratch"]["labelled"] == round(0.05 * n) and by["scratch_many_labels"][
+        "labelled"
+    ] == round(0.5 * n)
     assert by["scratch_many_labels"]["steps"] == 3 and by["scratch"]["steps"] == 2
     curve = (tmp_path / "transfer_curve.csv").read_text().splitlines()
-    assert curve[0] == "split,mode,seed,step,accuracy" and len(curve) == 1 + 4 * 2  # every mode reaches steps 1, 2
+    assert (
+        curve[0] == "split,mode,seed,step,accuracy" and len(curve) == 1 + 4 * 2
+    )  # every mode reaches steps 1, 2
 
 
 def test_neighbour_mean_matches_brute_force_on_a_real_neighbour_list():

@@ -27,25 +27,58 @@ LJ = ["pair_style lj/cut 2.5", "pair_coeff 1 1 1.0 1.0 2.5", "pair_modify shift 
 MORSE = ["pair_style morse 2.0", "pair_coeff 1 1 1.0 6.0 1.0", "pair_modify shift yes"]
 
 
-def _melt_quench(path: Path, pair, rho: float, cells: int, t_melt: float, t_final: float, cool: int, hold: int,
-                 seed: int, every: int = 1000) -> Path:
+def _melt_quench(
+    path: Path,
+    pair,
+    rho: float,
+    cells: int,
+    t_melt: float,
+    t_final: float,
+    cool: int,
+    hold: int,
+    seed: int,
+    every: int = 1000,
+) -> Path:
     """Plain LAMMPS: fcc lattice -> melt at t_melt -> linear NVT cooling -> hold; ``dump custom`` frames."""
     from atomssl.simulate import run_lammps
 
-    lines = ["units lj", "atom_style atomic", f"lattice fcc {rho}", f"region box block 0 {cells} 0 {cells} 0 {cells}",
-             "create_box 1 box", "create_atoms 1 box", "mass 1 1.0", *pair, "neighbor 0.3 bin", "timestep 0.005",
-             f"velocity all create {t_melt} {seed} dist gaussian", f"fix 1 all nvt temp {t_melt} {t_melt} 0.5",
-             "run 2000", "unfix 1", f"dump d all custom {every} {path} id type x y z", "dump_modify d sort id",
-             f"fix 1 all nvt temp {t_melt} {t_final} 0.5", f"run {cool}", "unfix 1",
-             f"fix 1 all nvt temp {t_final} {t_final} 0.5", f"run {hold}"]
+    lines = [
+        "units lj",
+        "atom_style atomic",
+        f"lattice fcc {rho}",
+        f"region box block 0 {cells} 0 {cells} 0 {cells}",
+        "create_box 1 box",
+        "create_atoms 1 box",
+        "mass 1 1.0",
+        *pair,
+        "neighbor 0.3 bin",
+        "timestep 0.005",
+        f"velocity all create {t_melt} {seed} dist gaussian",
+        f"fix 1 all nvt temp {t_melt} {t_melt} 0.5",
+        "run 2000",
+        "unfix 1",
+        f"dump d all custom {every} {path} id type x y z",
+        "dump_modify d sort id",
+        f"fix 1 all nvt temp {t_melt} {t_final} 0.5",
+        f"run {cool}",
+        "unfix 1",
+        f"fix 1 all nvt temp {t_final} {t_final} 0.5",
+        f"run {hold}",
+    ]
     run_lammps(lines)
     return path
 
 
 TRAJECTORIES = {
-    "lj_N864_quench": dict(pair=LJ, rho=1.0, cells=6, t_melt=2.0, t_final=0.55, cool=10000, hold=30000, seed=4242),
-    "lj_N1372_slow_cooling": dict(pair=LJ, rho=1.0, cells=7, t_melt=2.0, t_final=0.6, cool=15000, hold=25000, seed=1234),
-    "morse_N500_rho1.4": dict(pair=MORSE, rho=1.4, cells=5, t_melt=2.0, t_final=0.4, cool=10000, hold=30000, seed=99),
+    "lj_N864_quench": dict(
+        pair=LJ, rho=1.0, cells=6, t_melt=2.0, t_final=0.55, cool=10000, hold=30000, seed=4242
+    ),
+    "lj_N1372_slow_cooling": dict(
+        pair=LJ, rho=1.0, cells=7, t_melt=2.0, t_final=0.6, cool=15000, hold=25000, seed=1234
+    ),
+    "morse_N500_rho1.4": dict(
+        pair=MORSE, rho=1.4, cells=5, t_melt=2.0, t_final=0.4, cool=10000, hold=30000, seed=99
+    ),
 }
 
 
@@ -69,7 +102,9 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def morse_dump(tmp_path_factory):
-    return _melt_quench(tmp_path_factory.mktemp("morse") / "morse.dump", **TRAJECTORIES["morse_N500_rho1.4"])
+    return _melt_quench(
+        tmp_path_factory.mktemp("morse") / "morse.dump", **TRAJECTORIES["morse_N500_rho1.4"]
+    )
 
 
 def _criteria(summary: dict, out: Path) -> dict:
@@ -80,22 +115,42 @@ def _criteria(summary: dict, out: Path) -> dict:
     tw = np.array([float(r["steinhardt_solid_fraction"]) for r in rows])
     on = summary["onset_frame"]
     frames = [int(r["frame"]) for r in rows]
-    assert on["steinhardt_solid_fraction"] is not None, "the trajectory did not crystallise (ten Wolde)"
+    assert on["steinhardt_solid_fraction"] is not None, (
+        "the trajectory did not crystallise (ten Wolde)"
+    )
     liquid = np.array(frames) < on["steinhardt_solid_fraction"]
-    return {"liquid_ssl_max": float(ssl[liquid].max()), "liquid_ten_wolde_max": float(tw[liquid].max()),
-            "final_ssl": float(ssl[-1]), "final_ten_wolde": float(tw[-1]),
-            "onset_ssl": on["ssl_crystalline_fraction"], "onset_ten_wolde": on["steinhardt_solid_fraction"]}
+    return {
+        "liquid_ssl_max": float(ssl[liquid].max()),
+        "liquid_ten_wolde_max": float(tw[liquid].max()),
+        "final_ssl": float(ssl[-1]),
+        "final_ten_wolde": float(tw[-1]),
+        "onset_ssl": on["ssl_crystalline_fraction"],
+        "onset_ten_wolde": on["steinhardt_solid_fraction"],
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(TRAJECTORIES))
-def test_default_decision_agrees_with_ten_wolde_on_unseen_lammps_trajectories(name, tmp_path, shipped, morse_dump, one_thread):
+def test_default_decision_agrees_with_ten_wolde_on_unseen_lammps_trajectories(
+    name, tmp_path, shipped, morse_dump, one_thread
+):
     from atomssl.order import analyse_trajectory
 
-    path = morse_dump if name.startswith("morse") else _melt_quench(tmp_path / f"{name}.dump", **TRAJECTORIES[name])
+    path = (
+        morse_dump
+        if name.startswith("morse")
+        else _melt_quench(tmp_path / f"{name}.dump", **TRAJECTORIES[name])
+    )
     out = tmp_path / "out"
-    summary = analyse_trajectory(path, shipped[1], out, per_crystal=32, reference_n_min=256,
-                                 format="lammps-dump-text", species={1: "Ar"})
+    summary = analyse_trajectory(
+        path,
+        shipped[1],
+        out,
+        per_crystal=32,
+        reference_n_min=256,
+        format="lammps-dump-text",
+        species={1: "Ar"},
+    )
     assert summary["threshold_mode"] == "classifier"
     c = _criteria(summary, out)
     print(name, json.dumps(c))
@@ -104,10 +159,14 @@ def test_default_decision_agrees_with_ten_wolde_on_unseen_lammps_trajectories(na
     assert c["onset_ssl"] is not None and abs(c["onset_ssl"] - c["onset_ten_wolde"]) <= 3, c
     z = np.load(out / "order.npz")
     assert z["p_crystalline"].shape == z["distance"].shape
-    np.testing.assert_allclose((z["p_crystalline"] > z["threshold"]).mean(axis=1)[-1], c["final_ssl"], atol=1e-6)
+    np.testing.assert_allclose(
+        (z["p_crystalline"] > z["threshold"]).mean(axis=1)[-1], c["final_ssl"], atol=1e-6
+    )
 
 
-def test_subset_of_particles_gets_the_same_decision_as_the_whole_frame(tmp_path, shipped, one_thread):
+def test_subset_of_particles_gets_the_same_decision_as_the_whole_frame(
+    tmp_path, shipped, one_thread
+):
     """With --particles, neighbours (two hops) outside the subset are embedded too: same probabilities."""
     from atomssl.data import idealized_crystal
     from atomssl.order import embed_clouds, frame_clouds
@@ -118,7 +177,9 @@ def test_subset_of_particles_gets_the_same_decision_as_the_whole_frame(tmp_path,
     clouds = frame_clouds(s)
     full = clf.frame_probability(s, np.arange(s.n_atoms), embed_clouds(backbone, clouds), None)
     sub = np.sort(np.random.default_rng(0).choice(s.n_atoms, 20, replace=False))
-    part = clf.frame_probability(s, sub, embed_clouds(backbone, clouds[sub]), lambda i: embed_clouds(backbone, clouds[i]))
+    part = clf.frame_probability(
+        s, sub, embed_clouds(backbone, clouds[sub]), lambda i: embed_clouds(backbone, clouds[i])
+    )
     np.testing.assert_allclose(part, full[sub], atol=1e-5)
 
 
@@ -132,7 +193,10 @@ def test_shipped_order_checkpoint_is_small_safe_and_documented(shipped):
     assert doc["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert "benchmarks/order_default.py" in doc["command"]
     assert all(v["accuracy"] >= 0.95 for v in doc["validation"]["held_out_runs"].values())
-    assert backbone.order_classifier is not None and backbone.order_classifier.cut == ck["order_classifier"]["cut"]
+    assert (
+        backbone.order_classifier is not None
+        and backbone.order_classifier.cut == ck["order_classifier"]["cut"]
+    )
 
 
 def test_cli_order_refuses_a_megnet_checkpoint_with_one_line(tmp_path, capsys):
@@ -144,7 +208,10 @@ def test_cli_order_refuses_a_megnet_checkpoint_with_one_line(tmp_path, capsys):
 
     traj = tmp_path / "t.extxyz"
     write(traj, idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=0).to_ase())
-    assert main(["order", str(traj), "-k", str(default_checkpoint()), "-o", str(tmp_path / "o"), "-q"]) == 1
+    assert (
+        main(["order", str(traj), "-k", str(default_checkpoint()), "-o", str(tmp_path / "o"), "-q"])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "megnet" in err and "per-particle" in err and "default.pt" in err
@@ -156,21 +223,47 @@ def test_cli_order_works_without_a_checkpoint(morse_dump, tmp_path, capsys, one_
     from atomssl.cli.main import main
 
     out = tmp_path / "run"
-    assert main(["order", str(morse_dump), "--species", "1=Ar", "--stride", "4", "-o", str(out), "-q"]) == 0
+    assert (
+        main(["order", str(morse_dump), "--species", "1=Ar", "--stride", "4", "-o", str(out), "-q"])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["threshold_mode"] == "classifier" and summary["frames"] == 11
     import csv
 
     rows = list(csv.DictReader((out / "frames.csv").read_text().splitlines()))
     assert {"ssl_crystalline_fraction", "steinhardt_solid_fraction"} <= set(rows[0])
-    assert float(rows[0]["ssl_crystalline_fraction"]) <= 0.05 and float(rows[-1]["ssl_crystalline_fraction"]) >= 0.9
+    assert (
+        float(rows[0]["ssl_crystalline_fraction"]) <= 0.05
+        and float(rows[-1]["ssl_crystalline_fraction"]) >= 0.9
+    )
     # the old decisions stay available
-    assert main(["order", str(morse_dump), "--species", "1=Ar", "--stride", "4", "--threshold", "reference",
-                 "-o", str(tmp_path / "ref"), "-q"]) == 0
-    assert json.loads((tmp_path / "ref" / "summary.json").read_text())["threshold_mode"] == "reference"
+    assert (
+        main(
+            [
+                "order",
+                str(morse_dump),
+                "--species",
+                "1=Ar",
+                "--stride",
+                "4",
+                "--threshold",
+                "reference",
+                "-o",
+                str(tmp_path / "ref"),
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "ref" / "summary.json").read_text())["threshold_mode"] == "reference"
+    )
 
 
-def test_a_checkpoint_without_a_head_falls_back_to_reference_and_refuses_classifier(tmp_path, capsys):
+def test_a_checkpoint_without_a_head_falls_back_to_reference_and_refuses_classifier(
+    tmp_path, capsys
+):
     from ase.io import write
 
     from atomssl.cli.main import main
@@ -179,18 +272,50 @@ def test_a_checkpoint_without_a_head_falls_back_to_reference_and_refuses_classif
     from atomssl.train._checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    tiny = build_backbone({"name": "gaa", "k": 12, "width": 8, "n_blocks": 1, "rank": 2, "hidden_factor": 1.0,
-                           "species_dim": 4, "dropout": 0.0, "normalize": None})
+    tiny = build_backbone(
+        {
+            "name": "gaa",
+            "k": 12,
+            "width": 8,
+            "n_blocks": 1,
+            "rank": 2,
+            "hidden_factor": 1.0,
+            "species_dim": 4,
+            "dropout": 0.0,
+            "normalize": None,
+        }
+    )
     ckpt = save_checkpoint(tmp_path / "tiny.ckpt", tiny)
     traj = tmp_path / "t.extxyz"
-    write(traj, [idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=i).to_ase() for i in range(2)])
-    assert main(["order", str(traj), "-k", str(ckpt), "--threshold", "classifier", "-o", str(tmp_path / "a"), "-q"]) == 1
+    write(
+        traj,
+        [idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=i).to_ase() for i in range(2)],
+    )
+    assert (
+        main(
+            [
+                "order",
+                str(traj),
+                "-k",
+                str(ckpt),
+                "--threshold",
+                "classifier",
+                "-o",
+                str(tmp_path / "a"),
+                "-q",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no order classifier" in err and "Traceback" not in err
-    assert main(["order", str(traj), "-k", str(ckpt), "-o", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert (
+        main(["order", str(traj), "-k", str(ckpt), "-o", str(tmp_path / "b"), "--no-progress"]) == 0
+    )
     assert "using --threshold reference" in capsys.readouterr().err
-    assert json.loads((tmp_path / "b" / "summary.json").read_text())["threshold_mode"] == "reference"
-
+    assert (
+        json.loads((tmp_path / "b" / "summary.json").read_text())["threshold_mode"] == "reference"
+    )
 
 
 @pytest.mark.slow
@@ -209,5 +334,7 @@ def test_default_decision_on_a_melt_quench_that_stays_amorphous(tmp_path, shippe
     import csv
 
     rows = list(csv.DictReader((out / "frames.csv").read_text().splitlines()))
-    assert max(float(r["steinhardt_solid_fraction"]) for r in rows) < 0.01  # amorphous by ten Wolde too
+    assert (
+        max(float(r["steinhardt_solid_fraction"]) for r in rows) < 0.01
+    )  # amorphous by ten Wolde too
     assert max(float(r["ssl_crystalline_fraction"]) for r in rows) <= 0.05

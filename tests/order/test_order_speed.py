@@ -21,8 +21,18 @@ from atomssl.order._steinhardt import (
 )
 from atomssl.representation import build_backbone
 
-TINY = {"name": "gaa", "k": 12, "width": 8, "n_blocks": 1, "rank": 2, "hidden_factor": 1.0, "species_dim": 4,
-        "dropout": 0.0, "normalize": None, "chiral": False}
+TINY = {
+    "name": "gaa",
+    "k": 12,
+    "width": 8,
+    "n_blocks": 1,
+    "rank": 2,
+    "hidden_factor": 1.0,
+    "species_dim": 4,
+    "dropout": 0.0,
+    "normalize": None,
+    "chiral": False,
+}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -47,8 +57,11 @@ def _per_query(structure, k=12):
             st = freud.order.Steinhardt(l, average=average, wl=wl, wl_normalize=wl)
             st.compute(system, neighbors={"num_neighbors": k})
             cols.append(np.asarray(st.particle_order, dtype=np.float64))
-    return (np.asarray(op.particle_order, np.float32), float(np.mean(sl.num_connections >= 6)),
-            np.nan_to_num(np.stack(cols, axis=1)).astype(np.float32))
+    return (
+        np.asarray(op.particle_order, np.float32),
+        float(np.mean(sl.num_connections >= 6)),
+        np.nan_to_num(np.stack(cols, axis=1)).astype(np.float32),
+    )
 
 
 @pytest.mark.parametrize("name,sigma", [("cF4-Cu", 0.08), ("cI2-W", 0.03), ("hP2-Mg", 0.15)])
@@ -62,8 +75,12 @@ def test_one_shared_neighbour_query_gives_the_per_quantity_results(name, sigma):
     assert solid == solid_ref
     system = freud_system(s)
     nb = knn_neighbors(system, 12)
-    assert len(nb.distances) == 12 * s.n_atoms and not np.any(nb.query_point_indices == nb.point_indices)
-    np.testing.assert_allclose(steinhardt_features(s, system=system, neighbors=nb), feats_ref, **same)
+    assert len(nb.distances) == 12 * s.n_atoms and not np.any(
+        nb.query_point_indices == nb.point_indices
+    )
+    np.testing.assert_allclose(
+        steinhardt_features(s, system=system, neighbors=nb), feats_ref, **same
+    )
     np.testing.assert_allclose(steinhardt_features(s), feats_ref, **same)
     np.testing.assert_allclose(particle_q6(s, system=system, neighbors=nb), q6_ref, **same)
     assert solid_fraction(s, system=system, neighbors=nb) == solid_ref
@@ -87,7 +104,10 @@ def _write_extxyz(path, frames):
 def test_frames_are_read_lazily_and_results_spooled(tmp_path, backbone, monkeypatch):
     import atomssl.order._analysis as analysis
 
-    frames = [idealized_crystal("cF4-Cu", n_min=108, sigma=sig, seed=i) for i, sig in enumerate((0.2, 0.2, 0.02))]
+    frames = [
+        idealized_crystal("cF4-Cu", n_min=108, sigma=sig, seed=i)
+        for i, sig in enumerate((0.2, 0.2, 0.02))
+    ]
     path = tmp_path / "traj.extxyz"
     _write_extxyz(path, frames)
     pulled = []
@@ -100,8 +120,14 @@ def test_frames_are_read_lazily_and_results_spooled(tmp_path, backbone, monkeypa
 
     monkeypatch.setattr(analysis, "iter_structures", counting)
     seen = []
-    summary = analyse_trajectory(path, backbone, tmp_path / "out", per_crystal=16, reference_n_min=108,
-                                 progress=lambda n, m: seen.append((n, len(pulled), m)))
+    summary = analyse_trajectory(
+        path,
+        backbone,
+        tmp_path / "out",
+        per_crystal=16,
+        reference_n_min=108,
+        progress=lambda n, m: seen.append((n, len(pulled), m)),
+    )
     # when frame n is reported, only n frames have been read: one frame at a time
     assert [(n, p) for n, p, _ in seen] == [(1, 1), (2, 2), (3, 3)]
     assert all("particles/s" in m for *_, m in seen)
@@ -110,10 +136,17 @@ def test_frames_are_read_lazily_and_results_spooled(tmp_path, backbone, monkeypa
     assert z["distance"].shape == (3, frames[0].n_atoms) and z["q6"].shape == (3, frames[0].n_atoms)
     q6, _ = frame_steinhardt(frames[2])
     np.testing.assert_allclose(z["q6"][2], q6, rtol=1e-6)
-    np.testing.assert_allclose(z["distance"][2], analysis.reference_embeddings(
-        backbone, analysis.reference_clouds(per_crystal=16, n_min=108, seed=0, k=12), seed=0).nearest(
-        embed_clouds(backbone, frame_clouds(frames[2])))[0], rtol=1e-4, atol=1e-6)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".order-")]  # spool files gone
+    np.testing.assert_allclose(
+        z["distance"][2],
+        analysis.reference_embeddings(
+            backbone, analysis.reference_clouds(per_crystal=16, n_min=108, seed=0, k=12), seed=0
+        ).nearest(embed_clouds(backbone, frame_clouds(frames[2])))[0],
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    assert not [
+        p for p in (tmp_path / "out").iterdir() if p.name.startswith(".order-")
+    ]  # spool files gone
 
 
 def test_the_extxyz_reader_itself_is_lazy(tmp_path):
@@ -146,19 +179,39 @@ def test_cli_progress_bar_over_frames_and_quiet(tmp_path, backbone, capsys, monk
     import atomssl.order._analysis as analysis
 
     real = analysis.reference_clouds
-    monkeypatch.setattr(analysis, "reference_clouds", lambda **kw: real(**{**kw, "per_crystal": 16, "n_min": 108}))
+    monkeypatch.setattr(
+        analysis, "reference_clouds", lambda **kw: real(**{**kw, "per_crystal": 16, "n_min": 108})
+    )
     ckpt = tmp_path / "bb.pt"
     _save(backbone, ckpt)
     frames = [idealized_crystal("cF4-Cu", n_min=108, sigma=0.1, seed=i) for i in range(2)]
     path = tmp_path / "traj.extxyz"
     _write_extxyz(path, frames)
-    rc, out, err = _cli(["order", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")], capsys)
+    rc, out, err = _cli(
+        ["order", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")], capsys
+    )
     assert rc == 0
     assert "2frame" in (out + err).replace(" ", "") and "particles/s" in out + err
-    rc, out, err = _cli(["order", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--quiet"], capsys)
+    rc, out, err = _cli(
+        ["order", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "b"), "--quiet"],
+        capsys,
+    )
     assert rc == 0 and out == "" and "frame" not in err
-    rc, out, err = _cli(["order", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "c"), "--no-progress"], capsys)
-    assert rc == 0 and "it/s" not in err and "frame/s" not in err and "particles/s" in out  # summary line only
+    rc, out, err = _cli(
+        [
+            "order",
+            str(path),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "c"),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert (
+        rc == 0 and "it/s" not in err and "frame/s" not in err and "particles/s" in out
+    )  # summary line only
 
 
 def _save(backbone, path):
@@ -173,23 +226,35 @@ def test_student_features_are_invariant_and_exact_q_l_and_its_file_round_trips(t
     fcc = torch.as_tensor(frame_clouds(idealized_crystal("cF4-Cu", n_min=108, sigma=0.0)))
     st = OrderStudent(8).eval()
     f = st.features(fcc)
-    q = f[:, st.features.n_features - st.features.l_max * 11:].reshape(len(fcc), st.features.l_max, 11)[:, :, 0].sqrt()
+    q = (
+        f[:, st.features.n_features - st.features.l_max * 11 :]
+        .reshape(len(fcc), st.features.l_max, 11)[:, :, 0]
+        .sqrt()
+    )
     np.testing.assert_allclose(q[:, 3].numpy(), 0.19094, atol=1e-4)  # q4 of fcc (addition theorem)
     np.testing.assert_allclose(q[:, 5].numpy(), 0.57452, atol=1e-4)  # q6
-    c = torch.as_tensor(frame_clouds(idealized_crystal("cI2-W", n_min=54, sigma=0.0)))  # bcc: tied 8+6 shell, K = 14
+    c = torch.as_tensor(
+        frame_clouds(idealized_crystal("cI2-W", n_min=54, sigma=0.0))
+    )  # bcc: tied 8+6 shell, K = 14
     assert c.shape[1] == 14
     R = torch.as_tensor(Rotation.random(random_state=1).as_matrix(), dtype=torch.float32)
     padded = torch.cat([c[:, torch.randperm(14)], torch.zeros(len(c), 3, 3)], dim=1)
     np.testing.assert_allclose(st.features(padded @ R.T).numpy(), st.features(c).numpy(), atol=1e-5)
-    groups = {"reference": frame_clouds(idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=0)),
-              "held_out": frame_clouds(idealized_crystal("cI2-W", n_min=54, sigma=0.05, seed=0))}
+    groups = {
+        "reference": frame_clouds(idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=0)),
+        "held_out": frame_clouds(idealized_crystal("cI2-W", n_min=54, sigma=0.05, seed=0)),
+    }
     student = distil(backbone, groups, hidden=16, steps=30, batch=32)
     assert {"r2_validation", "r2_held_out", "r2_train"} <= set(student.metrics)
     save_student(student, tmp_path / "s.pt")
     again = load_student(tmp_path / "s.pt")
     x = groups["reference"]
     # through the cloud batch (padding dropped there and put back), chunked, as analyse_trajectory runs it
-    np.testing.assert_allclose(embed_clouds(again, x, chunk=17), student.embed(torch.as_tensor(x)).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        embed_clouds(again, x, chunk=17),
+        student.embed(torch.as_tensor(x)).detach().numpy(),
+        atol=1e-5,
+    )
     from atomssl.errors import CheckpointError
     from atomssl.train._checkpoint import save_checkpoint
 
@@ -200,12 +265,23 @@ def test_student_features_are_invariant_and_exact_q_l_and_its_file_round_trips(t
 
 def test_benchmark_quick_mode_runs_outside_results(tmp_path):
     out = tmp_path / "bench"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "order_speed.py"), "--quick", "--out", str(out)],
-                       check=False, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "order_speed.py"), "--quick", "--out", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "order_speed.json").read_text())
     assert res["ssl_particles_per_s_per_core"] > 0 and res["student_particles_per_s_per_core"] > 0
     assert res["ratio_ssl_to_freud"] > 0 and "--quick" in res["command"]
     assert (out / "order_speed.md").read_text().startswith("# order inference speed")
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "order_speed.py"), "--quick"], check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "order_speed.py"), "--quick"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "never writes into benchmarks/results" in r.stderr

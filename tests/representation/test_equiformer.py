@@ -51,7 +51,10 @@ def test_registered_and_configurable():
     assert rebuilt.load_state_dict(sizes["small"].state_dict()) is not None
     assert rebuilt.num_parameters() == sizes["small"].num_parameters()
     assert build_backbone({"name": "equiformer", "cutoff": 4.0}).graph_spec == {"cutoff": 4.0}
-    assert str(build_backbone({"name": "equiformer", "size": "tiny", "lmax": 2}).irreps) == "16x0e+8x1o+4x2e"
+    assert (
+        str(build_backbone({"name": "equiformer", "size": "tiny", "lmax": 2}).irreps)
+        == "16x0e+8x1o+4x2e"
+    )
     with pytest.raises(ConfigError):
         build_backbone({"name": "equiformer", "size": "huge"})
     with pytest.raises(ConfigError):
@@ -64,12 +67,18 @@ def test_tensor_product_matches_e3nn():
     tp = DepthwiseTP(muls, lmax_sh=2, lmax_out=2, num_basis=4, radial_hidden=8).double()
     irreps_in = o3.Irreps("3x0e+2x1o+2x2e")
     ref = o3.TensorProduct(
-        irreps_in, o3.Irreps.spherical_harmonics(2), tp.irreps_out_e3nn, tp.instructions,
-        shared_weights=False, internal_weights=False,
+        irreps_in,
+        o3.Irreps.spherical_harmonics(2),
+        tp.irreps_out_e3nn,
+        tp.instructions,
+        shared_weights=False,
+        internal_weights=False,
     ).double()
     E = 7
     x = torch.randn(E, irreps_in.dim, dtype=torch.float64)
-    sh = o3.spherical_harmonics([0, 1, 2], torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component")
+    sh = o3.spherical_harmonics(
+        [0, 1, 2], torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component"
+    )
     rbf = torch.randn(E, 4, dtype=torch.float64)
     ours = to_e3nn(tp(from_e3nn(x, muls), sh, rbf))
     expected = ref(x, sh, tp.radial(rbf))
@@ -98,7 +107,9 @@ def test_symmetry_other_options():
 def test_exact_symmetry_tensor_product_messages(dtype):
     """The Clebsch-Gordan (``conv="dtp"``) message path is kept, and exactly equivariant too."""
     model = _model(conv="dtp")
-    assert_backbone_equivariant(model, _crystal(), checks=ALL_CHECKS, dtype=dtype, n_trials=1, seed=2)
+    assert_backbone_equivariant(
+        model, _crystal(), checks=ALL_CHECKS, dtype=dtype, n_trials=1, seed=2
+    )
 
 
 def test_symmetry_default_size_float64():
@@ -128,7 +139,9 @@ def test_vector_output_points_along_the_only_bond():
     """For an isolated dimer every l=1 output is parallel to the bond (x, y, z order check)."""
     model = _model()
     bond = np.array([0.3, -1.1, 2.0])
-    s = Structure(np.array([8, 8]), np.array([np.zeros(3), bond]), np.eye(3) * 20.0, np.zeros(3, bool))
+    s = Structure(
+        np.array([8, 8]), np.array([np.zeros(3), bond]), np.eye(3) * 20.0, np.zeros(3, bool)
+    )
     out, _ = _run(model, [s])
     v = out.vector.detach().numpy().reshape(-1, 3)
     u = bond / np.linalg.norm(bond)
@@ -150,7 +163,9 @@ def test_continuous_at_cutoff(alone):
         pos = np.vstack([np.zeros(3), others[0], others[1], d * u])
         if not alone:  # atom 3 has a second neighbour (atom 4, > 4.5 A from atoms 0-2), moved along
             pos = np.vstack([pos, d * u + 2.5 * np.array([0.0, 0.8, 0.6])])
-        return Structure(np.array([14, 8, 8, 11, 1][: len(pos)]), pos, np.eye(3) * 30.0, np.zeros(3, bool))
+        return Structure(
+            np.array([14, 8, 8, 11, 1][: len(pos)]), pos, np.eye(3) * 30.0, np.zeros(3, bool)
+        )
 
     inside, b_in = _run(model, [with_atom3(4.0 - 1e-4)])
     outside, b_out = _run(model, [with_atom3(4.0 + 1e-4)])
@@ -170,8 +185,12 @@ def test_batching_matches_single_structures():
     for i, s in enumerate(structures):
         single, _ = _run(model, [s])
         torch.testing.assert_close(batched.graph[i], single.graph[0], atol=1e-10, rtol=1e-8)
-        torch.testing.assert_close(batched.node[start : start + s.n_atoms], single.node, atol=1e-10, rtol=1e-8)
-        torch.testing.assert_close(batched.vector[start : start + s.n_atoms], single.vector, atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(
+            batched.node[start : start + s.n_atoms], single.node, atol=1e-10, rtol=1e-8
+        )
+        torch.testing.assert_close(
+            batched.vector[start : start + s.n_atoms], single.vector, atol=1e-10, rtol=1e-8
+        )
         start += s.n_atoms
 
 
@@ -241,7 +260,9 @@ def test_linear_on_pieces_equals_linear_on_concatenation():
     lin = Linear(tp.muls_out, [6, 4, 3]).double()
     E = 9
     xs = [torch.randn(E, 2 * l + 1, m, dtype=torch.float64) for l, m in enumerate([5, 3, 2])]
-    sh = o3.spherical_harmonics([0, 1, 2], torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component")
+    sh = o3.spherical_harmonics(
+        [0, 1, 2], torch.randn(E, 3, dtype=torch.float64), normalize=True, normalization="component"
+    )
     rbf = torch.randn(E, 4, dtype=torch.float64)
     pieces = tp.pieces(xs, sh, rbf)
     assert [sum(p.shape[-1] for p in ps) for ps in pieces] == tp.muls_out
@@ -251,12 +272,24 @@ def test_linear_on_pieces_equals_linear_on_concatenation():
 
 def test_small_default_uses_linear_messages():
     model = build_backbone("equiformer")
-    assert model.config["nonlinear_messages"] is False and all(b.attn.so2_2 is None for b in model.blocks)
-    assert build_backbone({"name": "equiformer", "nonlinear_messages": True}).blocks[0].attn.so2_2 is not None
+    assert model.config["nonlinear_messages"] is False and all(
+        b.attn.so2_2 is None for b in model.blocks
+    )
+    assert (
+        build_backbone({"name": "equiformer", "nonlinear_messages": True}).blocks[0].attn.so2_2
+        is not None
+    )
     dtp = build_backbone({"name": "equiformer", "conv": "dtp"})
     assert all(b.attn.tp2 is None for b in dtp.blocks)
-    assert build_backbone({"name": "equiformer", "conv": "dtp", "nonlinear_messages": True}).blocks[0].attn.tp2 is not None
-    assert build_backbone({"name": "equiformer", "size": "large"}).config["nonlinear_messages"] is True
+    assert (
+        build_backbone({"name": "equiformer", "conv": "dtp", "nonlinear_messages": True})
+        .blocks[0]
+        .attn.tp2
+        is not None
+    )
+    assert (
+        build_backbone({"name": "equiformer", "size": "large"}).config["nonlinear_messages"] is True
+    )
 
 
 # --- edge-aligned frames and SO(2) messages ------------------------------------------------------
@@ -280,7 +313,9 @@ def test_edge_frames_are_rotations_taking_the_axis_to_the_edge():
     R = edge_frames(u, axis)
     eye = torch.eye(3, dtype=torch.float64).expand_as(R)
     torch.testing.assert_close(R @ R.transpose(1, 2), eye, atol=1e-12, rtol=0)
-    torch.testing.assert_close(torch.linalg.det(R), torch.ones(len(u), dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        torch.linalg.det(R), torch.ones(len(u), dtype=torch.float64), atol=1e-12, rtol=0
+    )
     torch.testing.assert_close(R @ axis, u, atol=1e-12, rtol=0)
     # finite gradients everywhere, including edges along and against the axis
     u = u.clone().requires_grad_(True)
@@ -314,9 +349,14 @@ def test_wigner_matrices_match_e3nn():
     start = 0
     for l in range(5):
         d = 2 * l + 1
-        torch.testing.assert_close(sh[:, start : start + d], ds[l] @ sh_axis[start : start + d], atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            sh[:, start : start + d], ds[l] @ sh_axis[start : start + d], atol=1e-9, rtol=0
+        )
         # and Y(axis) is non-zero only at m = 0 (the middle component)
-        assert torch.count_nonzero(sh_axis[start : start + d].abs() > 1e-12) == 1 and sh_axis[start + l].abs() > 0
+        assert (
+            torch.count_nonzero(sh_axis[start : start + d].abs() > 1e-12) == 1
+            and sh_axis[start + l].abs() > 0
+        )
         start += d
 
 
@@ -325,13 +365,22 @@ def _rolls_about(axis, angle):
     K = torch.zeros(3, 3, dtype=angle.dtype)
     K[0, 1], K[0, 2], K[1, 2] = -axis[2], axis[1], -axis[0]
     K = K - K.T
-    return torch.eye(3, dtype=angle.dtype) + torch.sin(angle)[:, None, None] * K + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+    return (
+        torch.eye(3, dtype=angle.dtype)
+        + torch.sin(angle)[:, None, None] * K
+        + (1 - torch.cos(angle))[:, None, None] * (K @ K)
+    )
 
 
 def test_so2_linear_commutes_with_rolls_about_the_axis():
     """The SO(2) map is equivariant under rotations about the polar axis and mirror planes
     through it: this is what makes the result independent of each frame's roll."""
-    from atomssl.representation._e3nn_layers import SO2Linear, WignerFromRotation, polar_axis, rotate
+    from atomssl.representation._e3nn_layers import (
+        SO2Linear,
+        WignerFromRotation,
+        polar_axis,
+        rotate,
+    )
 
     torch.manual_seed(0)
     muls_in, muls_out = [4, 3, 2], [5, 2, 3]
@@ -341,7 +390,9 @@ def test_so2_linear_commutes_with_rolls_about_the_axis():
     rbf = torch.randn(E, 6, dtype=torch.float64)
     axis = polar_axis()
     roll = _rolls_about(axis, torch.rand(E, dtype=torch.float64) * 2 * math.pi)
-    mirror = torch.eye(3, dtype=torch.float64) - 2 * torch.outer(torch.roll(axis, 1), torch.roll(axis, 1))
+    mirror = torch.eye(3, dtype=torch.float64) - 2 * torch.outer(
+        torch.roll(axis, 1), torch.roll(axis, 1)
+    )
     wig = WignerFromRotation(2)
     for g in (roll, roll @ mirror):
         # improper g = (-1) (-g): inversion acts as (-1)^l on the polar degrees l, -g is a rotation
@@ -378,9 +429,19 @@ def test_old_checkpoints_without_conv_load_as_tensor_product(tmp_path):
     from atomssl.train._checkpoint import FORMAT, VERSION
 
     model = _model(conv="dtp")
-    config = {k: v for k, v in model.config.items() if k != "conv"}  # written before the option existed
+    config = {
+        k: v for k, v in model.config.items() if k != "conv"
+    }  # written before the option existed
     path = tmp_path / "old.pt"
-    torch.save({"format": FORMAT, "version": VERSION, "backbone_config": config, "backbone": model.state_dict()}, path)
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "backbone_config": config,
+            "backbone": model.state_dict(),
+        },
+        path,
+    )
     loaded = load_backbone(path)
     assert loaded.config["conv"] == "dtp"
     ref, batch = _run(model, [_crystal()])

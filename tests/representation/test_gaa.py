@@ -27,7 +27,9 @@ def rattled(seed=0, scale=0.08):
     rng = np.random.default_rng(seed)
     numbers = s.numbers.copy()
     numbers[1] = 19  # one K: three species
-    return s.copy(positions=s.positions + rng.normal(size=s.positions.shape) * scale, numbers=numbers)
+    return s.copy(
+        positions=s.positions + rng.normal(size=s.positions.shape) * scale, numbers=numbers
+    )
 
 
 def graph_batch(structures, k=12, dtype=torch.float64):
@@ -51,7 +53,10 @@ def test_outputs_shapes_and_config():
     assert out.node.shape == (n, 32) and out.graph.shape == (2, 32)
     assert out.edge.shape == (n * 12, 32) and out.edge_vector.shape == (n * 12, 3)
     assert out.vector.shape == (n, 4, 3)
-    assert all(torch.isfinite(t).all() for t in (out.node, out.graph, out.edge, out.edge_vector, out.vector))
+    assert all(
+        torch.isfinite(t).all()
+        for t in (out.node, out.graph, out.edge, out.edge_vector, out.vector)
+    )
     out.graph.sum().backward()
     assert bb.species.weight.grad is not None
     for bad in ({"normalize": "max"}, {"invariant_mode": "all"}, {"k": 1}, {"colour": 3}):
@@ -130,7 +135,9 @@ def test_min_normalisation_makes_it_scale_invariant():
     torch.testing.assert_close(b.vector, 1.7 * a.vector)  # vectors come back in input units
     unscaled = small().double().eval()
     with torch.no_grad():
-        assert not torch.allclose(unscaled(graph_batch([s])).node, unscaled(graph_batch([big])).node)
+        assert not torch.allclose(
+            unscaled(graph_batch([s])).node, unscaled(graph_batch([big])).node
+        )
 
 
 def test_edge_delta_equals_moving_atoms():
@@ -172,7 +179,9 @@ def test_edge_mask_equals_smaller_cloud():
         a, b = bb12(masked), bb11(smaller)
     torch.testing.assert_close(a.node, b.node, atol=1e-10, rtol=1e-8)
     torch.testing.assert_close(a.vector, b.vector, atol=1e-10, rtol=1e-8)
-    torch.testing.assert_close(a.edge.reshape(n, 12, -1)[:, 1:], b.edge.reshape(n, 11, -1), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(
+        a.edge.reshape(n, 12, -1)[:, 1:], b.edge.reshape(n, 11, -1), atol=1e-10, rtol=1e-8
+    )
 
 
 def test_soft_species_match_one_hot():
@@ -195,9 +204,9 @@ def _dielectric_structures(n=64, max_atoms=4):
 
         structures = [s for s in load_matbench_dielectric(limit=1200) if s.n_atoms <= max_atoms]
     except ImportError:  # the dataset loader is not there yet: read the bundled file directly
-        from atomssl.data._pmg_dict import structure_from_pmg_dict
-
         import crystal_toolkit
+
+        from atomssl.data._pmg_dict import structure_from_pmg_dict
 
         path = Path(crystal_toolkit.__file__).parent / "apps/examples/matbench_dielectric.json.gz"
         data = json.loads(gzip.open(path).read())["structure"]
@@ -216,7 +225,9 @@ def test_overfits_volume_per_atom_of_64_dielectric_structures():
     y = torch.tensor([s.volume / s.n_atoms for s in structures], dtype=torch.float32)
     mu, sd = y.mean(), y.std()
     bb = small(k=8, momentum=0.9)
-    head = torch.nn.Sequential(torch.nn.Linear(bb.embedding_dim, 64), torch.nn.SiLU(), torch.nn.Linear(64, 1))
+    head = torch.nn.Sequential(
+        torch.nn.Linear(bb.embedding_dim, 64), torch.nn.SiLU(), torch.nn.Linear(64, 1)
+    )
     opt = torch.optim.Adam([*bb.parameters(), *head.parameters()], lr=3e-3)
     for _ in range(60):
         opt.zero_grad()

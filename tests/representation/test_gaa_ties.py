@@ -44,7 +44,15 @@ CRYSTALS = {
 @pytest.fixture(scope="module")
 def gaa():
     torch.manual_seed(0)
-    config = {"name": "gaa", "k": 12, "width": 8, "n_blocks": 2, "hidden_factor": 1.0, "species_dim": 8, "dropout": 0.0}
+    config = {
+        "name": "gaa",
+        "k": 12,
+        "width": 8,
+        "n_blocks": 2,
+        "hidden_factor": 1.0,
+        "species_dim": 8,
+        "dropout": 0.0,
+    }
     return build_backbone(config).double().eval()
 
 
@@ -74,7 +82,9 @@ def test_tie_weights_rock_salt_shell():
 
 def test_tie_weights_ignore_order_and_padding():
     rng = np.random.default_rng(0)
-    d = torch.tensor([[1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 0, 0]], dtype=torch.float64)
+    d = torch.tensor(
+        [[1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 4, 0, 0]], dtype=torch.float64
+    )
     w = tie_weights(d, 12)
     perm = torch.from_numpy(rng.permutation(d.shape[1]))
     assert torch.equal(tie_weights(d[:, perm], 12), w[:, perm])
@@ -102,7 +112,9 @@ def test_knn_ties_holds_whole_shell_brute_force(name):
     nl = knn_graph(s, 12, ties=True)
     cells = np.array(np.meshgrid(*[np.arange(-3, 4)] * 3, indexing="ij")).reshape(3, -1).T
     for i in range(s.n_atoms):
-        vec = (s.positions[None, :, :] + (cells @ s.cell)[:, None, :] - s.positions[i]).reshape(-1, 3)
+        vec = (s.positions[None, :, :] + (cells @ s.cell)[:, None, :] - s.positions[i]).reshape(
+            -1, 3
+        )
         dist = np.sort(np.linalg.norm(vec, axis=1))[1:]  # drop self
         expected = int(np.sum(dist <= dist[11] * (1 + 1e-5)))
         assert int(np.sum(nl.src == i)) == expected
@@ -120,13 +132,19 @@ def test_knn_without_ties_unchanged():
 def test_frame_cloud_embeddings_exact(gaa, name):
     """Order path (one-component clouds, block means too): permutation, rotation, images, equivalent atoms."""
     atoms = CRYSTALS[name]()
-    emb = embed_clouds(gaa, frame_clouds(Structure.coerce(atoms), 12, dtype=np.float64), blocks=True)
+    emb = embed_clouds(
+        gaa, frame_clouds(Structure.coerce(atoms), 12, dtype=np.float64), blocks=True
+    )
     assert emb.dtype == np.float64
     moved, perm = _moved(atoms, seed=1)
-    emb_moved = embed_clouds(gaa, frame_clouds(Structure.coerce(moved), 12, dtype=np.float64), blocks=True)
+    emb_moved = embed_clouds(
+        gaa, frame_clouds(Structure.coerce(moved), 12, dtype=np.float64), blocks=True
+    )
     assert np.abs(emb_moved - emb[perm]).max() < TOL
     sup = atoms.repeat((2, 1, 3))
-    emb_sup = embed_clouds(gaa, frame_clouds(Structure.coerce(sup), 12, dtype=np.float64), blocks=True)
+    emb_sup = embed_clouds(
+        gaa, frame_clouds(Structure.coerce(sup), 12, dtype=np.float64), blocks=True
+    )
     assert np.abs(emb_sup - np.tile(emb, (6, 1))).max() < TOL
     # one-component clouds: every atom of a monatomic lattice is equivalent; else per element
     assert _equivalent_spread(emb, atoms) < TOL
@@ -178,7 +196,9 @@ def test_padding_columns_change_nothing(gaa):
     """Zero-vector padding (clouds of different widths concatenated) is not a neighbour."""
     from atomssl.data import idealized_crystal
 
-    c = frame_clouds(idealized_crystal("cF4-Cu", n_min=64, sigma=0.03, seed=1), 12, dtype=np.float64)
+    c = frame_clouds(
+        idealized_crystal("cF4-Cu", n_min=64, sigma=0.03, seed=1), 12, dtype=np.float64
+    )
     salt = frame_clouds(Structure.coerce(CRYSTALS["rocksalt"]()), 12, dtype=np.float64)
     both = pad_clouds([c, salt])
     assert both.shape[1] == 18

@@ -10,7 +10,7 @@ from atomssl.data import Structure, load_matbench_dielectric
 from atomssl.errors import ConfigError
 from atomssl.graph import collate, to_graph
 from atomssl.representation import BACKBONES, N_SPECIES, build_backbone
-from atomssl.representation.megnet import MEGNet, GaussianExpansion
+from atomssl.representation.megnet import GaussianExpansion, MEGNet
 from atomssl.testing import assert_backbone_equivariant
 
 TINY = dict(node_embedding_dim=8, dense=(16, 8), conv=(16, 16, 8), n_blocks=2)
@@ -40,7 +40,9 @@ def test_registered_with_reference_defaults():
     with pytest.raises(ConfigError):
         build_backbone({"name": "megnet", "no_such_option": 1})
     with pytest.raises(ConfigError):
-        build_backbone({"name": "megnet", "dense": (64, 16)})  # residuals need dense[-1] == conv[-1]
+        build_backbone(
+            {"name": "megnet", "dense": (64, 16)}
+        )  # residuals need dense[-1] == conv[-1]
 
 
 def test_gaussian_expansion_matches_formula():
@@ -67,7 +69,9 @@ def test_outputs_depend_on_geometry_and_species_and_pass_gradients():
     out = model(batch)
     out.graph.sum().backward()
     assert batch.pos.grad is not None and batch.pos.grad.abs().max() > 0
-    moved = s.copy(positions=s.positions + np.random.default_rng(1).normal(scale=0.1, size=(s.n_atoms, 3)))
+    moved = s.copy(
+        positions=s.positions + np.random.default_rng(1).normal(scale=0.1, size=(s.n_atoms, 3))
+    )
     swapped = s.copy(numbers=np.where(s.numbers == 8, 9, s.numbers))
     with torch.no_grad():
         for other in (moved, swapped):
@@ -85,11 +89,18 @@ def test_z_soft_and_mask_token():
         batch.z_soft = F.one_hot(batch.z, N_SPECIES).double()
         soft = model(batch)
         for name in ("node", "edge", "graph"):
-            torch.testing.assert_close(getattr(soft, name), getattr(ref, name), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                getattr(soft, name), getattr(ref, name), rtol=1e-12, atol=1e-12
+            )
         # a 50/50 mixture embeds to the mean of the two embeddings
-        mix = 0.5 * F.one_hot(batch.z, N_SPECIES).double() + 0.5 * F.one_hot(torch.full_like(batch.z, 3), N_SPECIES).double()
+        mix = (
+            0.5 * F.one_hot(batch.z, N_SPECIES).double()
+            + 0.5 * F.one_hot(torch.full_like(batch.z, 3), N_SPECIES).double()
+        )
         emb = model.embed_species(type("B", (), {"z_soft": mix})())
-        torch.testing.assert_close(emb, 0.5 * (model.embedding(batch.z) + model.embedding(torch.full_like(batch.z, 3))))
+        torch.testing.assert_close(
+            emb, 0.5 * (model.embedding(batch.z) + model.embedding(torch.full_like(batch.z, 3)))
+        )
         del batch.z_soft
         # mask token (species 0) is accepted and changes the output
         batch.z = batch.z.clone()
@@ -103,8 +114,12 @@ def test_batching_matches_single_structures():
     torch.manual_seed(0)
     model = MEGNet(**TINY).double().eval()
     crystal = _triclinic()
-    gas = Structure(np.array([1, 6]), np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]), np.eye(3) * 20.0,
-                    np.array([False, False, False]))  # fmt: skip  (no edges at all)
+    gas = Structure(
+        np.array([1, 6]),
+        np.array([[0.0, 0.0, 0.0], [9.0, 0.0, 0.0]]),
+        np.eye(3) * 20.0,
+        np.array([False, False, False]),
+    )  # fmt: skip  (no edges at all)
     graphs = [to_graph(x, cutoff=4.0, dtype=torch.float64) for x in (crystal, gas, _triclinic(3))]
     with torch.no_grad():
         joint = model(collate(graphs))
@@ -121,7 +136,9 @@ def test_overfits_volume_per_atom():
     torch.manual_seed(0)
     structures = load_matbench_dielectric(limit=64)
     assert len(structures) == 64
-    y = torch.tensor([abs(np.linalg.det(s.cell)) / s.n_atoms for s in structures], dtype=torch.float32)
+    y = torch.tensor(
+        [abs(np.linalg.det(s.cell)) / s.n_atoms for s in structures], dtype=torch.float32
+    )
     model = MEGNet(**TINY)
     batch = collate([to_graph(s, **model.graph_spec) for s in structures])
     head = torch.nn.Linear(model.embedding_dim, 1)

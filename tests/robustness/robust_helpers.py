@@ -15,8 +15,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 #: Per-call time bound (s). Every call here normally takes milliseconds; the bound is generous
 #: because the test machine may be heavily shared.
@@ -49,7 +50,9 @@ class Outcome:
         return f"ok: {self.value!r}"
 
 
-def bounded(fn: Callable[..., Any], *args: Any, timeout: float = TIME_BOUND, **kwargs: Any) -> Outcome:
+def bounded(
+    fn: Callable[..., Any], *args: Any, timeout: float = TIME_BOUND, **kwargs: Any
+) -> Outcome:
     """Run ``fn(*args, **kwargs)`` in a forked child; its return value must be picklable."""
     read_fd, write_fd = os.pipe()
     t0 = time.monotonic()
@@ -61,7 +64,9 @@ def bounded(fn: Callable[..., Any], *args: Any, timeout: float = TIME_BOUND, **k
                 out = Outcome("ok", value=fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 names = tuple(c.__name__ for c in type(exc).__mro__)
-                out = Outcome("error", error_type=names, message=str(exc), tb=traceback.format_exc())
+                out = Outcome(
+                    "error", error_type=names, message=str(exc), tb=traceback.format_exc()
+                )
             data = pickle.dumps(out)
         except BaseException as exc:  # unpicklable value
             data = pickle.dumps(Outcome("error", error_type=("PicklingError",), message=repr(exc)))

@@ -52,42 +52,149 @@ def _cases() -> list:
     # data info / import / graph
     structures("data-info", lambda p: ["data", "info", p])
     structures("data-import", lambda p: ["data", "import", p, "--out", "store.db"])
-    add("data-import", "out-missing-folder", ["data", "import", "good.cif", "--out", f"{MISSING_DIR}/s.db"], MISSING_DIR)
-    add("data-import", "all-bad-skipped", ["data", "import", "text.cif", "garbage.cif", "--skip-bad", "--out", "store.db"], "text.cif")
+    add(
+        "data-import",
+        "out-missing-folder",
+        ["data", "import", "good.cif", "--out", f"{MISSING_DIR}/s.db"],
+        MISSING_DIR,
+    )
+    add(
+        "data-import",
+        "all-bad-skipped",
+        ["data", "import", "text.cif", "garbage.cif", "--skip-bad", "--out", "store.db"],
+        "text.cif",
+    )
     structures("data-graph", lambda p: ["data", "graph", p, "--cutoff", "4", "--out", "g.npz"])
-    add("data-graph", "out-missing-folder", ["data", "graph", "good.cif", "--cutoff", "4", "--out", f"{MISSING_DIR}/g.npz"], MISSING_DIR)
-    add("data-simulate", "out-missing-folder",
-        ["data", "simulate", str(CONFIGS / "simulate_lj_fcc.yaml"), "--out", f"{MISSING_DIR}/t.extxyz"], MISSING_DIR)
+    add(
+        "data-graph",
+        "out-missing-folder",
+        ["data", "graph", "good.cif", "--cutoff", "4", "--out", f"{MISSING_DIR}/g.npz"],
+        MISSING_DIR,
+    )
+    add(
+        "data-simulate",
+        "out-missing-folder",
+        [
+            "data",
+            "simulate",
+            str(CONFIGS / "simulate_lj_fcc.yaml"),
+            "--out",
+            f"{MISSING_DIR}/t.extxyz",
+        ],
+        MISSING_DIR,
+    )
     # embed
     structures("embed", lambda p: ["embed", p, "--checkpoint", "model.pt", "--out", "e.npz"])
-    add("embed", "text-as-pt", ["embed", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "e.npz"], BAD_CHECKPOINT)
-    add("embed", "out-missing-folder", ["embed", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/e.npz"], MISSING_DIR)
-    add("embed", "bad-device", ["embed", "good.cif", "--checkpoint", "model.pt", "--device", BAD_DEVICE, "--out", "e.npz"], BAD_DEVICE)
-    add("embed", "all-bad-skipped", ["embed", "text.cif", "--skip-bad", "--checkpoint", "model.pt", "--out", "e.npz"], "text.cif")
+    add(
+        "embed",
+        "text-as-pt",
+        ["embed", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "e.npz"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "embed",
+        "out-missing-folder",
+        ["embed", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/e.npz"],
+        MISSING_DIR,
+    )
+    add(
+        "embed",
+        "bad-device",
+        ["embed", "good.cif", "--checkpoint", "model.pt", "--device", BAD_DEVICE, "--out", "e.npz"],
+        BAD_DEVICE,
+    )
+    add(
+        "embed",
+        "all-bad-skipped",
+        ["embed", "text.cif", "--skip-bad", "--checkpoint", "model.pt", "--out", "e.npz"],
+        "text.cif",
+    )
     # finetune / pretrain: structures through data.sources, the checkpoint through backbone.checkpoint
     ft = ["finetune", "--config", str(CONFIGS / "finetune_dielectric.yaml"), "--no-progress"]
     structures("finetune", lambda p: [*ft, f"data.sources=[{p}]", "--out", "ft"])
-    add("finetune", "text-as-pt", [*ft, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "ft"], BAD_CHECKPOINT)
-    add("finetune", "text-as-pt-shortcut", [*ft, "--checkpoint", BAD_CHECKPOINT, "--out", "ft"], BAD_CHECKPOINT)
+    add(
+        "finetune",
+        "text-as-pt",
+        [*ft, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "ft"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "finetune",
+        "text-as-pt-shortcut",
+        [*ft, "--checkpoint", BAD_CHECKPOINT, "--out", "ft"],
+        BAD_CHECKPOINT,
+    )
     add("finetune", "out-missing-folder", [*ft, "--out", f"{MISSING_DIR}/ft"], MISSING_DIR)
     pt = ["pretrain", "--config", str(CONFIGS / "pretrain_tiny.yaml"), "--no-progress"]
     structures("pretrain", lambda p: [*pt, f"data.sources=[{p}]", "--out", "pt"])
-    add("pretrain", "text-as-pt", [*pt, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "pt"], BAD_CHECKPOINT)
+    add(
+        "pretrain",
+        "text-as-pt",
+        [*pt, f"backbone.checkpoint={BAD_CHECKPOINT}", "--out", "pt"],
+        BAD_CHECKPOINT,
+    )
     add("pretrain", "out-missing-folder", [*pt, "--out", f"{MISSING_DIR}/pt"], MISSING_DIR)
     # order: a trajectory, its checkpoint, its output folder, transfer's device
     structures("order", lambda p: ["order", p, "--checkpoint", "model.pt", "--out", "od", "-q"])
-    add("order", "text-as-pt", ["order", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "od"], BAD_CHECKPOINT)
-    add("order", "out-missing-folder", ["order", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/od"], MISSING_DIR)
-    add("order-liquid", "text-as-cif", ["order", "liquid", "good.cif", "text.cif", "--checkpoint", "model.pt", "--out", "od"], "text.cif")
-    add("order-transfer", "text-as-pt", ["order", "transfer", "--checkpoint", BAD_CHECKPOINT, "--out", "od"], BAD_CHECKPOINT)
-    add("order-transfer", "bad-device", ["order", "transfer", "--checkpoint", "model.pt", "--device", BAD_DEVICE, "--out", "od"], BAD_DEVICE)
-    add("order-pretrain", "out-missing-folder", ["order", "pretrain", "--out", f"{MISSING_DIR}/b.ckpt"], MISSING_DIR)
+    add(
+        "order",
+        "text-as-pt",
+        ["order", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "od"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "order",
+        "out-missing-folder",
+        ["order", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/od"],
+        MISSING_DIR,
+    )
+    add(
+        "order-liquid",
+        "text-as-cif",
+        ["order", "liquid", "good.cif", "text.cif", "--checkpoint", "model.pt", "--out", "od"],
+        "text.cif",
+    )
+    add(
+        "order-transfer",
+        "text-as-pt",
+        ["order", "transfer", "--checkpoint", BAD_CHECKPOINT, "--out", "od"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "order-transfer",
+        "bad-device",
+        ["order", "transfer", "--checkpoint", "model.pt", "--device", BAD_DEVICE, "--out", "od"],
+        BAD_DEVICE,
+    )
+    add(
+        "order-pretrain",
+        "out-missing-folder",
+        ["order", "pretrain", "--out", f"{MISSING_DIR}/b.ckpt"],
+        MISSING_DIR,
+    )
     # reconstruct / gan
-    structures("reconstruct", lambda p: ["reconstruct", p, "--checkpoint", "model.pt", "--out", "rc"])
-    add("reconstruct", "text-as-pt", ["reconstruct", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "rc"], BAD_CHECKPOINT)
-    add("reconstruct", "out-missing-folder", ["reconstruct", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/rc"], MISSING_DIR)
+    structures(
+        "reconstruct", lambda p: ["reconstruct", p, "--checkpoint", "model.pt", "--out", "rc"]
+    )
+    add(
+        "reconstruct",
+        "text-as-pt",
+        ["reconstruct", "good.cif", "--checkpoint", BAD_CHECKPOINT, "--out", "rc"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "reconstruct",
+        "out-missing-folder",
+        ["reconstruct", "good.cif", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/rc"],
+        MISSING_DIR,
+    )
     gan = ["gan", "--config", str(CONFIGS / "gan.yaml"), "--no-progress"]
-    add("gan", "text-as-pt", [*gan, f"generator.checkpoint={BAD_CHECKPOINT}", "--out", "gn"], BAD_CHECKPOINT)
+    add(
+        "gan",
+        "text-as-pt",
+        [*gan, f"generator.checkpoint={BAD_CHECKPOINT}", "--out", "gn"],
+        BAD_CHECKPOINT,
+    )
     add("gan", "out-missing-folder", [*gan, "--out", f"{MISSING_DIR}/gn"], MISSING_DIR)
     # evaluate
     add("evaluate-matbench", "text-as-pt",
@@ -99,16 +206,57 @@ def _cases() -> list:
     add("evaluate-curves", "out-missing-folder",
         ["evaluate", "curves", "--config", str(CONFIGS / "evaluate_curves.yaml"), "--checkpoint", "model.pt", "--out",
          f"{MISSING_DIR}/ev"], MISSING_DIR)  # fmt: skip
-    structures("evaluate-map", lambda p: ["evaluate", "embedding-map", "--checkpoint", "model.pt", "--source", p, "--out", "map.png"])
-    add("evaluate-map", "text-as-pt", ["evaluate", "embedding-map", "--checkpoint", BAD_CHECKPOINT, "--out", "map.png"], BAD_CHECKPOINT)
-    add("evaluate-map", "out-missing-folder",
-        ["evaluate", "embedding-map", "--checkpoint", "model.pt", "--out", f"{MISSING_DIR}/map.png"], MISSING_DIR)
+    structures(
+        "evaluate-map",
+        lambda p: [
+            "evaluate",
+            "embedding-map",
+            "--checkpoint",
+            "model.pt",
+            "--source",
+            p,
+            "--out",
+            "map.png",
+        ],
+    )
+    add(
+        "evaluate-map",
+        "text-as-pt",
+        ["evaluate", "embedding-map", "--checkpoint", BAD_CHECKPOINT, "--out", "map.png"],
+        BAD_CHECKPOINT,
+    )
+    add(
+        "evaluate-map",
+        "out-missing-folder",
+        [
+            "evaluate",
+            "embedding-map",
+            "--checkpoint",
+            "model.pt",
+            "--out",
+            f"{MISSING_DIR}/map.png",
+        ],
+        MISSING_DIR,
+    )
     # motif: checkpoints of every action taking one, motif and cell files, output folders
     for action in ("sample", "interpolate", "inpaint", "evaluate"):
-        add(f"motif-{action}", "text-as-pt", ["motif", action, "--checkpoint", BAD_CHECKPOINT, "--out", "mo"], BAD_CHECKPOINT)
-    structures("motif-inpaint", lambda p: ["motif", "inpaint", "--checkpoint", "vae.pt", "--input", p, "--out", "mo"])
+        add(
+            f"motif-{action}",
+            "text-as-pt",
+            ["motif", action, "--checkpoint", BAD_CHECKPOINT, "--out", "mo"],
+            BAD_CHECKPOINT,
+        )
+    structures(
+        "motif-inpaint",
+        lambda p: ["motif", "inpaint", "--checkpoint", "vae.pt", "--input", p, "--out", "mo"],
+    )
     structures("motif-train", lambda p: ["motif", "train", "--cells", p, "--out", "mo"])
-    add("motif-train", "out-missing-folder", ["motif", "train", "--out", f"{MISSING_DIR}/mo"], MISSING_DIR)
+    add(
+        "motif-train",
+        "out-missing-folder",
+        ["motif", "train", "--out", f"{MISSING_DIR}/mo"],
+        MISSING_DIR,
+    )
     add("demo", "out-missing-folder", ["demo", "--out", f"{MISSING_DIR}/d"], MISSING_DIR)
     return cases
 
@@ -160,14 +308,24 @@ def test_bad_input_is_one_clean_line(workspace, argv, needle, capsys, caplog, mo
     lines = [line for line in out.err.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert needle in lines[0] and "error" in lines[0], lines[0]
-    shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, ImportWarning))]
+    shown = [
+        w
+        for w in caught
+        if not issubclass(
+            w.category, (DeprecationWarning, PendingDeprecationWarning, ImportWarning)
+        )
+    ]
     assert not shown, [f"{w.category.__name__}: {w.message}" for w in shown]
-    assert not [r for r in caplog.records if r.levelno >= logging.INFO], [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO], [
+        r.getMessage() for r in caplog.records
+    ]
     assert _listing(workspace) == before, "a failed command must write nothing"
     assert not os.path.exists(workspace / MISSING_DIR)
 
 
-def test_an_import_that_writes_nothing_leaves_the_store_it_would_replace_as_it_was(workspace, tmp_path, capsys):
+def test_an_import_that_writes_nothing_leaves_the_store_it_would_replace_as_it_was(
+    workspace, tmp_path, capsys
+):
     """``data import --skip-bad`` of nothing but bad files exits 1 and does not replace an existing
     store by an empty one (nor leave anything beside it)."""
     from atomssl.cli.main import main
@@ -181,7 +339,11 @@ def test_an_import_that_writes_nothing_leaves_the_store_it_would_replace_as_it_w
         bad = [str(workspace / "text.cif"), str(workspace / "garbage.cif")]
         assert main(["data", "import", *bad, "--skip-bad", *extra, "--out", str(store)]) == 1
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert len(err) == 1 and "every entry was bad (2 skipped" in err[0] and "is unchanged" in err[0], err
+        assert (
+            len(err) == 1
+            and "every entry was bad (2 skipped" in err[0]
+            and "is unchanged" in err[0]
+        ), err
         assert store.read_bytes() == before and (store.stat().st_mode & 0o777) == 0o640
         assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]
 
@@ -202,7 +364,10 @@ def test_output_rules(tmp_path):
             output_file(bad)
     assert run_folder(None) is None
     assert run_folder(tmp_path) == tmp_path and run_folder(tmp_path / "new") == tmp_path / "new"
-    for bad, reason in [(tmp_path / "no" / "run", f"folder {tmp_path / 'no'} does not exist"), (tmp_path / "file", "is a file")]:
+    for bad, reason in [
+        (tmp_path / "no" / "run", f"folder {tmp_path / 'no'} does not exist"),
+        (tmp_path / "file", "is a file"),
+    ]:
         with pytest.raises(ConfigError, match=reason):
             run_folder(bad)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -25,7 +25,14 @@ TIMEOUT = 300  # s per command: starting the CLI imports a lot; the machine may 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([*ATOMSSL, *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT, cwd=cwd, env=env)
+    return subprocess.run(
+        [*ATOMSSL, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def assert_clean_failure(res: subprocess.CompletedProcess, *needles: str) -> None:
@@ -65,7 +72,9 @@ def bad_folder(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     bad["dup.extxyz"] = "overlapping"
     (d / "notes.json").write_text('{"hello": [1, 2, 3]}')
     bad["notes.json"] = "unreadable"
-    (d / "garbage.db").write_bytes(b"SQLite format 3\x00" + bytes(rnd.getrandbits(8) for _ in range(3000)))
+    (d / "garbage.db").write_bytes(
+        b"SQLite format 3\x00" + bytes(rnd.getrandbits(8) for _ in range(3000))
+    )
     bad["garbage.db"] = "unreadable"
     tiny = ase.Atoms("Si", positions=[[0, 0, 0]], cell=np.eye(3) * 1e-3, pbc=True)
     ase.io.write(d / "tiny.extxyz", tiny)
@@ -112,18 +121,61 @@ def test_import_stops_at_the_first_bad_entry_with_one_line_and_writes_nothing(ba
     "args, needles",
     [
         (["data", "info", "missing.cif"], ["missing.cif", "file not found"]),
-        (["data", "graph", "random.cif", "--cutoff", "5", "--out", "g.npz"], ["random.cif", "unreadable file"]),
-        (["data", "graph", "tiny.extxyz", "--cutoff", "5", "--out", "g.npz"], ["tiny.extxyz", "own periodic image"]),
-        (["data", "graph", "good.cif", "--cutoff", "-1", "--out", "g.npz"], ["--cutoff must be positive"]),
-        (["data", "graph", "good.cif", "--index", "7", "--cutoff", "5", "--out", "g.npz"], ["good.cif", "frame 7"]),
-        (["data", "graph", "good.cif", "--format", "nonsense", "--cutoff", "5", "--out", "g.npz"], ["nonsense"]),
-        (["data", "import", "good.cif", "--out", "x.db", "--species", "a=Si"], ["bad species entry"]),
-        (["data", "import", "missing_folder", "--out", "x.db"], ["missing_folder", "file not found"]),
+        (
+            ["data", "graph", "random.cif", "--cutoff", "5", "--out", "g.npz"],
+            ["random.cif", "unreadable file"],
+        ),
+        (
+            ["data", "graph", "tiny.extxyz", "--cutoff", "5", "--out", "g.npz"],
+            ["tiny.extxyz", "own periodic image"],
+        ),
+        (
+            ["data", "graph", "good.cif", "--cutoff", "-1", "--out", "g.npz"],
+            ["--cutoff must be positive"],
+        ),
+        (
+            ["data", "graph", "good.cif", "--index", "7", "--cutoff", "5", "--out", "g.npz"],
+            ["good.cif", "frame 7"],
+        ),
+        (
+            [
+                "data",
+                "graph",
+                "good.cif",
+                "--format",
+                "nonsense",
+                "--cutoff",
+                "5",
+                "--out",
+                "g.npz",
+            ],
+            ["nonsense"],
+        ),
+        (
+            ["data", "import", "good.cif", "--out", "x.db", "--species", "a=Si"],
+            ["bad species entry"],
+        ),
+        (
+            ["data", "import", "missing_folder", "--out", "x.db"],
+            ["missing_folder", "file not found"],
+        ),
         (["data", "info", "garbage.db", "notes.json"], ["garbage.db", "notes.json"]),
     ],
-    ids=["missing", "garbled", "tiny-cell", "bad-cutoff", "bad-index", "bad-format", "bad-species", "missing-src", "bad-db"],
+    ids=[
+        "missing",
+        "garbled",
+        "tiny-cell",
+        "bad-cutoff",
+        "bad-index",
+        "bad-format",
+        "bad-species",
+        "missing-src",
+        "bad-db",
+    ],
 )
-def test_bad_arguments_and_inputs_are_one_clean_line(bad_folder, args, needles, capsys, monkeypatch):
+def test_bad_arguments_and_inputs_are_one_clean_line(
+    bad_folder, args, needles, capsys, monkeypatch
+):
     """In-process (the same ``main`` the console script calls; an interpreter start per case
     would cost seconds): non-zero exit, the reason on stderr, no traceback, no output file."""
     from atomssl.cli.main import main
@@ -159,5 +211,9 @@ def test_structure_errors_survive_pickling_between_processes():
     for cls in (StructureError, OverlapError, MissingFileError, MaskedSiteError, FrameIndexError):
         err = cls("atoms 0 and 1 are 0.05 A apart", "traj.extxyz", 7)
         back = pickle.loads(pickle.dumps(err))
-        assert type(back) is cls and str(back) == str(err) and (back.source, back.index) == ("traj.extxyz", 7)
+        assert (
+            type(back) is cls
+            and str(back) == str(err)
+            and (back.source, back.index) == ("traj.extxyz", 7)
+        )
         assert str(back).count("traj.extxyz") == 1

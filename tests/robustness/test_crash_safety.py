@@ -23,8 +23,8 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-from conftest import sigkill_on_cue
 from ase.build import bulk
+from conftest import sigkill_on_cue
 
 from atomssl.data import StructureStore, import_structures
 
@@ -87,19 +87,28 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def kill_while_writing(code: str, needle: str, tmp_path: Path, must_exist: Path | None = None, timeout: float = 240) -> None:
+def kill_while_writing(
+    code: str, needle: str, tmp_path: Path, must_exist: Path | None = None, timeout: float = 240
+) -> None:
     """Run ``code`` in a child with the blocker; SIGKILL it once it is inside the write."""
     cue = tmp_path / f"blocked-{time.monotonic_ns()}"
     env = _env(ATOMSSL_BLOCK_ON=needle, ATOMSSL_BLOCKED=cue)
     if must_exist is not None:
         env["ATOMSSL_BLOCK_AFTER_EXISTS"] = str(must_exist)
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKER + "\n" + code], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKER + "\n" + code],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     sigkill_on_cue(proc, cue, timeout)
 
 
 def _leftover_temps(folder: Path, name: str) -> list[Path]:
-    return [p for p in folder.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".tmp")]
+    return [
+        p for p in folder.iterdir() if p.name.startswith(f".{name}.") and p.name.endswith(".tmp")
+    ]
 
 
 # ----------------------------------------------------------------------------- atomic_write
@@ -118,7 +127,9 @@ def test_sigkill_during_atomic_write_keeps_the_old_file(tmp_path):
     kill_while_writing(code, ".data.bin.", tmp_path)
     assert _digest(target) == before
     temps = _leftover_temps(tmp_path, "data.bin")
-    assert len(temps) == 1 and 0 < temps[0].stat().st_size < 300 * 100_000  # the write was cut short
+    assert (
+        len(temps) == 1 and 0 < temps[0].stat().st_size < 300 * 100_000
+    )  # the write was cut short
     # the next write still works and replaces the file
     from atomssl.utils import atomic_write
 
@@ -199,8 +210,19 @@ def test_sigkill_while_the_trainer_writes_last_checkpoint_then_resume(tmp_path):
     ck = load_checkpoint(last)
     assert ck["epoch"] == 0  # the first save (after epoch 0) is intact
     res = subprocess.run(
-        [sys.executable, "-m", "atomssl.cli.main", "pretrain", "--resume", str(run), "--no-progress"],
-        env=_env(), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "atomssl.cli.main",
+            "pretrain",
+            "--resume",
+            str(run),
+            "--no-progress",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert torch.load(last, weights_only=True)["epoch"] == 2
@@ -218,10 +240,18 @@ def test_sigkill_while_embed_writes_keeps_the_previous_output(tmp_path):
     save_checkpoint(ck, build_backbone({"name": "megnet"}))
     out = tmp_path / "emb.npz"
     args = ["embed", str(tmp_path / "x.extxyz"), "--checkpoint", str(ck), "--out", str(out)]
-    res = subprocess.run([sys.executable, "-m", "atomssl.cli.main", *args], env=_env(), capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "atomssl.cli.main", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     before = _digest(out)
-    ase.io.write(tmp_path / "x.extxyz", [nacl] * 3)  # a different input: the new output would differ
+    ase.io.write(
+        tmp_path / "x.extxyz", [nacl] * 3
+    )  # a different input: the new output would differ
     code = f"import sys\nfrom atomssl.cli.main import main\nsys.exit(main({args!r}))\n"
     kill_while_writing(code, ".emb.npz.", tmp_path)
     assert _digest(out) == before
@@ -263,13 +293,27 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
     debris: set[str] = set()
     for delay in (0.3, 1.0, 2.0):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "atomssl.cli.main", "data", "import", str(many_files), "--out", str(store)],
-            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "atomssl.cli.main",
+                "data",
+                "import",
+                str(many_files),
+                "--out",
+                str(store),
+            ],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
         )
         try:
             # wait until the import has started writing its temporary store, then a bit longer
             deadline = time.monotonic() + 240
-            while not list(tmp_path.glob(f".store.db.*.{proc.pid}.*.tmp.db")) and proc.poll() is None:
+            while (
+                not list(tmp_path.glob(f".store.db.*.{proc.pid}.*.tmp.db")) and proc.poll() is None
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             time.sleep(delay)
@@ -288,13 +332,17 @@ def test_sigkill_during_import_keeps_the_previous_store(many_files, tmp_path):
         assert store.stat().st_mode & 0o777 == 0o640
         if unchanged:
             killed_inside += 1
-            assert [(i, p.tolist()) for i, p in _store_snapshot(store)] == [(i, p.tolist()) for i, p in before]
+            assert [(i, p.tolist()) for i, p in _store_snapshot(store)] == [
+                (i, p.tolist()) for i, p in before
+            ]
         else:
             assert len(_store_snapshot(store)) == 1500, "a killed import left a partial store"
             break
     assert killed_inside >= 1
     assert any(name.endswith(".tmp.db") for name in debris)
-    assert any(name.endswith(".tmp.db-journal") for name in debris), debris  # SQLite's rollback journal
+    assert any(name.endswith(".tmp.db-journal") for name in debris), (
+        debris
+    )  # SQLite's rollback journal
     report = import_structures(many_files, store)  # a later import works normally
     assert report.n_written == 1500 and len(_store_snapshot(store)) == 1500
     # ...and leaves nothing of the killed ones behind, and the store's mode as it was

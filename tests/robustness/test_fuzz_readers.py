@@ -40,10 +40,50 @@ FUZZ = settings(
 # Tokens a garbled text file may get: numbers parsers choke on, element-like words, syntax of
 # the formats (CIF loops, extxyz headers, LAMMPS sections, JSON brackets).
 TOKENS = [
-    "nan", "inf", "-inf", "1e400", "-1e308", "0", "-0", "1e-300", "99999999999999999999", "X", "Xx", "Q", "Na",
-    "", " ", "\t", "#", "'", '"', ";", "_", ".", "?", "-", "0.5(3)", "1/0", "loop_", "data_", "_atom_site_occupancy",
-    "ITEM:", "ITEM: ATOMS", "Atoms", "Masses", "Lattice=\"", "Properties=species:S:1", "{", "}", "[", "]", ",",
-    "null", "@class", "Direct", "Cartesian",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    "-1e308",
+    "0",
+    "-0",
+    "1e-300",
+    "99999999999999999999",
+    "X",
+    "Xx",
+    "Q",
+    "Na",
+    "",
+    " ",
+    "\t",
+    "#",
+    "'",
+    '"',
+    ";",
+    "_",
+    ".",
+    "?",
+    "-",
+    "0.5(3)",
+    "1/0",
+    "loop_",
+    "data_",
+    "_atom_site_occupancy",
+    "ITEM:",
+    "ITEM: ATOMS",
+    "Atoms",
+    "Masses",
+    'Lattice="',
+    "Properties=species:S:1",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    "null",
+    "@class",
+    "Direct",
+    "Cartesian",
 ]
 
 
@@ -60,7 +100,13 @@ def _si() -> Atoms:
 def _dump_text(frames: list[Atoms]) -> str:
     lines = []
     for step, atoms in enumerate(frames):
-        lines += ["ITEM: TIMESTEP", str(step), "ITEM: NUMBER OF ATOMS", str(len(atoms)), "ITEM: BOX BOUNDS pp pp pp"]
+        lines += [
+            "ITEM: TIMESTEP",
+            str(step),
+            "ITEM: NUMBER OF ATOMS",
+            str(len(atoms)),
+            "ITEM: BOX BOUNDS pp pp pp",
+        ]
         lines += [f"0.0 {atoms.cell[i, i]:.6f}" for i in range(3)]
         lines.append("ITEM: ATOMS id type element x y z")
         for i, (sym, (x, y, z)) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions)):
@@ -89,7 +135,9 @@ def _write_samples(folder: Path) -> dict[str, tuple[Path, list[Atoms]]]:
         db.write(si, gap=2.0)
     out["db"] = (p, [nacl, si])
     p = folder / "nacl.lmp"
-    ase.io.write(p, nacl, format="lammps-data", specorder=["Na", "Cl"], masses=True, atom_style="atomic")
+    ase.io.write(
+        p, nacl, format="lammps-data", specorder=["Na", "Cl"], masses=True, atom_style="atomic"
+    )
     out["lammps-data"] = (p, [nacl])
     p = folder / "run.lammpstrj"
     p.write_text(_dump_text([nacl, nacl]))
@@ -131,13 +179,19 @@ def _summary(path: str, format: str | None = None) -> list[tuple[str, int]]:
 def assert_clean(outcome, path: Path) -> None:
     """A correct result, or a StructureError naming the file; never a hang, crash or raw error."""
     if outcome.kind in ("hang", "crash"):
-        again = bounded(_summary, str(path), timeout=4 * TIME_BOUND)  # a loaded machine is not a hang
-        assert again.kind not in ("hang", "crash"), f"{path}: {again.describe()}\n--- input:\n{_show(path)}"
+        again = bounded(
+            _summary, str(path), timeout=4 * TIME_BOUND
+        )  # a loaded machine is not a hang
+        assert again.kind not in ("hang", "crash"), (
+            f"{path}: {again.describe()}\n--- input:\n{_show(path)}"
+        )
         outcome = again
     if outcome.kind == "ok":
         assert isinstance(outcome.value, list) and outcome.value, f"{path}: read returned nothing"
         return
-    assert "StructureError" in outcome.error_type, f"raw library error leaked:\n{outcome.describe()}\n--- input:\n{_show(path)}"
+    assert "StructureError" in outcome.error_type, (
+        f"raw library error leaked:\n{outcome.describe()}\n--- input:\n{_show(path)}"
+    )
     assert str(path) in outcome.message, f"error does not name the file: {outcome.message}"
     assert "\n" not in outcome.message.strip(), f"error is not one line: {outcome.message!r}"
 
@@ -217,7 +271,13 @@ def test_garbled_text(samples, fmt, data):
 
 @pytest.mark.parametrize("fmt", ["db", "cif", "extxyz"])
 @FUZZ
-@given(flips=st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=20))
+@given(
+    flips=st.lists(
+        st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_flipped_bytes(samples, fmt, flips):
     data = bytearray(samples[fmt][0].read_bytes())
     for where, value in flips:
@@ -283,7 +343,6 @@ def test_bulk_iteration_yields_one_error_per_bad_file_and_goes_on(samples, tmp_p
     good structure still comes through (the --skip-bad path of import)."""
     import random
 
-
     rnd = random.Random(0)
     paths, n_good = [], 0
     for fmt in ALL_FORMATS:
@@ -314,7 +373,7 @@ def test_atoms_far_outside_the_cell_read_and_graph_like_wrapped(tmp_path):
     np.testing.assert_allclose(s.positions, far.positions, rtol=0, atol=1e-6)
     ref = radius_graph(s.wrapped(), 4.0)
     for engine in ("auto", "vesin", "pymatgen"):
-        out = bounded(lambda: radius_graph(s, 4.0, engine=engine))
+        out = bounded(lambda engine=engine: radius_graph(s, 4.0, engine=engine))
         assert out.kind == "ok", out.describe()
         g = out.value
         a, b = g.sorted(), ref.sorted()
@@ -330,7 +389,9 @@ def test_duplicate_atoms_are_overlap_errors_naming_file_and_frame(tmp_path):
     dup = nacl + nacl[3:4]  # atom 8 duplicates atom 3
     path = tmp_path / "dup.extxyz"
     ase.io.write(path, [nacl, dup])
-    with pytest.raises(OverlapError, match=r"dup\.extxyz \[index 1\].*atoms 3 and 8 are 0\.0000 A apart"):
+    with pytest.raises(
+        OverlapError, match=r"dup\.extxyz \[index 1\].*atoms 3 and 8 are 0\.0000 A apart"
+    ):
         read(path)
     assert len(read(path, index=0)) == 1
     cif = tmp_path / "dup.cif"

@@ -94,7 +94,11 @@ def test_embed_memory_on_a_large_snapshot(tmp_path):
     ck, _ = checkpoint(tmp_path)
     small = measure(2_000, tmp_path, ck, [])
     big = measure(20_000, tmp_path, ck, [])
-    assert big["finite"] and big["shapes"]["atom"][0] == big["atoms"] and big["shapes"]["structure"][0] == 1
+    assert (
+        big["finite"]
+        and big["shapes"]["atom"][0] == big["atoms"]
+        and big["shapes"]["structure"][0] == 1
+    )
     per_atom = (big["peak_gib"] - small["peak_gib"]) / (big["atoms"] - small["atoms"])
     projected = small["peak_gib"] + per_atom * (100_000 - small["atoms"])
     assert big["peak_gib"] < 3.0, big

@@ -40,7 +40,9 @@ def frames(seed: int, noise: float = 0.03, copies: int = 3, dtype=torch.float32)
 
 
 def backbone(**kw):
-    return build_backbone({"name": "gaa", "width": 16, "n_blocks": 2, "dropout": 0.0, "normalize": "min", **kw})
+    return build_backbone(
+        {"name": "gaa", "width": 16, "n_blocks": 2, "dropout": 0.0, "normalize": "min", **kw}
+    )
 
 
 def task_config(name):
@@ -151,7 +153,10 @@ def test_covariant_heads_rotate_with_the_structure(name):
         out = bb(task.corrupted(batch, **fields))
         out2 = bb(task.corrupted(moved, **fields2))
         if name == "cloud_denoise":
-            a, b = task.predict(out, vec + delta, unit), task.predict(out2, (vec + delta) @ Rt, unit)
+            a, b = (
+                task.predict(out, vec + delta, unit),
+                task.predict(out2, (vec + delta) @ Rt, unit),
+            )
         elif name == "autoencoder":
             mu, _ = task.encode(out)
             mu2, _ = task.encode(out2)
@@ -194,7 +199,9 @@ def test_chamfer_is_permutation_invariant_and_matches_brute_force():
 def test_frame_is_orthonormal_and_right_handed():
     a, b = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
     f = AutoencoderTask.frame(a, b)
-    torch.testing.assert_close(f @ f.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(20, 3, 3))
+    torch.testing.assert_close(
+        f @ f.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(20, 3, 3)
+    )
     torch.testing.assert_close(torch.linalg.det(f), torch.ones(20, dtype=torch.float64))
 
 

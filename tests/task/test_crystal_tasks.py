@@ -39,7 +39,9 @@ def test_min_distances_match_pymatgen():
     got = min_distances(batch).numpy()
     for g, a in zip(got, atoms):
         pmg = Structure.from_ase(a).to_pymatgen()
-        expected = min(n.nn_distance for site in pmg.get_all_neighbors(6.0) for n in site)  # periodic images too
+        expected = min(
+            n.nn_distance for site in pmg.get_all_neighbors(6.0) for n in site
+        )  # periodic images too
         assert g == pytest.approx(expected, rel=1e-5)
 
 
@@ -109,7 +111,9 @@ def test_edge_denoise_targets_and_copy_baseline():
     d = edge_vectors(batch).norm(dim=-1)
     e = task.expand(d)
     k = int(torch.argmax(e[0]))
-    assert abs(float(task.expand.centers[k]) - float(d[0])) <= float(task.expand.centers[1]) / 2 + 1e-6
+    assert (
+        abs(float(task.expand.centers[k]) - float(d[0])) <= float(task.expand.centers[1]) / 2 + 1e-6
+    )
     assert task.config["r_max"] == 5.0  # default: backbone cutoff + 1, as MEGNet's edge basis
 
 
@@ -144,7 +148,9 @@ def _train(task_name, steps=100, lr=5e-3, seed=0):
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
         idx = torch.randperm(len(train), generator=g)[:16]
-        res = task.step(collate([train[i] for i in idx]), bb, generator=torch.Generator().manual_seed(step))
+        res = task.step(
+            collate([train[i] for i in idx]), bb, generator=torch.Generator().manual_seed(step)
+        )
         opt.zero_grad()
         res["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -152,7 +158,9 @@ def _train(task_name, steps=100, lr=5e-3, seed=0):
     bb.eval(), task.eval()
     vb = collate(val)
     with torch.no_grad():
-        runs = [task.step(vb, bb, generator=torch.Generator().manual_seed(10_000 + k)) for k in range(3)]
+        runs = [
+            task.step(vb, bb, generator=torch.Generator().manual_seed(10_000 + k)) for k in range(3)
+        ]
     return {k: float(np.mean([float(r[k]) for r in runs])) for k in runs[0]}
 
 
@@ -166,7 +174,13 @@ def test_task_learns_below_baseline_on_held_out_structures(name):
 
 def _tiny(name):
     return {
-        "megnet": {"name": "megnet", "n_blocks": 1, "dense": [16, 16], "conv": [16, 16, 16], "n_gaussians": 20},
+        "megnet": {
+            "name": "megnet",
+            "n_blocks": 1,
+            "dense": [16, 16],
+            "conv": [16, 16, 16],
+            "n_gaussians": 20,
+        },
         "equiformer": {"name": "equiformer", "size": "tiny", "num_layers": 1, "cutoff": 4.0},
         "gaa": {"name": "gaa", "k": 6, "width": 16, "n_blocks": 1, "dropout": 0.0},
     }.get(name, {"name": name})
@@ -187,6 +201,8 @@ def test_every_compatible_task_runs_on_real_backbones(backbone):
         bb.zero_grad()
         res["loss"].backward()
         grads = [p.grad for p in bb.parameters() if p.grad is not None]
-        assert grads and any(float(g.abs().sum()) > 0 for g in grads), f"{name} sends no gradient into {backbone}"
+        assert grads and any(float(g.abs().sum()) > 0 for g in grads), (
+            f"{name} sends no gradient into {backbone}"
+        )
         ran.append(name)
     assert "mask" in ran

@@ -3,15 +3,21 @@
 import pytest
 import torch
 import toy_backbone  # noqa: F401  (registers "toy"; tests/train is on sys.path under pytest)
+from toy_backbone import tiny_config
 
 import atomssl
 from atomssl.errors import CheckpointError
 from atomssl.graph import collate, to_graph
 from atomssl.representation import build_backbone
 from atomssl.task import build_task
-from atomssl.train import PretrainModule, load_backbone, load_checkpoint, pretrain, save_checkpoint, synthetic_crystals
-
-from toy_backbone import tiny_config
+from atomssl.train import (
+    PretrainModule,
+    load_backbone,
+    load_checkpoint,
+    pretrain,
+    save_checkpoint,
+    synthetic_crystals,
+)
 
 
 def _batch():
@@ -22,10 +28,19 @@ def test_round_trip_is_exact_and_weights_only(tmp_path):
     torch.manual_seed(0)
     bb = build_backbone({"name": "toy", "width": 12, "vector_dim": 3})
     task = build_task("mask", bb)
-    path = save_checkpoint(tmp_path / "ck.pt", bb, config={"seed": 1}, tasks={"mask": task}, metrics={"val/loss": 1.5})
+    path = save_checkpoint(
+        tmp_path / "ck.pt", bb, config={"seed": 1}, tasks={"mask": task}, metrics={"val/loss": 1.5}
+    )
     raw = torch.load(path, weights_only=True)  # plain tensors and data only
     assert raw["format"] == "atomssl-checkpoint" and raw["version"] == 1
-    assert raw["backbone_config"] == {"name": "toy", "cutoff": 4.0, "width": 12, "n_rbf": 16, "vector_dim": 3, "layers": 2}
+    assert raw["backbone_config"] == {
+        "name": "toy",
+        "cutoff": 4.0,
+        "width": 12,
+        "n_rbf": 16,
+        "vector_dim": 3,
+        "layers": 2,
+    }
     assert set(raw["tasks"]["mask"]) >= {"head.counts"}
     loaded = atomssl.load_backbone(path)
     assert not loaded.training
@@ -51,7 +66,13 @@ class _Payload:
 def test_pickled_objects_are_refused_and_never_run(tmp_path):
     bb = build_backbone({"name": "toy", "width": 8})
     marker = tmp_path / "pwned"
-    evil = {"format": "atomssl-checkpoint", "version": 1, "backbone_config": {"name": "toy"}, "backbone": bb.state_dict(), "x": _Payload(str(marker))}
+    evil = {
+        "format": "atomssl-checkpoint",
+        "version": 1,
+        "backbone_config": {"name": "toy"},
+        "backbone": bb.state_dict(),
+        "x": _Payload(str(marker)),
+    }
     path = tmp_path / "evil.pt"
     torch.save(evil, path)
     with pytest.raises(CheckpointError, match="refused: the file holds pickled Python objects"):
@@ -74,7 +95,10 @@ def test_bad_files_raise_checkpoint_errors(tmp_path):
     torch.save({"state_dict": bb.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an atomssl checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    torch.save({"format": "atomssl-checkpoint", "version": 99, "backbone": {}, "backbone_config": {}}, tmp_path / "v99.pt")
+    torch.save(
+        {"format": "atomssl-checkpoint", "version": 99, "backbone": {}, "backbone_config": {}},
+        tmp_path / "v99.pt",
+    )
     with pytest.raises(CheckpointError, match="version 99"):
         load_checkpoint(tmp_path / "v99.pt")
     ck = torch.load(good, weights_only=True)
@@ -123,7 +147,10 @@ def _not_checkpoints(folder, good):
         "empty.pt": (b"", "empty file"),
         "binary.pt": (bytes(range(256)) * 8, "binary data"),
         "cut.pt": (data[: len(data) // 2], "truncated or corrupt zip archive"),
-        "legacy-garbage.pt": (data[:0] + b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19" + b"garbage" * 20, "unreadable"),
+        "legacy-garbage.pt": (
+            data[:0] + b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19" + b"garbage" * 20,
+            "unreadable",
+        ),
     }
     out = {}
     for name, (content, reason) in files.items():
@@ -169,9 +196,13 @@ def test_every_checkpoint_loader_refuses_what_is_not_a_torch_checkpoint_in_one_l
         safe_torch_load(tmp_path / "missing.pt")
     # a torch file of the wrong kind says what it is
     torch.save({"kind": "atomssl.motif.GramVAE", "version": 1}, tmp_path / "vae-like.pt")
-    with pytest.raises(CheckpointError, match="not an atomssl checkpoint .*'atomssl.motif.GramVAE' checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="not an atomssl checkpoint .*'atomssl.motif.GramVAE' checkpoint"
+    ):
         load_checkpoint(tmp_path / "vae-like.pt")
-    with pytest.raises(CheckpointError, match="not a motif VAE checkpoint .an atomssl backbone checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="not a motif VAE checkpoint .an atomssl backbone checkpoint"
+    ):
         load_vae(good)
     # torch's legacy (non-zip) format still loads
     torch.save({"x": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)

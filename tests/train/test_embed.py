@@ -30,7 +30,13 @@ def checkpoints(tmp_path_factory):
 
     tiny = {
         "toy": {"name": "toy", "width": 16},
-        "megnet": {"name": "megnet", "n_blocks": 1, "dense": [16, 16], "conv": [16, 16, 16], "n_gaussians": 20},
+        "megnet": {
+            "name": "megnet",
+            "n_blocks": 1,
+            "dense": [16, 16],
+            "conv": [16, 16, 16],
+            "n_gaussians": 20,
+        },
         "equiformer": {"name": "equiformer", "size": "tiny", "num_layers": 1, "cutoff": 4.0},
         "gaa": {"name": "gaa", "k": 6, "width": 16, "n_blocks": 1, "dropout": 0.0},
     }
@@ -38,7 +44,9 @@ def checkpoints(tmp_path_factory):
     out = {}
     for name in sorted(BACKBONES):
         torch.manual_seed(0)
-        out[name] = save_checkpoint(folder / f"{name}.pt", build_backbone(tiny.get(name, {"name": name})))
+        out[name] = save_checkpoint(
+            folder / f"{name}.pt", build_backbone(tiny.get(name, {"name": name}))
+        )
     return out
 
 
@@ -49,7 +57,20 @@ def test_embed_layout_and_input_order(tmp_path, checkpoints, capsys):
         files.append(tmp_path / f"s{i}.extxyz")
         write(files[-1], s.to_ase())
     out = tmp_path / "emb.npz"
-    assert main(["embed", str(files[1]), str(files[0]), "--checkpoint", str(checkpoints["toy"]), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(files[1]),
+                str(files[0]),
+                "--checkpoint",
+                str(checkpoints["toy"]),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "2 structures" in capsys.readouterr().out
     z = np.load(out)
     assert z["structure"].shape == (2, 16)
@@ -64,13 +85,17 @@ def test_embed_layout_and_input_order(tmp_path, checkpoints, capsys):
 
 
 @pytest.mark.parametrize("backbone", sorted(set(BACKBONES)))
-def test_embed_invariant_to_rotation_translation_permutation_and_wrapping(tmp_path, checkpoints, backbone):
+def test_embed_invariant_to_rotation_translation_permutation_and_wrapping(
+    tmp_path, checkpoints, backbone
+):
     rng = np.random.default_rng(0)
     paths, transforms = [], []
     for i, s in enumerate(_structures()):
         write(tmp_path / f"orig{i}.extxyz", s.to_ase())
         # rotation, translation, permutation, periodic images, cell origin (not reflection: some backbones are chiral)
-        new, tr = transform_structure(s, rng, checks=("rotation", "translation", "permutation", "image", "origin"))
+        new, tr = transform_structure(
+            s, rng, checks=("rotation", "translation", "permutation", "image", "origin")
+        )
         write(tmp_path / f"moved{i}.extxyz", new.to_ase())
         paths += [tmp_path / f"orig{i}.extxyz", tmp_path / f"moved{i}.extxyz"]
         transforms.append(tr)
@@ -81,16 +106,22 @@ def test_embed_invariant_to_rotation_translation_permutation_and_wrapping(tmp_pa
         assert z["structure"].dtype == np.float64
         np.testing.assert_allclose(z["structure"][b], z["structure"][a], atol=1e-8 * scale)
         atoms_a, atoms_b = z["atom"][z["atom_index"] == a], z["atom"][z["atom_index"] == b]
-        np.testing.assert_allclose(atoms_b, atoms_a[tr.perm], atol=1e-8 * max(1.0, float(np.abs(atoms_a).max())))
+        np.testing.assert_allclose(
+            atoms_b, atoms_a[tr.perm], atol=1e-8 * max(1.0, float(np.abs(atoms_a).max()))
+        )
 
 
 def test_embed_float32_tolerance_and_missing_checkpoint(tmp_path, checkpoints):
     s = _structures()[0]
     rng = np.random.default_rng(1)
-    new, tr = transform_structure(s, rng, checks=("rotation", "translation", "permutation", "image"))
+    new, tr = transform_structure(
+        s, rng, checks=("rotation", "translation", "permutation", "image")
+    )
     write(tmp_path / "a.cif", s.to_ase())
     write(tmp_path / "b.cif", new.to_ase())
-    z = embed_files([tmp_path / "a.cif", tmp_path / "b.cif"], checkpoints["toy"], tmp_path / "e.npz")
+    z = embed_files(
+        [tmp_path / "a.cif", tmp_path / "b.cif"], checkpoints["toy"], tmp_path / "e.npz"
+    )
     np.testing.assert_allclose(z["structure"][1], z["structure"][0], rtol=1e-4, atol=1e-4)
     if default_checkpoint() is None:
         with pytest.raises(CheckpointError, match="no --checkpoint given"):
@@ -122,18 +153,29 @@ def test_embed_ids_skip_bad_and_nothing_written_on_a_bad_input(tmp_path, checkpo
     assert len(err) == 2 and "text.cif" in err[0] and "skipped 1 bad entry" in err[1], err
     z = np.load(out)
     assert z["ids"].tolist() == [inputs[0], f"{inputs[2]}@0", f"{inputs[2]}@1", "my-gaas"]
-    assert z["sources"].tolist() == [f"{inputs[0]}@0", f"{inputs[2]}@0", f"{inputs[2]}@1", f"{inputs[3]}@0"]
+    assert z["sources"].tolist() == [
+        f"{inputs[0]}@0",
+        f"{inputs[2]}@0",
+        f"{inputs[2]}@1",
+        f"{inputs[3]}@0",
+    ]
     assert len(z["skipped"]) == 1 and z["skipped"][0].startswith(f"{inputs[1]}: unreadable file")
     assert z["structure"].shape[0] == 4 and z["atom_index"].max() == 3
 
     # an id shared by several rows is no id: those rows fall back to where they came from
     write(tmp_path / "named2.extxyz", named)
-    z = embed_files([tmp_path / "named.extxyz", tmp_path / "named2.extxyz"], checkpoints["toy"], tmp_path / "d.npz")
+    z = embed_files(
+        [tmp_path / "named.extxyz", tmp_path / "named2.extxyz"],
+        checkpoints["toy"],
+        tmp_path / "d.npz",
+    )
     assert z["ids"].tolist() == [str(tmp_path / "named.extxyz"), str(tmp_path / "named2.extxyz")]
     assert z["skipped"].tolist() == []
 
 
-def test_embed_refuses_empty_folders_missing_out_folders_and_absent_devices(tmp_path, checkpoints, capsys):
+def test_embed_refuses_empty_folders_missing_out_folders_and_absent_devices(
+    tmp_path, checkpoints, capsys
+):
     write(tmp_path / "a.cif", _structures()[0].to_ase())
     (tmp_path / "empty").mkdir()
     ck = ["--checkpoint", str(checkpoints["toy"])]

@@ -10,11 +10,16 @@ from atomssl.cli import embed as embed_cli
 from atomssl.cli.main import main
 from atomssl.data import Structure
 from atomssl.representation import build_backbone
-from atomssl.train import embed_structures, save_checkpoint
-from atomssl.train import _embed
+from atomssl.train import _embed, embed_structures, save_checkpoint
 
 TINY = {
-    "megnet": {"name": "megnet", "n_blocks": 2, "dense": [16, 16], "conv": [16, 16, 16], "n_gaussians": 20},
+    "megnet": {
+        "name": "megnet",
+        "n_blocks": 2,
+        "dense": [16, 16],
+        "conv": [16, 16, 16],
+        "n_gaussians": 20,
+    },
     # one layer + edge-degree embedding: a 2-hop receptive field (6 A), well inside the 18 A cell
     "equiformer": {"name": "equiformer", "size": "tiny", "num_layers": 1, "cutoff": 3.0},
     "gaa": {"name": "gaa", "k": 6, "width": 16, "n_blocks": 1, "dropout": 0.0},
@@ -55,7 +60,9 @@ def test_chunked_equals_whole_float64(name):
         assert len(calls) > 40  # ~9000 bonds, 200 at a time
         assert bb.edge_chunk is None  # training is unchanged after embedding
     elif name == "equiformer":
-        assert len(calls) > 8  # the big block was cut into many halo chunks (and small ones batched alone)
+        assert (
+            len(calls) > 8
+        )  # the big block was cut into many halo chunks (and small ones batched alone)
     else:
         assert len(calls) > 15  # 500 clouds of 6 bonds, 200 // 6^2 = 5 clouds at a time
         assert bb.edge_chunk is None
@@ -97,14 +104,35 @@ def test_cli_option(tmp_path, capsys):
     outs = {}
     for n in ("0", "100"):
         outs[n] = tmp_path / f"emb{n}.npz"
-        args = ["embed", *map(str, files), "-k", str(ck), "-o", str(outs[n]), "--float64", "--max-edges-per-chunk", n]
+        args = [
+            "embed",
+            *map(str, files),
+            "-k",
+            str(ck),
+            "-o",
+            str(outs[n]),
+            "--float64",
+            "--max-edges-per-chunk",
+            n,
+        ]
         assert main(args) == 0
     a, b = np.load(outs["0"]), np.load(outs["100"])
     np.testing.assert_allclose(b["atom"], a["atom"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b["structure"], a["structure"], rtol=1e-10, atol=1e-12)
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        main(["embed", str(files[0]), "-k", str(ck), "-o", str(tmp_path / "x.npz"), "--max-edges-per-chunk", "-1"])
+        main(
+            [
+                "embed",
+                str(files[0]),
+                "-k",
+                str(ck),
+                "-o",
+                str(tmp_path / "x.npz"),
+                "--max-edges-per-chunk",
+                "-1",
+            ]
+        )
     assert "must be >= 0" in capsys.readouterr().err
     assert embed_cli.DEFAULT_MAX_EDGES_PER_CHUNK == _embed.DEFAULT_MAX_EDGES_PER_CHUNK
 

@@ -10,7 +10,14 @@ from atomssl.graph import to_graph
 from atomssl.train import LabelledGraphs, evaluate_matbench, synthetic_crystals
 from atomssl.train._evaluate import carve_validation, parse_folds
 
-TINY = {"name": "megnet", "n_blocks": 1, "dense": [8, 8], "conv": [8, 8, 8], "n_gaussians": 12, "cutoff": 3.5}
+TINY = {
+    "name": "megnet",
+    "n_blocks": 1,
+    "dense": [8, 8],
+    "conv": [8, 8, 8],
+    "n_gaussians": 12,
+    "cutoff": 3.5,
+}
 REG_METRICS = ["mae", "rmse", "mape", "max_error"]  # matbench.constants.REG_METRICS
 
 
@@ -23,13 +30,20 @@ def dataset():
     graphs = [to_graph(s, cutoff=3.5) for s in structures]
     y = np.array([abs(np.linalg.det(s.cell)) / s.n_atoms for s in structures])
     ids = [f"mb-test-{i + 1:04d}" for i in range(30)]
-    folds = [(np.sort(a), np.sort(b)) for a, b in KFold(3, shuffle=True, random_state=0).split(np.arange(30))]
+    folds = [
+        (np.sort(a), np.sort(b))
+        for a, b in KFold(3, shuffle=True, random_state=0).split(np.arange(30))
+    ]
     return LabelledGraphs(graphs, y, ids), folds
 
 
 def _config():
-    return {"backbone": dict(TINY), "task": {"hidden": [8]}, "data": {"batch_size": 8, "val_fraction": 0.2},
-            "trainer": {"max_epochs": 1, "accelerator": "cpu"}}
+    return {
+        "backbone": dict(TINY),
+        "task": {"hidden": [8]},
+        "data": {"batch_size": 8, "val_fraction": 0.2},
+        "trainer": {"max_epochs": 1, "accelerator": "cpu"},
+    }
 
 
 def test_carve_validation_uses_training_rows_only():
@@ -54,10 +68,14 @@ def test_resume_per_fold_and_record_format(dataset, tmp_path, monkeypatch):
         return real(config, train, val, sets, run_dir, progress, backbone)
 
     monkeypatch.setattr(ev, "train_and_predict", counting)
-    s1 = evaluate_matbench("matbench_test", _config(), out=tmp_path, folds="0,1", progress=False, dataset=dataset)
+    s1 = evaluate_matbench(
+        "matbench_test", _config(), out=tmp_path, folds="0,1", progress=False, dataset=dataset
+    )
     assert calls == ["fold_0", "fold_1"] and s1["folds_done"] == [0, 1]
     before = (tmp_path / "fold_0" / "fold_result.json").read_text()
-    s2 = evaluate_matbench("matbench_test", _config(), out=tmp_path, folds=None, progress=False, dataset=dataset)
+    s2 = evaluate_matbench(
+        "matbench_test", _config(), out=tmp_path, folds=None, progress=False, dataset=dataset
+    )
     assert calls == ["fold_0", "fold_1", "fold_2"]  # folds done before are skipped
     assert (tmp_path / "fold_0" / "fold_result.json").read_text() == before
     assert s2["folds_done"] == [0, 1, 2]
@@ -66,7 +84,11 @@ def test_resume_per_fold_and_record_format(dataset, tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "results.json").read_text())
     assert rec["@class"] == "MatbenchBenchmark" and rec["benchmark_name"] == "matbench_v0.1"
     task = rec["tasks"]["matbench_test"]
-    assert task["dataset_name"] == "matbench_test" and sorted(task["results"]) == ["fold_0", "fold_1", "fold_2"]
+    assert task["dataset_name"] == "matbench_test" and sorted(task["results"]) == [
+        "fold_0",
+        "fold_1",
+        "fold_2",
+    ]
     data, folds = dataset
     maes = []
     for k, (_, test_idx) in enumerate(folds):
@@ -99,9 +121,26 @@ def test_cli_errors_are_clean(tmp_path, capsys):
 
     assert main(["evaluate", "curves", "--out", str(tmp_path)]) == 1
     assert "give --checkpoint" in capsys.readouterr().err
-    assert main(["evaluate", "matbench_dielectric", "--folds", "7", "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(["evaluate", "matbench_dielectric", "--folds", "7", "--out", str(tmp_path / "x")]) == 1
+    )
     assert "out of range" in capsys.readouterr().err
     # overrides may follow options (one positional list: target, then KEY=VALUE)
-    assert main(["evaluate", "matbench_dielectric", "--folds", "9", "--out", str(tmp_path / "y"), "mode=frozen"]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "matbench_dielectric",
+                "--folds",
+                "9",
+                "--out",
+                str(tmp_path / "y"),
+                "mode=frozen",
+            ]
+        )
+        == 1
+    )
     assert "out of range" in capsys.readouterr().err
-    assert main(["evaluate", "nonsense"]) == 1 and "unknown evaluate target" in capsys.readouterr().err
+    assert (
+        main(["evaluate", "nonsense"]) == 1 and "unknown evaluate target" in capsys.readouterr().err
+    )

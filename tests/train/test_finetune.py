@@ -14,9 +14,22 @@ from ase.io import write
 from atomssl.cli.main import main
 from atomssl.errors import ConfigError
 from atomssl.representation import build_backbone
-from atomssl.train import embed_structures, finetune, load_checkpoint, save_checkpoint, synthetic_crystals
+from atomssl.train import (
+    embed_structures,
+    finetune,
+    load_checkpoint,
+    save_checkpoint,
+    synthetic_crystals,
+)
 
-TINY = {"name": "megnet", "n_blocks": 1, "dense": [8, 8], "conv": [8, 8, 8], "n_gaussians": 12, "cutoff": 3.5}
+TINY = {
+    "name": "megnet",
+    "n_blocks": 1,
+    "dense": [8, 8],
+    "conv": [8, 8, 8],
+    "n_gaussians": 12,
+    "cutoff": 3.5,
+}
 
 
 def _volume_per_atom(s):
@@ -51,8 +64,14 @@ def pretrained(tmp_path_factory):
 def _config(folder, mode, **extra):
     cfg = {
         "mode": mode,
-        "data": {"sources": [str(folder)], "labels": "labels.csv", "label": "volume", "batch_size": 8,
-                 "val_fraction": 0.2, "test_fraction": 0.2},
+        "data": {
+            "sources": [str(folder)],
+            "labels": "labels.csv",
+            "label": "volume",
+            "batch_size": 8,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
         "backbone": dict(TINY),
         "task": {"name": "regression", "transform": "log", "hidden": [16]},
         "trainer": {"max_epochs": 2, "accelerator": "cpu", "patience": 5, "log_every_n_steps": 1},
@@ -74,10 +93,14 @@ def test_modes_end_to_end(folder, pretrained, tmp_path, mode):
     with open(run / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 40 and {r["split"] for r in rows} == {"train", "val", "test"}
-    assert all(np.isfinite(float(r["prediction"])) and float(r["prediction"]) > 0 for r in rows)  # log transform
+    assert all(
+        np.isfinite(float(r["prediction"])) and float(r["prediction"]) > 0 for r in rows
+    )  # log transform
     # targets in the predictions file are the labels of the CSV, matched by file name
     labels = {r["file"]: float(r["volume"]) for r in csv.DictReader(open(folder / "labels.csv"))}
-    assert sorted(float(r["target"]) for r in rows) == pytest.approx(sorted(labels.values()), rel=1e-6)
+    assert sorted(float(r["target"]) for r in rows) == pytest.approx(
+        sorted(labels.values()), rel=1e-6
+    )
     test = s["scores"]["test"]
     assert set(test) == {"mae", "rmse", "mape", "max_error"} and test["rmse"] >= test["mae"]
     if mode == "linear_probe":
@@ -93,7 +116,9 @@ def test_modes_end_to_end(folder, pretrained, tmp_path, mode):
         same = all(torch.equal(start[k], last["backbone"][k]) for k in start)
         assert same == (mode == "frozen")
         head_trainable = {k for k in last["tasks"]["head"] if "readout" in k or "mlp" in k}
-        assert head_trainable and all(torch.isfinite(v).all() for v in last["tasks"]["head"].values())
+        assert head_trainable and all(
+            torch.isfinite(v).all() for v in last["tasks"]["head"].values()
+        )
 
 
 def test_linear_probe_matches_sklearn(folder, pretrained, tmp_path):
@@ -105,7 +130,9 @@ def test_linear_probe_matches_sklearn(folder, pretrained, tmp_path):
     from atomssl.train import load_backbone
 
     alphas = [0.01, 1.0, 100.0]
-    cfg = _config(folder, "linear_probe", backbone={"checkpoint": str(pretrained)}, probe={"alphas": alphas})
+    cfg = _config(
+        folder, "linear_probe", backbone={"checkpoint": str(pretrained)}, probe={"alphas": alphas}
+    )
     s = finetune(cfg, run_dir=tmp_path / "p", progress=False)
     preds = {r["id"]: r for r in csv.DictReader(open(tmp_path / "p" / "predictions.csv"))}
     # independent path: embed_structures (builds its own graphs) + sklearn directly
@@ -114,10 +141,12 @@ def test_linear_probe_matches_sklearn(folder, pretrained, tmp_path):
 
     def split(name):
         keys = sorted(k for k, r in preds.items() if r["split"] == name)
-        emb = embed_structures([structures[k] for k in keys], load_backbone(pretrained))["structure"].astype(np.float64)
+        emb = embed_structures([structures[k] for k in keys], load_backbone(pretrained))[
+            "structure"
+        ].astype(np.float64)
         return keys, emb, np.array([labels[Path(structures[k].source).name] for k in keys])
 
-    (ktr, xtr, ytr), (kva, xva, yva), (kte, xte, yte) = split("train"), split("val"), split("test")
+    (_, xtr, ytr), (_, xva, yva), (kte, xte, _) = split("train"), split("val"), split("test")
     lo, hi = np.log(ytr).min(), np.log(ytr).max()  # predictions are kept within the training range
     val_mae = {}
     for a in alphas:
@@ -140,7 +169,13 @@ def test_classification_from_ase_db_key(tmp_path, pretrained):
             con.write(s.to_ase(), phase=kind)
     cfg = {
         "mode": "full",
-        "data": {"sources": [str(db)], "label": "phase", "batch_size": 8, "val_fraction": 0.2, "test_fraction": 0.2},
+        "data": {
+            "sources": [str(db)],
+            "label": "phase",
+            "batch_size": 8,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
         "backbone": {"checkpoint": str(pretrained)},
         "task": {"name": "classification", "hidden": [16]},
         "trainer": {"max_epochs": 2, "accelerator": "cpu"},
@@ -149,7 +184,9 @@ def test_classification_from_ase_db_key(tmp_path, pretrained):
     assert s["classes"] == ["dense", "open"]
     assert {"accuracy", "balanced_accuracy", "f1_macro", "log_loss"} <= set(s["scores"]["test"])
     rows = list(csv.DictReader(open(tmp_path / "c" / "predictions.csv")))
-    assert {r["prediction"] for r in rows} <= {"dense", "open"} and {"p_dense", "p_open"} <= set(rows[0])
+    assert {r["prediction"] for r in rows} <= {"dense", "open"} and {"p_dense", "p_open"} <= set(
+        rows[0]
+    )
     assert all(abs(float(r["p_dense"]) + float(r["p_open"]) - 1) < 1e-5 for r in rows)
     # the same task as a linear probe: logistic regression with C chosen on validation
     cfg["mode"] = "linear_probe"
@@ -170,18 +207,43 @@ def test_json_labels_missing_labels_and_cli(folder, tmp_path):
     assert sum(s["sizes"].values()) == 30
     # the command line: YAML + overrides + shortcuts
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(_config(folder, "full")))
-    rc = main(["finetune", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli"), "--mode", "frozen",
-               "--no-progress", "trainer.max_epochs=1"])
+    rc = main(
+        [
+            "finetune",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "cli"),
+            "--mode",
+            "frozen",
+            "--no-progress",
+            "trainer.max_epochs=1",
+        ]
+    )
     assert rc == 0
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["mode"] == "frozen"
-    assert main(["finetune", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "bad"), "mode=nope"]) == 1
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(tmp_path / "c.yaml"),
+                "--out",
+                str(tmp_path / "bad"),
+                "mode=nope",
+            ]
+        )
+        == 1
+    )
 
 
 def test_frozen_module_trains_only_the_head(pretrained):
     from atomssl.train import FinetuneModule
     from atomssl.train._finetune import prepare_config
 
-    cfg = prepare_config({"mode": "frozen", "backbone": {"checkpoint": str(pretrained)}, "task": {"hidden": [8]}})
+    cfg = prepare_config(
+        {"mode": "frozen", "backbone": {"checkpoint": str(pretrained)}, "task": {"hidden": [8]}}
+    )
     m = FinetuneModule(cfg, {"mean": 0.0, "std": 1.0})
     assert not any(p.requires_grad for p in m.backbone.parameters())
     head = [p for p in m.task.parameters() if p.requires_grad]
@@ -199,13 +261,21 @@ def test_heads_transform_round_trip_and_invariance():
     torch.manual_seed(0)
     bb = build_backbone(TINY).double().eval()
     for readout in ("set2set", "graph", "mean"):
-        task = build_task({"name": "regression", "transform": "log", "mean": 1.0, "std": 0.5, "readout": readout}, bb).double()
+        task = build_task(
+            {"name": "regression", "transform": "log", "mean": 1.0, "std": 0.5, "readout": readout},
+            bb,
+        ).double()
         y = torch.tensor([0.5, 1.0, 7.0], dtype=torch.float64)
         torch.testing.assert_close(task.inverse_transform(task.forward_transform(y)), y)
         s = synthetic_crystals(1, seed=2)[0]
         perm = np.random.default_rng(0).permutation(s.n_atoms)
         shuffled = s.copy(numbers=s.numbers[perm], positions=s.positions[perm])
-        batch = collate([to_graph(s, cutoff=3.5, dtype=torch.float64), to_graph(shuffled, cutoff=3.5, dtype=torch.float64)])
+        batch = collate(
+            [
+                to_graph(s, cutoff=3.5, dtype=torch.float64),
+                to_graph(shuffled, cutoff=3.5, dtype=torch.float64),
+            ]
+        )
         with torch.no_grad():
             p = task.predict(batch, bb)
         assert p.shape == (2,) and bool((p > 0).all())
@@ -229,20 +299,39 @@ def test_a_csv_label_column_that_does_not_exist_is_refused(folder, tmp_path, cap
     """``data.label=bandgap`` with a CSV holding ``band_gap``: an error naming the columns, through
     the Python API and the command line, never the table's second column."""
     rows = list(csv.reader(open(folder / "labels.csv")))[1:]
-    table = _write_csv(tmp_path / "labels.csv", ["file", "band_gap", "volume"], [(f, 1.0, v) for f, v in rows])
+    table = _write_csv(
+        tmp_path / "labels.csv", ["file", "band_gap", "volume"], [(f, 1.0, v) for f, v in rows]
+    )
     cfg = _config(folder, "linear_probe", data={"labels": str(table), "label": "bandgap"})
-    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*labels.csv; available columns: file, band_gap, volume"):
+    with pytest.raises(
+        ConfigError,
+        match=r"label 'bandgap' not found in .*labels.csv; available columns: file, band_gap, volume",
+    ):
         finetune(cfg, run_dir=tmp_path / "api", progress=False)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    rc = main(["finetune", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "cli"), "--no-progress",
-               "data.label=bandgap"])
+    rc = main(
+        [
+            "finetune",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-progress",
+            "data.label=bandgap",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err
-    assert "label 'bandgap' not found in" in err and "available columns: file, band_gap, volume" in err
+    assert (
+        "label 'bandgap' not found in" in err and "available columns: file, band_gap, volume" in err
+    )
     assert not (tmp_path / "cli" / "summary.json").exists()
     # several value columns and no label named: the name is required
     cfg["data"]["label"] = None
-    with pytest.raises(ConfigError, match=r"2 value columns \(band_gap, volume\): name the one to learn with data.label"):
+    with pytest.raises(
+        ConfigError,
+        match=r"2 value columns \(band_gap, volume\): name the one to learn with data.label",
+    ):
         finetune(cfg, run_dir=tmp_path / "api", progress=False)
 
 
@@ -255,7 +344,10 @@ def test_a_csv_with_one_value_column_is_used_and_named(folder, caplog):
     with caplog.at_level(logging.INFO, logger="atomssl"):
         data, _, _ = load_labelled(cfg)
     assert len(data) == 40
-    assert any("column 'volume'" in r.getMessage() and "labels.csv" in r.getMessage() for r in caplog.records)
+    assert any(
+        "column 'volume'" in r.getMessage() and "labels.csv" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
@@ -267,14 +359,18 @@ def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
 
     def resolve(header, body, **dcfg):
         path = _write_csv(tmp_path / "t.csv", header, body)
-        return resolve_labels(structures, {"labels": str(path), "label": "volume", **dcfg}, "regression")
+        return resolve_labels(
+            structures, {"labels": str(path), "label": "volume", **dcfg}, "regression"
+        )
 
     values, kept, _ = resolve(["file", "volume"], rows)  # the good table
     assert len(values) == 40 and np.isfinite(values).all()
     # a value that is not a number names its line and key
     bad = [list(r) for r in rows]
     bad[4][1] = "n/a"
-    with pytest.raises(ConfigError, match=rf"line 6 \(file '{bad[4][0]}'\): 'volume' is 'n/a', not a number"):
+    with pytest.raises(
+        ConfigError, match=rf"line 6 \(file '{bad[4][0]}'\): 'volume' is 'n/a', not a number"
+    ):
         resolve(["file", "volume"], bad)
     bad[4][1] = "nan"
     with pytest.raises(ConfigError, match=r"line 6 .*not a finite number"):
@@ -283,10 +379,15 @@ def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
     with pytest.raises(ConfigError, match=rf"file '{rows[0][0]}' appears twice \(lines 2 and 42\)"):
         resolve(["file", "volume"], rows + [rows[0]])
     # an id column that does not match the structures: names what is there
-    with pytest.raises(ConfigError, match=r"no structure matches a key of .*t.csv \(first keys there: mp-1, mp-2"):
+    with pytest.raises(
+        ConfigError, match=r"no structure matches a key of .*t.csv \(first keys there: mp-1, mp-2"
+    ):
         resolve(["id", "volume"], [(f"mp-{i}", 1.0) for i in range(1, 41)])
     # some structures missing: the first ones are named
-    with pytest.raises(ConfigError, match=rf"2 structure\(s\) have no value in file .*\(first: .*{Path(rows[38][0]).stem}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"2 structure\(s\) have no value in file .*\(first: .*{Path(rows[38][0]).stem}",
+    ):
         resolve(["file", "volume"], rows[:38])
     # one key matching several structures: every frame of a file would get the file's label
     traj = tmp_path / "frames" / "traj.extxyz"
@@ -295,20 +396,34 @@ def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
     frames = load_structures(traj)
     one = _write_csv(tmp_path / "u.csv", ["file", "x"], [("traj.extxyz", "1")])
     assert read_labels_file(one, None) == {"traj.extxyz": "1"}
-    with pytest.raises(ConfigError, match=r"key 'traj.extxyz' of .*u.csv matches 3 structures .*name@frame"):
+    with pytest.raises(
+        ConfigError, match=r"key 'traj.extxyz' of .*u.csv matches 3 structures .*name@frame"
+    ):
         resolve_labels(frames, {"labels": str(one)}, "regression")
-    per_frame = _write_csv(tmp_path / "v.csv", ["file", "x"], [(f"traj.extxyz@{i}", str(i)) for i in range(3)])
-    assert resolve_labels(frames, {"labels": str(per_frame)}, "regression")[0].tolist() == [0.0, 1.0, 2.0]
+    per_frame = _write_csv(
+        tmp_path / "v.csv", ["file", "x"], [(f"traj.extxyz@{i}", str(i)) for i in range(3)]
+    )
+    assert resolve_labels(frames, {"labels": str(per_frame)}, "regression")[0].tolist() == [
+        0.0,
+        1.0,
+        2.0,
+    ]
 
 
 def test_json_label_fields_are_checked(folder, tmp_path):
     from atomssl.train._finetune import read_labels_file
 
-    records = [{"file": f, "band_gap": 1.0, "volume": float(v)} for f, v in list(csv.reader(open(folder / "labels.csv")))[1:]]
+    records = [
+        {"file": f, "band_gap": 1.0, "volume": float(v)}
+        for f, v in list(csv.reader(open(folder / "labels.csv")))[1:]
+    ]
     path = tmp_path / "l.json"
     path.write_text(json.dumps(records))
     assert len(read_labels_file(path, "volume", numeric=True)) == 40
-    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*l.json; available fields: band_gap, volume"):
+    with pytest.raises(
+        ConfigError,
+        match=r"label 'bandgap' not found in .*l.json; available fields: band_gap, volume",
+    ):
         read_labels_file(path, "bandgap")
     with pytest.raises(ConfigError, match=r"2 value columns"):
         read_labels_file(path, None)
@@ -327,11 +442,18 @@ def test_an_ase_db_label_that_does_not_exist_is_refused(tmp_path):
             con.write(s.to_ase(), band_gap=float(s.n_atoms))
     cfg = {
         "mode": "linear_probe",
-        "data": {"sources": [str(db)], "label": "bandgap", "val_fraction": 0.2, "test_fraction": 0.2},
+        "data": {
+            "sources": [str(db)],
+            "label": "bandgap",
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
         "backbone": dict(TINY),
         "trainer": {"max_epochs": 1, "accelerator": "cpu"},
     }
-    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in .*s.db; available labels: band_gap"):
+    with pytest.raises(
+        ConfigError, match=r"label 'bandgap' not found in .*s.db; available labels: band_gap"
+    ):
         finetune(cfg, run_dir=tmp_path / "r", progress=False)
 
 
@@ -346,7 +468,9 @@ def test_a_built_in_dataset_label_that_does_not_exist_is_refused(tmp_path, caplo
         "data": {"sources": [{"name": "matbench_dielectric", "limit": 12}], "label": "bandgap"},
         "backbone": dict(TINY),
     }
-    with pytest.raises(ConfigError, match=r"label 'bandgap' not found in matbench_dielectric; available labels: n$"):
+    with pytest.raises(
+        ConfigError, match=r"label 'bandgap' not found in matbench_dielectric; available labels: n$"
+    ):
         finetune(cfg, run_dir=tmp_path / "r", progress=False)
     cfg["data"]["label"] = None
     with caplog.at_level(logging.INFO, logger="atomssl"):

@@ -15,7 +15,11 @@ from atomssl.train._groups import parse_where, where_mask
 
 def test_parse_where():
     assert parse_where("crystal_sys==cubic") == ("crystal_sys", "==", ("cubic",))
-    assert parse_where("crystal_sys == cubic, tetragonal") == ("crystal_sys", "==", ("cubic", "tetragonal"))
+    assert parse_where("crystal_sys == cubic, tetragonal") == (
+        "crystal_sys",
+        "==",
+        ("cubic", "tetragonal"),
+    )
     assert parse_where("crystal_sys!=cubic") == ("crystal_sys", "!=", ("cubic",))
     for bad in ("crystal_sys=cubic", "==cubic", "crystal_sys==", ""):
         with pytest.raises(ConfigError, match="LABEL==VALUE"):
@@ -38,7 +42,10 @@ def test_crystal_systems_agree_with_spglib():
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     for s in load_matbench_dielectric(60, metadata=True):
-        assert SpacegroupAnalyzer(s.to_pymatgen(), symprec=0.01).get_crystal_system() == s.labels["crystal_sys"], s.id
+        assert (
+            SpacegroupAnalyzer(s.to_pymatgen(), symprec=0.01).get_crystal_system()
+            == s.labels["crystal_sys"]
+        ), s.id
 
 
 def test_finetune_trains_on_chosen_groups_and_scores_all(tmp_path):
@@ -62,7 +69,10 @@ def test_finetune_trains_on_chosen_groups_and_scores_all(tmp_path):
     groups = summary["group_scores"]
     assert sum(g["n"] for g in groups.values()) == summary["sizes"]["test"]
     assert set(groups) <= {s.labels["crystal_sys"] for s in structures}
-    assert "test rows by crystal_sys, trained on crystal_sys!=cubic" in (tmp_path / "run" / "summary.md").read_text()
+    assert (
+        "test rows by crystal_sys, trained on crystal_sys!=cubic"
+        in (tmp_path / "run" / "summary.md").read_text()
+    )
 
 
 def test_group_labels_must_exist(tmp_path):
@@ -79,12 +89,16 @@ def test_evaluate_folds_with_groups(tmp_path):
     structures = load_matbench_dielectric(40, metadata=True)
     graphs = [to_graph(s, cutoff=4.0) for s in structures]
     meta = {"crystal_sys": np.array([s.labels["crystal_sys"] for s in structures], dtype=object)}
-    data = LabelledGraphs(graphs, np.array([s.labels["n"] for s in structures]), [s.id for s in structures], meta)
+    data = LabelledGraphs(
+        graphs, np.array([s.labels["n"] for s in structures]), [s.id for s in structures], meta
+    )
     rows = np.arange(40)
     folds = [(rows[:30], rows[30:]), (rows[10:], rows[:10])]
     cfg = {"mode": "linear_probe", "backbone": {"name": "megnet", "pretrained": False},
            "data": {"train_where": "crystal_sys!=cubic", "group_by": "crystal_sys"}, "task": {"transform": "none"}}  # fmt: skip
-    summary = evaluate_matbench("toy", cfg, out=tmp_path / "ev", dataset=(data, folds), progress=False)
+    summary = evaluate_matbench(
+        "toy", cfg, out=tmp_path / "ev", dataset=(data, folds), progress=False
+    )
     assert sum(g["n"] for g in summary["groups"].values()) == 20
     r0 = __import__("json").loads((tmp_path / "ev" / "fold_0" / "fold_result.json").read_text())
     train_rows = r0["parameters"]["n_train"] + r0["parameters"]["n_val"]

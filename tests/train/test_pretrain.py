@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 import toy_backbone  # noqa: F401  (registers "toy"; tests/train is on sys.path under pytest)
+import yaml
 from toy_backbone import tiny_config
 
 from atomssl.cli.main import main
@@ -22,7 +22,11 @@ ATOMSSL = [sys.executable, "-m", "atomssl.cli.main"]
 
 
 def _env(**extra):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    )
     env.update(extra)
     return env
 
@@ -43,7 +47,14 @@ def test_run_folder_determinism_and_exact_resume(tmp_path):
     assert _same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
 
     run = tmp_path / "a"
-    for name in ("config.yaml", "checkpoints/best.pt", "checkpoints/last.pt", "loss_curve.png", "summary.json", "summary.md"):
+    for name in (
+        "config.yaml",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+        "loss_curve.png",
+        "summary.json",
+        "summary.md",
+    ):
         assert (run / name).is_file(), name
     assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert yaml.safe_load((run / "config.yaml").read_text())["backbone"]["name"] == "toy"
@@ -57,7 +68,11 @@ def test_run_folder_determinism_and_exact_resume(tmp_path):
     assert best["metrics"]["val/loss"] == pytest.approx(min(r["val/loss"] for r in rows), rel=1e-6)
 
     # interrupted after 2 epochs, resumed to 4: the same weights and metrics as the straight run
-    pretrain(tiny_config(optim__scheduler="constant", trainer__max_epochs=2), run_dir=tmp_path / "c", progress=False)
+    pretrain(
+        tiny_config(optim__scheduler="constant", trainer__max_epochs=2),
+        run_dir=tmp_path / "c",
+        progress=False,
+    )
     c = pretrain(cfg, run_dir=tmp_path / "c", resume=True, progress=False)
     assert c["tasks"] == a["tasks"]
     assert _same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
@@ -100,7 +115,11 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert 1 <= killed_at["epoch"] < 4
 
     res = subprocess.run(
-        ATOMSSL + ["pretrain", "--resume", str(run), "--no-progress"], env=_env(), capture_output=True, text=True, timeout=300
+        ATOMSSL + ["pretrain", "--resume", str(run), "--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Restoring states from the checkpoint" in res.stderr
@@ -123,14 +142,31 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "ddp"
     res = subprocess.run(
-        ATOMSSL + ["pretrain", "--config", str(cfg_path), "--out", str(run), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--no-progress"],
+        ATOMSSL
+        + [
+            "pretrain",
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(run),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+        ],
         env=_env(),
         capture_output=True,
         text=True,
         timeout=400,
     )
     assert res.returncode == 0, res.stderr[-4000:]
-    assert "distributed_backend=gloo" in res.stderr and "All distributed processes registered" in res.stderr
+    assert (
+        "distributed_backend=gloo" in res.stderr
+        and "All distributed processes registered" in res.stderr
+    )
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     # 30 training structures, batch 8, sharded over 2 ranks: 2 steps per epoch (4 on one process)
     assert ck["epoch"] == 1 and ck["global_step"] == 4
@@ -144,7 +180,9 @@ def test_cli_errors_are_one_clean_line(tmp_path, capsys):
     assert "give --config" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(tiny_config(backbone={"name": "nope"})))
-    assert main(["pretrain", "--config", str(bad), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
+    assert (
+        main(["pretrain", "--config", str(bad), "--out", str(tmp_path / "r"), "--no-progress"]) == 1
+    )
     err = capsys.readouterr().err
     assert "unknown backbone 'nope'" in err and "Traceback" not in err
     assert main(["pretrain", "--resume", str(tmp_path / "nowhere")]) == 1
@@ -158,7 +196,6 @@ CONFIGS = sorted((HERE.parents[1] / "configs").glob("pretrain_*.yaml"))
 def test_shipped_configs_build(path):
     from atomssl.train import PretrainModule
     from atomssl.train._pretrain import prepare_config
-
     from atomssl.utils import load_config
 
     module = PretrainModule(prepare_config(load_config(path)))
@@ -166,7 +203,29 @@ def test_shipped_configs_build(path):
 
 
 def test_tiny_config_runs_with_a_real_backbone(tmp_path):
-    assert main(["pretrain", "--config", str(HERE.parents[1] / "configs" / "pretrain_tiny.yaml"), "--out", str(tmp_path), "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--config",
+                str(HERE.parents[1] / "configs" / "pretrain_tiny.yaml"),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["backbone"] == "megnet" and [t["task"] for t in summary["tasks"]] == ["edge_denoise", "mask"]
-    assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["backbone_config"]["name"] == "megnet"
+    assert summary["backbone"] == "megnet" and [t["task"] for t in summary["tasks"]] == [
+        "edge_denoise",
+        "mask",
+    ]
+    assert (
+        torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["backbone_config"][
+            "name"
+        ]
+        == "megnet"
+    )

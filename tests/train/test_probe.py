@@ -28,7 +28,9 @@ def test_classification_probe_fits_and_predicts_without_outside_setup():
 def test_classification_probe_keeps_absent_classes_when_told():
     x, y = _blobs(200, 2)
     keep = y < 2
-    probe = LinearProbe("classification", n_classes=3).fit(x[keep], y[keep], x[:0], y[:0], grid=[1.0])
+    probe = LinearProbe("classification", n_classes=3).fit(
+        x[keep], y[keep], x[:0], y[:0], grid=[1.0]
+    )
     assert probe.predict(x[:5])["proba"].shape == (5, 3)
 
 

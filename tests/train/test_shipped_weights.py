@@ -115,7 +115,9 @@ def test_shipped_embedding_is_invariant(backbone, tmp_path):
         res = embed_structures([s], backbone, dtype=torch.float64)
         return {"graph": res["structure"][0], "node": res["atom"]}
 
-    assert_equivariant(fn, structure, {"graph": "graph", "node": "node"}, n_trials=3, atol=1e-8, rtol=1e-7)
+    assert_equivariant(
+        fn, structure, {"graph": "graph", "node": "node"}, n_trials=3, atol=1e-8, rtol=1e-7
+    )
 
 
 def test_shipped_command_is_a_runnable_shell_command(shipped):

@@ -40,7 +40,9 @@ def test_qm9_vdos_sums_to_the_number_of_modes():
         assert v.shape == (200,) and (v >= 0).all()
         assert "frequencies" not in m.labels
         assert len(f) in (3 * m.n_atoms - 6, 3 * m.n_atoms - 5)  # 3N-5: linear (acetylene, HCN)
-        tails = norm.cdf(0.0, loc=f, scale=20.0) + norm.sf(4000.0, loc=f, scale=20.0)  # mass off the grid
+        tails = norm.cdf(0.0, loc=f, scale=20.0) + norm.sf(
+            4000.0, loc=f, scale=20.0
+        )  # mass off the grid
         assert v.sum() == pytest.approx(len(f) - tails.sum(), abs=1e-9)
 
 
@@ -65,7 +67,10 @@ def test_wasserstein_and_moments_on_deltas():
 
 
 def test_softmax_head_with_label_total_keeps_the_integral(megnet):
-    task = build_task({"name": "spectrum", "n_bins": 8, "output": "softmax", "total": "label", "scale": 0.5}, megnet)
+    task = build_task(
+        {"name": "spectrum", "n_bins": 8, "output": "softmax", "total": "label", "scale": 0.5},
+        megnet,
+    )
     raw = torch.randn(3, 8)
     totals = torch.tensor([1.0, 7.0, 12.0])
     spec = task.spectrum(raw, totals)
@@ -126,7 +131,9 @@ def test_finetune_spectrum_modes(tmp_path, mode, task):
         assert z["test_prediction"].shape == z["test_target"].shape == (6, 40)
         assert (z["test_prediction"] >= 0).all()
         if task.get("total") == "label":
-            np.testing.assert_allclose(z["test_prediction"].sum(1), z["test_target"].sum(1), rtol=1e-5)
+            np.testing.assert_allclose(
+                z["test_prediction"].sum(1), z["test_target"].sum(1), rtol=1e-5
+            )
     assert (run / "spectra.png").stat().st_size > 0
     assert not (run / "parity.png").exists()
 
@@ -153,7 +160,11 @@ def test_spectrum_from_npz_labels(tmp_path):
     folder.mkdir()
     for m in mols:
         write(folder / f"{m.id}.xyz", m.to_ase())
-    np.savez(tmp_path / "spectra.npz", id=np.array([m.id for m in mols]), dos=np.stack([m.labels["vdos"] for m in mols]))
+    np.savez(
+        tmp_path / "spectra.npz",
+        id=np.array([m.id for m in mols]),
+        dos=np.stack([m.labels["vdos"] for m in mols]),
+    )
     cfg = _cfg("linear_probe", tmp_path)
     cfg["data"].update(sources=[str(folder)], label="dos", labels=str(tmp_path / "spectra.npz"))
     summary = finetune(cfg, run_dir=tmp_path / "run", progress=False)

@@ -16,19 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import toy_backbone  # noqa: F401  (registers "toy"; tests/train is on sys.path under pytest)
 import yaml
 from torch.utils.data import DistributedSampler
-
-import toy_backbone  # noqa: F401  (registers "toy"; tests/train is on sys.path under pytest)
 from toy_backbone import tiny_config
 
 from atomssl.errors import ConfigError
 from atomssl.train._data import GraphDataset, load_structures, make_loader, synthetic_crystals
-from atomssl.train._sampler import ResumableLoader, ShardedBatchSampler, batch_sizes, steps_per_epoch
+from atomssl.train._sampler import (
+    ResumableLoader,
+    ShardedBatchSampler,
+    batch_sizes,
+    steps_per_epoch,
+)
 
 HERE = Path(__file__).resolve().parent
 
-RECORDER = '''
+RECORDER = """
 import json, os, sys
 from lightning.pytorch.callbacks import Callback
 import atomssl.train._pretrain as P
@@ -46,7 +50,7 @@ P._make_trainer = lambda config, run_dir, callbacks, progress: _make(config, run
 from atomssl.cli.main import main
 
 sys.exit(main(sys.argv[1:]))
-'''
+"""
 
 
 def recorder_script(folder: Path) -> Path:
@@ -56,8 +60,21 @@ def recorder_script(folder: Path) -> Path:
 
 
 def subprocess_env(**extra) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "GROUP_RANK", "WORLD_SIZE", "ATOMSSL_RUN_DIR", "SLURM_PROCID", "SLURM_NTASKS"):
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    )
+    for key in (
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "RANK",
+        "GROUP_RANK",
+        "WORLD_SIZE",
+        "ATOMSSL_RUN_DIR",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ):
         env.pop(key, None)
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -88,11 +105,15 @@ def assert_exact_epochs(records: dict[int, list], train: list[int], epochs: int)
     """Per epoch: ranks saw disjoint samples, together each of ``train`` exactly once, and made
     the same number of steps."""
     for e in range(epochs):
-        per_rank = {r: [i for ep, _, ids in rows if ep == e for i in ids] for r, rows in records.items()}
+        per_rank = {
+            r: [i for ep, _, ids in rows if ep == e for i in ids] for r, rows in records.items()
+        }
         steps = {r: sum(1 for ep, _, _ in rows if ep == e) for r, rows in records.items()}
         assert len(set(steps.values())) == 1, f"epoch {e}: steps per rank {steps}"
         every = [i for ids in per_rank.values() for i in ids]
-        assert sorted(every) == sorted(train), f"epoch {e}: not exactly one pass ({len(every)} samples, {len(set(every))} distinct)"
+        assert sorted(every) == sorted(train), (
+            f"epoch {e}: not exactly one pass ({len(every)} samples, {len(set(every))} distinct)"
+        )
 
 
 def make_store(path: Path, n: int = 40, seed: int = 0) -> Path:
@@ -150,7 +171,9 @@ def test_loader_resumes_after_the_batches_it_handed_out(workers):
     data = list(range(23))
 
     def loader():
-        return ResumableLoader(data, ShardedBatchSampler(23, 4, 1, 0, True, 9), num_workers=workers, collate_fn=list)
+        return ResumableLoader(
+            data, ShardedBatchSampler(23, 4, 1, 0, True, 9), num_workers=workers, collate_fn=list
+        )
 
     full = loader()
     full.batch_sampler.set_epoch(1)
@@ -179,16 +202,24 @@ def test_loader_resumes_after_the_batches_it_handed_out(workers):
 # ------------------------------------------------------------------------- lazy data
 def test_lazy_store_limit_stays_lazy_and_graphs_carry_sample_ids(tmp_path):
     store = make_store(tmp_path / "s.db", n=12)
-    lazy = load_structures({"sources": [{"name": str(store), "limit": 10}], "in_memory": False, "limit": 8})
+    lazy = load_structures(
+        {"sources": [{"name": str(store), "limit": 10}], "in_memory": False, "limit": 8}
+    )
     assert not isinstance(lazy, list) and len(lazy) == 8
     eager = load_structures({"sources": [str(store)], "limit": 8})
     assert isinstance(eager, list) and [s.id for s in eager] == [lazy[i].id for i in range(8)]
     ds = GraphDataset(lazy, {"cutoff": 4.0})
     here = next(iter(make_loader(ds, 3, shuffle=False)))
-    batch = next(iter(make_loader(ds, 3, shuffle=False, num_workers=1)))  # built in a worker, handed over as bytes
+    batch = next(
+        iter(make_loader(ds, 3, shuffle=False, num_workers=1))
+    )  # built in a worker, handed over as bytes
     assert batch.sample_id.tolist() == [0, 1, 2] and batch.num_graphs == 3
     assert type(batch) is type(here) and batch.keys() == here.keys()
-    assert all(torch.equal(batch[k], here[k]) and batch[k].dtype == here[k].dtype for k in here.keys() if torch.is_tensor(here[k]))
+    assert all(
+        torch.equal(batch[k], here[k]) and batch[k].dtype == here[k].dtype
+        for k in here.keys()
+        if torch.is_tensor(here[k])
+    )
 
 
 def test_a_corpus_folder_is_always_streamed(tmp_path):
@@ -196,11 +227,18 @@ def test_a_corpus_folder_is_always_streamed(tmp_path):
     from atomssl.train._data import PretrainDataModule
 
     import_shards([make_store(tmp_path / "s.db", n=20)], tmp_path / "corpus", shard_size=8)
-    dm = PretrainDataModule({"sources": [str(tmp_path / "corpus")], "batch_size": 4, "val_fraction": 0.2}, {"cutoff": 4.0})
+    dm = PretrainDataModule(
+        {"sources": [str(tmp_path / "corpus")], "batch_size": 4, "val_fraction": 0.2},
+        {"cutoff": 4.0},
+    )
     dm.setup("fit")  # data.in_memory is true by default: a corpus streams all the same
     assert dm.streamed and isinstance(dm.structures, ShardedCorpus) and len(dm.structures) == 20
     batches = list(dm.train_dataloader())
-    assert len(batches) == 4 and sorted(i for b in batches for i in b.sample_id.tolist()) == dm.train_set.indices.tolist()
+    assert (
+        len(batches) == 4
+        and sorted(i for b in batches for i in b.sample_id.tolist())
+        == dm.train_set.indices.tolist()
+    )
     limited = load_structures({"sources": [{"name": str(tmp_path / "corpus"), "limit": 5}]})
     assert not isinstance(limited, list) and len(limited) == 5
 
@@ -216,7 +254,11 @@ def test_streamed_run_matches_in_memory_run(tmp_path):
     torch.set_num_threads(1)
     try:
         mem = pretrain(tiny_config(**base), run_dir=tmp_path / "mem", progress=False)
-        lazy = pretrain(tiny_config(**base, data__in_memory=False, data__num_workers=1), run_dir=tmp_path / "lazy", progress=False)
+        lazy = pretrain(
+            tiny_config(**base, data__in_memory=False, data__num_workers=1),
+            run_dir=tmp_path / "lazy",
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     assert mem["tasks"] == lazy["tasks"]
@@ -236,7 +278,14 @@ def test_streamed_finetune_reads_a_store_lazily(tmp_path):
         s.labels = {"vpa": abs(float(np.linalg.det(s.cell))) / s.n_atoms}
     with StructureStore(tmp_path / "l.db", "w") as store:
         store.write(structures)
-    tiny = {"name": "megnet", "n_blocks": 1, "dense": [8, 8], "conv": [8, 8, 8], "n_gaussians": 12, "cutoff": 3.5}
+    tiny = {
+        "name": "megnet",
+        "n_blocks": 1,
+        "dense": [8, 8],
+        "conv": [8, 8, 8],
+        "n_gaussians": 12,
+        "cutoff": 3.5,
+    }
 
     def cfg(mode, **data):
         return {"mode": mode, "backbone": tiny, "task": {"name": "regression", "hidden": [8]},
@@ -248,8 +297,12 @@ def test_streamed_finetune_reads_a_store_lazily(tmp_path):
     torch.manual_seed(0)
     lazy = finetune(cfg("linear_probe", in_memory=False), run_dir=tmp_path / "lazy", progress=False)
     assert lazy["scores"] == mem["scores"]
-    assert (tmp_path / "mem" / "predictions.csv").read_text() == (tmp_path / "lazy" / "predictions.csv").read_text()
-    full = finetune(cfg("full", in_memory=False, num_workers=1), run_dir=tmp_path / "full", progress=False)
+    assert (tmp_path / "mem" / "predictions.csv").read_text() == (
+        tmp_path / "lazy" / "predictions.csv"
+    ).read_text()
+    full = finetune(
+        cfg("full", in_memory=False, num_workers=1), run_dir=tmp_path / "full", progress=False
+    )
     assert full["sizes"] == mem["sizes"] and np.isfinite(full["scores"]["test"]["mae"])
 
 
@@ -265,8 +318,22 @@ def test_two_process_ddp_sees_each_sample_once_per_epoch(tmp_path):
     rec = tmp_path / "rec"
     rec.mkdir()
     res = subprocess.run(
-        [sys.executable, str(script), "pretrain", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "run"),
-         "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--no-progress"],  # fmt: skip
+        [
+            sys.executable,
+            str(script),
+            "pretrain",
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+        ],  # fmt: skip
         env=subprocess_env(REC_DIR=rec),
         capture_output=True,
         text=True,
@@ -276,8 +343,13 @@ def test_two_process_ddp_sees_each_sample_once_per_epoch(tmp_path):
     records = read_records(rec)
     assert sorted(records) == [0, 1]
     assert_exact_epochs(records, training_ids(41, 0.25), epochs=2)
-    assert [len(ids) for _, _, ids in records[0][:4]] == [4, 4, 4, 3] and [len(ids) for _, _, ids in records[1][:4]] == [4, 4, 4, 4]
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 8
+    assert [len(ids) for _, _, ids in records[0][:4]] == [4, 4, 4, 3] and [
+        len(ids) for _, _, ids in records[1][:4]
+    ] == [4, 4, 4, 4]
+    assert (
+        torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["global_step"]
+        == 8
+    )
 
 
 @pytest.mark.slow
@@ -295,7 +367,11 @@ def test_sigkill_mid_epoch_then_resume_repeats_and_skips_nothing(tmp_path):
 
     def launch(out: Path, rec: Path, *extra: str, **env) -> subprocess.Popen:
         rec.mkdir(exist_ok=True)
-        args = ["--resume", str(out)] if "resume" in extra else ["--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]
+        args = (
+            ["--resume", str(out)]
+            if "resume" in extra
+            else ["--config", str(tmp_path / "cfg.yaml"), "--out", str(out)]
+        )
         return subprocess.Popen([sys.executable, str(script), "pretrain", *args, "--no-progress"],
                                 env=subprocess_env(REC_DIR=rec, **env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
 
@@ -322,7 +398,9 @@ def test_sigkill_mid_epoch_then_resume_repeats_and_skips_nothing(tmp_path):
     assert killed_step is not None, proc.stderr.read().decode()[-3000:]
     assert proc.returncode == -signal.SIGKILL
     ck = torch.load(last, weights_only=True)
-    assert ck["global_step"] % steps_per and ck["epoch"] == 1  # a mid-epoch checkpoint survived the kill
+    assert (
+        ck["global_step"] % steps_per and ck["epoch"] == 1
+    )  # a mid-epoch checkpoint survived the kill
     saved_at = ck["global_step"]
 
     resumed = launch(run, tmp_path / "rec_b", "resume")
@@ -331,19 +409,25 @@ def test_sigkill_mid_epoch_then_resume_repeats_and_skips_nothing(tmp_path):
     _, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err.decode()[-3000:]
 
-    before = [r for r in read_records(tmp_path / "rec_a")[0] if r[1] <= saved_at]  # later batches were lost with the kill
+    before = [
+        r for r in read_records(tmp_path / "rec_a")[0] if r[1] <= saved_at
+    ]  # later batches were lost with the kill
     after = read_records(tmp_path / "rec_b")[0]
     assert after[0][1] == saved_at + 1  # the resumed run starts with the next step
     train = training_ids(40, 0.25)
     assert_exact_epochs({0: before + after}, train, epochs=3)
     assert_exact_epochs(read_records(tmp_path / "rec_ref"), train, epochs=3)
-    assert [r[2] for r in before + after] == [r[2] for r in read_records(tmp_path / "rec_ref")[0]]  # same batches, same order
+    assert [r[2] for r in before + after] == [
+        r[2] for r in read_records(tmp_path / "rec_ref")[0]
+    ]  # same batches, same order
     a = torch.load(last, weights_only=True)
     b = torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True)
     assert a["global_step"] == b["global_step"] == 3 * steps_per
     for part in ("backbone", "tasks"):
         flat_a, flat_b = _flat(a[part]), _flat(b[part])
-        assert flat_a.keys() == flat_b.keys() and all(torch.equal(flat_a[k], flat_b[k]) for k in flat_a), part
+        assert flat_a.keys() == flat_b.keys() and all(
+            torch.equal(flat_a[k], flat_b[k]) for k in flat_a
+        ), part
 
 
 def _flat(tree, prefix=""):

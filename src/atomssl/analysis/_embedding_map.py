@@ -10,8 +10,9 @@ random map, 1 when neighbours share the value exactly).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,10 +94,17 @@ def embedding_map(
     ax.set_xlabel(f"{used.upper()} 1")
     ax.set_ylabel(f"{used.upper()} 2")
     agree = neighbour_agreement(embeddings, values)
-    ax.set_title(title or f"structure embeddings ({used.upper()}); kNN agreement r={agree:.2f}", fontsize=9)
+    ax.set_title(
+        title or f"structure embeddings ({used.upper()}); kNN agreement r={agree:.2f}", fontsize=9
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=120)
-    return {"method": used, "xy": xy, "agreement": agree, "agreement_2d": neighbour_agreement(xy, values)}
+    return {
+        "method": used,
+        "xy": xy,
+        "agreement": agree,
+        "agreement_2d": neighbour_agreement(xy, values),
+    }
 
 
 def embedding_map_figure(
@@ -144,7 +152,15 @@ def embedding_map_figure(
     if control:
         torch.manual_seed(0)
         fresh = build_backbone(backbone.config)
-        res["agreement_random"] = neighbour_agreement(embed_structures(structures, fresh, batch_size=batch_size)["structure"], rho)
+        res["agreement_random"] = neighbour_agreement(
+            embed_structures(structures, fresh, batch_size=batch_size)["structure"], rho
+        )
     if save_arrays:
-        atomic_save_npz(Path(out).with_suffix(".npz"), structure=arrays["structure"], xy=res["xy"], density=rho, ids=arrays["ids"])
+        atomic_save_npz(
+            Path(out).with_suffix(".npz"),
+            structure=arrays["structure"],
+            xy=res["xy"],
+            density=rho,
+            ids=arrays["ids"],
+        )
     return res

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, StructureError
 
@@ -24,8 +25,13 @@ def add_import_options(parser: argparse.ArgumentParser) -> None:
     from ..data._shard_import import DEFAULT_SHARD_SIZE
 
     g = parser.add_argument_group("sharded corpus (--out FOLDER)")
-    g.add_argument("--shard-size", type=int, default=None, metavar="N",
-                   help=f"structures per .aselmdb shard (default {DEFAULT_SHARD_SIZE})")
+    g.add_argument(
+        "--shard-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"structures per .aselmdb shard (default {DEFAULT_SHARD_SIZE})",
+    )
     g.add_argument("--workers", type=int, default=None, metavar="K",
                    help="processes parsing the source files (default 1); the corpus is the same for any K")  # fmt: skip
 
@@ -48,18 +54,28 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
 
     if not is_folder_out(args.out):
         if args.shard_size is not None or args.workers is not None:
-            raise ConfigError(f"--shard-size/--workers: only for a corpus folder as --out, not for the SQLite store {args.out}")
+            raise ConfigError(
+                f"--shard-size/--workers: only for a corpus folder as --out, not for the SQLite store {args.out}"
+            )
         return None
     if not Path(args.out).exists() and Path(args.out).suffix.lower() in EXTENSIONS:
-        raise ConfigError(f"--out {args.out}: names a structure file; give a folder (sharded corpus) or a .db file (SQLite store)")
+        raise ConfigError(
+            f"--out {args.out}: names a structure file; give a folder (sharded corpus) or a .db file (SQLite store)"
+        )
     if args.append:
-        raise ConfigError("--append: only for a .db store; an interrupted import into a folder resumes when run again as it was")
+        raise ConfigError(
+            "--append: only for a .db store; an interrupted import into a folder resumes when run again as it was"
+        )
     for flag, value in (("--shard-size", args.shard_size), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
     out = run_folder(args.out)
-    input_sources([s for s in args.sources if not is_dataset_source(s)])  # a named folder without structure files is an error
-    sources = list(args.sources)  # dataset:NAME stays a name: loaded by the import, resumable like a file
+    input_sources(
+        [s for s in args.sources if not is_dataset_source(s)]
+    )  # a named folder without structure files is an error
+    sources = list(
+        args.sources
+    )  # dataset:NAME stays a name: loaded by the import, resumable like a file
     try:
         report = import_shards(
             sources, out, shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size,
@@ -71,8 +87,10 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
             raise  # not a bad input entry but a damaged shard or manifest of the folder: its own one line
         if (out / MANIFEST).exists():
             n = len(json.loads((out / MANIFEST).read_text()).get("shards", []))
-            state = (f"the {n} complete shard(s) in {out} stay: run the import again with --skip-bad (or once the "
-                     "file is fixed) to resume after them")
+            state = (
+                f"the {n} complete shard(s) in {out} stay: run the import again with --skip-bad (or once the "
+                "file is fixed) to resume after them"
+            )
         else:
             state = f"nothing was written to {out} (use --skip-bad to skip bad entries)"
         print(f"atomssl data import: error: {err}; {state}", file=sys.stderr)
@@ -83,13 +101,18 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
 
 # ---------------------------------------------------------------------- info
 def add_info_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true",
-                        help="corpus folders: one line per structure (as for files) instead of the summary from the manifest")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="corpus folders: one line per structure (as for files) instead of the summary from the manifest",
+    )
     parser.add_argument("--verify", action="store_true",
                         help="corpus folders: also check each shard's sha256 against the manifest (reads every byte)")  # fmt: skip
 
 
-def info_corpora(args: argparse.Namespace, fallback: Callable[[argparse.Namespace], int]) -> int | None:
+def info_corpora(
+    args: argparse.Namespace, fallback: Callable[[argparse.Namespace], int]
+) -> int | None:
     """``data info`` on corpus folders: their summaries (then ``fallback`` for the other paths);
     ``None`` when there is no corpus among the paths, or with ``--all`` (after ``--verify``)."""
     from ..data import ShardedCorpus
@@ -97,12 +120,17 @@ def info_corpora(args: argparse.Namespace, fallback: Callable[[argparse.Namespac
 
     corpora = [p for p in args.paths if is_corpus(p)]
     if getattr(args, "verify", False) and not corpora:
-        raise ConfigError("--verify: no corpus folder (a folder with manifest.json) among the paths")
+        raise ConfigError(
+            "--verify: no corpus folder (a folder with manifest.json) among the paths"
+        )
     if not corpora or getattr(args, "all", False):
         for p in corpora if getattr(args, "verify", False) else []:
             ShardedCorpus(p, verify=True)
         return None
-    summaries = [corpus_summary(ShardedCorpus(p, verify=args.verify, partial=True), args.verify) for p in corpora]
+    summaries = [
+        corpus_summary(ShardedCorpus(p, verify=args.verify, partial=True), args.verify)
+        for p in corpora
+    ]
     if args.json:
         print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
     else:
@@ -132,7 +160,9 @@ def corpus_summary(corpus, verified: bool) -> dict[str, Any]:
         "checked": "sha256" if verified else "size and row count",
         "species": m.get("species", {}),
         "labels": m.get("labels", {}),
-        "sources": [{k: s.get(k) for k in ("path", "structures", "skipped")} for s in m.get("sources", [])],
+        "sources": [
+            {k: s.get(k) for k in ("path", "structures", "skipped")} for s in m.get("sources", [])
+        ],
         "n_skipped": len(m.get("skipped", [])),
         "skipped": m.get("skipped", []),
         "n_warned": len(m.get("warnings", [])),
@@ -145,9 +175,16 @@ def _num(x: float) -> str:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    state = "complete" if s["complete"] else "NOT complete (interrupted import: run it again to finish)"
-    lines = [f"corpus {s['path']}: {s['n_structures']} structures in {s['n_shards']} shard(s) of up to {s['shard_size']}, {state}"]
-    lines.append(f"  shards checked against the manifest: {s['checked']}" + ("" if s["checked"] == "sha256" else " (--verify: sha256)"))
+    state = (
+        "complete" if s["complete"] else "NOT complete (interrupted import: run it again to finish)"
+    )
+    lines = [
+        f"corpus {s['path']}: {s['n_structures']} structures in {s['n_shards']} shard(s) of up to {s['shard_size']}, {state}"
+    ]
+    lines.append(
+        f"  shards checked against the manifest: {s['checked']}"
+        + ("" if s["checked"] == "sha256" else " (--verify: sha256)")
+    )
     species = sorted(s["species"].items(), key=lambda kv: (-kv[1]["structures"], kv[0]))
     lines.append(f"  species ({len(species)}; structures / atoms): "
                  + ", ".join(f"{el} {v['structures']}/{v['atoms']}" for el, v in species))  # fmt: skip
@@ -162,16 +199,24 @@ def format_summary(s: dict[str, Any]) -> str:
             text += f", {st['true']} true"
         lines.append(text)
     n_files = len(s["sources"])
-    lines.append(f"  sources: {n_files} ({sum(x['structures'] or 0 for x in s['sources'])} structures read)")
+    lines.append(
+        f"  sources: {n_files} ({sum(x['structures'] or 0 for x in s['sources'])} structures read)"
+    )
     lines.append(f"  skipped: {s['n_skipped']}" + (":" if s["n_skipped"] else ""))
     for rec in s["skipped"][:_SHOWN]:
-        where = (rec["source"] or "<structure>") + (f" [index {rec['index']}]" if rec["index"] is not None else "")
+        where = (rec["source"] or "<structure>") + (
+            f" [index {rec['index']}]" if rec["index"] is not None else ""
+        )
         lines.append(f"    {where}: {rec['kind']}: {rec['reason']}")
     if s["n_skipped"] > _SHOWN:
         lines.append(f"    ... and {s['n_skipped'] - _SHOWN} more (manifest.json lists all)")
-    lines.append(f"  structures with reader warnings: {s['n_warned']}" + (":" if s["n_warned"] else ""))
+    lines.append(
+        f"  structures with reader warnings: {s['n_warned']}" + (":" if s["n_warned"] else "")
+    )
     for rec in s["warnings"][:_SHOWN]:
-        where = (rec["source"] or "<structure>") + (f" [index {rec['index']}]" if rec["index"] is not None else "")
+        where = (rec["source"] or "<structure>") + (
+            f" [index {rec['index']}]" if rec["index"] is not None else ""
+        )
         lines.extend(f"    {where}: warning: {w}" for w in rec["warnings"])
     if s["n_warned"] > _SHOWN:
         lines.append(f"    ... and {s['n_warned'] - _SHOWN} more (manifest.json lists all)")

@@ -16,8 +16,8 @@ Rules:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import ConfigError
 
@@ -36,7 +36,9 @@ def output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     parent = _parent(path)
     if not parent.is_dir():
         what = "is not a folder" if parent.exists() else "does not exist"
-        raise ConfigError(f"{flag} {path}: folder {parent} {what} (output files are written only into an existing folder)")
+        raise ConfigError(
+            f"{flag} {path}: folder {parent} {what} (output files are written only into an existing folder)"
+        )
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"{flag} {path}: folder {parent} is not writable")
     return path
@@ -78,7 +80,9 @@ def input_sources(paths: Iterable[str | os.PathLike], must_exist: bool = False) 
         if os.path.isdir(p) and not expand_sources([p]):
             others = sorted(os.path.join(r, f) for r, _, fs in os.walk(p) for f in fs)
             hint = (
-                f" ({len(others)} file(s) of no known structure format, e.g. {os.path.relpath(others[0], p)})" if others else ""
+                f" ({len(others)} file(s) of no known structure format, e.g. {os.path.relpath(others[0], p)})"
+                if others
+                else ""
             )
             raise EmptyInputError(f"no structure files found in {p}{hint}")
     return paths
@@ -93,10 +97,14 @@ def check_device(name: str, flag: str = "--device") -> str:
         dev = torch.device(name)
     except (RuntimeError, ValueError, TypeError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"{flag} {name!r}: not a torch device ({reason}); available: {', '.join(available_devices())}") from None
+        raise ConfigError(
+            f"{flag} {name!r}: not a torch device ({reason}); available: {', '.join(available_devices())}"
+        ) from None
     ok = dev.type != "meta"  # tensors without data: nothing would be computed
     if dev.type == "cuda":
-        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+        ok = torch.cuda.is_available() and (
+            dev.index is None or dev.index < torch.cuda.device_count()
+        )
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         ok = mps is not None and mps.is_available() and dev.index in (None, 0)
@@ -108,7 +116,9 @@ def check_device(name: str, flag: str = "--device") -> str:
     if not ok:
         why = "torch sees no such device on this machine"
         if dev.type == "cuda" and not torch.cuda.is_available():
-            why = "torch sees no CUDA device on this machine" + ("" if torch.version.cuda else " (this torch is built without CUDA)")
+            why = "torch sees no CUDA device on this machine" + (
+                "" if torch.version.cuda else " (this torch is built without CUDA)"
+            )
         raise ConfigError(f"{flag} {name!r}: {why}; available: {', '.join(available_devices())}")
     return name
 

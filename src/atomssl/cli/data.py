@@ -57,7 +57,9 @@ def register(subparsers) -> None:
     )
     sub = parser.add_subparsers(dest="data_verb", metavar="SUBVERB")
     plugins = _discover_plugins()  # imported first: a plugin may call add_data_subcommand
-    for fn in list(DATA_SUBCOMMANDS.values()) + [f for f in plugins if f not in DATA_SUBCOMMANDS.values()]:
+    for fn in list(DATA_SUBCOMMANDS.values()) + [
+        f for f in plugins if f not in DATA_SUBCOMMANDS.values()
+    ]:
         fn(sub)
 
     def _help(args) -> int:
@@ -84,7 +86,9 @@ def _species(text: str) -> dict[int, str] | str:
                     f"bad species entry {part!r}: expected TYPE=ELEMENT with TYPE a type number (1, 2, ...), or 'types'"
                 ) from None
             if not el.strip():
-                raise argparse.ArgumentTypeError(f"bad species entry {part!r}: expected TYPE=ELEMENT")
+                raise argparse.ArgumentTypeError(
+                    f"bad species entry {part!r}: expected TYPE=ELEMENT"
+                )
         else:
             out[n + 1] = part
     if not out:
@@ -95,23 +99,43 @@ def _species(text: str) -> dict[int, str] | str:
 def add_read_options(parser: argparse.ArgumentParser) -> None:
     """Options controlling how structure files are read (shared by the data sub-verbs)."""
     g = parser.add_argument_group("reading")
-    g.add_argument("--format", default=None, help="file format (default: from the file name); e.g. cif, vasp, extxyz, db, lammps-data, lammps-dump-text")
-    g.add_argument("--species", type=_species, default=None, metavar="MAP",
-                   help="LAMMPS/GSD type number -> element, e.g. '1=Si,2=O' or 'Si,O'; 'types': types as point "
-                   "particles (atomic number = type number, noted in the warnings)")
-    g.add_argument("--atom-style", default=None, help="LAMMPS data atom_style (default: from the file's Atoms section comment)")
+    g.add_argument(
+        "--format",
+        default=None,
+        help="file format (default: from the file name); e.g. cif, vasp, extxyz, db, lammps-data, lammps-dump-text",
+    )
+    g.add_argument(
+        "--species",
+        type=_species,
+        default=None,
+        metavar="MAP",
+        help="LAMMPS/GSD type number -> element, e.g. '1=Si,2=O' or 'Si,O'; 'types': types as point "
+        "particles (atomic number = type number, noted in the warnings)",
+    )
+    g.add_argument(
+        "--atom-style",
+        default=None,
+        help="LAMMPS data atom_style (default: from the file's Atoms section comment)",
+    )
     g.add_argument("--units", default=None, help="LAMMPS units (default: metal)")
     g.add_argument(
-        "--disorder", choices=["refuse", "majority", "order"], default="refuse",
+        "--disorder",
+        choices=["refuse", "majority", "order"],
+        default="refuse",
         help="CIF sites with partial occupancy: refuse (default), take the majority species, or order them "
         "on a bounded supercell (lowest Ewald energy); every change is listed in the structure's warnings",
     )
     g.add_argument(
-        "--merge-tolerance", type=float, default=0.01, metavar="A",
+        "--merge-tolerance",
+        type=float,
+        default=0.01,
+        metavar="A",
         help="CIF: merge same-species symmetry images closer than A Angstrom (default 0.01)",
     )
     g.add_argument(
-        "--formula-mismatch", choices=["refuse", "warn"], default="refuse",
+        "--formula-mismatch",
+        choices=["refuse", "warn"],
+        default="refuse",
         help="CIF: what to do when the atoms read do not match the file's declared formula (default refuse)",
     )
     g.add_argument(
@@ -144,12 +168,22 @@ def _register_import(sub) -> None:
         "and manifest.json; it is written shard by shard, and an import killed or stopped by a bad entry "
         "resumes after its complete shards when run again.",
     )
-    p.add_argument("sources", nargs="+", metavar="SRC",
-                   help="structure files or folders (searched recursively), or dataset:NAME[?key=value&...] (a built-in dataset)")
-    p.add_argument("--out", required=True, metavar="STORE",
-                   help="store to write (.db), or a folder: a sharded corpus (.aselmdb shards + manifest.json; resumable)")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="structure files or folders (searched recursively), or dataset:NAME[?key=value&...] (a built-in dataset)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="STORE",
+        help="store to write (.db), or a folder: a sharded corpus (.aselmdb shards + manifest.json; resumable)",
+    )
     p.add_argument("--skip-bad", action="store_true", help="report bad entries and go on")
-    p.add_argument("--append", action="store_true", help="add to an existing store instead of replacing it")
+    p.add_argument(
+        "--append", action="store_true", help="add to an existing store instead of replacing it"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_read_options(p)
     from ._corpus import add_import_options
@@ -160,8 +194,8 @@ def _register_import(sub) -> None:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from ..data import import_structures
-    from ..errors import StructureError
     from ..data._datasets import expand_dataset_sources, is_dataset_source
+    from ..errors import StructureError
     from ._corpus import import_to_folder
     from ._paths import input_sources, output_file
 
@@ -169,14 +203,22 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if rc is not None:
         return rc
     out = output_file(args.out)  # a store goes only into an existing folder
-    input_sources([s for s in args.sources if not is_dataset_source(s)])  # a named folder without structure files is an error
-    sources = expand_dataset_sources(args.sources)  # dataset:NAME -> its structures (atomssl.data.load_dataset)
+    input_sources(
+        [s for s in args.sources if not is_dataset_source(s)]
+    )  # a named folder without structure files is an error
+    sources = expand_dataset_sources(
+        args.sources
+    )  # dataset:NAME -> its structures (atomssl.data.load_dataset)
     opts = read_options(args)
     try:  # an import that writes no structure raises EmptyInputError and leaves the store as it was
-        report = import_structures(sources, out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts)
+        report = import_structures(
+            sources, out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts
+        )
     except StructureError as err:
-        print(f"atomssl data import: error: {err}; nothing was written to {args.out} (use --skip-bad to skip bad entries)",
-              file=sys.stderr)
+        print(
+            f"atomssl data import: error: {err}; nothing was written to {args.out} (use --skip-bad to skip bad entries)",
+            file=sys.stderr,
+        )
         return 1
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
@@ -192,7 +234,11 @@ def _register_info(sub) -> None:
         "Exit code 0 when every structure is fine, 1 otherwise.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders or stores")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {source, index, formula, n_atoms, error, warnings}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of {source, index, formula, n_atoms, error, warnings}",
+    )
     add_read_options(p)
     from ._corpus import add_info_options
 
@@ -211,7 +257,14 @@ def info_entries(paths, **options: Any) -> list[dict[str, Any]]:
     for entry in iter_entries(paths, validate=False, **options):
         if isinstance(entry, StructureError):
             out.append(
-                {"source": entry.source, "index": entry.index, "formula": None, "n_atoms": None, "error": str(entry), "warnings": []}
+                {
+                    "source": entry.source,
+                    "index": entry.index,
+                    "formula": None,
+                    "n_atoms": None,
+                    "error": str(entry),
+                    "warnings": [],
+                }
             )
             continue
         try:
@@ -237,7 +290,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from ._corpus import info_corpora
     from ._paths import input_sources
 
-    rc = info_corpora(args, _cmd_info)  # corpus folders: a summary from the manifest (None: none, or --all)
+    rc = info_corpora(
+        args, _cmd_info
+    )  # corpus folders: a summary from the manifest (None: none, or --all)
     if rc is not None:
         return rc
 
@@ -254,7 +309,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if n_bad:  # the report is on stdout; stderr says, in one line, that it is not all fine
         first = next(e["error"] for e in entries if e["error"] is not None)
         more = f" (and {n_bad - 1} more)" if n_bad > 1 else ""
-        print(f"atomssl data info: error: {n_bad} of {len(entries)} entries unusable: {first}{more}", file=sys.stderr)
+        print(
+            f"atomssl data info: error: {n_bad} of {len(entries)} entries unusable: {first}{more}",
+            file=sys.stderr,
+        )
     return 1 if n_bad else 0
 
 
@@ -267,7 +325,10 @@ def _print_table(entries: list[dict[str, Any]]) -> None:
             return "ERROR"
         return "ok*" if e.get("warnings") else "ok"  # '*': read with warnings (listed below it)
 
-    rows = [[cell(e["source"]), cell(e["index"]), cell(e["formula"]), cell(e["n_atoms"]), status(e)] for e in entries]
+    rows = [
+        [cell(e["source"]), cell(e["index"]), cell(e["formula"]), cell(e["n_atoms"]), status(e)]
+        for e in entries
+    ]
     head = ["source", "index", "formula", "n_atoms", "status"]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
@@ -290,7 +351,9 @@ def _register_graph(sub) -> None:
     )
     p.add_argument("path", metavar="PATH", help="structure file")
     p.add_argument("--index", type=int, default=0, help="frame/entry in the file (default 0)")
-    p.add_argument("--cutoff", type=float, default=None, metavar="R", help="radius cutoff in Angstrom")
+    p.add_argument(
+        "--cutoff", type=float, default=None, metavar="R", help="radius cutoff in Angstrom"
+    )
     p.add_argument("--k", type=int, default=None, help="k nearest neighbours per atom")
     p.add_argument("--out", required=True, metavar="FILE.npz")
     add_read_options(p)
@@ -311,7 +374,10 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         print("atomssl data graph: error: give --cutoff R and/or --k K", file=sys.stderr)
         return 2
     if args.cutoff is not None and not args.cutoff > 0:
-        print(f"atomssl data graph: error: --cutoff must be positive, got {args.cutoff}", file=sys.stderr)
+        print(
+            f"atomssl data graph: error: --cutoff must be positive, got {args.cutoff}",
+            file=sys.stderr,
+        )
         return 2
     if args.k is not None and args.k < 1:
         print(f"atomssl data graph: error: --k must be >= 1, got {args.k}", file=sys.stderr)
@@ -319,7 +385,9 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     (structure,) = read(args.path, index=args.index, **read_options(args))
     if args.k is not None:
         nl = knn_graph(structure, args.k)
-        keep = nl.distance < args.cutoff if args.cutoff is not None else np.ones(len(nl), dtype=bool)
+        keep = (
+            nl.distance < args.cutoff if args.cutoff is not None else np.ones(len(nl), dtype=bool)
+        )
     else:
         nl = radius_graph(structure, args.cutoff)
         keep = np.ones(len(nl), dtype=bool)
@@ -334,8 +402,14 @@ def _cmd_graph(args: argparse.Namespace) -> int:
         numbers=structure.numbers,
         pbc=structure.pbc,
     )
-    how = f"k={args.k}" + (f", cutoff={args.cutoff} A" if args.cutoff is not None else "") if args.k else f"cutoff={args.cutoff} A"
-    print(f"{structure.where()}: {structure.formula}, {structure.n_atoms} atoms, {int(keep.sum())} edges ({how}) -> {args.out}")
+    how = (
+        f"k={args.k}" + (f", cutoff={args.cutoff} A" if args.cutoff is not None else "")
+        if args.k
+        else f"cutoff={args.cutoff} A"
+    )
+    print(
+        f"{structure.where()}: {structure.formula}, {structure.n_atoms} atoms, {int(keep.sum())} edges ({how}) -> {args.out}"
+    )
     return 0
 
 

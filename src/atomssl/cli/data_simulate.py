@@ -15,8 +15,12 @@ def register_data(subparsers) -> None:
         "frame's info records the potential, temperature schedule, seed and thermodynamic state.",
     )
     p.add_argument("config", help="YAML config (keys of atomssl.simulate.CrystallisationConfig)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config entries, e.g. seed=2")
-    p.add_argument("--out", "-o", help="output .extxyz (default runs/simulate/<name>_seed<seed>.extxyz)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override config entries, e.g. seed=2"
+    )
+    p.add_argument(
+        "--out", "-o", help="output .extxyz (default runs/simulate/<name>_seed<seed>.extxyz)"
+    )
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=run)
 
@@ -35,18 +39,26 @@ def run(args: argparse.Namespace) -> int:
         cfg = CrystallisationConfig.from_dict(cfg_dict)
     except SimulationError as exc:
         raise ConfigError(f"{args.config}: {exc}") from None
-    out = Path(args.out) if args.out else Path("runs/simulate") / f"{cfg.name}_seed{cfg.seed}.extxyz"
+    out = (
+        Path(args.out) if args.out else Path("runs/simulate") / f"{cfg.name}_seed{cfg.seed}.extxyz"
+    )
     t0 = time.perf_counter()
 
     def progress(done, total):
         if not args.quiet:
-            print(f"\r{cfg.name}: step {done}/{total} ({time.perf_counter() - t0:.0f} s)", end="", flush=True)
+            print(
+                f"\r{cfg.name}: step {done}/{total} ({time.perf_counter() - t0:.0f} s)",
+                end="",
+                flush=True,
+            )
 
     frames = crystallise(cfg, out, progress=progress)
     dump_config(cfg.to_dict(), out.with_suffix(".yaml"))
     if not args.quiet:
         print()
         last = frames[-1].labels
-        print(f"{out}: {len(frames)} frames of {cfg.n_particles} particles in {time.perf_counter() - t0:.0f} s; "
-              f"final T {last['temperature']:.3f}, density {last['density_measured']:.3f}")
+        print(
+            f"{out}: {len(frames)} frames of {cfg.n_particles} particles in {time.perf_counter() - t0:.0f} s; "
+            f"final T {last['temperature']:.3f}, density {last['density_measured']:.3f}"
+        )
     return 0

@@ -29,18 +29,33 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--out", "-o", help="run folder (default: runs/demo-<date>-<time>)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N structures")
-    p.add_argument("--cutoff", type=float, default=DEFAULT_CUTOFF, help="graph radius cutoff in Angstrom (default 5)")
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="use only the first N structures"
+    )
+    p.add_argument(
+        "--cutoff",
+        type=float,
+        default=DEFAULT_CUTOFF,
+        help="graph radius cutoff in Angstrom (default 5)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
         "--checkpoint",
         help="pretrained backbone for the transfer stage (default: the shipped atomssl/weights/default.pt)",
     )
-    p.add_argument("--sizes", default="100,250,500", help="label budgets of the transfer stage (default 100,250,500)")
+    p.add_argument(
+        "--sizes",
+        default="100,250,500",
+        help="label budgets of the transfer stage (default 100,250,500)",
+    )
     p.add_argument("--seeds", default="0", help="seeds of the transfer stage (default 0)")
     p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs per run (default 20)")
-    p.add_argument("--test-limit", type=int, default=300, help="fold-0 test structures scored (default 300)")
-    p.add_argument("--skip-transfer", action="store_true", help="only the dataset stage (load, verify, graph)")
+    p.add_argument(
+        "--test-limit", type=int, default=300, help="fold-0 test structures scored (default 300)"
+    )
+    p.add_argument(
+        "--skip-transfer", action="store_true", help="only the dataset stage (load, verify, graph)"
+    )
     p.set_defaults(func=_main)
 
 
@@ -52,7 +67,9 @@ def _main(args: argparse.Namespace) -> int:
     from ._paths import run_folder
 
     run_folder(args.out)  # before any work: created only inside an existing folder
-    summary = run_demo(out=args.out, limit=args.limit, cutoff=args.cutoff, progress=not args.no_progress)
+    summary = run_demo(
+        out=args.out, limit=args.limit, cutoff=args.cutoff, progress=not args.no_progress
+    )
     if not args.skip_transfer:
         run_transfer(
             Path(summary["run_dir"]),
@@ -79,8 +96,9 @@ def _stats(values) -> dict[str, float]:
 
 def summarise(structures, folds, full_mad: float) -> dict[str, Any]:
     """Counts, elements, sizes, label statistics and fold sizes of the loaded structures."""
-    from ..data import MATBENCH_DIELECTRIC_COUNT, MATBENCH_DIELECTRIC_MAD, mean_absolute_deviation
     from ase.data import chemical_symbols
+
+    from ..data import MATBENCH_DIELECTRIC_COUNT, MATBENCH_DIELECTRIC_MAD, mean_absolute_deviation
 
     n_atoms = np.array([s.n_atoms for s in structures])
     labels = np.array([s.labels["n"] for s in structures], dtype=np.float64)
@@ -90,7 +108,13 @@ def summarise(structures, folds, full_mad: float) -> dict[str, Any]:
     n_loaded = len(structures)
     fold_sizes = []
     for k, (train, test) in enumerate(folds):
-        fold_sizes.append({"fold": k, "train": int((train < n_loaded).sum()), "test": int((test < n_loaded).sum())})
+        fold_sizes.append(
+            {
+                "fold": k,
+                "train": int((train < n_loaded).sum()),
+                "test": int((test < n_loaded).sum()),
+            }
+        )
     return {
         "dataset": "matbench_dielectric",
         "count": n_loaded,
@@ -117,24 +141,59 @@ def build_graphs(structures, cutoff: float, progress: bool = True):
     from ..graph import to_graph
 
     return [
-        to_graph(s, cutoff=cutoff, labels=["n"], validate=False)  # validated when the dataset was built
-        for s in tqdm(structures, desc=f"graphs @ {cutoff:g} A", unit="struct", disable=not progress, mininterval=0.5)
+        to_graph(
+            s, cutoff=cutoff, labels=["n"], validate=False
+        )  # validated when the dataset was built
+        for s in tqdm(
+            structures,
+            desc=f"graphs @ {cutoff:g} A",
+            unit="struct",
+            disable=not progress,
+            mininterval=0.5,
+        )
     ]
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    a, n, m, g = summary["atoms_per_structure"], summary["label_n"], summary["mad_check"], summary["graphs"]
+    a, n, m, g = (
+        summary["atoms_per_structure"],
+        summary["label_n"],
+        summary["mad_check"],
+        summary["graphs"],
+    )
     el = summary["elements"]
     rows = [
-        ("dataset", f"{summary['dataset']} ({summary['count']} of {summary['count_full']} structures)"),
-        ("elements", f"{el['distinct']} distinct; most common: " + ", ".join(f"{s} {c}" for s, c in el["most_common"][:6])),
-        ("atoms/structure", f"min {a['min']:.0f}  median {a['median']:.0f}  mean {a['mean']:.1f}  max {a['max']:.0f}  (total {a['total']})"),
-        ("label n", f"mean {n['mean']:.4f}  std {n['std']:.4f}  min {n['min']:.3f}  max {n['max']:.3f}  MAD {n['mad']:.7f}"),
-        ("MAD check", f"{m['full_dataset']:.7f} vs expected {m['expected']} over all {summary['count_full']}: {'OK' if m['ok'] else 'MISMATCH'}"),
+        (
+            "dataset",
+            f"{summary['dataset']} ({summary['count']} of {summary['count_full']} structures)",
+        ),
+        (
+            "elements",
+            f"{el['distinct']} distinct; most common: "
+            + ", ".join(f"{s} {c}" for s, c in el["most_common"][:6]),
+        ),
+        (
+            "atoms/structure",
+            f"min {a['min']:.0f}  median {a['median']:.0f}  mean {a['mean']:.1f}  max {a['max']:.0f}  (total {a['total']})",
+        ),
+        (
+            "label n",
+            f"mean {n['mean']:.4f}  std {n['std']:.4f}  min {n['min']:.3f}  max {n['max']:.3f}  MAD {n['mad']:.7f}",
+        ),
+        (
+            "MAD check",
+            f"{m['full_dataset']:.7f} vs expected {m['expected']} over all {summary['count_full']}: {'OK' if m['ok'] else 'MISMATCH'}",
+        ),
         ("folds (train/test)", "  ".join(f"{f['train']}/{f['test']}" for f in summary["folds"])),
-        ("graphs", f"{g['count']} at {g['cutoff']:g} A, {g['edges']} edges ({g['edges_per_atom']:.1f}/atom)"),
-        ("time", f"load {g['load_s']:.2f} s + graphs {g['graph_s']:.2f} s = {g['total_s']:.2f} s ({g['graphs_per_s']:.0f} graphs/s; "
-         f"CPU {g['cpu_s']:.2f} s; imports {g['import_s']:.1f} s)"),
+        (
+            "graphs",
+            f"{g['count']} at {g['cutoff']:g} A, {g['edges']} edges ({g['edges_per_atom']:.1f}/atom)",
+        ),
+        (
+            "time",
+            f"load {g['load_s']:.2f} s + graphs {g['graph_s']:.2f} s = {g['total_s']:.2f} s ({g['graphs_per_s']:.0f} graphs/s; "
+            f"CPU {g['cpu_s']:.2f} s; imports {g['import_s']:.1f} s)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -153,7 +212,9 @@ def plot_histograms(structures, path: Path) -> None:
     ax1.set_xlabel("refractive index n (log scale)")
     ax1.set_ylabel("structures")
     ax1.set_title("label n")
-    ax2.hist(atoms, bins=np.arange(0.5, max(atoms) + 1.5, max(1, max(atoms) // 60)), color="tab:orange")
+    ax2.hist(
+        atoms, bins=np.arange(0.5, max(atoms) + 1.5, max(1, max(atoms) // 60)), color="tab:orange"
+    )
     ax2.set_xlabel("atoms per structure")
     ax2.set_ylabel("structures")
     ax2.set_title("structure size")
@@ -164,13 +225,21 @@ def plot_histograms(structures, path: Path) -> None:
     save_figure(fig, path, dpi=100)
 
 
-def run_demo(out: str | Path | None = None, limit: int | None = None, cutoff: float = DEFAULT_CUTOFF, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out: str | Path | None = None,
+    limit: int | None = None,
+    cutoff: float = DEFAULT_CUTOFF,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the demo; returns the summary written to ``<run>/summary.json``."""
     from ..data import load_matbench_dielectric, matbench_folds, mean_absolute_deviation
     from ..utils import atomic_write, dump_config, make_run_dir, write_json
 
     run_dir = make_run_dir(out, exist_ok=True) if out else make_run_dir("runs", "demo")
-    dump_config({"dataset": "matbench_dielectric", "limit": limit, "cutoff": cutoff}, run_dir / "config.yaml")
+    dump_config(
+        {"dataset": "matbench_dielectric", "limit": limit, "cutoff": cutoff},
+        run_dir / "config.yaml",
+    )
 
     t_import = time.perf_counter()
     from .. import graph  # noqa: F401  (torch + torch_geometric: imported once, timed apart)
@@ -220,7 +289,13 @@ TRANSFER_CONFIG: dict[str, Any] = {
     "seed": 0,
     "mode": "full",
     "data": {"val_fraction": 0.2, "batch_size": 16},
-    "task": {"name": "regression", "loss": "l1", "transform": "log", "readout": "set2set", "hidden": [64, 32]},
+    "task": {
+        "name": "regression",
+        "loss": "l1",
+        "transform": "log",
+        "readout": "set2set",
+        "hidden": [64, 32],
+    },
     "optim": {"lr": 2.0e-3, "scheduler": "cosine", "warmup_steps": 20},
     "trainer": {"max_epochs": 25, "patience": 8, "accelerator": "auto"},
 }
@@ -253,9 +328,17 @@ def run_transfer(
         )
     cfg = copy.deepcopy(TRANSFER_CONFIG)
     cfg["trainer"]["max_epochs"] = int(epochs)
-    print(f"\ntransfer: fine-tuning on refractive index n, pretrained ({ckpt}) vs scratch, sizes {sizes}")
+    print(
+        f"\ntransfer: fine-tuning on refractive index n, pretrained ({ckpt}) vs scratch, sizes {sizes}"
+    )
     curves = learning_curves(
-        cfg, ckpt, run_dir / "transfer", sizes=sizes, seeds=seeds, test_limit=test_limit, progress=progress
+        cfg,
+        ckpt,
+        run_dir / "transfer",
+        sizes=sizes,
+        seeds=seeds,
+        test_limit=test_limit,
+        progress=progress,
     )
     print("embedding map of the pretrained structure embeddings (coloured by density) ...")
     emap = embedding_map_figure(ckpt, run_dir / "embedding_map.png", limit=1000, control=True)

@@ -26,11 +26,20 @@ def register(subparsers) -> None:
             "Without --skip-bad the first bad entry aborts with its reason and nothing is written."
         ),
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="structure files, folders or stores (.db)")
-    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint (default: the one shipped with atomssl, if any)")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="structure files, folders or stores (.db)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        "-k",
+        help="atomssl checkpoint (default: the one shipped with atomssl, if any)",
+    )
     p.add_argument("--out", "-o", required=True, help="output .npz file (in an existing folder)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="report bad entries (one line each on stderr) and embed the rest")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="report bad entries (one line each on stderr) and embed the rest",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--float64", action="store_true", help="compute in double precision")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
@@ -79,14 +88,18 @@ def run(args: argparse.Namespace) -> int:
         if not errors:
             raise
         n = len(errors)  # one line, not a list of skips followed by a failure
-        raise EmptyInputError(f"no structures to embed: every entry was bad ({n} skipped; first: {errors[0]}); "
-                              f"nothing was written to {args.out}") from None
+        raise EmptyInputError(
+            f"no structures to embed: every entry was bad ({n} skipped; first: {errors[0]}); "
+            f"nothing was written to {args.out}"
+        ) from None
     for err in errors:
         print(f"atomssl embed: skipped: {err}", file=sys.stderr)
     if errors:
         n = len(errors)
-        print(f"atomssl embed: skipped {n} bad entr{'y' if n == 1 else 'ies'} (listed in the 'skipped' array of {args.out})",
-              file=sys.stderr)
+        print(
+            f"atomssl embed: skipped {n} bad entr{'y' if n == 1 else 'ies'} (listed in the 'skipped' array of {args.out})",
+            file=sys.stderr,
+        )
     print(
         f"{args.out}: {arrays['structure'].shape[0]} structures x {arrays['structure'].shape[1]}, "
         f"{arrays['atom'].shape[0]} atoms x {arrays['atom'].shape[1]}"

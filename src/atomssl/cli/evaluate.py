@@ -38,21 +38,49 @@ def register(subparsers) -> None:
             "Example: atomssl evaluate matbench_dielectric --config configs/evaluate_dielectric.yaml --folds 0,1 --out runs/mb"
         ),
     )
-    p.__class__ = _IntermixedParser  # `evaluate TARGET --folds 0 KEY=VALUE`: positionals around options
+    p.__class__ = (
+        _IntermixedParser  # `evaluate TARGET --folds 0 KEY=VALUE`: positionals around options
+    )
     p.add_argument("target", metavar="TARGET", help=f"one of {', '.join(TARGETS)}")
-    p.add_argument("--config", "-c", help="YAML config (finetune options; see configs/evaluate_*.yaml)")
+    p.add_argument(
+        "--config", "-c", help="YAML config (finetune options; see configs/evaluate_*.yaml)"
+    )
     p.add_argument("--out", "-o", help="output folder (resumes what it already holds)")
     p.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
-    p.add_argument("--checkpoint", "-k", help="pretrained backbone checkpoint (shortcut for backbone.checkpoint)")
-    p.add_argument("--sizes", help="curves: label budgets, e.g. 50,100,250,500,1000,2000,all (default)")
+    p.add_argument(
+        "--checkpoint",
+        "-k",
+        help="pretrained backbone checkpoint (shortcut for backbone.checkpoint)",
+    )
+    p.add_argument(
+        "--sizes", help="curves: label budgets, e.g. 50,100,250,500,1000,2000,all (default)"
+    )
     p.add_argument("--seeds", default="0,1,2", help="curves: seeds (default 0,1,2)")
-    p.add_argument("--fold", type=int, default=0, help="curves: the fold whose train part is the pool and test part the test set")
-    p.add_argument("--test-limit", type=int, help="curves: a fixed random subset of this many test rows")
+    p.add_argument(
+        "--fold",
+        type=int,
+        default=0,
+        help="curves: the fold whose train part is the pool and test part the test set",
+    )
+    p.add_argument(
+        "--test-limit", type=int, help="curves: a fixed random subset of this many test rows"
+    )
     p.add_argument("--limit", type=int, help="embedding-map: only the first N structures")
-    p.add_argument("--source", default="matbench_dielectric", help="embedding-map: structures (dataset name, file or folder)")
-    p.add_argument("--method", default="auto", choices=["auto", "umap", "pca"], help="embedding-map projection")
+    p.add_argument(
+        "--source",
+        default="matbench_dielectric",
+        help="embedding-map: structures (dataset name, file or folder)",
+    )
+    p.add_argument(
+        "--method", default="auto", choices=["auto", "umap", "pca"], help="embedding-map projection"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_epochs=20")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. trainer.max_epochs=20",
+    )
     p.set_defaults(func=run)
 
 
@@ -63,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     if args.target not in TARGETS:
-        raise ConfigError(f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}")
+        raise ConfigError(
+            f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}"
+        )
     if args.target == "embedding-map" and args.out:
         output_file(args.out)  # the map (.png) goes only into an existing folder
     else:
@@ -76,14 +106,18 @@ def run(args: argparse.Namespace) -> int:
 
         if args.checkpoint:
             config = load_config(None, config, [f"backbone.checkpoint={args.checkpoint}"])
-        summary = evaluate_matbench(args.target, config, out=args.out, folds=args.folds, progress=progress)
+        summary = evaluate_matbench(
+            args.target, config, out=args.out, folds=args.folds, progress=progress
+        )
         if summary["mean"]:
             print(f"mean MAE over folds {summary['folds_done']}: {summary['mean']['mae']:.4f}")
         return 0
     if not args.checkpoint:
         raise ConfigError(f"evaluate {args.target}: give --checkpoint (a pretrained backbone)")
     if not args.out:
-        raise ConfigError(f"evaluate {args.target}: give --out (a folder for curves, a .png for the map)")
+        raise ConfigError(
+            f"evaluate {args.target}: give --out (a folder for curves, a .png for the map)"
+        )
     if args.target == "curves":
         from ..train import learning_curves
 
@@ -93,7 +127,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..analysis import embedding_map_figure
 
-    res = embedding_map_figure(args.checkpoint, args.out, source=args.source, limit=args.limit, method=args.method)
-    print(f"{args.out}: {res['method']} map of {res['n']} structures; density kNN agreement r={res['agreement']:.3f} "
-          f"(2D: {res['agreement_2d']:.3f}; same architecture, random weights: {res['agreement_random']:.3f})")
+    res = embedding_map_figure(
+        args.checkpoint, args.out, source=args.source, limit=args.limit, method=args.method
+    )
+    print(
+        f"{args.out}: {res['method']} map of {res['n']} structures; density kNN agreement r={res['agreement']:.3f} "
+        f"(2D: {res['agreement_2d']:.3f}; same architecture, random weights: {res['agreement_random']:.3f})"
+    )
     return 0

@@ -18,15 +18,26 @@ def register(subparsers) -> None:
             "backbone.checkpoint=runs/pretrain/checkpoints/best.pt mode=frozen"
         ),
     )
-    p.add_argument("--config", "-c", required=True, help="YAML config (see configs/finetune_*.yaml)")
+    p.add_argument(
+        "--config", "-c", required=True, help="YAML config (see configs/finetune_*.yaml)"
+    )
     p.add_argument("--out", "-o", help="run folder (default: runs/finetune-<date>-<time>)")
-    p.add_argument("--checkpoint", "-k", help="pretrained backbone checkpoint; shortcut for backbone.checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        "-k",
+        help="pretrained backbone checkpoint; shortcut for backbone.checkpoint",
+    )
     p.add_argument("--mode", choices=["full", "frozen", "linear_probe"], help="shortcut for mode")
     p.add_argument("--epochs", type=int, help="shortcut for trainer.max_epochs")
     p.add_argument("--accelerator", help="cpu, gpu or auto; shortcut for trainer.accelerator")
     p.add_argument("--seed", type=int, help="random seed (split, initialisation, shuffling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. task.transform=log")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. task.transform=log",
+    )
     p.set_defaults(func=run)
 
 

@@ -14,7 +14,17 @@ import sys
 from ..errors import AtomsslError
 
 # verb modules, in the order --help lists them
-VERB_MODULES = ["data", "pretrain", "finetune", "evaluate", "embed", "order", "motif", "reconstruct", "demo"]
+VERB_MODULES = [
+    "data",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "embed",
+    "order",
+    "motif",
+    "reconstruct",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,16 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-supervised, transfer and generative learning on 3D atomic structures.",
     )
     parser.add_argument("--version", action="version", version=f"atomssl {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging and full tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show debug logging and full tracebacks"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in VERB_MODULES:
-        importlib.import_module(f"atomssl.cli.{name}").register(sub)  # a missing verb module is a bug: fail
+        importlib.import_module(f"atomssl.cli.{name}").register(
+            sub
+        )  # a missing verb module is a bug: fail
     return parser
 
 
 def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (a wrapped library message may span several)."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    return (
+        " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        or type(exc).__name__
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except AtomsslError as exc:
         if args.verbose:
             raise
-        verb = " ".join(str(v) for v in (args.verb, getattr(args, "data_verb", None) or getattr(args, "action", None)) if v)
+        verb = " ".join(
+            str(v)
+            for v in (args.verb, getattr(args, "data_verb", None) or getattr(args, "action", None))
+            if v
+        )
         print(f"atomssl {verb}: error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -38,21 +38,40 @@ def register(subparsers) -> None:
     }
     for name in ACTIONS:
         a = actions.add_parser(name, help=helps[name])
-        a.add_argument("--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in")
-        a.add_argument("--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)")
+        a.add_argument(
+            "--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in"
+        )
+        a.add_argument(
+            "--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)"
+        )
         if name != "simulate":
-            a.add_argument("--cells", help="extxyz a-Si cells instead of the bundled ones (data.cells)")
+            a.add_argument(
+                "--cells", help="extxyz a-Si cells instead of the bundled ones (data.cells)"
+            )
         if name in ("sample", "interpolate", "inpaint", "evaluate"):
-            a.add_argument("--checkpoint", required=False, help="model made by 'atomssl motif train'")
+            a.add_argument(
+                "--checkpoint", required=False, help="model made by 'atomssl motif train'"
+            )
         if name == "inpaint":
-            a.add_argument("--input", help="extxyz of partial motifs (central atom first, then known neighbours); "
-                           "without it, a benchmark on held-out environments")
+            a.add_argument(
+                "--input",
+                help="extxyz of partial motifs (central atom first, then known neighbours); "
+                "without it, a benchmark on held-out environments",
+            )
         if name == "interpolate":
-            a.add_argument("--start", help="extxyz motif to start from (default: held-out motif interpolate.start)")
+            a.add_argument(
+                "--start",
+                help="extxyz motif to start from (default: held-out motif interpolate.start)",
+            )
             a.add_argument("--end", help="extxyz motif to end at")
         a.add_argument("--seed", type=int, help="random seed")
         a.add_argument("--no-progress", action="store_true", help="no progress bar")
-        a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=100")
+        a.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="config overrides, e.g. train.epochs=100",
+        )
         a.set_defaults(func=run)
 
 
@@ -60,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..motif import _workflow as W
     from ..utils import load_config
-
     from ._paths import run_folder
 
     run_folder(args.out)  # before any work: created only inside an existing folder
@@ -68,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "cells", None):
         from ..motif._simulate import read_cells
 
-        read_cells(args.cells)  # a missing or bad file: its one-line error before a run folder exists
+        read_cells(
+            args.cells
+        )  # a missing or bad file: its one-line error before a run folder exists
         overrides.append(f"data.cells={args.cells}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")

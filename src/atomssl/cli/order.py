@@ -30,45 +30,111 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("target", metavar="TRAJECTORY|pretrain|liquid|transfer")
-    p.add_argument("inputs", nargs="*", metavar="ARG", help="more trajectories (liquid) or key=value overrides (pretrain)")
-    p.add_argument("--checkpoint", "-k", help="atomssl checkpoint of a per-particle (gaa) backbone (default: the one "
-                                              "shipped in atomssl/weights/order_default.pt, with its classifier)")
-    p.add_argument("--out", "-o", help="output folder (checkpoint file for 'pretrain'); default runs/order-*")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="ARG",
+        help="more trajectories (liquid) or key=value overrides (pretrain)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        "-k",
+        help="atomssl checkpoint of a per-particle (gaa) backbone (default: the one "
+        "shipped in atomssl/weights/order_default.pt, with its classifier)",
+    )
+    p.add_argument(
+        "--out", "-o", help="output folder (checkpoint file for 'pretrain'); default runs/order-*"
+    )
     p.add_argument("--config", "-c", help="YAML config (pretrain)")
     p.add_argument("--stride", type=int, default=1, help="analyse every S-th frame")
-    p.add_argument("--particles", type=int, default=None, help="embed N random particles per frame (default all)")
-    p.add_argument("--threshold", choices=("classifier", "reference", "liquid"), default=None,
-                   help="crystalline if: the checkpoint's classifier head, learned from LAMMPS thermal crystals and "
-                        "liquids, says so (classifier; the default when the checkpoint has one, as the shipped one "
-                        "does; else reference); or closer to a reference crystal than held-out noisy "
-                        "references (reference) or than all but 1%% of the particles of the first --liquid-frames "
-                        "frames (liquid)")
-    p.add_argument("--liquid-frames", type=int, default=5, help="frames assumed liquid for --threshold liquid")
+    p.add_argument(
+        "--particles",
+        type=int,
+        default=None,
+        help="embed N random particles per frame (default all)",
+    )
+    p.add_argument(
+        "--threshold",
+        choices=("classifier", "reference", "liquid"),
+        default=None,
+        help="crystalline if: the checkpoint's classifier head, learned from LAMMPS thermal crystals and "
+        "liquids, says so (classifier; the default when the checkpoint has one, as the shipped one "
+        "does; else reference); or closer to a reference crystal than held-out noisy "
+        "references (reference) or than all but 1%% of the particles of the first --liquid-frames "
+        "frames (liquid)",
+    )
+    p.add_argument(
+        "--liquid-frames", type=int, default=5, help="frames assumed liquid for --threshold liquid"
+    )
     p.add_argument("--format", default=None, help="trajectory format (default from the file name)")
-    p.add_argument("--species", default=None, help="LAMMPS/GSD types, e.g. '1=Ar' or 'types' (point particles; "
-                   "order treats all alike)")
-    p.add_argument("--names", default=None, help="liquid: comma-separated names of the trajectories")
+    p.add_argument(
+        "--species",
+        default=None,
+        help="LAMMPS/GSD types, e.g. '1=Ar' or 'types' (point particles; order treats all alike)",
+    )
+    p.add_argument(
+        "--names", default=None, help="liquid: comma-separated names of the trajectories"
+    )
     p.add_argument("--frames", type=int, default=10, help="liquid: liquid frames per trajectory")
-    p.add_argument("--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments")
+    p.add_argument(
+        "--fraction", type=float, default=0.001, help="transfer: labelled fraction of environments"
+    )
     p.add_argument("--seeds", type=int, default=3, help="transfer: number of label draws")
-    p.add_argument("--head-steps", type=int, default=3000, help="transfer: steps of the head on the frozen core")
-    p.add_argument("--full-steps", type=int, default=1000,
-                   help="transfer: steps of the from-scratch and fine-tune-all models (full batch)")
-    p.add_argument("--many-labels", type=float, default=None,
-                   help="transfer: also train the model from scratch on this fraction of labels (attainable accuracy)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda): of the training (transfer) or of the "
-                                                  "embedding of the frames (analysis)")
-    p.add_argument("--split", choices=("held_out", "training", "both", "wide"), default="both",
-                   help="transfer: classes of held-out prototypes (new task), of the pretraining ones, both, or "
-                        "'wide': all 49 one-component AFLOW prototypes not seen in pretraining (147 classes)")
-    p.add_argument("--classifiers", default="logistic,mlp,boosting",
-                   help="liquid: comma-separated classifiers applied to every feature set")
-    p.add_argument("--seed", type=int, default=0, help="liquid: seed of the particle sampling and classifiers")
+    p.add_argument(
+        "--head-steps",
+        type=int,
+        default=3000,
+        help="transfer: steps of the head on the frozen core",
+    )
+    p.add_argument(
+        "--full-steps",
+        type=int,
+        default=1000,
+        help="transfer: steps of the from-scratch and fine-tune-all models (full batch)",
+    )
+    p.add_argument(
+        "--many-labels",
+        type=float,
+        default=None,
+        help="transfer: also train the model from scratch on this fraction of labels (attainable accuracy)",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device (cpu, cuda): of the training (transfer) or of the "
+        "embedding of the frames (analysis)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("held_out", "training", "both", "wide"),
+        default="both",
+        help="transfer: classes of held-out prototypes (new task), of the pretraining ones, both, or "
+        "'wide': all 49 one-component AFLOW prototypes not seen in pretraining (147 classes)",
+    )
+    p.add_argument(
+        "--classifiers",
+        default="logistic,mlp,boosting",
+        help="liquid: comma-separated classifiers applied to every feature set",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="liquid: seed of the particle sampling and classifiers"
+    )
     p.add_argument("--quiet", "-q", action="store_true")
-    p.add_argument("--no-progress", action="store_true", help="analysis: no progress bar over frames")
-    p.add_argument("--student", default=None, help="analysis: embed with this distilled fast student (an order student "
-                                                    "file, see benchmarks/order_speed.py) instead of --checkpoint")
-    p.add_argument("--chunk", type=int, default=None, help="analysis: clouds per forward pass (default: the model's)")
+    p.add_argument(
+        "--no-progress", action="store_true", help="analysis: no progress bar over frames"
+    )
+    p.add_argument(
+        "--student",
+        default=None,
+        help="analysis: embed with this distilled fast student (an order student "
+        "file, see benchmarks/order_speed.py) instead of --checkpoint",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help="analysis: clouds per forward pass (default: the model's)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,13 +145,19 @@ def _backbone(args):
     backbone = load_order_backbone(args.checkpoint)  # None: the shipped per-particle checkpoint
     if args.target not in SUBCOMMANDS and backbone.order_classifier is None:
         if args.threshold == "classifier":
-            raise ConfigError(f"{args.checkpoint}: holds no order classifier, which --threshold classifier needs; pass "
-                              f"--threshold reference or liquid, or leave out --checkpoint (the shipped default has one)")
+            raise ConfigError(
+                f"{args.checkpoint}: holds no order classifier, which --threshold classifier needs; pass "
+                f"--threshold reference or liquid, or leave out --checkpoint (the shipped default has one)"
+            )
         if args.threshold is None and not args.quiet:
             import sys
 
-            print(f"note: {args.checkpoint} holds no order classifier: using --threshold reference (leave out "
-                  f"--checkpoint for the shipped default and its classifier)", file=sys.stderr, flush=True)
+            print(
+                f"note: {args.checkpoint} holds no order classifier: using --threshold reference (leave out "
+                f"--checkpoint for the shipped default and its classifier)",
+                file=sys.stderr,
+                flush=True,
+            )
     return backbone
 
 
@@ -177,26 +249,56 @@ def _analyse(args) -> int:
         bar.set_postfix_str(message, refresh=False)
 
     try:
-        summary = analyse_trajectory(args.target, backbone, out, stride=args.stride, particles=args.particles,
-                                     threshold=args.threshold, liquid_frames=args.liquid_frames, chunk=args.chunk,
-                                     device=None if device == "cpu" else device, progress=progress, **options)
+        summary = analyse_trajectory(
+            args.target,
+            backbone,
+            out,
+            stride=args.stride,
+            particles=args.particles,
+            threshold=args.threshold,
+            liquid_frames=args.liquid_frames,
+            chunk=args.chunk,
+            device=None if device == "cpu" else device,
+            progress=progress,
+            **options,
+        )
     finally:
         bar.close()
     on = summary["onset_frame"]
-    _say(args, f"{out}: {summary['frames']} frames x {summary['particles_per_frame']} particles in "
-               f"{summary['seconds']['total']:.1f} s ({summary.get('particles_per_s', 0):,.0f} particles/s); onset frame SSL {on['ssl_crystalline_fraction']}, "
-               f"q6 {on['q6_mean']}, solid fraction {on['steinhardt_solid_fraction']}")
+    _say(
+        args,
+        f"{out}: {summary['frames']} frames x {summary['particles_per_frame']} particles in "
+        f"{summary['seconds']['total']:.1f} s ({summary.get('particles_per_s', 0):,.0f} particles/s); onset frame SSL {on['ssl_crystalline_fraction']}, "
+        f"q6 {on['q6_mean']}, solid fraction {on['steinhardt_solid_fraction']}",
+    )
     return 0
 
 
 def _pretrain(args) -> int:
     import numpy as np
 
-    from ..order import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, frame_clouds, pretrain_clouds, reference_clouds, save_pretrained
+    from ..order import (
+        DEFAULT_BACKBONE,
+        DEFAULT_TASKS,
+        PretrainSettings,
+        frame_clouds,
+        pretrain_clouds,
+        reference_clouds,
+        save_pretrained,
+    )
     from ..utils import dump_config, load_config
 
-    defaults = {"backbone": dict(DEFAULT_BACKBONE), "tasks": list(DEFAULT_TASKS), "steps": 300, "batch": 128,
-                "lr": 2e-3, "seed": 0, "per_crystal": 2000, "trajectories": [], "frames_per_trajectory": 5}
+    defaults = {
+        "backbone": dict(DEFAULT_BACKBONE),
+        "tasks": list(DEFAULT_TASKS),
+        "steps": 300,
+        "batch": 128,
+        "lr": 2e-3,
+        "seed": 0,
+        "per_crystal": 2000,
+        "trajectories": [],
+        "frames_per_trajectory": 5,
+    }
     cfg = load_config(args.config, defaults, args.inputs)
     if args.out:
         from ._paths import output_file
@@ -210,14 +312,23 @@ def _pretrain(args) -> int:
         for i in np.linspace(0, len(frames) - 1, cfg["frames_per_trajectory"]).round().astype(int):
             clouds.append(frame_clouds(frames[i]))
     clouds = np.concatenate(clouds)
-    settings = PretrainSettings(backbone=cfg["backbone"], tasks=tuple(cfg["tasks"]), steps=cfg["steps"],
-                                batch=cfg["batch"], lr=cfg["lr"], seed=cfg["seed"])
+    settings = PretrainSettings(
+        backbone=cfg["backbone"],
+        tasks=tuple(cfg["tasks"]),
+        steps=cfg["steps"],
+        batch=cfg["batch"],
+        lr=cfg["lr"],
+        seed=cfg["seed"],
+    )
     t0 = time.perf_counter()
 
     def progress(step, total, rec):
         if not args.quiet and (step % 10 == 0 or step == total):
-            print(f"step {step}/{total} {rec['task']} loss {rec['loss']:.4f} (baseline {rec['baseline']:.4f}) "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            print(
+                f"step {step}/{total} {rec['task']} loss {rec['loss']:.4f} (baseline {rec['baseline']:.4f}) "
+                f"{time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
 
     backbone, tasks, history = pretrain_clouds(clouds, settings, progress)
     path = Path(args.out) if args.out else _out(args, "pretrain") / "backbone.ckpt"
@@ -230,7 +341,10 @@ def _pretrain(args) -> int:
         w = csv.DictWriter(fh, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
-    _say(args, f"{path}: pretrained on {len(clouds)} environments in {time.perf_counter() - t0:.0f} s")
+    _say(
+        args,
+        f"{path}: pretrained on {len(clouds)} environments in {time.perf_counter() - t0:.0f} s",
+    )
     return 0
 
 
@@ -250,11 +364,21 @@ def _liquid(args) -> int:
     backbone = _backbone(args)
     out = _out(args, "liquid")
     names = args.names.split(",") if args.names else None
-    rows = liquid_classification(args.inputs, backbone, out, names=names, max_frames=args.frames,
-                                 classifiers=tuple(c for c in args.classifiers.split(",") if c), seed=args.seed,
-                                 progress=lambda m: _say(args, m))
+    rows = liquid_classification(
+        args.inputs,
+        backbone,
+        out,
+        names=names,
+        max_frames=args.frames,
+        classifiers=tuple(c for c in args.classifiers.split(",") if c),
+        seed=args.seed,
+        progress=lambda m: _say(args, m),
+    )
     for r in rows:
-        _say(args, f"{r['pair']:30s} {r['features']:20s} {r['classifier']:9s} ROC AUC {r['roc_auc']:.3f}")
+        _say(
+            args,
+            f"{r['pair']:30s} {r['features']:20s} {r['classifier']:9s} ROC AUC {r['roc_auc']:.3f}",
+        )
     _say(args, f"tables and ROC curves in {out}")
     return 0
 
@@ -268,11 +392,23 @@ def _transfer(args) -> int:
     out = _out(args, "transfer")
     splits = ("held_out", "training") if args.split == "both" else (args.split,)
     for split in splits:
-        rows = transfer(backbone, out, fraction=args.fraction, seeds=tuple(range(args.seeds)), split=split,
-                        head_steps=args.head_steps, full_steps=args.full_steps, many_labels=args.many_labels,
-                        device=device, progress=lambda m: _say(args, m))
+        rows = transfer(
+            backbone,
+            out,
+            fraction=args.fraction,
+            seeds=tuple(range(args.seeds)),
+            split=split,
+            head_steps=args.head_steps,
+            full_steps=args.full_steps,
+            many_labels=args.many_labels,
+            device=device,
+            progress=lambda m: _say(args, m),
+        )
         for r in rows:
             if r["seed"] == "mean":
-                _say(args, f"{split:9s} {r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)")
+                _say(
+                    args,
+                    f"{split:9s} {r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)",
+                )
     _say(args, f"table in {out}")
     return 0

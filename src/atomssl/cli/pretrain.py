@@ -15,7 +15,9 @@ def register(subparsers) -> None:
             "Example: atomssl pretrain --config configs/pretrain_megnet.yaml trainer.max_epochs=5"
         ),
     )
-    p.add_argument("--config", "-c", help="YAML config (see configs/pretrain_*.yaml); optional with --resume")
+    p.add_argument(
+        "--config", "-c", help="YAML config (see configs/pretrain_*.yaml); optional with --resume"
+    )
     p.add_argument("--out", "-o", help="run folder (default: runs/pretrain-<date>-<time>)")
     p.add_argument(
         "--resume",
@@ -23,13 +25,23 @@ def register(subparsers) -> None:
         help="continue the run in RUN_DIR from checkpoints/last.pt (its config.yaml unless --config is given)",
     )
     p.add_argument("--epochs", type=int, help="shortcut for trainer.max_epochs=N")
-    p.add_argument("--devices", help="devices per node (number, list or 'auto'); shortcut for trainer.devices")
-    p.add_argument("--strategy", help="'ddp' for several processes/GPUs/nodes; shortcut for trainer.strategy")
+    p.add_argument(
+        "--devices", help="devices per node (number, list or 'auto'); shortcut for trainer.devices"
+    )
+    p.add_argument(
+        "--strategy", help="'ddp' for several processes/GPUs/nodes; shortcut for trainer.strategy"
+    )
     p.add_argument("--accelerator", help="cpu, gpu or auto; shortcut for trainer.accelerator")
-    p.add_argument("--num-nodes", type=int, help="nodes for multi-node DDP; shortcut for trainer.num_nodes")
-    p.add_argument("--seed", type=int, help="random seed (model init, split, shuffling, corruptions)")
+    p.add_argument(
+        "--num-nodes", type=int, help="nodes for multi-node DDP; shortcut for trainer.num_nodes"
+    )
+    p.add_argument(
+        "--seed", type=int, help="random seed (model init, split, shuffling, corruptions)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar / model summary")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4"
+    )
     p.set_defaults(func=run)
 
 
@@ -51,8 +63,8 @@ def _shortcuts(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..utils import load_config
     from ..train import load_run_config, pretrain
+    from ..utils import load_config
     from ._paths import check_checkpoint, run_folder
 
     overrides = list(args.overrides) + _shortcuts(args)

@@ -22,23 +22,54 @@ def register(subparsers) -> None:
             "Example: atomssl reconstruct NaCl.cif --mask species --sigma 0.1 --checkpoint runs/gan/checkpoints/generator.pt"
         ),
     )
-    p.add_argument("structure", metavar="STRUCTURE", help="structure file (any format atomssl reads)")
-    p.add_argument("--checkpoint", "-k", required=True, help="generator checkpoint (pretraining with mask_denoise, or gan)")
-    p.add_argument("--mask", choices=["species", "random", "mixed"], default="species",
-                   help="mask every atom of one species, 15%% of atoms, or either (default: species)")
-    p.add_argument("--sigma", type=float, default=0.1, help="noise std in units of the minimum interatomic distance")
+    p.add_argument(
+        "structure", metavar="STRUCTURE", help="structure file (any format atomssl reads)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        "-k",
+        required=True,
+        help="generator checkpoint (pretraining with mask_denoise, or gan)",
+    )
+    p.add_argument(
+        "--mask",
+        choices=["species", "random", "mixed"],
+        default="species",
+        help="mask every atom of one species, 15%% of atoms, or either (default: species)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=0.1,
+        help="noise std in units of the minimum interatomic distance",
+    )
     p.add_argument("--steps", type=int, default=1, help="denoising iterations (default 1)")
-    p.add_argument("--decode", choices=["argmax", "valid"], default="argmax",
-                   help="species of masked atoms: each atom's most probable element (argmax, default) or the most "
-                        "probable assignment whose composition passes SMACT (valid)")
-    p.add_argument("--oxidation-states", choices=["smact14", "icsd24"], default="smact14",
-                   help="SMACT oxidation-state set for --decode valid (default smact14, as CDVAE)")
+    p.add_argument(
+        "--decode",
+        choices=["argmax", "valid"],
+        default="argmax",
+        help="species of masked atoms: each atom's most probable element (argmax, default) or the most "
+        "probable assignment whose composition passes SMACT (valid)",
+    )
+    p.add_argument(
+        "--oxidation-states",
+        choices=["smact14", "icsd24"],
+        default="smact14",
+        help="SMACT oxidation-state set for --decode valid (default smact14, as CDVAE)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--index", type=int, default=0, help="which structure of a multi-structure file (default 0)")
-    p.add_argument("--denoise", action="store_true",
-                   help="for a STRUCTURE with masked (X) sites: also move every atom by minus the predicted noise "
-                        "(default: positions kept as given)")
-    p.add_argument("--out", "-o", default="reconstruction", help="output folder (default ./reconstruction)")
+    p.add_argument(
+        "--index", type=int, default=0, help="which structure of a multi-structure file (default 0)"
+    )
+    p.add_argument(
+        "--denoise",
+        action="store_true",
+        help="for a STRUCTURE with masked (X) sites: also move every atom by minus the predicted noise "
+        "(default: positions kept as given)",
+    )
+    p.add_argument(
+        "--out", "-o", default="reconstruction", help="output folder (default ./reconstruction)"
+    )
     p.set_defaults(func=run)
 
     g = subparsers.add_parser(
@@ -53,7 +84,9 @@ def register(subparsers) -> None:
     g.add_argument("--config", "-c", required=True, help="YAML config (see configs/gan*.yaml)")
     g.add_argument("--out", "-o", help="run folder (default: runs/gan-<date>-<time>)")
     g.add_argument("--no-progress", action="store_true")
-    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50")
+    g.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50"
+    )
     g.set_defaults(func=run_gan)
 
 
@@ -68,20 +101,34 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sigma must be >= 0, got {args.sigma}")
     from ._paths import run_folder
 
-    run_folder(args.out)  # before any work: the output folder is created only inside an existing one
+    run_folder(
+        args.out
+    )  # before any work: the output folder is created only inside an existing one
     structures = read(args.structure, allow_masked=True)  # X sites: the species to predict
     if not isinstance(structures, list):
         structures = [structures]
     if not 0 <= args.index < len(structures):
-        raise ConfigError(f"{args.structure}: --index {args.index} out of range ({len(structures)} structure(s))")
+        raise ConfigError(
+            f"{args.structure}: --index {args.index} out of range ({len(structures)} structure(s))"
+        )
     structure = structures[args.index]
     gen = Generator.from_checkpoint(args.checkpoint)
     if (structure.numbers == 0).any():
         return _repair_masked(gen, structure, args)
     if args.denoise:
-        raise ConfigError("--denoise applies to a structure with masked (X) sites; this one has none")
-    rec = reconstruct(gen, [structure], args.mask, args.sigma, seed=args.seed, steps=args.steps,
-                      decoding=args.decode, oxidation_states=args.oxidation_states)[0]
+        raise ConfigError(
+            "--denoise applies to a structure with masked (X) sites; this one has none"
+        )
+    rec = reconstruct(
+        gen,
+        [structure],
+        args.mask,
+        args.sigma,
+        seed=args.seed,
+        steps=args.steps,
+        decoding=args.decode,
+        oxidation_states=args.oxidation_states,
+    )[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write(out / "corrupted.extxyz", rec.corrupted.wrapped().to_ase())
@@ -90,12 +137,18 @@ def run(args: argparse.Namespace) -> int:
     write(out / "repaired.cif", repaired.to_ase())
     n_mask = int(rec.mask.sum())
     print(f"original   {rec.original.formula}")
-    print(f"corrupted  {n_mask} of {rec.original.n_atoms} atoms masked, noise sigma {args.sigma} x d_min "
-          f"({args.sigma * rec.d_min:.3f} A), position RMSD {_rmsd(rec, 'corrupted'):.3f} A")
-    print(f"repaired   {rec.repaired.formula}: masked species correct {int(rec.species_correct.sum())}/{n_mask}, "
-          f"position RMSD {_rmsd(rec, 'repaired'):.3f} A")
-    print(f"validity   structure {structure_validity(repaired)}, composition (smact14) "
-          f"{composition_validity(repaired, 'smact14')}, (icsd24) {composition_validity(repaired, 'icsd24')}")
+    print(
+        f"corrupted  {n_mask} of {rec.original.n_atoms} atoms masked, noise sigma {args.sigma} x d_min "
+        f"({args.sigma * rec.d_min:.3f} A), position RMSD {_rmsd(rec, 'corrupted'):.3f} A"
+    )
+    print(
+        f"repaired   {rec.repaired.formula}: masked species correct {int(rec.species_correct.sum())}/{n_mask}, "
+        f"position RMSD {_rmsd(rec, 'repaired'):.3f} A"
+    )
+    print(
+        f"validity   structure {structure_validity(repaired)}, composition (smact14) "
+        f"{composition_validity(repaired, 'smact14')}, (icsd24) {composition_validity(repaired, 'icsd24')}"
+    )
     print(f"wrote {out / 'corrupted.extxyz'}, {out / 'repaired.extxyz'}, {out / 'repaired.cif'}")
     return 0
 
@@ -113,23 +166,36 @@ def _repair_masked(gen, structure, args: argparse.Namespace) -> int:
     if len(masked) == structure.n_atoms:
         # nothing left to condition on: the generator would guess from positions alone
         print(f"note: every site of {structure.where()} is masked (X)")
-    (repaired, probs), = repair(gen, [structure], steps=args.steps, decoding=args.decode,
-                                oxidation_states=args.oxidation_states)
+    ((repaired, probs),) = repair(
+        gen,
+        [structure],
+        steps=args.steps,
+        decoding=args.decode,
+        oxidation_states=args.oxidation_states,
+    )
     if not args.denoise:
         repaired = repaired.copy(positions=structure.positions.copy())
-    repaired = repaired.copy(warnings=list(structure.warnings) + [
-        f"species of masked site(s) {masked.tolist()} predicted by {Path(args.checkpoint).name}"])
+    repaired = repaired.copy(
+        warnings=list(structure.warnings)
+        + [f"species of masked site(s) {masked.tolist()} predicted by {Path(args.checkpoint).name}"]
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write(out / "repaired.extxyz", repaired.to_ase())
     write(out / "repaired.cif", repaired.wrapped().to_ase())
-    print(f"input      {structure.formula} from {structure.where()}: {len(masked)} of {structure.n_atoms} sites masked (X)")
-    choice = ", ".join(f"{int(i)}: {chemical_symbols[int(repaired.numbers[i])]} (p={probs[k, repaired.numbers[i] - 1]:.2f})"
-                       for k, i in enumerate(masked))
+    print(
+        f"input      {structure.formula} from {structure.where()}: {len(masked)} of {structure.n_atoms} sites masked (X)"
+    )
+    choice = ", ".join(
+        f"{int(i)}: {chemical_symbols[int(repaired.numbers[i])]} (p={probs[k, repaired.numbers[i] - 1]:.2f})"
+        for k, i in enumerate(masked)
+    )
     moved = "atoms moved by the predicted noise" if args.denoise else "positions as given"
     print(f"repaired   {repaired.formula} ({moved}); predicted species of site(s) {choice}")
-    print(f"validity   structure {structure_validity(repaired)}, composition (smact14) "
-          f"{composition_validity(repaired, 'smact14')}, (icsd24) {composition_validity(repaired, 'icsd24')}")
+    print(
+        f"validity   structure {structure_validity(repaired)}, composition (smact14) "
+        f"{composition_validity(repaired, 'smact14')}, (icsd24) {composition_validity(repaired, 'icsd24')}"
+    )
     print(f"wrote {out / 'repaired.extxyz'}, {out / 'repaired.cif'}")
     return 0
 
@@ -146,7 +212,6 @@ def run_gan(args: argparse.Namespace) -> int:
 
     from ..generate import gan
     from ..utils import load_config
-
     from ._paths import check_checkpoint, run_folder
 
     run_folder(args.out)
@@ -154,6 +219,19 @@ def run_gan(args: argparse.Namespace) -> int:
     for part in ("generator", "discriminator"):  # before a run folder exists
         check_checkpoint((config.get(part) or {}).get("checkpoint"))
     summary = gan(config, run_dir=args.out, progress=not args.no_progress)
-    print(json.dumps({k: summary[k] for k in ("steps", "structures", "seconds", "classifier_final_accuracy",
-                                              "generator_checkpoint")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "steps",
+                    "structures",
+                    "seconds",
+                    "classifier_final_accuracy",
+                    "generator_checkpoint",
+                )
+            },
+            indent=1,
+        )
+    )
     return 0

@@ -16,6 +16,7 @@ from ._structure import Structure
 
 log = logging.getLogger(__name__)
 
+
 def _lammps_dump_has_species(path: Path) -> bool:
     from ase.io.formats import open_with_compression
 
@@ -150,7 +151,11 @@ def _lammps_data_elements(path: Path, source: str, units: str) -> tuple[dict[int
         z_of_type[t] = first + 1
         if d[first] > 0.01:
             inexact.append(f"type {t} (mass {mass:g}) as {near}")
-    notes = [f"LAMMPS masses matched to elements only approximately: {', '.join(inexact)}"] if inexact else []
+    notes = (
+        [f"LAMMPS masses matched to elements only approximately: {', '.join(inexact)}"]
+        if inexact
+        else []
+    )
     return z_of_type, notes
 
 
@@ -185,16 +190,24 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
     elif fmt == "lammps-dump-text":
         if point:
             if _lammps_dump_has_species(path):
-                log.warning("%s: species='types' ignored: the dump names elements (element or mass column)", source)
+                log.warning(
+                    "%s: species='types' ignored: the dump names elements (element or mass column)",
+                    source,
+                )
             else:
                 notes.append(_LAMMPS_POINT_NOTE)
         elif z_of_type:
             from ase.data import chemical_symbols
 
             n_types = max(z_of_type)
-            kwargs["specorder"] = [chemical_symbols[z_of_type.get(t, 0)] for t in range(1, n_types + 1)]
+            kwargs["specorder"] = [
+                chemical_symbols[z_of_type.get(t, 0)] for t in range(1, n_types + 1)
+            ]
         elif not _lammps_dump_has_species(path):
-            log.warning("%s: no element/mass column and no species= mapping: LAMMPS types taken as atomic numbers", source)
+            log.warning(
+                "%s: no element/mass column and no species= mapping: LAMMPS types taken as atomic numbers",
+                source,
+            )
             notes.append(_LAMMPS_DUMP_TYPES_NOTE)
         kwargs["units"] = options.get("units") or "metal"
     frames = ase.io.iread(str(path), index=":", format=fmt, do_not_split_by_at_sign=True, **kwargs)
@@ -213,23 +226,42 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
                     i if i else None,
                 ) from None
             missing = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
-            z_map = kwargs.get("Z_of_type") if fmt == "lammps-data" and not point and not z_of_type else None
-            if z_map is not None and isinstance(missing, (int, np.integer)) and missing not in z_map:
+            z_map = (
+                kwargs.get("Z_of_type")
+                if fmt == "lammps-data" and not point and not z_of_type
+                else None
+            )
+            if (
+                z_map is not None
+                and isinstance(missing, (int, np.integer))
+                and missing not in z_map
+            ):
                 raise UnknownElementError(
-                    f"atom type {missing} has no entry in the Masses section (or Atom Type Labels); {_LAMMPS_WAYS_OUT}", source
+                    f"atom type {missing} has no entry in the Masses section (or Atom Type Labels); {_LAMMPS_WAYS_OUT}",
+                    source,
                 ) from None
             raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}") from None
         except Exception as exc:
             # A garbled file: name the frame when earlier frames were fine.
-            raise _wrap(exc, source, i if i else None, f"could not parse as {fmt}" + (f" at frame {i}" if i else "")) from None
+            raise _wrap(
+                exc,
+                source,
+                i if i else None,
+                f"could not parse as {fmt}" + (f" at frame {i}" if i else ""),
+            ) from None
         if refusal is not None:
             raise refusal
         if fmt == "lammps-dump-text":
             if declared is None:
                 declared = _lammps_dump_counts(path)
             if i < len(declared) and declared[i] != len(atoms):
-                yield i, UnreadableFileError(
-                    f"frame {i} declares {declared[i]} atoms but holds {len(atoms)} (truncated file?)", source, i
+                yield (
+                    i,
+                    UnreadableFileError(
+                        f"frame {i} declares {declared[i]} atoms but holds {len(atoms)} (truncated file?)",
+                        source,
+                        i,
+                    ),
                 )
                 i += 1
                 continue
@@ -239,7 +271,9 @@ def _read_ase(path: Path, source: str, fmt: str, options: dict[str, Any]) -> Ite
             yield i, _wrap(exc, source, i, "could not convert")
         i += 1
     if i == 0:
-        raise UnreadableFileError("no structure found in the file" + (" (empty file)" if _is_empty(path) else ""), source)
+        raise UnreadableFileError(
+            "no structure found in the file" + (" (empty file)" if _is_empty(path) else ""), source
+        )
 
 
 def _is_empty(path: Path) -> bool:

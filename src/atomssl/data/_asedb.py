@@ -14,14 +14,22 @@ from ..errors import StructureError, UnreadableFileError
 from ._formats import Entry, _wrap
 from ._structure import Structure
 
+
 def _ase_db_labels(row) -> tuple[dict[str, Any], str]:
     """Labels and id of an ASE database row; rows written by :class:`StructureStore` keep theirs."""
     meta = row.data.get("atomssl") if row.get("data") else None
     if isinstance(meta, dict):
         return dict(meta.get("labels", {})), str(meta.get("id") or "")
     labels = dict(row.key_value_pairs)
-    for key, value in (row.get("data") or {}).items():  # vector labels (spectra) kept in the data field
-        if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf" and key not in labels:
+    for key, value in (
+        row.get("data") or {}
+    ).items():  # vector labels (spectra) kept in the data field
+        if (
+            isinstance(value, np.ndarray)
+            and value.ndim == 1
+            and value.dtype.kind in "iuf"
+            and key not in labels
+        ):
             labels[key] = value.astype(np.float64)
     for key in ("energy", "free_energy"):
         if row.get(key) is not None:
@@ -80,7 +88,9 @@ def open_ase_db_readonly(path: str | os.PathLike):
     return db
 
 
-def _read_ase_db(path: Path, source: str, kind: str = "db", start: int = 0, stop: int | None = None) -> Iterator[Entry]:
+def _read_ase_db(
+    path: Path, source: str, kind: str = "db", start: int = 0, stop: int | None = None
+) -> Iterator[Entry]:
     import ase.db
 
     if kind == "db":

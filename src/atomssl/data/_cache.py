@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,7 +43,9 @@ def cache_path(name: str, source: str | os.PathLike) -> Path:
     return cache_dir() / f"{name}-{source_key(source)}-v{CACHE_VERSION}.npz"
 
 
-def pack_structures(structures: Sequence[Structure], labels: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def pack_structures(
+    structures: Sequence[Structure], labels: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """Flatten structures into a dict of plain arrays (float labels only)."""
     counts = np.array([s.n_atoms for s in structures], dtype=np.int64)
     arrays = {
@@ -55,7 +57,9 @@ def pack_structures(structures: Sequence[Structure], labels: Sequence[str] = ())
         "ids": np.array([s.id for s in structures], dtype=str),
     }
     for name in labels:
-        arrays[f"label_{name}"] = np.array([float(s.labels[name]) for s in structures], dtype=np.float64)
+        arrays[f"label_{name}"] = np.array(
+            [float(s.labels[name]) for s in structures], dtype=np.float64
+        )
     return arrays
 
 
@@ -87,7 +91,9 @@ def unpack_structures(arrays, source: str | None = None) -> list[Structure]:
 PACKED_KEYS = frozenset({"offsets", "numbers", "positions", "cells", "pbc", "ids"})
 
 
-def load_cached(path: Path, required: frozenset[str] | set[str] = frozenset()) -> dict[str, np.ndarray] | None:
+def load_cached(
+    path: Path, required: frozenset[str] | set[str] = frozenset()
+) -> dict[str, np.ndarray] | None:
     """The arrays stored at ``path``, or ``None`` when absent, unreadable or lacking a
     ``required`` key (the caller then rebuilds it from the source)."""
     if not path.exists():

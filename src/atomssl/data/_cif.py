@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +56,7 @@ CIF_READERS = ("auto", "pymatgen", "ase")
 FORMULA_POLICIES = ("refuse", "warn")
 DEFAULT_MERGE_TOLERANCE = 0.01  # Angstrom
 
-Entry = tuple[int, Union[Structure, StructureError]]
+Entry = tuple[int, Structure | StructureError]
 
 
 @dataclass
@@ -69,7 +69,7 @@ class CifOptions:
     cif_reader: str = "auto"
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "CifOptions":
+    def from_options(cls, options: dict[str, Any]) -> CifOptions:
         opts = cls(
             disorder=options.get("disorder") or "refuse",
             merge_tolerance=DEFAULT_MERGE_TOLERANCE
@@ -111,14 +111,18 @@ class _Result:
 
 
 # ------------------------------------------------------------------------------------ parsers
-def _pymatgen(block_text: str, declared, z, tolerance: float, symmetry_named: bool, setting: _Setting | None) -> _Result:
+def _pymatgen(
+    block_text: str, declared, z, tolerance: float, symmetry_named: bool, setting: _Setting | None
+) -> _Result:
     from pymatgen.io.cif import CifParser
 
     res = _Result("pymatgen")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            structs = CifParser.from_str(block_text).parse_structures(primitive=False, on_error="raise")
+            structs = CifParser.from_str(block_text).parse_structures(
+                primitive=False, on_error="raise"
+            )
         except Exception as exc:  # pymatgen raises a zoo of types on garbled CIFs
             bad_el = [str(w.message) for w in caught if "not a valid Element" in str(w.message)]
             res.problem = bad_el[0] if bad_el else _short(exc)
@@ -130,7 +134,9 @@ def _pymatgen(block_text: str, declared, z, tolerance: float, symmetry_named: bo
     struct = structs[0]
     from pymatgen.core.periodic_table import DummySpecies
 
-    dummies = sorted({sp.symbol for site in struct for sp in site.species if isinstance(sp, DummySpecies)})
+    dummies = sorted(
+        {sp.symbol for site in struct for sp in site.species if isinstance(sp, DummySpecies)}
+    )
     if dummies:
         res.problem = f"{', '.join(dummies)} is not a chemical element"
         return res
@@ -181,14 +187,22 @@ def _ase(block, declared, z, tolerance: float, setting: _Setting | None) -> _Res
 
 def _short(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, (AssertionError, AttributeError, IndexError, KeyError, TypeError, ZeroDivisionError)) or "zip()" in msg:
+    if (
+        isinstance(
+            exc,
+            (AssertionError, AttributeError, IndexError, KeyError, TypeError, ZeroDivisionError),
+        )
+        or "zip()" in msg
+    ):
         # parser internals, not a reason a user can act on
         return f"the file's tags are inconsistent or incomplete ({type(exc).__name__})"
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------ decision
-def _choose(results: list[_Result], opts: CifOptions, declared) -> tuple[_Result | None, str | None]:
+def _choose(
+    results: list[_Result], opts: CifOptions, declared
+) -> tuple[_Result | None, str | None]:
     """The accepted reading, or the reason to refuse the block."""
     by_name = {r.reader: r for r in results}
     if opts.cif_reader != "auto":
@@ -198,8 +212,12 @@ def _choose(results: list[_Result], opts: CifOptions, declared) -> tuple[_Result
         return r, None
     good = [r for r in results if r.ok or (r.structure is not None and _formula_only(r, opts))]
     if not good:
-        return None, "; ".join(r.describe() if r.structure is None else f"{r.reader}: {r.problem}" for r in results)
-    if len(good) == 2 and not _same_composition(_element_amounts(good[0].structure), _element_amounts(good[1].structure)):
+        return None, "; ".join(
+            r.describe() if r.structure is None else f"{r.reader}: {r.problem}" for r in results
+        )
+    if len(good) == 2 and not _same_composition(
+        _element_amounts(good[0].structure), _element_amounts(good[1].structure)
+    ):
         return None, (
             f"the readers disagree: {good[0].describe()}, {good[1].describe()}"
             + ("" if declared else "; the file declares no formula to tell which is right")
@@ -207,16 +225,19 @@ def _choose(results: list[_Result], opts: CifOptions, declared) -> tuple[_Result
         )
     chosen = good[0]  # pymatgen first: it keeps mixed sites for the disorder policies
     for other in results:
-        if other is not chosen and other.structure is not None and other.problem and other not in good:
+        if (
+            other is not chosen
+            and other.structure is not None
+            and other.problem
+            and other not in good
+        ):
             chosen.notes.append(f"{other.reader} rejected: {other.problem}")
     return chosen, None
 
 
 def _formula_only(r: _Result, opts: CifOptions) -> bool:
     """A reading whose only problem is a formula mismatch, accepted (with a warning) under formula='warn'."""
-    return opts.formula == "warn" and r.problem is not None and (
-        "declared formula" in r.problem
-    )
+    return opts.formula == "warn" and r.problem is not None and ("declared formula" in r.problem)
 
 
 def read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry]:
@@ -239,26 +260,46 @@ def read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ase_blocks = {b.name.lower(): b for b in parse_cif(io.StringIO(text)) if b.has_structure()}
+            ase_blocks = {
+                b.name.lower(): b for b in parse_cif(io.StringIO(text)) if b.has_structure()
+            }
     except Exception as exc:
         ase_blocks, ase_error = {}, _short(exc)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pmg_blocks = {name.lower(): b for name, b in CifFile.from_str(text).data.items()}
-        pmg_blocks = {k: b for k, b in pmg_blocks.items() if "_atom_site_label" in b.data or "_atom_site_type_symbol" in b.data}
+        pmg_blocks = {
+            k: b
+            for k, b in pmg_blocks.items()
+            if "_atom_site_label" in b.data or "_atom_site_type_symbol" in b.data
+        }
     except Exception as exc:
         pmg_blocks, pmg_error = {}, _short(exc)
     raw = raw_formula_sums(text)
     names = list(ase_blocks) if ase_error is None else list(pmg_blocks)
     if not names:
         if ase_error or pmg_error:
-            raise UnreadableFileError(f"could not parse as cif (ase: {ase_error or 'no atom sites'}; pymatgen: {pmg_error or 'no atom sites'})", source)
+            raise UnreadableFileError(
+                f"could not parse as cif (ase: {ase_error or 'no atom sites'}; pymatgen: {pmg_error or 'no atom sites'})",
+                source,
+            )
         raise UnreadableFileError("no data block with atom sites in the CIF", source)
     for i, name in enumerate(names):
         pmg = pmg_blocks.get(name)
         tags = _tags(ase_blocks.get(name), pmg)
-        entry = _read_block(ase_blocks.get(name), None if pmg is None else str(pmg), tags, raw.get(name), opts, source, i, name, ase_error, len(names))
+        entry = _read_block(
+            ase_blocks.get(name),
+            None if pmg is None else str(pmg),
+            tags,
+            raw.get(name),
+            opts,
+            source,
+            i,
+            name,
+            ase_error,
+            len(names),
+        )
         if isinstance(entry, StructureError) and entry.index is None:
             raise entry
         yield i, entry
@@ -271,22 +312,54 @@ def _tags(ase_block, pmg_block) -> dict[str, Any]:
     return {k.lower(): v for k, v in pmg_block.data.items()}
 
 
-def _read_block(block, pmg_text: str | None, tags: dict[str, Any], raw: list[str] | None, opts: CifOptions, source: str, i: int, name: str, ase_error: str | None, n_blocks: int = 1) -> Structure | StructureError:
+def _read_block(
+    block,
+    pmg_text: str | None,
+    tags: dict[str, Any],
+    raw: list[str] | None,
+    opts: CifOptions,
+    source: str,
+    i: int,
+    name: str,
+    ase_error: str | None,
+    n_blocks: int = 1,
+) -> Structure | StructureError:
     try:
         declared, z = declared_formula(tags, raw)
     except ValueError as exc:
         if opts.formula == "refuse":
             return UnreadableFileError(str(exc), source, i)
         declared, z = None, None
-    group = next((tags[k] for k in ("_symmetry_space_group_name_h-m", "_space_group_name_h-m_alt") if k in tags), None)
-    number = next((tags[k] for k in ("_space_group_it_number", "_symmetry_int_tables_number", "_space_group.it_number") if k in tags), None)
+    group = next(
+        (
+            tags[k]
+            for k in ("_symmetry_space_group_name_h-m", "_space_group_name_h-m_alt")
+            if k in tags
+        ),
+        None,
+    )
+    number = next(
+        (
+            tags[k]
+            for k in (
+                "_space_group_it_number",
+                "_symmetry_int_tables_number",
+                "_space_group.it_number",
+            )
+            if k in tags
+        ),
+        None,
+    )
     symmetry_named = not (
-        (group is None or str(group).replace(" ", "") in ("P1", "?")) and (str(number) in ("None", "?", "1"))
+        (group is None or str(group).replace(" ", "") in ("P1", "?"))
+        and (str(number) in ("None", "?", "1"))
     )
     setting = _setting(block) if block is not None else None
     results = []
     if pmg_text is not None:
-        results.append(_pymatgen(pmg_text, declared, z, opts.merge_tolerance, symmetry_named, setting))
+        results.append(
+            _pymatgen(pmg_text, declared, z, opts.merge_tolerance, symmetry_named, setting)
+        )
     else:
         results.append(_Result("pymatgen", problem="found no atom sites in this block"))
     if block is not None:
@@ -295,8 +368,12 @@ def _read_block(block, pmg_text: str | None, tags: dict[str, Any], raw: list[str
         results.append(_Result("ase", problem=ase_error or "found no atom sites in this block"))
     chosen, reason = _choose(results, opts, declared)
     if chosen is None:
-        unknown = [r.problem for r in results if r.problem and "not a chemical element" in r.problem]
-        where = None if (n_blocks == 1 and all(r.structure is None for r in results)) else i  # nothing parsed: the file
+        unknown = [
+            r.problem for r in results if r.problem and "not a chemical element" in r.problem
+        ]
+        where = (
+            None if (n_blocks == 1 and all(r.structure is None for r in results)) else i
+        )  # nothing parsed: the file
         if unknown and all(r.structure is None for r in results):
             return UnknownElementError(unknown[0], source, i)
         return UnreadableFileError(reason or "unreadable", source, where)
@@ -304,7 +381,9 @@ def _read_block(block, pmg_text: str | None, tags: dict[str, Any], raw: list[str
     if chosen.problem:  # formula='warn'
         notes.append(chosen.problem)
     if chosen.merged:
-        notes.append(f"merged {chosen.merged} symmetry-duplicate site(s) closer than {opts.merge_tolerance:g} A")
+        notes.append(
+            f"merged {chosen.merged} symmetry-duplicate site(s) closer than {opts.merge_tolerance:g} A"
+        )
     try:
         struct, disorder_notes = resolve_disorder(chosen.structure, opts.disorder)
     except DisorderError as err:

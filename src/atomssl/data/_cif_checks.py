@@ -47,7 +47,10 @@ _FORMULA_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 
 
 _BLOCK_START = re.compile(r"^data_(\S*)", re.IGNORECASE | re.MULTILINE)
-_FORMULA_SUM = re.compile(r"^[ \t]*_chemical_formula_sum[ \t]+(?:'([^'\r\n]*)'|\"([^\"\r\n]*)\"|([^'\"\s][^\r\n]*?))[ \t\r]*$", re.IGNORECASE | re.MULTILINE)
+_FORMULA_SUM = re.compile(
+    r"^[ \t]*_chemical_formula_sum[ \t]+(?:'([^'\r\n]*)'|\"([^\"\r\n]*)\"|([^'\"\s][^\r\n]*?))[ \t\r]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def raw_formula_sums(text: str) -> dict[str, list[str]]:
@@ -60,7 +63,10 @@ def raw_formula_sums(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for k, m in enumerate(starts):
         chunk = text[m.end() : starts[k + 1].start() if k + 1 < len(starts) else len(text)]
-        values = [next(g for g in f.groups() if g is not None).strip() for f in _FORMULA_SUM.finditer(chunk)]
+        values = [
+            next(g for g in f.groups() if g is not None).strip()
+            for f in _FORMULA_SUM.finditer(chunk)
+        ]
         out[m.group(1).lower()] = [v for v in values if v and v not in ("?", ".")]
     return out
 
@@ -75,8 +81,12 @@ def declared_formula(block, raw: list[str] | None = None) -> tuple[Counter | Non
     values = list(dict.fromkeys(raw or []))
     if len(values) > 1:
         parsed = [declared_formula({"_chemical_formula_sum": v})[0] for v in values]
-        if any(p is None or not _same_composition(_reduced(p), _reduced(parsed[0])) for p in parsed):
-            raise ValueError(f"the file declares different formulas: {' / '.join(repr(v) for v in values)}")
+        if any(
+            p is None or not _same_composition(_reduced(p), _reduced(parsed[0])) for p in parsed
+        ):
+            raise ValueError(
+                f"the file declares different formulas: {' / '.join(repr(v) for v in values)}"
+            )
     if values and (not isinstance(text, str) or not text.strip() or text.strip() in ("?", ".")):
         text = values[0]
     if not isinstance(text, str) or not text.strip() or text.strip() in ("?", "."):
@@ -107,7 +117,9 @@ def _formula_problem(struct, declared: Counter | None, z: float | None) -> str |
     if not _same_composition(_reduced(got), _reduced(declared), rtol=0.02):
         missing = sorted(set(declared) - set(got))
         hint = f"; {', '.join(missing)} declared but without coordinates" if missing else ""
-        return f"the atoms read ({_formula(struct)}) do not match the declared formula ({want}){hint}"
+        return (
+            f"the atoms read ({_formula(struct)}) do not match the declared formula ({want}){hint}"
+        )
     if z is not None:
         # Z formula units of the declared formula make the cell, except in files (pymatgen's
         # CifWriter, many databases) whose _chemical_formula_sum already is the cell content.
@@ -136,7 +148,10 @@ def merge_duplicate_sites(struct, tolerance: float):
     for i, j, d in zip(centers.tolist(), points.tolist(), dists.tolist()):
         if j > i and d < tolerance:
             close.setdefault(i, []).append(j)
-    keys = [tuple(sorted((str(sp), round(occ, 6)) for sp, occ in site.species.items())) for site in struct]
+    keys = [
+        tuple(sorted((str(sp), round(occ, 6)) for sp, occ in site.species.items()))
+        for site in struct
+    ]
     remove: set[int] = set()
     for i in sorted(close):
         if i in remove:
@@ -162,12 +177,18 @@ class _Setting:
     name: str  # the symbol as ASE understands it, setting notes stripped
     setting: int  # ASE setting: 1 hexagonal axes, 2 rhombohedral axes
     note: str  # what was resolved, for the structure's warnings
-    pymatgen_problem: str | None = None  # why pymatgen's reading of the symbol is wrong for this cell
+    pymatgen_problem: str | None = (
+        None  # why pymatgen's reading of the symbol is wrong for this cell
+    )
 
 
 def _cell_metric(cellpar) -> str:
     a, b, c, al, be, ga = cellpar
-    if np.allclose([b, c], a, rtol=1e-3) and np.allclose([be, ga], al, atol=0.05) and abs(al - 90) > 0.05:
+    if (
+        np.allclose([b, c], a, rtol=1e-3)
+        and np.allclose([be, ga], al, atol=0.05)
+        and abs(al - 90) > 0.05
+    ):
         return "rhombohedral"
     if abs(a - b) <= 1e-3 * a and np.allclose([al, be], 90, atol=0.05) and abs(ga - 120) <= 0.05:
         return "hexagonal"
@@ -202,7 +223,13 @@ def _setting(block) -> _Setting | None:
         metric = _cell_metric(block.get_cellpar())
     except Exception:
         metric = "other"
-    said = 2 if ("rhomb" in note or note.strip(" :") == "r") else 1 if ("hex" in note or note.strip(" :") == "h") else None
+    said = (
+        2
+        if ("rhomb" in note or note.strip(" :") == "r")
+        else 1
+        if ("hex" in note or note.strip(" :") == "h")
+        else None
+    )
     setting = {"rhombohedral": 2, "hexagonal": 1}.get(metric, said or 1)
     label = clean or group.symbol
     how = f"space group {name or number!r} read in its {'rhombohedral' if setting == 2 else 'hexagonal'}-axes setting"
@@ -218,7 +245,13 @@ def _resolved_block(block, setting: _Setting):
     """A copy of an ASE CIF block with its space group spelled the way ASE understands."""
     from ase.io.cif import CIFBlock
 
-    drop = ("_symmetry_space_group_name", "_space_group_name", "_space_group.patterson", "_space_group_crystal_system", "_symmetry_cell_setting")
+    drop = (
+        "_symmetry_space_group_name",
+        "_space_group_name",
+        "_space_group.patterson",
+        "_space_group_crystal_system",
+        "_symmetry_cell_setting",
+    )
     tags = {k: v for k, v in block.items() if not k.startswith(drop)}
     tags["_symmetry_space_group_name_h-m"] = setting.name
     tags["_symmetry_space_group_setting"] = setting.setting

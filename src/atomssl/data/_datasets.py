@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..errors import MissingFileError, StructureError
 from ._matbench import DatasetError, load_matbench_dielectric
@@ -59,10 +60,19 @@ class FolderDataset(Sequence[Structure]):
     structure carries.
     """
 
-    def __init__(self, path: str | os.PathLike, *, skip_bad: bool = False, validate: bool = True, **options: Any):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        skip_bad: bool = False,
+        validate: bool = True,
+        **options: Any,
+    ):
         self.path = Path(path)
         self.errors: list[StructureError] = []
-        self.structures = load_structures(self.path, skip_bad=skip_bad, errors=self.errors, validate=validate, **options)
+        self.structures = load_structures(
+            self.path, skip_bad=skip_bad, errors=self.errors, validate=validate, **options
+        )
 
     def __len__(self) -> int:
         return len(self.structures)
@@ -83,7 +93,9 @@ class FolderDataset(Sequence[Structure]):
         return sorted(common)
 
     def __repr__(self) -> str:
-        return f"FolderDataset({str(self.path)!r}, {len(self)} structures, {len(self.errors)} skipped)"
+        return (
+            f"FolderDataset({str(self.path)!r}, {len(self)} structures, {len(self.errors)} skipped)"
+        )
 
 
 def load_dataset(name_or_path: str | os.PathLike, **kwargs: Any) -> list[Structure]:
@@ -127,12 +139,16 @@ def load_dataset_source(source: str) -> list[Structure]:
     spec = source[len(DATASET_PREFIX) :] if is_dataset_source(source) else source
     name, _, query = spec.partition("?")
     if name not in DATASETS:
-        raise DatasetError(f"{source!r}: no dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+        raise DatasetError(
+            f"{source!r}: no dataset {name!r} (known: {', '.join(sorted(DATASETS))})"
+        )
     options: dict[str, Any] = {}
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
         if not eq or not key:
-            raise DatasetError(f"{source!r}: options are key=value pairs joined by '&', got {item!r}")
+            raise DatasetError(
+                f"{source!r}: options are key=value pairs joined by '&', got {item!r}"
+            )
         options[key] = _option_value(value)
     try:
         return DATASETS[name](**options)

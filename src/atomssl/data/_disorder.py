@@ -22,14 +22,18 @@ def _site_text(struct, i: int) -> str:
     return f"{i} ({struct[i].species})"
 
 
-def resolve_disorder(struct, policy: str = "refuse", max_atoms: int = ORDER_MAX_ATOMS) -> tuple[Any, list[str]]:
+def resolve_disorder(
+    struct, policy: str = "refuse", max_atoms: int = ORDER_MAX_ATOMS
+) -> tuple[Any, list[str]]:
     """An ordered pymatgen structure from ``struct`` under ``policy``, and the warnings to keep
     with it. ``refuse`` raises :class:`DisorderError` naming the partially occupied sites."""
     bad = _disordered_sites(struct)
     if not bad:
         return struct, []
     if policy == "refuse":
-        listed = "; ".join(_site_text(struct, i) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        listed = "; ".join(_site_text(struct, i) for i in bad[:5]) + (
+            " ..." if len(bad) > 5 else ""
+        )
         raise DisorderError(
             f"{len(bad)} site(s) with partial occupancy or mixed species: {listed}; "
             "read with disorder='majority' or 'order' (--disorder) to get an ordered structure"
@@ -56,9 +60,16 @@ def _majority(struct, bad: list[int]) -> tuple[Any, list[str]]:
     out.remove_sites(dropped)
     notes = []
     if replaced:
-        notes.append(f"disorder=majority: {len(replaced)} partially occupied site(s) given their majority species: " + ", ".join(replaced[:20]) + (" ..." if len(replaced) > 20 else ""))
+        notes.append(
+            f"disorder=majority: {len(replaced)} partially occupied site(s) given their majority species: "
+            + ", ".join(replaced[:20])
+            + (" ..." if len(replaced) > 20 else "")
+        )
     if dropped:
-        notes.append(f"disorder=majority: {len(dropped)} mostly vacant site(s) dropped: {dropped[:20]}" + (" ..." if len(dropped) > 20 else ""))
+        notes.append(
+            f"disorder=majority: {len(dropped)} mostly vacant site(s) dropped: {dropped[:20]}"
+            + (" ..." if len(dropped) > 20 else "")
+        )
     return out, notes
 
 
@@ -98,7 +109,9 @@ def _supercell_shape(lengths: np.ndarray, m: int) -> tuple[int, int, int]:
 
 
 def _order(struct, bad: list[int], max_atoms: int) -> tuple[Any, list[str]]:
-    from pymatgen.transformations.standard_transformations import OrderDisorderedStructureTransformation
+    from pymatgen.transformations.standard_transformations import (
+        OrderDisorderedStructureTransformation,
+    )
 
     m = _multiplicity(struct, bad, max(1, max_atoms // max(len(struct), 1)))
     if m is None or m * len(struct) > max_atoms:
@@ -113,13 +126,19 @@ def _order(struct, bad: list[int], max_atoms: int) -> tuple[Any, list[str]]:
     try:
         cell.add_oxidation_state_by_guess()
     except Exception as exc:  # pymatgen raises ValueError and friends when no guess fits
-        raise DisorderError(f"disorder='order': no oxidation states for the Ewald ranking ({exc}); use disorder='majority'") from None
+        raise DisorderError(
+            f"disorder='order': no oxidation states for the Ewald ranking ({exc}); use disorder='majority'"
+        ) from None
     if all(getattr(sp, "oxi_state", 0) in (0, None) for site in cell for sp in site.species):
-        raise DisorderError("disorder='order': all oxidation states guessed as 0, so no Ewald ranking; use disorder='majority'")
+        raise DisorderError(
+            "disorder='order': all oxidation states guessed as 0, so no Ewald ranking; use disorder='majority'"
+        )
     try:
         ordered = OrderDisorderedStructureTransformation().apply_transformation(cell)
     except Exception as exc:
-        raise DisorderError(f"disorder='order': pymatgen could not order the structure ({type(exc).__name__}: {exc})") from None
+        raise DisorderError(
+            f"disorder='order': pymatgen could not order the structure ({type(exc).__name__}: {exc})"
+        ) from None
     ordered.remove_oxidation_states()
     n_orderings = "lowest Ewald energy"
     note = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ..errors import StructureError, UnknownElementError, UnknownFormatError, UnreadableFileError
 from ._structure import Structure
@@ -108,7 +108,9 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------- error wrapping
-def _wrap(exc: BaseException, source: str, index: int | None = None, what: str = "could not parse") -> StructureError:
+def _wrap(
+    exc: BaseException, source: str, index: int | None = None, what: str = "could not parse"
+) -> StructureError:
     """Turn a library exception into a typed, located error (never leak a raw traceback)."""
     if isinstance(exc, StructureError):
         return exc.located(source, index)
@@ -129,7 +131,7 @@ def _wrap(exc: BaseException, source: str, index: int | None = None, what: str =
 # Each yields (frame index, Structure | StructureError). A StructureError with index None (or
 # raised) means the file itself is unusable; per-frame errors are yielded so that a caller can
 # skip just that frame.
-Entry = tuple[int, Union[Structure, StructureError]]
+Entry = tuple[int, Structure | StructureError]
 
 
 #: ``species=`` value (CLI ``--species types``) taking LAMMPS/GSD particle types as point
@@ -163,7 +165,9 @@ def _species_lookup(species: Mapping[int, Any] | Sequence[Any] | None) -> dict[i
             ) from None
         if isinstance(el, str):
             if el not in atomic_numbers or el == "X":
-                raise UnknownElementError(f"species mapping: {el!r} is not a chemical element symbol")
+                raise UnknownElementError(
+                    f"species mapping: {el!r} is not a chemical element symbol"
+                )
             out[int(t)] = atomic_numbers[el]
         else:
             out[int(t)] = int(el)

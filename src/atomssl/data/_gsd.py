@@ -71,18 +71,23 @@ class _Species:
         self.given = species
         if self.point or species is None:
             return
-        if isinstance(species, Mapping) and any(isinstance(k, str) and not k.strip().isdigit() for k in species):
+        if isinstance(species, Mapping) and any(
+            isinstance(k, str) and not k.strip().isdigit() for k in species
+        ):
             from ase.data import atomic_numbers
 
             self.by_name = {}
             for name, el in species.items():
                 if not isinstance(name, str) or name.strip().isdigit():
                     raise UnknownElementError(
-                        f"species mapping {dict(species)}: mixes type names and type ids; use one kind", source
+                        f"species mapping {dict(species)}: mixes type names and type ids; use one kind",
+                        source,
                     )
                 if isinstance(el, str):
                     if el not in atomic_numbers or el == "X":
-                        raise UnknownElementError(f"species mapping: {el!r} is not a chemical element symbol", source)
+                        raise UnknownElementError(
+                            f"species mapping: {el!r} is not a chemical element symbol", source
+                        )
                     self.by_name[name] = atomic_numbers[el]
                 else:
                     self.by_name[name] = int(el)
@@ -91,7 +96,8 @@ class _Species:
                 species = {int(k) if isinstance(k, str) else k: v for k, v in species.items()}
             elif isinstance(species, str):
                 raise UnknownElementError(
-                    f"species={species!r}: give a mapping, a list of elements in type order, or {POINT_PARTICLES!r}", source
+                    f"species={species!r}: give a mapping, a list of elements in type order, or {POINT_PARTICLES!r}",
+                    source,
                 )
             self.by_id = _species_lookup(species)
 
@@ -123,7 +129,10 @@ class _Species:
         if self.point:
             z[:] = np.arange(1, len(types) + 1)
             listing = ", ".join(f"{t}={k}" for k, t in enumerate(types, start=1))
-            return z, f"GSD types taken as point particles (species='types'): atomic number = type id ({listing}), not elements"
+            return (
+                z,
+                f"GSD types taken as point particles (species='types'): atomic number = type id ({listing}), not elements",
+            )
         if self.by_name is not None:
             missing = [types[t] for t in used if types[t] not in self.by_name]
             if missing:
@@ -163,29 +172,40 @@ def _has_positions(f, i: int, n: int) -> bool:
         return True
     if i == 0 or not f.chunk_exists(frame=0, name="particles/position"):
         return False
-    n0 = int(f.read_chunk(frame=0, name="particles/N")[0]) if f.chunk_exists(frame=0, name="particles/N") else 0
+    n0 = (
+        int(f.read_chunk(frame=0, name="particles/N")[0])
+        if f.chunk_exists(frame=0, name="particles/N")
+        else 0
+    )
     return n0 == n
 
 
-def read_gsd(path: Path, source: str, options: dict[str, Any], start: int = 0) -> Iterator[tuple[int, Structure | StructureError]]:
+def read_gsd(
+    path: Path, source: str, options: dict[str, Any], start: int = 0
+) -> Iterator[tuple[int, Structure | StructureError]]:
     """Frames ``start``, ``start + 1``, ... of a GSD file as (index, Structure | per-frame error).
 
     File-level problems (not a GSD file, truncated index, types that are not elements without
     ``species=``) raise; a frame that cannot be read raises an error naming the frame.
     """
     quiet = logging.getLogger("gsd")
-    if quiet.level == logging.NOTSET:  # gsd logs every open/close at INFO level (the CLI shows INFO)
+    if (
+        quiet.level == logging.NOTSET
+    ):  # gsd logs every open/close at INFO level (the CLI shows INFO)
         quiet.setLevel(logging.WARNING)
     try:
         import gsd.hoomd
     except ImportError:  # pragma: no cover - gsd is a dependency
-        raise UnreadableFileError("reading GSD files needs the 'gsd' package (pip install gsd)", source) from None
+        raise UnreadableFileError(
+            "reading GSD files needs the 'gsd' package (pip install gsd)", source
+        ) from None
     species = _Species(options.get("species"), source)
     try:
         traj = gsd.hoomd.open(os.fspath(path), "r")
     except Exception as exc:
         raise UnreadableFileError(
-            f"cannot open as a HOOMD GSD file ({_gsd_message(exc, os.fspath(path))}); truncated or corrupt file?", source
+            f"cannot open as a HOOMD GSD file ({_gsd_message(exc, os.fspath(path))}); truncated or corrupt file?",
+            source,
         ) from None
     yielded = False
     with traj:
@@ -208,18 +228,25 @@ def read_gsd(path: Path, source: str, options: dict[str, Any], start: int = 0) -
                 continue
             if not has_positions:
                 why = "" if i == 0 else " (and frame 0's do not apply: N differs)"
-                yield i, UnreadableFileError(f"frame {i} stores no particle positions{why}", source, i)
+                yield (
+                    i,
+                    UnreadableFileError(f"frame {i} stores no particle positions{why}", source, i),
+                )
                 continue
             try:
                 entry = _frame_structure(frame, n, species, source, i)
             except UnknownElementError as err:
-                if not yielded:  # the types of the whole file (as far as anyone can tell): one error for it
+                if (
+                    not yielded
+                ):  # the types of the whole file (as far as anyone can tell): one error for it
                     raise err.located(source) from None
                 entry = err.located(source, i)
             except StructureError as err:
                 entry = err.located(source, i)
             except Exception as exc:  # inconsistent arrays in a damaged frame
-                entry = UnreadableFileError(f"inconsistent frame data ({type(exc).__name__}: {exc})", source, i)
+                entry = UnreadableFileError(
+                    f"inconsistent frame data ({type(exc).__name__}: {exc})", source, i
+                )
             yielded = yielded or isinstance(entry, Structure)
             yield i, entry
 
@@ -229,17 +256,23 @@ def _frame_structure(frame, n: int, species: _Species, source: str, i: int) -> S
     typeid = np.asarray(frame.particles.typeid, dtype=np.int64)
     types = [str(t) for t in frame.particles.types]
     if positions.shape != (n, 3):
-        raise UnreadableFileError(f"{n} particles but positions of shape {positions.shape}", source, i)
+        raise UnreadableFileError(
+            f"{n} particles but positions of shape {positions.shape}", source, i
+        )
     if typeid.shape != (n,):
         raise UnreadableFileError(f"{n} particles but {typeid.shape} type ids", source, i)
     if len(typeid) and (typeid.min() < 0 or typeid.max() >= len(types)):
         raise UnreadableFileError(
-            f"particle type id {int(typeid.max())} but the frame names only {len(types)} type(s) {types}", source, i
+            f"particle type id {int(typeid.max())} but the frame names only {len(types)} type(s) {types}",
+            source,
+            i,
         )
     numbers, note = species.numbers(types, typeid)
     box = np.asarray(frame.configuration.box, dtype=np.float64)
     cell, pbc = _box_cell(box, int(frame.configuration.dimensions))
-    positions = positions + cell.sum(axis=0) / 2.0  # HOOMD's box is centred on the origin; ours starts there
+    positions = (
+        positions + cell.sum(axis=0) / 2.0
+    )  # HOOMD's box is centred on the origin; ours starts there
     structure = Structure(
         numbers=numbers,
         positions=positions,

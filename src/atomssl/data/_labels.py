@@ -14,8 +14,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,25 +64,37 @@ def _label_value(value: Any, numeric: bool, where: str, column: str) -> Any:
     return number
 
 
-def _pick_label(label: str | None, columns: list[str], key_column: str | None, what: str, available: str) -> str:
+def _pick_label(
+    label: str | None, columns: list[str], key_column: str | None, what: str, available: str
+) -> str:
     """The value column: ``label`` when it is one of ``columns`` (refused otherwise, naming the
     available ones); without ``label``, the only value column there is (and say so)."""
     values = [c for c in columns if c != key_column]
     if label is not None:
         if label not in columns:
-            raise ConfigError(f"label {label!r} not found in {what}; available {available}: {', '.join(map(str, columns)) or 'none'}")
+            raise ConfigError(
+                f"label {label!r} not found in {what}; available {available}: {', '.join(map(str, columns)) or 'none'}"
+            )
         if label == key_column:
-            raise ConfigError(f"label {label!r} is the key column of {what}; name a value column: {', '.join(values) or 'none'}")
+            raise ConfigError(
+                f"label {label!r} is the key column of {what}; name a value column: {', '.join(values) or 'none'}"
+            )
         return label
     if len(values) != 1:
         raise ConfigError(
             f"{what} has {len(values)} value columns ({', '.join(values) or 'none'}): name the one to learn with data.label"
         )
-    log.info("labels: column %r of %s (its only value column; name another with data.label)", values[0], what)
+    log.info(
+        "labels: column %r of %s (its only value column; name another with data.label)",
+        values[0],
+        what,
+    )
     return values[0]
 
 
-def read_labels_file(path: str | os.PathLike, label: str | None, *, numeric: bool = False) -> dict[str, Any]:
+def read_labels_file(
+    path: str | os.PathLike, label: str | None, *, numeric: bool = False
+) -> dict[str, Any]:
     """``{file-or-id: value}`` from a CSV (header; key column ``file``/``id``/``name``/``structure``
     or the first one; value column ``label``, or the only other column when ``label`` is None) or a
     JSON file (a mapping ``{key: value}``, ``{key: {label: value}}``, or a list of records).
@@ -107,15 +120,21 @@ def read_labels_file(path: str | os.PathLike, label: str | None, *, numeric: boo
 
 
 def _read_labels_csv(path: Path, label: str | None, numeric: bool) -> dict[str, Any]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
+    with open(
+        path, newline="", encoding="utf-8-sig"
+    ) as fh:  # -sig: a spreadsheet's byte-order mark
         reader = csv.reader(fh)
         header = next(reader, None)
         cols = [c.strip() for c in header or []]
         if len(cols) < 2:
-            raise ConfigError(f"{path}: need a header with a key column and a label column, got {cols}")
+            raise ConfigError(
+                f"{path}: need a header with a key column and a label column, got {cols}"
+            )
         twice = sorted({c for c in cols if cols.count(c) > 1})
         if twice:
-            raise ConfigError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header")
+            raise ConfigError(
+                f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header"
+            )
         kcol = next((c for c in cols if c.lower() in _KEY_NAMES), cols[0])
         vcol = _pick_label(label, cols, kcol, str(path), "columns")
         k, v = cols.index(kcol), cols.index(vcol)
@@ -129,7 +148,9 @@ def _read_labels_csv(path: Path, label: str | None, numeric: bool) -> dict[str, 
             if not key:
                 raise ConfigError(f"{path}: line {line} has no {kcol!r}")
             if key in line_of:
-                raise ConfigError(f"{path}: {kcol} {key!r} appears twice (lines {line_of[key]} and {line})")
+                raise ConfigError(
+                    f"{path}: {kcol} {key!r} appears twice (lines {line_of[key]} and {line})"
+                )
             line_of[key] = line
             value = row[v].strip() if v < len(row) else ""
             if value == "":
@@ -145,17 +166,27 @@ def _read_labels_npz(path: Path, label: str | None, numeric: bool) -> dict[str, 
         arrays = {k: z[k] for k in z.files}
     kcol = next((k for k in _KEY_NAMES if k in arrays), None)
     if kcol is None:
-        raise ConfigError(f"{path}: no key array ({', '.join(_KEY_NAMES)}) among {', '.join(arrays) or 'none'}")
+        raise ConfigError(
+            f"{path}: no key array ({', '.join(_KEY_NAMES)}) among {', '.join(arrays) or 'none'}"
+        )
     keys = [str(k) for k in arrays[kcol].tolist()]
     vcol = _pick_label(label, list(arrays), kcol, str(path), "arrays")
     values = arrays[vcol]
     if len(values) != len(keys):
-        raise ConfigError(f"{path}: array {vcol!r} has {len(values)} rows, {kcol!r} has {len(keys)}")
+        raise ConfigError(
+            f"{path}: array {vcol!r} has {len(values)} rows, {kcol!r} has {len(keys)}"
+        )
     out: dict[str, Any] = {}
     for n, (key, value) in enumerate(zip(keys, values)):
         if key in out:
-            raise ConfigError(f"{path}: {kcol} {key!r} appears twice (rows {keys.index(key)} and {n})")
-        out[key] = _label_value(value, numeric, f"{path}: row {n} ({kcol} {key!r})", vcol) if values.ndim == 1 else value
+            raise ConfigError(
+                f"{path}: {kcol} {key!r} appears twice (rows {keys.index(key)} and {n})"
+            )
+        out[key] = (
+            _label_value(value, numeric, f"{path}: row {n} ({kcol} {key!r})", vcol)
+            if values.ndim == 1
+            else value
+        )
     return out
 
 
@@ -171,7 +202,9 @@ def _read_labels_json(path: Path, label: str | None, numeric: bool) -> dict[str,
     if isinstance(obj, dict):
         bad = next((key for key, value in obj.items() if not isinstance(value, dict)), None)
         if bad is not None:
-            raise ConfigError(f"{path}: key {bad!r} maps to a {type(obj[bad]).__name__}; the other keys map to records")
+            raise ConfigError(
+                f"{path}: key {bad!r} maps to a {type(obj[bad]).__name__}; the other keys map to records"
+            )
         rows = [(f"key {key!r}", str(key), rec) for key, rec in obj.items()]
         kcol = None
     elif isinstance(obj, list):
@@ -179,13 +212,25 @@ def _read_labels_json(path: Path, label: str | None, numeric: bool) -> dict[str,
         kcol = None
         for n, rec in enumerate(obj):
             if not isinstance(rec, dict):
-                raise ConfigError(f"{path}: record {n} is a {type(rec).__name__}: a list of labels must hold records (mappings)")
+                raise ConfigError(
+                    f"{path}: record {n} is a {type(rec).__name__}: a list of labels must hold records (mappings)"
+                )
             kcol = next((k for k in _KEY_NAMES if k in rec), None)
             if kcol is None or rec[kcol] in (None, ""):
-                raise ConfigError(f"{path}: record {n} has no key field ({', '.join(_KEY_NAMES)}): {rec}")
-            rows.append((f"record {n} ({kcol} {rec[kcol]!r})", str(rec[kcol]), {f: x for f, x in rec.items() if f != kcol}))
+                raise ConfigError(
+                    f"{path}: record {n} has no key field ({', '.join(_KEY_NAMES)}): {rec}"
+                )
+            rows.append(
+                (
+                    f"record {n} ({kcol} {rec[kcol]!r})",
+                    str(rec[kcol]),
+                    {f: x for f, x in rec.items() if f != kcol},
+                )
+            )
     else:
-        raise ConfigError(f"{path}: top level must be a mapping or a list of records, not a {type(obj).__name__}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping or a list of records, not a {type(obj).__name__}"
+        )
     fields: list[str] = []
     for _, _, rec in rows:
         fields += [f for f in rec if f not in fields]
@@ -274,7 +319,11 @@ def resolve_labels(
                     f"the structures of {what} carry {len(names)} labels ({', '.join(names)}): name the one to learn with data.label"
                 )
             label = names[0]
-            log.info("labels: %r, the only label the structures of %s carry (name another with data.label)", label, what)
+            log.info(
+                "labels: %r, the only label the structures of %s carry (name another with data.label)",
+                label,
+                what,
+            )
         elif label not in counts:
             raise ConfigError(
                 f"label {label!r} not found in {what}; available labels: {', '.join(names)}"
@@ -333,7 +382,12 @@ def resolve_labels(
     else:
         for v, i in zip(raw, kept):
             where = _names(structures, [i])
-            _label_value(v, True, where if table is None else f"{data_cfg['labels']} (structure {where})", label or "value")
+            _label_value(
+                v,
+                True,
+                where if table is None else f"{data_cfg['labels']} (structure {where})",
+                label or "value",
+            )
         values = np.array([float(v) for v in raw], dtype=np.float64)
     return values, np.asarray(kept, dtype=np.int64), classes
 
@@ -352,7 +406,9 @@ def spectrum_vector(value: Any, where: str, column: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {column!r} is not a vector of numbers") from None
     if v.ndim != 1 or len(v) < 2:
-        raise ConfigError(f"{where}: {column!r} must be a vector of >= 2 values (a spectrum), got shape {v.shape}")
+        raise ConfigError(
+            f"{where}: {column!r} must be a vector of >= 2 values (a spectrum), got shape {v.shape}"
+        )
     if not np.isfinite(v).all():
         raise ConfigError(f"{where}: {column!r} holds a value that is not a finite number")
     if (v < 0).any():
@@ -367,5 +423,7 @@ def spectrum_matrix(values: Sequence[np.ndarray], wheres: Sequence[str], column:
     n_bins = len(values[0])
     for v, where in zip(values, wheres):
         if len(v) != n_bins:
-            raise ConfigError(f"{where}: {column!r} has {len(v)} values, the first structure's has {n_bins}")
+            raise ConfigError(
+                f"{where}: {column!r} has {len(v)} values, the first structure's has {n_bins}"
+            )
     return np.stack(values)

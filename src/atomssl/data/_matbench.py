@@ -24,17 +24,32 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AtomsslError, MissingFileError, UnreadableFileError
-from ._cache import PACKED_KEYS, cache_dir, cache_path, load_cached, pack_structures, save_cached, source_key, unpack_structures
+from ._cache import (
+    PACKED_KEYS,
+    cache_dir,
+    cache_path,
+    load_cached,
+    pack_structures,
+    save_cached,
+    source_key,
+    unpack_structures,
+)
 from ._pmg_dict import structure_from_pmg_dict
 from ._structure import Structure
 
 MATBENCH_DIELECTRIC_COUNT = 4764
-MATBENCH_DIELECTRIC_MAD = 0.8085347  # mean absolute deviation of n from its mean (matbench metadata)
+MATBENCH_DIELECTRIC_MAD = (
+    0.8085347  # mean absolute deviation of n from its mean (matbench metadata)
+)
 _MAD_TOL = 1e-6
 
 CRYSTAL_TOOLKIT_PIN = "crystal-toolkit==2026.7.20"
 MATBENCH_PIN = "matbench==0.6"
-_DIELECTRIC_FILE = ("crystal-toolkit", "crystal_toolkit", "apps/examples/matbench_dielectric.json.gz")
+_DIELECTRIC_FILE = (
+    "crystal-toolkit",
+    "crystal_toolkit",
+    "apps/examples/matbench_dielectric.json.gz",
+)
 _VALIDATION_FILE = ("matbench", "matbench", "matbench_v0.1_validation.json")
 _METADATA_FILE = ("matbench", "matbench", "matbench_v0.1_dataset_metadata.json")
 
@@ -47,7 +62,9 @@ def find_package_file(distribution: str, package: str, relpath: str) -> Path | N
     """Path of ``package/relpath`` inside an installed wheel, without importing ``package``."""
     candidates: list[Path] = []
     try:
-        candidates.append(Path(importlib.metadata.distribution(distribution).locate_file(f"{package}/{relpath}")))
+        candidates.append(
+            Path(importlib.metadata.distribution(distribution).locate_file(f"{package}/{relpath}"))
+        )
     except importlib.metadata.PackageNotFoundError:
         pass
     try:
@@ -96,7 +113,9 @@ def _parse_dielectric(path: Path) -> list[Structure]:
             table = json.loads(fh.read())
         structures, labels = table["structure"], table["n"]
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise UnreadableFileError(f"not a matbench_dielectric table ({type(exc).__name__}: {exc})", source) from None
+        raise UnreadableFileError(
+            f"not a matbench_dielectric table ({type(exc).__name__}: {exc})", source
+        ) from None
     if set(structures) != set(labels):
         raise DatasetError(f"{source}: structure and label rows differ")
     try:
@@ -144,15 +163,23 @@ def matbench_dielectric_metadata(path: str | Path | None = None) -> dict[str, di
             table = json.loads(fh.read())
         columns = {c: table[c] for c in DIELECTRIC_METADATA}
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise UnreadableFileError(f"no crystal-system columns ({type(exc).__name__}: {exc})", str(path)) from None
+        raise UnreadableFileError(
+            f"no crystal-system columns ({type(exc).__name__}: {exc})", str(path)
+        ) from None
     keys = sorted(columns["crystal_sys"], key=int)
     if len(keys) != MATBENCH_DIELECTRIC_COUNT:
-        raise DatasetError(f"{path}: expected {MATBENCH_DIELECTRIC_COUNT} crystal systems, found {len(keys)}")
+        raise DatasetError(
+            f"{path}: expected {MATBENCH_DIELECTRIC_COUNT} crystal systems, found {len(keys)}"
+        )
     return {_mb_id(int(k)): {c: columns[c][k] for c in DIELECTRIC_METADATA} for k in keys}
 
 
 def load_matbench_dielectric(
-    limit: int | None = None, *, path: str | Path | None = None, cache: bool = True, metadata: bool = False
+    limit: int | None = None,
+    *,
+    path: str | Path | None = None,
+    cache: bool = True,
+    metadata: bool = False,
 ) -> list[Structure]:
     """The 4764 matbench_dielectric structures, in matbench order, label ``n`` (refractive index).
 
@@ -166,7 +193,9 @@ def load_matbench_dielectric(
     """
     path = Path(path) if path is not None else matbench_dielectric_path()
     if not path.is_file():
-        raise MissingFileError(f"install it with `pip install --no-deps {CRYSTAL_TOOLKIT_PIN}`", str(path))
+        raise MissingFileError(
+            f"install it with `pip install --no-deps {CRYSTAL_TOOLKIT_PIN}`", str(path)
+        )
     source = str(path)
     cpath = cache_path("matbench_dielectric", path)
     arrays = load_cached(cpath, PACKED_KEYS | {"label_n"}) if cache else None
@@ -214,7 +243,9 @@ def matbench_metadata(task: str = "matbench_dielectric") -> dict:
     path = _require(_METADATA_FILE, MATBENCH_PIN)
     meta = json.loads(path.read_text())
     if task not in meta:
-        raise DatasetError(f"{path}: unknown matbench task {task!r} (known: {', '.join(sorted(meta))})")
+        raise DatasetError(
+            f"{path}: unknown matbench task {task!r} (known: {', '.join(sorted(meta))})"
+        )
     return meta[task]
 
 
@@ -246,14 +277,18 @@ def matbench_folds(task: str = "matbench_dielectric") -> list[tuple[np.ndarray, 
             with open(path, "rb") as fh:
                 splits = json.loads(fh.read())["splits"]
         except (OSError, ValueError, KeyError) as exc:
-            raise UnreadableFileError(f"not a matbench validation file ({type(exc).__name__}: {exc})", source) from None
+            raise UnreadableFileError(
+                f"not a matbench validation file ({type(exc).__name__}: {exc})", source
+            ) from None
         if task not in splits:
             raise DatasetError(f"{source}: no splits for {task!r}")
         folds = splits[task]
         arrays = {}
         for k, name in enumerate(sorted(folds, key=lambda f: int(f.rsplit("_", 1)[1]))):
             for part in ("train", "test"):
-                idx = np.array(sorted(_row_of(i, source) for i in folds[name][part]), dtype=np.int64)
+                idx = np.array(
+                    sorted(_row_of(i, source) for i in folds[name][part]), dtype=np.int64
+                )
                 arrays[f"fold{k}_{part}"] = idx
         _verify_folds(arrays, n_samples, f"{source} [{task}]")
         save_cached(cpath, arrays)
@@ -263,7 +298,9 @@ def matbench_folds(task: str = "matbench_dielectric") -> list[tuple[np.ndarray, 
 
 def _verify_folds(arrays: dict[str, np.ndarray], n_samples: int, source: str) -> None:
     n_folds = len(arrays) // 2
-    if n_folds < 2 or set(arrays) != {f"fold{k}_{p}" for k in range(n_folds) for p in ("train", "test")}:
+    if n_folds < 2 or set(arrays) != {
+        f"fold{k}_{p}" for k in range(n_folds) for p in ("train", "test")
+    }:
         raise DatasetError(f"{source}: malformed folds ({sorted(arrays)})")
     tests = np.concatenate([arrays[f"fold{k}_test"] for k in range(n_folds)])
     if len(tests) != n_samples or not np.array_equal(np.sort(tests), np.arange(n_samples)):
@@ -272,4 +309,6 @@ def _verify_folds(arrays: dict[str, np.ndarray], n_samples: int, source: str) ->
     for k in range(n_folds):
         complement = np.setdiff1d(everything, arrays[f"fold{k}_test"])
         if not np.array_equal(np.sort(arrays[f"fold{k}_train"]), complement):
-            raise DatasetError(f"{source}: fold {k} train set is not the complement of its test set")
+            raise DatasetError(
+                f"{source}: fold {k} train set is not the complement of its test set"
+            )

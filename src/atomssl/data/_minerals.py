@@ -33,14 +33,18 @@ def minerals_path() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _table(path: Path, stamp: tuple[int, int]) -> tuple[tuple[Structure, ...], tuple[tuple[str, str], ...]]:
+def _table(
+    path: Path, stamp: tuple[int, int]
+) -> tuple[tuple[Structure, ...], tuple[tuple[str, str], ...]]:
     source = str(path)
     try:
         with gzip.open(path, "rb") as fh:
             table = json.loads(fh.read())
         columns, keys, rows = table["columns"], table["index"], table["data"]
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise UnreadableFileError(f"not robocrys's mineral table ({type(exc).__name__}: {exc})", source) from None
+        raise UnreadableFileError(
+            f"not robocrys's mineral table ({type(exc).__name__}: {exc})", source
+        ) from None
     if columns != _COLUMNS:
         raise DatasetError(f"{source}: unexpected columns {columns} (expected {_COLUMNS})")
     if len(rows) != MINERALS_COUNT or len(keys) != len(rows):

@@ -26,7 +26,10 @@ from ._skipped import record_skipped, split_valid
 from ._structure import Structure
 
 PYXTAL_PIN = "pyxtal==1.1.5"
-_DATABASES = {"mech.db": 50, "test.db": 100}  # the wheel's ASE databases of molecular crystals, and their rows
+_DATABASES = {
+    "mech.db": 50,
+    "test.db": 100,
+}  # the wheel's ASE databases of molecular crystals, and their rows
 CSD_MOLECULAR_CRYSTALS_COUNT = 149  # 150 rows, one refcode (COUMAR01) in both databases
 _SOURCE = "csd_molecular_crystals"
 _PACKAGE = ("pyxtal", "pyxtal")  # (distribution, top-level package) holding the databases
@@ -69,28 +72,44 @@ def _read(path: Path, expected: int) -> list[Structure]:
     try:
         rows = list(db.select(sort="id"))
     except Exception as exc:  # noqa: BLE001 - any sqlite/ASE failure means an unreadable file
-        raise UnreadableFileError(f"cannot read the ASE database ({type(exc).__name__}: {exc})", source) from None
+        raise UnreadableFileError(
+            f"cannot read the ASE database ({type(exc).__name__}: {exc})", source
+        ) from None
     finally:
         db.connection.close()
     if len(rows) != expected:
-        raise DatasetError(f"{source}: expected {expected} crystals, found {len(rows)}; reinstall with `pip install --no-deps {PYXTAL_PIN}`")
+        raise DatasetError(
+            f"{source}: expected {expected} crystals, found {len(rows)}; reinstall with `pip install --no-deps {PYXTAL_PIN}`"
+        )
     out = []
     for i, row in enumerate(rows):
         kv = row.key_value_pairs
         if "csd_code" not in kv:
-            raise DatasetError(f"{source}: row {row.id} has no CSD refcode (not pyxtal's molecular-crystal database)")
+            raise DatasetError(
+                f"{source}: row {row.id} has no CSD refcode (not pyxtal's molecular-crystal database)"
+            )
         atoms = row.toatoms()
         labels = {name: kv[key] for key, name in _LABELS.items() if key in kv}
         labels["database"] = path.name
         out.append(
-            Structure(atoms.numbers, atoms.positions, np.asarray(atoms.cell), atoms.pbc, labels,
-                      id=str(kv["csd_code"]), source=_SOURCE, index=i)
+            Structure(
+                atoms.numbers,
+                atoms.positions,
+                np.asarray(atoms.cell),
+                atoms.pbc,
+                labels,
+                id=str(kv["csd_code"]),
+                source=_SOURCE,
+                index=i,
+            )
         )
     return out
 
 
 @functools.lru_cache(maxsize=4)
-def _table(stamps: tuple[tuple[str, int, int], ...]) -> tuple[tuple[Structure, ...], tuple[tuple[str, str], ...]]:
+def _table(
+    stamps: tuple[tuple[str, int, int], ...],
+) -> tuple[tuple[Structure, ...], tuple[tuple[str, str], ...]]:
     found: dict[str, Structure] = {}
     skipped: list[tuple[str, str]] = []
     for (name, _, _), path in zip(stamps, csd_database_paths()):
@@ -99,7 +118,12 @@ def _table(stamps: tuple[tuple[str, int, int], ...]) -> tuple[tuple[Structure, .
             if first is None:
                 found[s.id] = s
             elif _same_crystal(first, s):
-                skipped.append((f"{s.id} ({name})", f"duplicate: the same crystal as {s.id} of {first.labels['database']}"))
+                skipped.append(
+                    (
+                        f"{s.id} ({name})",
+                        f"duplicate: the same crystal as {s.id} of {first.labels['database']}",
+                    )
+                )
             else:  # a refcode twice with different crystals: keep both, told apart by database
                 s.id = f"{s.id}-{Path(name).stem}"
                 found[s.id] = s
@@ -121,7 +145,9 @@ def load_csd_molecular_crystals(limit: int | None = None) -> list[Structure]:
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     paths = csd_database_paths()
-    stamps = tuple((name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in zip(_DATABASES, paths))
+    stamps = tuple(
+        (name, p.stat().st_size, p.stat().st_mtime_ns) for name, p in zip(_DATABASES, paths)
+    )
     good, skipped = _table(stamps)
     record_skipped(_SOURCE, skipped, sum(_DATABASES.values()))
     return [s.copy() for s in good[:limit]]

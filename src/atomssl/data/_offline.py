@@ -7,7 +7,7 @@ the fixed QM9 split. :func:`all_offline_excluded_ids` returns exactly the ids le
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,7 +20,13 @@ from ._skipped import add_skipped, keep_valid, record_skipped
 from ._structure import Structure
 
 #: The corpora of ``all_offline``, in the order they are concatenated (the largest last).
-OFFLINE_CORPORA = ("matbench_dielectric", "aflow_prototypes", "minerals", "csd_molecular_crystals", "qm9")
+OFFLINE_CORPORA = (
+    "matbench_dielectric",
+    "aflow_prototypes",
+    "minerals",
+    "csd_molecular_crystals",
+    "qm9",
+)
 
 
 def _prototypes(limit: int | None = None) -> list[Structure]:
@@ -48,7 +54,9 @@ def _qm9_parts(exclude_qm9: str | Sequence[str] | None) -> tuple[str, ...]:
     parts = (exclude_qm9,) if isinstance(exclude_qm9, str) else tuple(exclude_qm9)
     for p in parts:
         if p not in ("train", "val", "test"):
-            raise ValueError(f"exclude_qm9: parts of qm9_split are 'train', 'val', 'test'; got {p!r}")
+            raise ValueError(
+                f"exclude_qm9: parts of qm9_split are 'train', 'val', 'test'; got {p!r}"
+            )
     return parts
 
 
@@ -76,7 +84,9 @@ def all_offline_excluded_ids(
         folds = matbench_folds("matbench_dielectric")
         k = int(exclude_matbench_fold)
         if not 0 <= k < len(folds) or k != exclude_matbench_fold:
-            raise ValueError(f"exclude_matbench_fold must be an integer 0..{len(folds) - 1}, got {exclude_matbench_fold!r}")
+            raise ValueError(
+                f"exclude_matbench_fold must be an integer 0..{len(folds) - 1}, got {exclude_matbench_fold!r}"
+            )
         out["matbench_dielectric"] = [_mb_id(int(i)) for i in sorted(folds[k][1])]
     parts = _qm9_parts(exclude_qm9)
     if parts:
@@ -110,10 +120,16 @@ def load_all_offline(
     identical to AFLOW prototypes (robocrys took them from the same library), so this drops
     them, each recorded as skipped.
     """
-    names = OFFLINE_CORPORA if corpora is None else tuple([corpora] if isinstance(corpora, str) else corpora)
+    names = (
+        OFFLINE_CORPORA
+        if corpora is None
+        else tuple([corpora] if isinstance(corpora, str) else corpora)
+    )
     unknown = [c for c in names if c not in _LOADERS]
     if unknown:
-        raise ValueError(f"unknown corpus {unknown[0]!r}; all_offline has {', '.join(OFFLINE_CORPORA)}")
+        raise ValueError(
+            f"unknown corpus {unknown[0]!r}; all_offline has {', '.join(OFFLINE_CORPORA)}"
+        )
     for n in (limit, limit_per_corpus):
         if n is not None and n < 0:
             raise ValueError(f"limits must be >= 0, got {n}")
@@ -131,9 +147,15 @@ def load_all_offline(
     out: list[Structure] = []
     seen: dict[bytes, list[tuple[Structure, str]]] = {}
     for corpus in names:
-        room = [n for n in (limit_per_corpus, None if limit is None else limit - len(out)) if n is not None]
+        room = [
+            n
+            for n in (limit_per_corpus, None if limit is None else limit - len(out))
+            if n is not None
+        ]
         cap = min(room) if room else None
-        if cap == 0 or (corpus == "matbench_dielectric" and exclude_matbench):  # left out entirely: not even read
+        if cap == 0 or (
+            corpus == "matbench_dielectric" and exclude_matbench
+        ):  # left out entirely: not even read
             continue
         drop = excluded.get(corpus, set())
         # the first cap + len(drop) structures hold at least cap that are not left out
@@ -149,10 +171,14 @@ def load_all_offline(
 
 
 def _same(a: Structure, b: Structure) -> bool:
-    return np.allclose(a.cell, b.cell, rtol=0, atol=1e-5) and np.allclose(a.positions, b.positions, rtol=0, atol=1e-4)
+    return np.allclose(a.cell, b.cell, rtol=0, atol=1e-5) and np.allclose(
+        a.positions, b.positions, rtol=0, atol=1e-4
+    )
 
 
-def _drop_seen(structures: list[Structure], corpus: str, seen: dict[bytes, list[tuple[Structure, str]]]) -> list[Structure]:
+def _drop_seen(
+    structures: list[Structure], corpus: str, seen: dict[bytes, list[tuple[Structure, str]]]
+) -> list[Structure]:
     """The periodic structures not identical (species and positions in stored order, cell) to one
     seen before; molecules are kept (QM9 has no crystal twin)."""
     keep, dups = [], []

@@ -14,14 +14,18 @@ from ..errors import DisorderError, StructureError, UnknownElementError, Unreada
 from ._structure import Structure
 
 
-def structure_from_pmg_dict(d: dict, source: str | None = None, index: int | None = None, id: str = "") -> Structure:
+def structure_from_pmg_dict(
+    d: dict, source: str | None = None, index: int | None = None, id: str = ""
+) -> Structure:
     """Species, Cartesian positions, lattice and pbc of one serialised pymatgen structure."""
     try:
         return _convert(d, source, index, id)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         if isinstance(exc, StructureError):
             raise
-        raise UnreadableFileError(f"malformed pymatgen structure dict ({type(exc).__name__}: {exc})", source, index) from None
+        raise UnreadableFileError(
+            f"malformed pymatgen structure dict ({type(exc).__name__}: {exc})", source, index
+        ) from None
 
 
 def _convert(d: dict, source: str | None, index: int | None, id: str) -> Structure:
@@ -34,7 +38,9 @@ def _convert(d: dict, source: str | None, index: int | None, id: str) -> Structu
     for i, site in enumerate(sites):
         species = site["species"]
         if len(species) != 1 or abs(float(species[0].get("occu", 1.0)) - 1.0) > 1e-8:
-            raise DisorderError(f"site {i} has partial occupancy or mixed species ({species})", source, index)
+            raise DisorderError(
+                f"site {i} has partial occupancy or mixed species ({species})", source, index
+            )
         symbol = species[0]["element"]
         z = atomic_numbers.get(symbol)
         if z is None or z == 0:
@@ -43,5 +49,7 @@ def _convert(d: dict, source: str | None, index: int | None, id: str) -> Structu
     if have_xyz:
         positions = np.array([site["xyz"] for site in sites], dtype=np.float64).reshape(-1, 3)
     else:
-        positions = np.array([site["abc"] for site in sites], dtype=np.float64).reshape(-1, 3) @ cell
+        positions = (
+            np.array([site["abc"] for site in sites], dtype=np.float64).reshape(-1, 3) @ cell
+        )
     return Structure(numbers, positions, cell, pbc, id=id, source=source, index=index)

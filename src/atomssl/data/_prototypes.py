@@ -15,8 +15,8 @@ import itertools
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,10 @@ _SOURCE = "aflow_prototypes"
 def aflow_prototypes_path() -> Path:
     path = find_package_file("pymatgen", "pymatgen", "analysis/prototypes/aflow_prototypes.json.gz")
     if path is None:
-        raise MissingFileError("pymatgen's AFLOW prototype library is missing; reinstall pymatgen", "pymatgen/analysis/prototypes/aflow_prototypes.json.gz")
+        raise MissingFileError(
+            "pymatgen's AFLOW prototype library is missing; reinstall pymatgen",
+            "pymatgen/analysis/prototypes/aflow_prototypes.json.gz",
+        )
     return path
 
 
@@ -53,7 +56,9 @@ def _table() -> tuple[Structure, ...]:
     with gzip.open(path, "rb") as fh:
         entries = json.loads(fh.read())
     if len(entries) != AFLOW_PROTOTYPE_COUNT:
-        raise DatasetError(f"{path}: expected {AFLOW_PROTOTYPE_COUNT} prototypes, found {len(entries)}")
+        raise DatasetError(
+            f"{path}: expected {AFLOW_PROTOTYPE_COUNT} prototypes, found {len(entries)}"
+        )
     out = []
     for i, entry in enumerate(entries):
         tags = entry["tags"]
@@ -61,7 +66,9 @@ def _table() -> tuple[Structure, ...]:
         s.labels = {
             "pearson": tags["pearson"],
             "aflow": tags["aflow"],
-            "strukturbericht": "" if tags.get("strukturbericht") in (None, "None") else tags["strukturbericht"],
+            "strukturbericht": ""
+            if tags.get("strukturbericht") in (None, "None")
+            else tags["strukturbericht"],
             "mineral": tags.get("mineral") or "",
             "short_name": f"{tags['pearson']}-{_reduced_formula(s.numbers)}",
         }
@@ -103,10 +110,14 @@ def get_prototype(name: str) -> Structure:
         if len(hits) == 1:
             return hits[0].copy()
         if len(hits) > 1:
-            raise DatasetError(f"prototype {name!r} is ambiguous ({key}); use one of: {', '.join(s.id for s in hits)}")
+            raise DatasetError(
+                f"prototype {name!r} is ambiguous ({key}); use one of: {', '.join(s.id for s in hits)}"
+            )
     close = difflib.get_close_matches(name, [s.id for s in table], n=5, cutoff=0.6)
     hint = f"; similar: {', '.join(close)}" if close else ""
-    raise DatasetError(f"unknown AFLOW prototype {name!r} ({len(table)} known, see prototype_names()){hint}")
+    raise DatasetError(
+        f"unknown AFLOW prototype {name!r} ({len(table)} known, see prototype_names()){hint}"
+    )
 
 
 # --------------------------------------------------------------------------- idealized crystals
@@ -114,9 +125,15 @@ def conventional_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
     """The conventional standard cell (pymatgen/spglib), e.g. the 4-atom cube of fcc."""
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    conv = SpacegroupAnalyzer(structure.to_pymatgen(), symprec=symprec).get_conventional_standard_structure()
-    return structure.copy(numbers=np.array([site.specie.Z for site in conv]), positions=conv.cart_coords,
-                          cell=conv.lattice.matrix, pbc=np.ones(3, bool))
+    conv = SpacegroupAnalyzer(
+        structure.to_pymatgen(), symprec=symprec
+    ).get_conventional_standard_structure()
+    return structure.copy(
+        numbers=np.array([site.specie.Z for site in conv]),
+        positions=conv.cart_coords,
+        cell=conv.lattice.matrix,
+        pbc=np.ones(3, bool),
+    )
 
 
 def nearest_distance(structure: Structure) -> float:

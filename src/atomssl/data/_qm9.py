@@ -28,11 +28,6 @@ import numpy as np
 from ..errors import MissingFileError
 from ._cache import cache_dir, load_cached, save_cached, source_key
 from ._matbench import DatasetError
-from ._skipped import record_skipped
-from ._structure import Structure
-
-log = logging.getLogger(__name__)
-
 from ._qm9_parse import (
     _FLOAT_LABELS,
     _PARTS,
@@ -50,9 +45,15 @@ from ._qm9_parse import (
     _verify_count,
     qm9_paths,
 )
+from ._skipped import record_skipped
+from ._structure import Structure
+
+log = logging.getLogger(__name__)
 
 
-def _arrays(path: str | Path | None = None, cache: bool = True) -> tuple[dict[str, np.ndarray], str]:
+def _arrays(
+    path: str | Path | None = None, cache: bool = True
+) -> tuple[dict[str, np.ndarray], str]:
     """All of QM9 as packed arrays (from the cache when it is current), and where it came from."""
     paths = _paths(path)
     source = str(paths[0].parent)
@@ -69,7 +70,9 @@ def _arrays(path: str | Path | None = None, cache: bool = True) -> tuple[dict[st
         log.info("parsing QM9 from %s (once; cached under %s)", source, cache_dir())
         arrays = _parse(paths)
         _verify_arrays(arrays, source)
-        log.info("parsed %d QM9 molecules in %.1f s", len(arrays["qm9_index"]), time.perf_counter() - t0)
+        log.info(
+            "parsed %d QM9 molecules in %.1f s", len(arrays["qm9_index"]), time.perf_counter() - t0
+        )
         if cache:
             save_cached(cpath, arrays)
     return arrays, source
@@ -82,7 +85,10 @@ def _paths(path: str | Path | None) -> list[Path]:
     paths = [folder / name for name in (*_PARTS, _POLAR)]
     for p in paths:
         if not p.is_file():
-            raise MissingFileError(f"not a qm9pack data folder; install it with `pip install --no-deps {QM9PACK_PIN}`", str(p))
+            raise MissingFileError(
+                f"not a qm9pack data folder; install it with `pip install --no-deps {QM9PACK_PIN}`",
+                str(p),
+            )
     return paths
 
 
@@ -92,7 +98,9 @@ def _record(arrays: dict[str, np.ndarray], limited: bool) -> None:
     record_skipped(_SOURCE, skipped, None if limited else QM9_COUNT)
 
 
-def _split_rows(all_ids: np.ndarray, split: str, seed: int, test_fraction: float, val_fraction: float) -> np.ndarray:
+def _split_rows(
+    all_ids: np.ndarray, split: str, seed: int, test_fraction: float, val_fraction: float
+) -> np.ndarray:
     parts = qm9_split(seed, test_fraction, val_fraction)
     if split not in parts:
         raise ValueError(f"split must be one of {', '.join(parts)}, got {split!r}")
@@ -152,7 +160,9 @@ def load_qm9(
         from ._spectra import vibrational_dos
 
         for s in out:
-            s.labels["vdos"] = vibrational_dos(s.labels["frequencies"], 0.0, vdos_max, vdos_bins, vdos_sigma)
+            s.labels["vdos"] = vibrational_dos(
+                s.labels["frequencies"], 0.0, vdos_max, vdos_bins, vdos_sigma
+            )
             if not frequencies:
                 del s.labels["frequencies"]
     return out
@@ -167,9 +177,15 @@ def _unpack(arrays: dict[str, np.ndarray], rows: np.ndarray, frequencies: bool) 
     columns = [arrays[f"label_{name}"][rows].tolist() for name in _FLOAT_LABELS]
     smiles, inchi = _unstrings(arrays["smiles"]), _unstrings(arrays["inchi"])
     rows = rows.tolist()
-    values = list(zip(*columns, [qidx[i] for i in rows], [smiles[i] for i in rows], [inchi[i] for i in rows]))
+    values = list(
+        zip(*columns, [qidx[i] for i in rows], [smiles[i] for i in rows], [inchi[i] for i in rows])
+    )
     foff, freqs = arrays["freq_offsets"], arrays["frequencies"]
-    doubled = dict(zip(arrays["freq_doubled_index"].tolist(), arrays["freq_doubled_diff"].tolist())) if frequencies else {}
+    doubled = (
+        dict(zip(arrays["freq_doubled_index"].tolist(), arrays["freq_doubled_diff"].tolist()))
+        if frequencies
+        else {}
+    )
     zero_cell = np.zeros((3, 3))
     no_pbc = np.zeros(3, dtype=bool)
     out = []
@@ -178,7 +194,16 @@ def _unpack(arrays: dict[str, np.ndarray], rows: np.ndarray, frequencies: bool) 
         lab = dict(zip(keys, values[k]))
         if frequencies:
             lab["frequencies"] = freqs[foff[i] : foff[i + 1]]
-        s = Structure(numbers[a:b], positions[a:b], zero_cell, no_pbc, lab, id=_qm9_id(qidx[i]), source=_SOURCE, index=i)
+        s = Structure(
+            numbers[a:b],
+            positions[a:b],
+            zero_cell,
+            no_pbc,
+            lab,
+            id=_qm9_id(qidx[i]),
+            source=_SOURCE,
+            index=i,
+        )
         if qidx[i] in doubled:
             s.warnings.append(
                 f"qm9pack lists two sets of harmonic frequencies (differing by up to {doubled[qidx[i]]:.4g} cm^-1); the first is kept"
@@ -187,17 +212,24 @@ def _unpack(arrays: dict[str, np.ndarray], rows: np.ndarray, frequencies: bool) 
     return out
 
 
-def qm9_frequencies(limit: int | None = None, *, path: str | Path | None = None, cache: bool = True) -> dict[str, np.ndarray]:
+def qm9_frequencies(
+    limit: int | None = None, *, path: str | Path | None = None, cache: bool = True
+) -> dict[str, np.ndarray]:
     """Harmonic vibrational frequencies (cm^-1, B3LYP/6-31G(2df,p), unscaled) by molecule id, in
     :func:`load_qm9` order: 3N-6 per molecule (3N-5 for the 5 linear ones).
 
     For 334 molecules qm9pack lists two sets one after the other (333 agree to 0.42 cm^-1,
     ``qm9-129152``'s differ by up to 484 cm^-1); the first set is kept, and those molecules carry a
     ``warnings`` entry saying so when loaded with ``load_qm9(frequencies=True)``."""
-    return {s.id: s.labels["frequencies"] for s in load_qm9(limit, frequencies=True, path=path, cache=cache)}
+    return {
+        s.id: s.labels["frequencies"]
+        for s in load_qm9(limit, frequencies=True, path=path, cache=cache)
+    }
 
 
-def qm9_split(seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1) -> dict[str, np.ndarray]:
+def qm9_split(
+    seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0.1
+) -> dict[str, np.ndarray]:
     """A fixed train/val/test split of all 130,831 QM9 ids: ``{"train", "val", "test"}`` -> sorted ids.
 
     Deterministic and independent of library versions: molecules are ranked by a hash of
@@ -207,10 +239,16 @@ def qm9_split(seed: int = 0, test_fraction: float = 0.1, val_fraction: float = 0
     or ``load_dataset("all_offline", exclude_qm9_test=True)``, to keep test molecules out of pretraining.
     """
     if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction <= 1):
-        raise ValueError(f"fractions must be >= 0 and sum to <= 1, got test {test_fraction}, val {val_fraction}")
+        raise ValueError(
+            f"fractions must be >= 0 and sum to <= 1, got test {test_fraction}, val {val_fraction}"
+        )
     ids = np.array([_qm9_id(int(q)) for q in _all_indices()])
     keys = np.array(
-        [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "big") for i in ids], dtype=np.uint64
+        [
+            int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "big")
+            for i in ids
+        ],
+        dtype=np.uint64,
     )
     order = np.argsort(keys, kind="stable")
     n_test, n_val = round(test_fraction * len(ids)), round(val_fraction * len(ids))
@@ -232,7 +270,9 @@ def _indices_of(paths: tuple[Path, ...], stamps: tuple[str, ...]) -> np.ndarray:
             idx = np.concatenate([z["qm9_index"].astype(np.int64), z["skipped_index"]])
     except (OSError, KeyError, ValueError, EOFError):
         first = re.compile(rb'^"dsgdb9nsd_(\d{6})\.xyz",', re.M)
-        idx = np.array([int(m) for p in paths[:3] for m in first.findall(p.read_bytes())], dtype=np.int64)
+        idx = np.array(
+            [int(m) for p in paths[:3] for m in first.findall(p.read_bytes())], dtype=np.int64
+        )
     _verify_count(len(idx), str(paths[0].parent))
     if len(np.unique(idx)) != len(idx):
         raise DatasetError(f"{paths[0].parent}: QM9 indices are not unique")

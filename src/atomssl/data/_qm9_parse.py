@@ -26,14 +26,51 @@ _CACHE_VERSION = 2
 _PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 _POLAR = "qm9_polarizability.csv"
 _HEADER = [
-    "XYZ_file", "Index", "SMILES", "InChi", "N_atoms", "Stoichiometry", "Elements", "XYZ_Ang", "Mulliken_pop",
-    "Harmonic_Freq_cmi", "RotA_GHz", "RotB_GHz", "RotC_GHz", "Dipole_debye", "Polarizability_bohr3", "HOMO_au",
-    "LUMO_au", "HOMO_LUMO_gap_au", "R2_bohr2", "ZPVE_au", "InternalEnergy_0K_au", "InternalEnergy_298K_au",
-    "Enthalphy_298K_au", "GibbsFreeEnergy_298K_au", "Heatcapacity_Cv_cal_mol_K",
+    "XYZ_file",
+    "Index",
+    "SMILES",
+    "InChi",
+    "N_atoms",
+    "Stoichiometry",
+    "Elements",
+    "XYZ_Ang",
+    "Mulliken_pop",
+    "Harmonic_Freq_cmi",
+    "RotA_GHz",
+    "RotB_GHz",
+    "RotC_GHz",
+    "Dipole_debye",
+    "Polarizability_bohr3",
+    "HOMO_au",
+    "LUMO_au",
+    "HOMO_LUMO_gap_au",
+    "R2_bohr2",
+    "ZPVE_au",
+    "InternalEnergy_0K_au",
+    "InternalEnergy_298K_au",
+    "Enthalphy_298K_au",
+    "GibbsFreeEnergy_298K_au",
+    "Heatcapacity_Cv_cal_mol_K",
 ]
 _POLAR_HEADER = ["XYZ_file", "A_xx", "A_xy", "A_yy", "A_xz", "A_yz", "A_zz"]
 # the 15 properties of the file, by QM9 name, in the file's column order (columns 10..24)
-_FILE_TARGETS = ("A", "B", "C", "mu", "alpha", "homo", "lumo", "gap", "r2", "zpve", "U0", "U", "H", "G", "Cv")
+_FILE_TARGETS = (
+    "A",
+    "B",
+    "C",
+    "mu",
+    "alpha",
+    "homo",
+    "lumo",
+    "gap",
+    "r2",
+    "zpve",
+    "U0",
+    "U",
+    "H",
+    "G",
+    "Cv",
+)
 
 #: The 19 QM9 targets (label name -> (unit, meaning)), in the order of the usual benchmarks.
 QM9_TARGETS: dict[str, tuple[str, str]] = {
@@ -58,7 +95,17 @@ QM9_TARGETS: dict[str, tuple[str, str]] = {
     "C": ("GHz", "rotational constant C"),
 }
 #: Further labels: the polarizability tensor (bohr^3), the QM9 index, SMILES and InChI.
-QM9_EXTRA_LABELS = ("alpha_xx", "alpha_xy", "alpha_yy", "alpha_xz", "alpha_yz", "alpha_zz", "qm9_index", "smiles", "inchi")
+QM9_EXTRA_LABELS = (
+    "alpha_xx",
+    "alpha_xy",
+    "alpha_yy",
+    "alpha_xz",
+    "alpha_yz",
+    "alpha_zz",
+    "qm9_index",
+    "smiles",
+    "inchi",
+)
 #: QM9's atomic reference energies (Hartree) of U0, U(298.15 K), H(298.15 K), G(298.15 K).
 QM9_ATOMREF: dict[int, tuple[float, float, float, float]] = {
     1: (-0.500273, -0.498857, -0.497912, -0.510927),
@@ -105,12 +152,16 @@ def _read_polarizability(path: Path) -> dict[str, list[float]]:
         with open(path, newline="") as fh:
             reader = csv.reader(fh)
             if next(reader) != _POLAR_HEADER:
-                raise DatasetError(f"{source}: unexpected header (not qm9pack's polarizability table)")
+                raise DatasetError(
+                    f"{source}: unexpected header (not qm9pack's polarizability table)"
+                )
             table = {row[0]: [float(x) for x in row[1:7]] for row in reader}
     except (OSError, ValueError, IndexError, StopIteration, UnicodeDecodeError) as exc:
         if isinstance(exc, DatasetError):
             raise
-        raise UnreadableFileError(f"not qm9pack's polarizability table ({type(exc).__name__}: {exc})", source) from None
+        raise UnreadableFileError(
+            f"not qm9pack's polarizability table ({type(exc).__name__}: {exc})", source
+        ) from None
     _verify_count(len(table), source)
     return table
 
@@ -175,7 +226,10 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
                         raise ValueError(f"{pos.count(',') + 1} coordinates for {n} atoms")
                     freqs = row[9][1:-1]
                     n_freq = freqs.count(",") + 1 if freqs else 0
-                    if n_freq in (6 * n - 12, 6 * n - 10):  # two sets of 3N-6 (3N-5 if linear): keep the first
+                    if n_freq in (
+                        6 * n - 12,
+                        6 * n - 10,
+                    ):  # two sets of 3N-6 (3N-5 if linear): keep the first
                         both = np.array(freqs.split(","), dtype=np.float64)
                         half = n_freq // 2
                         freqs, n_freq = ",".join(freqs.split(",")[:half]), half
@@ -186,7 +240,11 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
                         raise ValueError(f"{len(row)} columns, expected {len(_HEADER)}")
                 except (ValueError, IndexError, KeyError) as exc:
                     # one bad row is skipped with its reason; a wrong file fails the count check
-                    what = f"unknown element or no polarizability row ({exc})" if isinstance(exc, KeyError) else str(exc)
+                    what = (
+                        f"unknown element or no polarizability row ({exc})"
+                        if isinstance(exc, KeyError)
+                        else str(exc)
+                    )
                     skipped_idx.append(int(row[1]) if len(row) > 1 and row[1].isdigit() else -line)
                     skipped_why.append(f"unreadable: line {line} of {Path(source).name}: {what}")
                     continue
@@ -200,15 +258,23 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
                 freq_text.append(freqs)
                 freq_counts.append(n_freq)
                 values.append(props)
-                if limit is not None and len(ids) >= limit + 64:  # a few spare for validation failures
+                if (
+                    limit is not None and len(ids) >= limit + 64
+                ):  # a few spare for validation failures
                     done = True
                     break
         if done:
             break
     positions = np.fromstring(",".join(pos_text), sep=",") if pos_text else np.zeros(0)
     if positions.size != 3 * sum(counts):
-        raise DatasetError(f"{parts[0].parent}: malformed coordinates (parsed {positions.size} numbers for {sum(counts)} atoms)")
-    freq_all = np.fromstring(",".join(t for t in freq_text if t), sep=",") if any(freq_text) else np.zeros(0)
+        raise DatasetError(
+            f"{parts[0].parent}: malformed coordinates (parsed {positions.size} numbers for {sum(counts)} atoms)"
+        )
+    freq_all = (
+        np.fromstring(",".join(t for t in freq_text if t), sep=",")
+        if any(freq_text)
+        else np.zeros(0)
+    )
     if freq_all.size != sum(freq_counts):
         raise DatasetError(f"{parts[0].parent}: malformed harmonic frequencies")
     arrays = {
@@ -216,7 +282,9 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
         "numbers": np.asarray(numbers, dtype=np.int8),
         "positions": positions.reshape(-1, 3),
         "qm9_index": np.asarray(qidx, dtype=np.int32),
-        "freq_offsets": np.concatenate([[0], np.cumsum(freq_counts, dtype=np.int64)]).astype(np.int64),
+        "freq_offsets": np.concatenate([[0], np.cumsum(freq_counts, dtype=np.int64)]).astype(
+            np.int64
+        ),
         "frequencies": freq_all,
     }
     table = np.asarray(values, dtype=np.float64).reshape(-1, len(_FILE_TARGETS) + 6)
@@ -230,18 +298,24 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
         ref[zz] = e
     nmol = len(counts)
     if nmol:
-        per_mol = np.add.reduceat(ref[arrays["numbers"].astype(np.int64)], arrays["offsets"][:-1], axis=0)
+        per_mol = np.add.reduceat(
+            ref[arrays["numbers"].astype(np.int64)], arrays["offsets"][:-1], axis=0
+        )
     else:
         per_mol = np.zeros((0, 4))
     for j, name in enumerate(("U0", "U", "H", "G")):
-        arrays[f"label_{name}_atom"] = np.round(arrays[f"label_{name}"] - per_mol[:, j], 6)  # inputs have 6 decimals
+        arrays[f"label_{name}_atom"] = np.round(
+            arrays[f"label_{name}"] - per_mol[:, j], 6
+        )  # inputs have 6 decimals
     # validate every molecule; those that fail are recorded, never silently dropped
     keep = np.ones(nmol, dtype=bool)
     off = arrays["offsets"]
     for i in range(nmol):
         a, b = off[i], off[i + 1]
         try:
-            Structure(arrays["numbers"][a:b], arrays["positions"][a:b], id=ids[i], source=_SOURCE, index=i).validate()
+            Structure(
+                arrays["numbers"][a:b], arrays["positions"][a:b], id=ids[i], source=_SOURCE, index=i
+            ).validate()
         except StructureError as err:
             keep[i] = False
             skipped_idx.append(qidx[i])
@@ -266,7 +340,10 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
 def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
     """The molecules where ``keep`` (a boolean mask) is True, of packed arrays (string arrays excluded)."""
     out = dict(arrays)
-    for key, per_atom in (("offsets", ("numbers", "positions")), ("freq_offsets", ("frequencies",))):
+    for key, per_atom in (
+        ("offsets", ("numbers", "positions")),
+        ("freq_offsets", ("frequencies",)),
+    ):
         lengths = np.diff(arrays[key])
         mask = np.repeat(keep, lengths)
         for name in per_atom:
@@ -279,8 +356,21 @@ def _select(arrays: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.nda
 
 
 _REQUIRED = frozenset(
-    {"offsets", "numbers", "positions", "qm9_index", "freq_offsets", "frequencies", "smiles", "inchi",
-     "skipped_index", "skipped_reason", "n_rows", "freq_doubled_index", "freq_doubled_diff"}
+    {
+        "offsets",
+        "numbers",
+        "positions",
+        "qm9_index",
+        "freq_offsets",
+        "frequencies",
+        "smiles",
+        "inchi",
+        "skipped_index",
+        "skipped_reason",
+        "n_rows",
+        "freq_doubled_index",
+        "freq_doubled_diff",
+    }
     | {f"label_{n}" for n in _FLOAT_LABELS}
 )
 
@@ -294,6 +384,8 @@ def _verify_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
     _verify_count(int(arrays["n_rows"]), source)
     n = len(arrays["offsets"]) - 1
     if n + len(arrays["skipped_index"]) != QM9_COUNT or len(arrays["qm9_index"]) != n:
-        raise DatasetError(f"{source}: {n} molecules + {len(arrays['skipped_index'])} skipped != {QM9_COUNT}")
+        raise DatasetError(
+            f"{source}: {n} molecules + {len(arrays['skipped_index'])} skipped != {QM9_COUNT}"
+        )
     if int(arrays["offsets"][-1]) != len(arrays["numbers"]) or len(arrays["freq_offsets"]) != n + 1:
         raise DatasetError(f"{source}: inconsistent packed arrays")

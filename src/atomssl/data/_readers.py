@@ -18,7 +18,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +44,7 @@ from ._structure import Structure
 
 log = logging.getLogger(__name__)
 
-Index = Union[int, slice, str, None]
+Index = int | slice | str | None
 
 
 def _read_cif(path: Path, source: str, options: dict[str, Any]) -> Iterator[Entry]:
@@ -74,12 +74,23 @@ def _read_json(path: Path, source: str) -> Iterator[Entry]:
         try:
             yield i, Structure.coerce(item, source, i)
         except TypeError:
-            yield i, UnreadableFileError(f"entry is a {type(item).__name__}, not a pymatgen structure", source, i)
+            yield (
+                i,
+                UnreadableFileError(
+                    f"entry is a {type(item).__name__}, not a pymatgen structure", source, i
+                ),
+            )
         except Exception as exc:
             yield i, _wrap(exc, source, i, "could not convert")
 
 
-def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, Any], start: int = 0, stop: int | None = None) -> Iterator[Entry]:
+def _iter_file(
+    path: str | os.PathLike,
+    format: str | None,
+    options: dict[str, Any],
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[Entry]:
     """All frames of one file as (index, Structure | per-frame error); raises file-level errors.
 
     ``start``/``stop`` are hints (the database and GSD readers use ``start`` to skip frames).
@@ -103,7 +114,8 @@ def _iter_file(path: str | os.PathLike, format: str | None, options: dict[str, A
 
         if fmt not in ioformats or not ioformats[fmt].can_read:
             raise UnknownFormatError(
-                f"format {fmt!r} is not readable by atomssl or ASE (atomssl names: {', '.join(FORMATS)})", source
+                f"format {fmt!r} is not readable by atomssl or ASE (atomssl names: {', '.join(FORMATS)})",
+                source,
             )
     try:
         if fmt == "cif":
@@ -139,10 +151,14 @@ def _normalise_index(index: Index) -> int | slice:
         return int(index)
     if isinstance(index, slice):
         return index
-    raise TypeError(f"index must be an int, slice, string like '2:5' or None, not {type(index).__name__}")
+    raise TypeError(
+        f"index must be an int, slice, string like '2:5' or None, not {type(index).__name__}"
+    )
 
 
-def _select(path: str | os.PathLike, format: str | None, index: Index, options: dict[str, Any]) -> list[Structure | StructureError]:
+def _select(
+    path: str | os.PathLike, format: str | None, index: Index, options: dict[str, Any]
+) -> list[Structure | StructureError]:
     """The frames of ``path`` chosen by ``index`` (errors for bad frames included, in order)."""
     idx = _normalise_index(index)
     source = str(path)
@@ -166,7 +182,12 @@ def _select(path: str | os.PathLike, format: str | None, index: Index, options: 
             raise FrameIndexError(f"frame {idx} requested but the file holds {n} frame(s)", source)
         return [last[0]]
     first, stop, step = idx.start, idx.stop, idx.step
-    if (first is None or first >= 0) and stop is not None and stop >= 0 and (step is None or step > 0):
+    if (
+        (first is None or first >= 0)
+        and stop is not None
+        and stop >= 0
+        and (step is None or step > 0)
+    ):
         # a forward slice: stop reading at `stop` instead of reading the whole trajectory
         first, step = first or 0, step or 1
         out: list[Structure | StructureError] = []

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EmptyInputError, StructureError
-from ._sources import expand_sources
 from ._shard_stream import ObjectRun, group_objects, is_dataset, stream_entries
 from ._shard_writer import ShardWriter, clean, now, remove_file, write_manifest
 from ._shards import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_SUFFIX, close_shards, load_manifest
+from ._sources import expand_sources
 from ._store import ImportReport
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -45,7 +45,11 @@ class ShardImportReport(ImportReport):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        out.update(n_shards=self.n_shards, resumed_shards=self.resumed_shards, already_complete=self.already_complete)
+        out.update(
+            n_shards=self.n_shards,
+            resumed_shards=self.resumed_shards,
+            already_complete=self.already_complete,
+        )
         return out
 
 
@@ -74,8 +78,15 @@ def _source_record(item: Any) -> dict[str, Any]:
     try:
         st = os.stat(item)
     except OSError:  # reported by the reader as a bad entry
-        return {"path": os.fspath(item), "resolved": os.path.realpath(item), "size": None, "mtime": None, "mtime_ns": None,
-                "structures": 0, "skipped": 0}
+        return {
+            "path": os.fspath(item),
+            "resolved": os.path.realpath(item),
+            "size": None,
+            "mtime": None,
+            "mtime_ns": None,
+            "structures": 0,
+            "skipped": 0,
+        }
     return {
         "path": os.fspath(item),
         "resolved": os.path.realpath(item),
@@ -95,7 +106,9 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _check_resumable(out: Path, manifest: dict[str, Any], sources: list[dict[str, Any]], options: dict[str, Any]) -> None:
+def _check_resumable(
+    out: Path, manifest: dict[str, Any], sources: list[dict[str, Any]], options: dict[str, Any]
+) -> None:
     """Refuse to go on with a manifest of other inputs. The sources the recorded shards read from
     must be unchanged; later ones may differ (e.g. a bad file fixed after an aborted import), and
     then replace the old records in ``manifest``."""
@@ -112,16 +125,28 @@ def _check_resumable(out: Path, manifest: dict[str, Any], sources: list[dict[str
         if a.get("objects") or b.get("objects"):
             why = "in-memory structures cannot be checked against an earlier run"
         elif _identity(a) != _identity(b):
-            what = "another file" if a.get("resolved") != b.get("resolved") else "changed since (size or mtime)"
+            what = (
+                "another file"
+                if a.get("resolved") != b.get("resolved")
+                else "changed since (size or mtime)"
+            )
             why = f"source {b['path']}: {what}"
     if why is None and manifest.get("complete") and len(old) != len(sources):
         why = f"{len(old)} source file(s) then, {len(sources)} now"
     if why is None and manifest.get("options") != options:
-        diff = sorted(k for k in set(options) | set(manifest.get("options", {})) if options.get(k) != manifest["options"].get(k))
-        why = "different options: " + ", ".join(f"{k} {manifest['options'].get(k)!r} then, {options.get(k)!r} now" for k in diff)
+        diff = sorted(
+            k
+            for k in set(options) | set(manifest.get("options", {}))
+            if options.get(k) != manifest["options"].get(k)
+        )
+        why = "different options: " + ", ".join(
+            f"{k} {manifest['options'].get(k)!r} then, {options.get(k)!r} now" for k in diff
+        )
     if why:
         state = "a complete corpus" if manifest.get("complete") else "an interrupted import"
-        raise ConfigError(f"{out}: holds {state} of other inputs ({why}); import into a new folder, or delete {out} to start over")
+        raise ConfigError(
+            f"{out}: holds {state} of other inputs ({why}); import into a new folder, or delete {out} to start over"
+        )
     manifest["sources"] = old[:fixed] + sources[fixed:]
 
 
@@ -138,7 +163,9 @@ def _exclusive(out: Path):
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"{out}: another import is writing into this folder right now") from None
+            raise ConfigError(
+                f"{out}: another import is writing into this folder right now"
+            ) from None
         yield
     finally:
         fh.close()
@@ -182,13 +209,17 @@ def import_shards(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     source_records = [_source_record(x) for x in items]
-    opts = _jsonable({"shard_size": int(shard_size), "format": format, "validate": bool(validate), **options})
+    opts = _jsonable(
+        {"shard_size": int(shard_size), "format": format, "validate": bool(validate), **options}
+    )
     with _exclusive(out):
         manifest = load_manifest(out) if (out / MANIFEST).exists() else None
         if manifest is not None:
             _check_resumable(out, manifest, source_records, opts)
         elif any(p.name.endswith(SHARD_SUFFIX) for p in out.iterdir()):
-            raise ConfigError(f"{out}: holds .aselmdb files but no {MANIFEST}; import into a new or empty folder")
+            raise ConfigError(
+                f"{out}: holds .aselmdb files but no {MANIFEST}; import into a new or empty folder"
+            )
         else:
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "complete": False, "created": now(),
@@ -202,23 +233,39 @@ def import_shards(
 
             ShardedCorpus(out)  # the shards are still what the manifest says
             return _fill(report, manifest, resumed, already=True)
-        close_shards(out.glob("shard-*" + SHARD_SUFFIX))  # this process may have read files about to be replaced
+        close_shards(
+            out.glob("shard-*" + SHARD_SUFFIX)
+        )  # this process may have read files about to be replaced
         clean(out, resumed)
         for rec in manifest["shards"]:
             path = out / rec["file"]
             if not path.is_file() or path.stat().st_size != rec["bytes"]:
-                raise ConfigError(f"{path}: shard recorded in the manifest is missing or changed; delete {out} to start over")
+                raise ConfigError(
+                    f"{path}: shard recorded in the manifest is missing or changed; delete {out} to start over"
+                )
         write_manifest(out, manifest)
         writer = ShardWriter(out, manifest, int(shard_size))
         bar = None
         if progress or (progress is None and len(items) > 1):
             from tqdm import tqdm
 
-            bar = tqdm(total=len(items), initial=writer.start[0], unit="file", desc=f"import -> {out.name}",
-                       disable=None if progress is None else False)
+            bar = tqdm(
+                total=len(items),
+                initial=writer.start[0],
+                unit="file",
+                desc=f"import -> {out.name}",
+                disable=None if progress is None else False,
+            )
         try:
-            for k, n, entry in stream_entries(items, writer.start, int(workers), validate, format, options,
-                                       done=bar.update if bar is not None else None):
+            for k, n, entry in stream_entries(
+                items,
+                writer.start,
+                int(workers),
+                validate,
+                format,
+                options,
+                done=bar.update if bar is not None else None,
+            ):
                 if isinstance(entry, StructureError):
                     if not skip_bad:
                         raise entry
@@ -228,7 +275,11 @@ def import_shards(
             if manifest["n_structures"] + writer.count == 0:
                 first = writer.skipped[0] if writer.skipped else None
                 _discard(out, created)
-                bad = f": every entry was bad ({len(writer.skipped)} skipped; first: {_recorded_error(first)})" if first else ""
+                bad = (
+                    f": every entry was bad ({len(writer.skipped)} skipped; first: {_recorded_error(first)})"
+                    if first
+                    else ""
+                )
                 raise EmptyInputError(f"no structures to import{bad}; nothing was written to {out}")
             writer.finish()
         except BaseException:
@@ -251,7 +302,9 @@ def _discard(out: Path, created: bool) -> None:
             out.rmdir()
 
 
-def _fill(report: ShardImportReport, manifest: dict[str, Any], resumed: int, already: bool) -> ShardImportReport:
+def _fill(
+    report: ShardImportReport, manifest: dict[str, Any], resumed: int, already: bool
+) -> ShardImportReport:
     report.n_written = manifest["n_structures"]
     report.n_shards = len(manifest["shards"])
     report.resumed_shards = resumed

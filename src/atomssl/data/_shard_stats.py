@@ -72,7 +72,12 @@ def _number_state(x: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"n": int(finite.size), "non_finite": int(x.size - finite.size)}
     if finite.size:
         mean = float(np.mean(finite))
-        out.update(mean=mean, m2=float(np.sum((finite - mean) ** 2)), min=float(finite.min()), max=float(finite.max()))
+        out.update(
+            mean=mean,
+            m2=float(np.sum((finite - mean) ** 2)),
+            min=float(finite.min()),
+            max=float(finite.max()),
+        )
     return out
 
 
@@ -119,14 +124,21 @@ def merge_states(states: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str
             elif kind == "bool":
                 merged["true"] = cur["true"] + rec["true"]
             labels[name] = merged
-    species = {el: {"atoms": int(atoms[el]), "structures": int(structures[el])} for el in sorted(atoms)}
+    species = {
+        el: {"atoms": int(atoms[el]), "structures": int(structures[el])} for el in sorted(atoms)
+    }
     out = {}
     for name in sorted(labels):
         rec = labels[name]
         final: dict[str, Any] = {"kind": rec["kind"], "count": rec["count"]}
         if rec["kind"] == "number":
             if rec.get("n"):
-                final.update(mean=rec["mean"], std=math.sqrt(max(rec["m2"], 0.0) / rec["n"]), min=rec["min"], max=rec["max"])
+                final.update(
+                    mean=rec["mean"],
+                    std=math.sqrt(max(rec["m2"], 0.0) / rec["n"]),
+                    min=rec["min"],
+                    max=rec["max"],
+                )
             if rec.get("non_finite"):
                 final["non_finite"] = rec["non_finite"]
         elif rec["kind"] == "bool":

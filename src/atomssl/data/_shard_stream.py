@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Iterator
-
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from ..errors import AtomsslError, StructureError
 from ._sources import iter_entries, object_entry
@@ -68,7 +68,9 @@ def group_objects(items: list[Any]) -> list[Any]:
     return out
 
 
-def _item_entries(item: Any, n_object: int, validate: bool, format: str | None, options: dict[str, Any]):
+def _item_entries(
+    item: Any, n_object: int, validate: bool, format: str | None, options: dict[str, Any]
+):
     """The entries of one source: a file, a built-in dataset, or a run of in-memory structures
     (``index``: the place among all in-memory sources, as :func:`iter_entries` numbers them)."""
     if is_dataset(item):
@@ -82,13 +84,22 @@ def _item_entries(item: Any, n_object: int, validate: bool, format: str | None, 
         yield from iter_entries([item], validate=validate, format=format, **options)
 
 
-def _parse_item(item: str, validate: bool, format: str | None, options: dict[str, Any]) -> list[tuple]:
+def _parse_item(
+    item: str, validate: bool, format: str | None, options: dict[str, Any]
+) -> list[tuple]:
     """All entries of one source file or dataset (run in a worker process)."""
     return [_encode(e) for e in _item_entries(item, 0, validate, format, options)]
 
 
-def stream_entries(items: list[Any], start: list[int], workers: int, validate: bool, format: str | None, options: dict[str, Any],
-            done=None) -> Iterator[tuple[int, int, Structure | StructureError]]:
+def stream_entries(
+    items: list[Any],
+    start: list[int],
+    workers: int,
+    validate: bool,
+    format: str | None,
+    options: dict[str, Any],
+    done=None,
+) -> Iterator[tuple[int, int, Structure | StructureError]]:
     """(item, ordinal, entry) from position ``start`` on, in stream order, however many workers."""
     first, skip = start
     n_objects, seen = [], 0
@@ -112,7 +123,9 @@ def stream_entries(items: list[Any], start: list[int], workers: int, validate: b
         if pool is None:
             sequence = ((k, local(k)) for k in range(first, len(items)))
         else:
-            sequence = _parsed_ahead(pool, items, first, 2 * workers, local, (validate, format, options))
+            sequence = _parsed_ahead(
+                pool, items, first, 2 * workers, local, (validate, format, options)
+            )
         for k, entries in sequence:
             for n, entry in enumerate(entries):
                 if k == first and n < skip:
@@ -135,7 +148,14 @@ def _parsed_ahead(pool, items: list[Any], first: int, window: int, local, args: 
             k = next(todo, None)
             if k is None:
                 break
-            ahead.append((k, pool.submit(_parse_item, os.fspath(items[k]), *args) if is_path(items[k]) else None))
+            ahead.append(
+                (
+                    k,
+                    pool.submit(_parse_item, os.fspath(items[k]), *args)
+                    if is_path(items[k])
+                    else None,
+                )
+            )
         if not ahead:
             return
         k, fut = ahead.popleft()

@@ -63,18 +63,39 @@ class ShardWriter:
         self.stats.add(atoms.get_chemical_symbols(), s.labels)
         src = self.manifest["sources"][k]["path"]
         last = self.ranges[-1] if self.ranges else None
-        if last is not None and last["item"] == k and s.index is not None and last["stop"] == s.index:
+        if (
+            last is not None
+            and last["item"] == k
+            and s.index is not None
+            and last["stop"] == s.index
+        ):
             last["stop"] += 1
         else:
-            self.ranges.append({"item": k, "source": src, "start": s.index, "stop": None if s.index is None else s.index + 1})
+            self.ranges.append(
+                {
+                    "item": k,
+                    "source": src,
+                    "start": s.index,
+                    "stop": None if s.index is None else s.index + 1,
+                }
+            )
         if s.warnings:
-            self.warned.append({"source": s.source, "index": s.index, "id": s.id, "corpus_index": index,
-                                "warnings": [str(w) for w in s.warnings]})
+            self.warned.append(
+                {
+                    "source": s.source,
+                    "index": s.index,
+                    "id": s.id,
+                    "corpus_index": index,
+                    "warnings": [str(w) for w in s.warnings],
+                }
+            )
         if self.count == self.shard_size:
             self.seal([k, n + 1])
 
     def skip(self, err: StructureError, k: int) -> None:
-        self.skipped.append({"source": err.source, "index": err.index, "kind": err.kind, "reason": err.reason})
+        self.skipped.append(
+            {"source": err.source, "index": err.index, "kind": err.kind, "reason": err.reason}
+        )
         self.skips_per_source[k] += 1
 
     def seal(self, end: list[int]) -> None:
@@ -168,9 +189,15 @@ def clean(out: Path, n_done: int) -> None:
     """Remove temporaries of a killed run, and shards renamed but not yet recorded in the manifest."""
     for p in out.iterdir():
         name = p.name
-        if name.startswith(".shard-") and (name.endswith(SHARD_SUFFIX + _TMP) or name.endswith(SHARD_SUFFIX + _TMP + "-lock")):
+        if name.startswith(".shard-") and (
+            name.endswith(SHARD_SUFFIX + _TMP) or name.endswith(SHARD_SUFFIX + _TMP + "-lock")
+        ):
             remove_file(p)
-        elif name.startswith("shard-") and name.endswith(SHARD_SUFFIX) and name[6:-len(SHARD_SUFFIX)].isdigit():
-            if int(name[6:-len(SHARD_SUFFIX)]) >= n_done:
+        elif (
+            name.startswith("shard-")
+            and name.endswith(SHARD_SUFFIX)
+            and name[6 : -len(SHARD_SUFFIX)].isdigit()
+        ):
+            if int(name[6 : -len(SHARD_SUFFIX)]) >= n_done:
                 remove_file(p)
                 remove_file(Path(f"{p}-lock"))

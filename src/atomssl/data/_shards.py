@@ -63,12 +63,17 @@ def load_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnreadableFileError(f"unreadable manifest ({type(exc).__name__}: {exc})", str(path)) from None
+        raise UnreadableFileError(
+            f"unreadable manifest ({type(exc).__name__}: {exc})", str(path)
+        ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UnreadableFileError(f"not an atomssl corpus manifest (format is not {FORMAT!r})", str(path))
+        raise UnreadableFileError(
+            f"not an atomssl corpus manifest (format is not {FORMAT!r})", str(path)
+        )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UnreadableFileError(
-            f"manifest format version {manifest.get('format_version')!r}; this atomssl reads version {FORMAT_VERSION}", str(path)
+            f"manifest format version {manifest.get('format_version')!r}; this atomssl reads version {FORMAT_VERSION}",
+            str(path),
         )
     return manifest
 
@@ -100,7 +105,9 @@ def _calculator_results(s: Structure) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("energy", "free_energy"):
         value = s.labels.get(key)
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        ):
             out[key] = float(value)
     forces, stress = s.labels.get("forces"), s.labels.get("stress")
     if forces is not None and np.shape(forces) == (s.n_atoms, 3):
@@ -148,7 +155,12 @@ def open_shard(path: str | os.PathLike):
         st = os.stat(key)
     except FileNotFoundError:
         raise MissingFileError("no such shard", str(path)) from None
-    ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # a file replaced at the same path is another file
+    ident = (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+    )  # a file replaced at the same path is another file
     with _open_lock:
         if _open_pid != os.getpid():  # forked: what is here was opened by the parent
             for _, db in _open.values():
@@ -166,7 +178,9 @@ def open_shard(path: str | os.PathLike):
         try:
             db = LMDBDatabase(key, readonly=True, readahead=False)
         except Exception as exc:  # lmdb.Error and friends: name the file and the reason
-            raise UnreadableFileError(f"not a readable ASE-LMDB shard ({type(exc).__name__}: {exc})", str(path)) from None
+            raise UnreadableFileError(
+                f"not a readable ASE-LMDB shard ({type(exc).__name__}: {exc})", str(path)
+            ) from None
         _open[key] = (ident, db)
         return db
 
@@ -183,7 +197,9 @@ def close_shards(paths: Iterable[str | os.PathLike] | None = None) -> None:
                 _drop(hit[1])
 
 
-def iter_shard_rows(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Any]]:
+def iter_shard_rows(
+    path: str | os.PathLike, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, Any]]:
     """(position, row) of a shard's rows ``start:stop`` in id order."""
     db = open_shard(path)
     ids = db.ids[start:stop]
@@ -191,10 +207,14 @@ def iter_shard_rows(path: str | os.PathLike, start: int = 0, stop: int | None = 
         try:
             yield j, db.get(id=row_id)
         except Exception as exc:
-            raise UnreadableFileError(f"could not read row {j} ({type(exc).__name__}: {exc})", str(path), j) from None
+            raise UnreadableFileError(
+                f"could not read row {j} ({type(exc).__name__}: {exc})", str(path), j
+            ) from None
 
 
-def read_aselmdb(path: Path, source: str, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, Any]]:
+def read_aselmdb(
+    path: Path, source: str, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, Any]]:
     """The entries of one ``.aselmdb`` file (any ASE-LMDB database, not only atomssl shards)."""
     for i, row in iter_shard_rows(path, start, stop):
         try:
@@ -202,7 +222,12 @@ def read_aselmdb(path: Path, source: str, start: int = 0, stop: int | None = Non
         except StructureError as err:
             yield i, err.located(source, i)
         except Exception as exc:
-            yield i, UnreadableFileError(f"could not convert row ({type(exc).__name__}: {exc})", source, i)
+            yield (
+                i,
+                UnreadableFileError(
+                    f"could not convert row ({type(exc).__name__}: {exc})", source, i
+                ),
+            )
 
 
 # ---------------------------------------------------------------------- the corpus
@@ -243,7 +268,10 @@ class ShardedCorpus(Sequence):
                 raise MissingFileError("shard listed in the manifest is missing", file)
             size = os.path.getsize(file)
             if size != rec["bytes"]:
-                raise UnreadableFileError(f"shard is {size} bytes, the manifest says {rec['bytes']} (modified or truncated)", file)
+                raise UnreadableFileError(
+                    f"shard is {size} bytes, the manifest says {rec['bytes']} (modified or truncated)",
+                    file,
+                )
 
     def check(self) -> None:
         """Each listed shard exists with its recorded size and row count (cheap; no hashing)."""
@@ -251,7 +279,9 @@ class ShardedCorpus(Sequence):
         for rec, file in zip(self.manifest["shards"], self.files):
             n = len(open_shard(file).ids)
             if n != rec["count"]:
-                raise UnreadableFileError(f"shard holds {n} rows, the manifest says {rec['count']}", file)
+                raise UnreadableFileError(
+                    f"shard holds {n} rows, the manifest says {rec['count']}", file
+                )
 
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest (raises for the first mismatch)."""
@@ -259,14 +289,17 @@ class ShardedCorpus(Sequence):
             digest = file_sha256(file)
             if digest != rec["sha256"]:
                 raise UnreadableFileError(
-                    f"sha256 {digest[:16]}... differs from the manifest's {rec['sha256'][:16]}... (modified or corrupt)", file
+                    f"sha256 {digest[:16]}... differs from the manifest's {rec['sha256'][:16]}... (modified or corrupt)",
+                    file,
                 )
 
     def __getstate__(self) -> dict[str, Any]:
         # no handles here (they are per process, in open_shard's cache); the per-structure lists of
         # the manifest stay behind (a spawned DataLoader worker does not need them)
         state = dict(self.__dict__)
-        state["manifest"] = {k: v for k, v in self.manifest.items() if k not in ("skipped", "warnings", "shards")}
+        state["manifest"] = {
+            k: v for k, v in self.manifest.items() if k not in ("skipped", "warnings", "shards")
+        }
         return state
 
     # ------------------------------------------------------------------ reading
@@ -290,7 +323,9 @@ class ShardedCorpus(Sequence):
         try:
             r = db.get(id=db.ids[row])
         except Exception as exc:
-            raise UnreadableFileError(f"could not read row {row} ({type(exc).__name__}: {exc})", self.files[k], row) from None
+            raise UnreadableFileError(
+                f"could not read row {row} ({type(exc).__name__}: {exc})", self.files[k], row
+            ) from None
         return row_structure(r, str(self.path), int(self.offsets[k]) + row)
 
     def __iter__(self) -> Iterator[Structure]:
@@ -325,11 +360,13 @@ class ShardedCorpus(Sequence):
         """Close this process's environments of this corpus's shards."""
         close_shards(self.files)
 
-    def __enter__(self) -> "ShardedCorpus":
+    def __enter__(self) -> ShardedCorpus:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ShardedCorpus({str(self.path)!r}: {len(self)} structures in {len(self.files)} shards)"
+        return (
+            f"ShardedCorpus({str(self.path)!r}: {len(self)} structures in {len(self.files)} shards)"
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import StructureError
 from ._structure import Structure
@@ -20,7 +20,9 @@ log = logging.getLogger("atomssl.data")
 _SKIPPED: dict[str, list[tuple[str, str]]] = {}
 
 
-def record_skipped(corpus: str, skipped: Iterable[tuple[str, str]], total: int | None = None) -> None:
+def record_skipped(
+    corpus: str, skipped: Iterable[tuple[str, str]], total: int | None = None
+) -> None:
     """Remember (and log) the ``(id, reason)`` pairs a load of ``corpus`` left out."""
     skipped = list(skipped)
     _SKIPPED[corpus] = skipped
@@ -28,11 +30,17 @@ def record_skipped(corpus: str, skipped: Iterable[tuple[str, str]], total: int |
         kinds = Counter(reason.split(":", 1)[0] for _, reason in skipped)
         of = f" of {total}" if total is not None else ""
         # known duplicates are expected (documented); anything else is a warning
-        level = logging.INFO if all(r.startswith("duplicate") for _, r in skipped) else logging.WARNING
+        level = (
+            logging.INFO if all(r.startswith("duplicate") for _, r in skipped) else logging.WARNING
+        )
         log.log(
             level,
             "%s: skipped %d structure(s)%s (%s); first: %s: %s",
-            corpus, len(skipped), of, ", ".join(f"{n} {k}" for k, n in kinds.most_common()), *skipped[0],
+            corpus,
+            len(skipped),
+            of,
+            ", ".join(f"{n} {k}" for k, n in kinds.most_common()),
+            *skipped[0],
         )
 
 
@@ -54,14 +62,18 @@ def split_valid(structures: Iterable[Structure]) -> tuple[list[Structure], list[
     return good, bad
 
 
-def keep_valid(structures: Iterable[Structure], corpus: str, total: int | None = None) -> list[Structure]:
+def keep_valid(
+    structures: Iterable[Structure], corpus: str, total: int | None = None
+) -> list[Structure]:
     """The structures that pass :meth:`Structure.validate`; the others are recorded for ``corpus``."""
     good, bad = split_valid(structures)
     record_skipped(corpus, bad, total)
     return good
 
 
-def skipped_structures(corpus: str | None = None) -> dict[str, list[tuple[str, str]]] | list[tuple[str, str]]:
+def skipped_structures(
+    corpus: str | None = None,
+) -> dict[str, list[tuple[str, str]]] | list[tuple[str, str]]:
     """``(id, reason)`` of every structure the last load of ``corpus`` skipped (all corpora loaded
     so far when ``corpus`` is ``None``). Empty when everything validated, or nothing was loaded."""
     if corpus is None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from ..errors import StructureError, UnknownFormatError
 from ._formats import format_from_name
 from ._readers import _iter_file
 from ._structure import Structure
 
-Source = Union[str, os.PathLike, Structure, Any]
+Source = str | os.PathLike | Structure | Any
 
 
 def _is_path(obj: Any) -> bool:
@@ -52,7 +52,11 @@ def _walk(folder: str, out: list[Any]) -> None:
     except OSError:  # unreadable folder: skipped, as os.walk does
         return
     folders = [e for e in entries if e.is_dir()]
-    out.extend(os.path.join(folder, e.name) for e in entries if e not in folders and format_from_name(e.name) is not None)
+    out.extend(
+        os.path.join(folder, e.name)
+        for e in entries
+        if e not in folders and format_from_name(e.name) is not None
+    )
     for e in folders:
         if not e.is_symlink():
             _walk(os.path.join(folder, e.name), out)

@@ -27,7 +27,13 @@ import numpy as np
 
 from ..errors import EmptyInputError, MissingFileError, StructureError, UnreadableFileError
 from ..utils._io import keep_file_mode
-from ._asedb import _ase_db_labels, _ase_db_warnings, _check_ase_sqlite, open_ase_db_readonly, select_rows
+from ._asedb import (
+    _ase_db_labels,
+    _ase_db_warnings,
+    _check_ase_sqlite,
+    open_ase_db_readonly,
+    select_rows,
+)
 from ._sources import expand_sources, iter_entries
 from ._structure import Structure
 
@@ -96,7 +102,9 @@ class StructureStore(Sequence):
                 # reader can never modify (or lock for writing) a store shared between ranks.
                 db = open_ase_db_readonly(self.path)
             else:
-                db = ase.db.connect(str(self.path), type="db", create_indices=True, use_lock_file=False)
+                db = ase.db.connect(
+                    str(self.path), type="db", create_indices=True, use_lock_file=False
+                )
             self._db, self._pid = db, os.getpid()
         return self._db
 
@@ -110,7 +118,7 @@ class StructureStore(Sequence):
             self._db.connection.close()
         self._db = self._pid = None
 
-    def __enter__(self) -> "StructureStore":
+    def __enter__(self) -> StructureStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -130,7 +138,9 @@ class StructureStore(Sequence):
                     rows = self._database().select(sort="id", include_data=False, columns=["id"])
                     self._ids = [row.id for row in rows]
                 except sqlite3.Error as exc:
-                    raise UnreadableFileError(f"could not read the store ({exc})", str(self.path)) from None
+                    raise UnreadableFileError(
+                        f"could not read the store ({exc})", str(self.path)
+                    ) from None
         return self._ids
 
     # ------------------------------------------------------------------ reading
@@ -157,7 +167,9 @@ class StructureStore(Sequence):
         try:
             row = self._database().get(id=self.ids[j])
         except (sqlite3.Error, KeyError) as exc:
-            raise UnreadableFileError(f"could not read row {j} ({exc})", str(self.path), j) from None
+            raise UnreadableFileError(
+                f"could not read row {j} ({exc})", str(self.path), j
+            ) from None
         return self._row_to_structure(row, j)
 
     def __iter__(self) -> Iterator[Structure]:
@@ -191,7 +203,9 @@ class StructureStore(Sequence):
                 }
                 if s.warnings:  # what the reader changed or doubted stays with the row
                     meta["warnings"] = [str(w) for w in s.warnings]
-                db.write(_plain_atoms(s), key_value_pairs=_key_value_pairs(s.labels), data={_META: meta})
+                db.write(
+                    _plain_atoms(s), key_value_pairs=_key_value_pairs(s.labels), data={_META: meta}
+                )
                 n += 1
         self._ids = None
         return n
@@ -231,15 +245,21 @@ class ImportReport:
         return Counter(err.kind for err in self.errors)
 
     def summary(self) -> str:
-        lines = [f"wrote {self.n_written} structure(s) from {self.n_sources} source(s) to {self.out}"]
+        lines = [
+            f"wrote {self.n_written} structure(s) from {self.n_sources} source(s) to {self.out}"
+        ]
         if self.errors:
             kinds = ", ".join(f"{n} {kind}" for kind, n in self.reasons.most_common())
-            lines.append(f"skipped {self.n_bad} bad entr{'y' if self.n_bad == 1 else 'ies'} ({kinds}):")
+            lines.append(
+                f"skipped {self.n_bad} bad entr{'y' if self.n_bad == 1 else 'ies'} ({kinds}):"
+            )
             lines.extend(f"  {err}" for err in self.errors)
         if self.warned:
             lines.append(f"{self.n_warned} structure(s) written with warnings:")
             for source, index, warnings in self.warned:
-                where = (source or "<structure>") + (f" [index {index}]" if index is not None else "")
+                where = (source or "<structure>") + (
+                    f" [index {index}]" if index is not None else ""
+                )
                 lines.extend(f"  {where}: warning: {w}" for w in warnings)
         return "\n".join(lines)
 
@@ -250,9 +270,14 @@ class ImportReport:
             "n_sources": self.n_sources,
             "n_bad": self.n_bad,
             "reasons": dict(self.reasons),
-            "errors": [{"source": e.source, "index": e.index, "kind": e.kind, "reason": e.reason} for e in self.errors],
+            "errors": [
+                {"source": e.source, "index": e.index, "kind": e.kind, "reason": e.reason}
+                for e in self.errors
+            ],
             "n_warned": self.n_warned,
-            "warned": [{"source": src, "index": idx, "warnings": list(w)} for src, idx, w in self.warned],
+            "warned": [
+                {"source": src, "index": idx, "warnings": list(w)} for src, idx, w in self.warned
+            ],
         }
 
 
@@ -321,7 +346,9 @@ def import_structures(
     report = ImportReport(out=out, n_sources=len(items))
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.{_HOST}.{os.getpid()}.", suffix=".tmp.db", dir=out.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{out.name}.{_HOST}.{os.getpid()}.", suffix=".tmp.db", dir=out.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -335,7 +362,12 @@ def import_structures(
         if progress or (progress is None and len(items) > 1):
             from tqdm import tqdm
 
-            bar = tqdm(total=len(items), unit="file", desc=f"import -> {out.name}", disable=None if progress is None else False)
+            bar = tqdm(
+                total=len(items),
+                unit="file",
+                desc=f"import -> {out.name}",
+                disable=None if progress is None else False,
+            )
 
         def good() -> Iterator[Structure]:
             for item in items:
@@ -346,7 +378,9 @@ def import_structures(
                         report.errors.append(entry)
                         continue
                     if entry.warnings:
-                        report.warned.append((entry.source, entry.index, [str(w) for w in entry.warnings]))
+                        report.warned.append(
+                            (entry.source, entry.index, [str(w) for w in entry.warnings])
+                        )
                     yield entry
                 if bar is not None:
                     bar.update(1)
@@ -361,7 +395,10 @@ def import_structures(
             what = f"no structures to import from {len(items)} source(s)"
             if report.n_bad:
                 what += f": every entry was bad ({report.n_bad} skipped; first: {report.errors[0]})"
-            raise EmptyInputError(f"{what}; " + (f"{out} is unchanged" if out.exists() else f"nothing was written to {out}"))
+            raise EmptyInputError(
+                f"{what}; "
+                + (f"{out} is unchanged" if out.exists() else f"nothing was written to {out}")
+            )
         keep_file_mode(tmp, out)  # the mode of the store replaced (not mkstemp's 0600)
         os.replace(tmp, out)
     except BaseException:

@@ -56,7 +56,9 @@ class Structure:
         self.pbc = np.broadcast_to(pbc, (3,)).copy()
         if len(self.numbers) != len(self.positions):
             raise StructureError(
-                f"{len(self.numbers)} species but {len(self.positions)} positions", self.source, self.index
+                f"{len(self.numbers)} species but {len(self.positions)} positions",
+                self.source,
+                self.index,
             )
 
     # ------------------------------------------------------------------ properties
@@ -73,9 +75,8 @@ class Structure:
 
     @property
     def formula(self) -> str:
-        from ase.formula import Formula
-
         from ase.data import chemical_symbols
+        from ase.formula import Formula
 
         if self.n_atoms == 0:
             return ""
@@ -90,7 +91,7 @@ class Structure:
         s = self.source or self.id or "<structure>"
         return f"{s} [index {self.index}]" if self.index is not None else s
 
-    def copy(self, **changes: Any) -> "Structure":
+    def copy(self, **changes: Any) -> Structure:
         base = dict(
             numbers=self.numbers.copy(),
             positions=self.positions.copy(),
@@ -102,7 +103,7 @@ class Structure:
         base.update(changes)
         return replace(self, **base)
 
-    def wrapped(self) -> "Structure":
+    def wrapped(self) -> Structure:
         """Atoms wrapped into the cell along periodic axes."""
         if not self.pbc.any():
             return self.copy()
@@ -111,7 +112,9 @@ class Structure:
         return self.copy(positions=frac @ self.cell)
 
     # ------------------------------------------------------------------ validation
-    def validate(self, min_distance: float = MIN_DISTANCE, *, allow_masked: bool = False) -> "Structure":
+    def validate(
+        self, min_distance: float = MIN_DISTANCE, *, allow_masked: bool = False
+    ) -> Structure:
         """Raise a typed :class:`StructureError` naming this structure when it is unusable.
 
         Masked sites (``X``, Z = 0) are refused (:class:`MaskedSiteError`) unless ``allow_masked``
@@ -125,12 +128,16 @@ class Structure:
             sites = np.flatnonzero(masked)
             shown = sites[:10].tolist() + (["..."] if len(sites) > 10 else [])
             raise MaskedSiteError(
-                f"site(s) [{', '.join(map(str, shown))}] are masked (X); only `atomssl reconstruct` accepts them", src, idx
+                f"site(s) [{', '.join(map(str, shown))}] are masked (X); only `atomssl reconstruct` accepts them",
+                src,
+                idx,
             )
         bad = ((self.numbers < 1) & ~masked) | (self.numbers > MAX_Z)
         if bad.any():
             raise UnknownElementError(
-                f"atomic number(s) {sorted(set(self.numbers[bad].tolist()))} are not elements (1..{MAX_Z})", src, idx
+                f"atomic number(s) {sorted(set(self.numbers[bad].tolist()))} are not elements (1..{MAX_Z})",
+                src,
+                idx,
             )
         if not np.isfinite(self.positions).all():
             rows = np.where(~np.isfinite(self.positions).all(axis=1))[0]
@@ -159,7 +166,9 @@ class Structure:
             measure = np.sqrt(max(np.linalg.det(gram), 0.0))
             if measure <= _SINGULAR_RTOL * np.prod(lengths):
                 raise SingularCellError(
-                    f"the periodic lattice vectors are (nearly) linearly dependent (volume {measure:.3g})", src, idx
+                    f"the periodic lattice vectors are (nearly) linearly dependent (volume {measure:.3g})",
+                    src,
+                    idx,
                 )
             if min_distance > 0 and lengths.min() < min_distance:
                 # checked before the neighbour search below, which a cell this small would flood
@@ -187,7 +196,9 @@ class Structure:
 
     # ------------------------------------------------------------------ conversion
     @classmethod
-    def from_ase(cls, atoms, source: str | None = None, index: int | None = None, id: str = "") -> "Structure":
+    def from_ase(
+        cls, atoms, source: str | None = None, index: int | None = None, id: str = ""
+    ) -> Structure:
         labels: dict[str, Any] = {}
         for key, value in getattr(atoms, "info", {}).items():
             if isinstance(value, (int, float, str, bool, np.integer, np.floating)):
@@ -218,7 +229,9 @@ class Structure:
         return atoms
 
     @classmethod
-    def from_pymatgen(cls, struct, source: str | None = None, index: int | None = None, id: str = "") -> "Structure":
+    def from_pymatgen(
+        cls, struct, source: str | None = None, index: int | None = None, id: str = ""
+    ) -> Structure:
         from pymatgen.core import Structure as PmgStructure
 
         if not struct.is_ordered:
@@ -233,23 +246,34 @@ class Structure:
             cell, pbc = struct.lattice.matrix, struct.lattice.pbc
         else:  # Molecule
             cell, pbc = np.zeros((3, 3)), (False, False, False)
-        labels = {k: v for k, v in (struct.properties or {}).items() if isinstance(v, (int, float, str, bool))}
-        return cls(numbers, struct.cart_coords, cell, pbc, labels, id=id, source=source, index=index)
+        labels = {
+            k: v
+            for k, v in (struct.properties or {}).items()
+            if isinstance(v, (int, float, str, bool))
+        }
+        return cls(
+            numbers, struct.cart_coords, cell, pbc, labels, id=id, source=source, index=index
+        )
 
     def to_pymatgen(self):
         from pymatgen.core import Lattice, Molecule
         from pymatgen.core import Structure as PmgStructure
 
         if self.pbc.all():
-            return PmgStructure(Lattice(self.cell), self.numbers, self.positions, coords_are_cartesian=True)
+            return PmgStructure(
+                Lattice(self.cell), self.numbers, self.positions, coords_are_cartesian=True
+            )
         if not self.pbc.any():
             return Molecule(self.numbers, self.positions)
         return PmgStructure(
-            Lattice(self.cell, pbc=tuple(bool(p) for p in self.pbc)), self.numbers, self.positions, coords_are_cartesian=True
+            Lattice(self.cell, pbc=tuple(bool(p) for p in self.pbc)),
+            self.numbers,
+            self.positions,
+            coords_are_cartesian=True,
         )
 
     @classmethod
-    def coerce(cls, obj: Any, source: str | None = None, index: int | None = None) -> "Structure":
+    def coerce(cls, obj: Any, source: str | None = None, index: int | None = None) -> Structure:
         """Accept a :class:`Structure`, ``ase.Atoms`` or pymatgen ``Structure``/``Molecule``."""
         if isinstance(obj, Structure):
             return obj

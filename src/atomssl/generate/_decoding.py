@@ -87,7 +87,9 @@ def choose_species(
         numbers[masked] = argmax + 1
         return numbers
     logp = np.log(np.clip(probs, 1e-300, None))
-    candidates = {tuple(e.tolist()): s for s, e in best_first_assignments(logp, top_k, max_candidates)}
+    candidates = {
+        tuple(e.tolist()): s for s, e in best_first_assignments(logp, top_k, max_candidates)
+    }
     summed = logp.sum(0)
     for e in np.argsort(-summed)[:top_k]:
         candidates.setdefault((int(e),) * len(logp), float(summed[e]))

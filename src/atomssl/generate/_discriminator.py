@@ -9,9 +9,10 @@ discriminator from a fine-tuned classifier.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,13 @@ class CriticHead(nn.Module):
     crystal's element fractions (119 values), with ``chemistry=True`` their oxidation-state and
     electronegativity means (:func:`chemistry_features`)."""
 
-    def __init__(self, embedding_dim: int, hidden: int = 64, composition: bool = False, chemistry: bool = False):
+    def __init__(
+        self,
+        embedding_dim: int,
+        hidden: int = 64,
+        composition: bool = False,
+        chemistry: bool = False,
+    ):
         super().__init__()
         from ..representation import N_SPECIES
 
@@ -83,8 +90,12 @@ class CriticHead(nn.Module):
         self.chemistry = bool(chemistry)
         extra = (N_SPECIES if self.composition else 0) + (N_CHEMISTRY if self.chemistry else 0)
         self.net = mlp(embedding_dim + extra, hidden, 1)
-        self.config = {"name": CRITIC_KEY, "hidden": int(hidden), "composition": self.composition,
-                       "chemistry": self.chemistry}
+        self.config = {
+            "name": CRITIC_KEY,
+            "hidden": int(hidden),
+            "composition": self.composition,
+            "chemistry": self.chemistry,
+        }
 
     @property
     def reads_composition(self) -> bool:
@@ -117,7 +128,9 @@ def element_fractions(batch) -> torch.Tensor:
 class Discriminator(nn.Module):
     """``score = MLP(backbone(batch).graph [, element fractions])`` (n_graphs,): high = real."""
 
-    def __init__(self, backbone, hidden: int = 64, composition: bool = False, chemistry: bool = False):
+    def __init__(
+        self, backbone, hidden: int = 64, composition: bool = False, chemistry: bool = False
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = CriticHead(backbone.embedding_dim, hidden, composition, chemistry)
@@ -126,22 +139,31 @@ class Discriminator(nn.Module):
         self.edge_cutoff: float | None = None
 
     @classmethod
-    def build(cls, backbone: dict | str = "equiformer", hidden: int = 64, composition: bool = False,
-              chemistry: bool = False) -> "Discriminator":
+    def build(
+        cls,
+        backbone: dict | str = "equiformer",
+        hidden: int = 64,
+        composition: bool = False,
+        chemistry: bool = False,
+    ) -> Discriminator:
         return cls(build_backbone(backbone), hidden, composition, chemistry)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, hidden: int = 64, composition: bool = False,
-                        chemistry: bool = False) -> "Discriminator":
+    def from_checkpoint(
+        cls, path: str | Path, hidden: int = 64, composition: bool = False, chemistry: bool = False
+    ) -> Discriminator:
         """A discriminator saved by :meth:`save`, or a fresh head on any checkpoint's backbone."""
         from ..train import load_backbone, load_checkpoint
 
         ck = load_checkpoint(path)
         backbone = load_backbone(path, eval=False)
         cfg = (ck.get("task_configs") or {}).get(CRITIC_KEY)
-        disc = cls(backbone, int(cfg.get("hidden", hidden)) if cfg else hidden,
-                   bool(cfg.get("composition", False)) if cfg else composition,
-                   bool(cfg.get("chemistry", False)) if cfg else chemistry)
+        disc = cls(
+            backbone,
+            int(cfg.get("hidden", hidden)) if cfg else hidden,
+            bool(cfg.get("composition", False)) if cfg else composition,
+            bool(cfg.get("chemistry", False)) if cfg else chemistry,
+        )
         if cfg is not None:
             try:
                 disc.head.load_state_dict(ck["tasks"][CRITIC_KEY])
@@ -149,10 +171,14 @@ class Discriminator(nn.Module):
                 raise CheckpointError(f"{path}: critic head does not fit: {exc}") from None
         return disc
 
-    def save(self, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
+    def save(
+        self, path: str | Path, config: dict | None = None, metrics: dict | None = None
+    ) -> Path:
         from ..train import save_checkpoint
 
-        return save_checkpoint(path, self.backbone, config=config, tasks={CRITIC_KEY: self.head}, metrics=metrics)
+        return save_checkpoint(
+            path, self.backbone, config=config, tasks={CRITIC_KEY: self.head}, metrics=metrics
+        )
 
     def forward(self, batch) -> torch.Tensor:
         if self.edge_cutoff is not None:
@@ -180,9 +206,20 @@ def real_batch(batch, jitter: float = 1e-3, generator: torch.Generator | None = 
     return out
 
 
-def train_classifier(disc: Discriminator, gen, graphs: Sequence, steps: int = 100, batch_size: int = 16,
-                     lr: float = 3e-4, mask: str = "mixed", sigma: float = 0.2, jitter: float = 1e-3,
-                     seed: int = 0, log: Any = None, critic_positions: str = "generated") -> list[dict[str, float]]:
+def train_classifier(
+    disc: Discriminator,
+    gen,
+    graphs: Sequence,
+    steps: int = 100,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    mask: str = "mixed",
+    sigma: float = 0.2,
+    jitter: float = 1e-3,
+    seed: int = 0,
+    log: Any = None,
+    critic_positions: str = "generated",
+) -> list[dict[str, float]]:
     """Fine-tune ``disc`` as a real-vs-reconstructed classifier (BCE) against a frozen ``gen``.
 
     Reconstructions are the generator's hard (arg-max) repairs, shown as

@@ -50,9 +50,14 @@ GAN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {"sources": ["synthetic"], "limit": None, "batch_size": 8, "max_atoms": None},
     "generator": {"checkpoint": None, "backbone": {"name": "equiformer", "size": "tiny"}},
-    "discriminator": {"checkpoint": None, "hidden": 64, "composition": False, "chemistry": False,
-                      "classifier_steps": 50,
-                      "classifier_lr": 3.0e-4},
+    "discriminator": {
+        "checkpoint": None,
+        "hidden": 64,
+        "composition": False,
+        "chemistry": False,
+        "classifier_steps": 50,
+        "classifier_lr": 3.0e-4,
+    },
     "corruption": {"mask": "mixed", "sigma": 0.2, "fraction": 0.15},
     "loss": {
         "kind": "nonsaturating",  # nonsaturating | wgan-gp
@@ -66,8 +71,15 @@ GAN_DEFAULTS: dict[str, Any] = {
         "real_jitter": 1.0e-3,
         "critic_positions": "generated",  # generated | real (the critic judges species alone)
     },
-    "optim": {"lr_g": 1.0e-4, "betas_g": [0.9, 0.999], "lr_d": 1.0e-5, "betas_d": [0.5, 0.999], "d_every": 10,
-              "d_steps": 1, "grad_clip": 1.0},
+    "optim": {
+        "lr_g": 1.0e-4,
+        "betas_g": [0.9, 0.999],
+        "lr_d": 1.0e-5,
+        "betas_d": [0.5, 0.999],
+        "d_every": 10,
+        "d_steps": 1,
+        "grad_clip": 1.0,
+    },
     "train": {"steps": 200, "log_every": 10},
     "run": {"root": "runs", "name": "gan"},
 }
@@ -83,15 +95,18 @@ def critic_view(fake, batch, positions: str = "generated"):
     if positions == "generated":
         return fake
     if positions != "real":
-        raise ConfigError(f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {positions!r}")
+        raise ConfigError(
+            f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {positions!r}"
+        )
     out = copy.copy(fake)
     out.pos = batch.pos
     return out
 
 
 # ------------------------------------------------------------------------------------ losses
-def reconstruction_losses(batch, corruption: Corruption, logits: torch.Tensor, pred: torch.Tensor,
-                          unit: torch.Tensor) -> dict[str, torch.Tensor]:
+def reconstruction_losses(
+    batch, corruption: Corruption, logits: torch.Tensor, pred: torch.Tensor, unit: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Cross-entropy on masked atoms and MSE of the (centred) noise in head units."""
     from ..task.denoise import center_per_graph
 
@@ -103,7 +118,9 @@ def reconstruction_losses(batch, corruption: Corruption, logits: torch.Tensor, p
     return {"species": ce, "noise": mse}
 
 
-def generator_adversarial_loss(disc: Discriminator, fake, kind: str = "nonsaturating") -> torch.Tensor:
+def generator_adversarial_loss(
+    disc: Discriminator, fake, kind: str = "nonsaturating"
+) -> torch.Tensor:
     """The generator's adversarial term; differentiable in ``fake.z_soft`` and ``fake.pos``."""
     score = disc(fake)
     if kind == "nonsaturating":
@@ -113,8 +130,14 @@ def generator_adversarial_loss(disc: Discriminator, fake, kind: str = "nonsatura
     raise ConfigError(f"loss.kind must be one of {LOSS_KINDS}, got {kind!r}")
 
 
-def discriminator_loss(disc: Discriminator, real, fake, kind: str = "nonsaturating", gp_weight: float = 10.0,
-                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def discriminator_loss(
+    disc: Discriminator,
+    real,
+    fake,
+    kind: str = "nonsaturating",
+    gp_weight: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Critic loss on real vs (detached) fake batches built on the same atoms and edges."""
     fake = copy.copy(fake)
     fake.z_soft, fake.pos = fake.z_soft.detach(), fake.pos.detach()
@@ -152,7 +175,9 @@ def prepare_gan_config(config: dict) -> dict:
     if out["loss"]["kind"] not in LOSS_KINDS:
         raise ConfigError(f"loss.kind must be one of {LOSS_KINDS}, got {out['loss']['kind']!r}")
     if out["loss"]["critic_positions"] not in CRITIC_POSITIONS:
-        raise ConfigError(f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {out['loss']['critic_positions']!r}")
+        raise ConfigError(
+            f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {out['loss']['critic_positions']!r}"
+        )
     for key in ("d_every", "d_steps"):
         if int(out["optim"][key]) < 1:
             raise ConfigError(f"optim.{key} must be >= 1")
@@ -186,7 +211,9 @@ def build_models(config: dict) -> tuple[Generator, Discriminator]:
     init = dcfg.get("checkpoint") or gcfg.get("checkpoint")
     comp, chem = bool(dcfg.get("composition", False)), bool(dcfg.get("chemistry", False))
     if init:
-        disc = Discriminator.from_checkpoint(init, hidden=int(dcfg.get("hidden", 64)), composition=comp, chemistry=chem)
+        disc = Discriminator.from_checkpoint(
+            init, hidden=int(dcfg.get("hidden", 64)), composition=comp, chemistry=chem
+        )
     else:
         disc = Discriminator(copy.deepcopy(gen.backbone), int(dcfg.get("hidden", 64)), comp, chem)
     return gen, disc
@@ -199,14 +226,20 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
     seed = int(config["seed"])
     torch.manual_seed(seed)
     run = config["run"]
-    run_dir = make_run_dir(run_dir, exist_ok=True) if run_dir is not None else make_run_dir(run["root"], run["name"])
+    run_dir = (
+        make_run_dir(run_dir, exist_ok=True)
+        if run_dir is not None
+        else make_run_dir(run["root"], run["name"])
+    )
     dump_config(config, run_dir / "config.yaml")
     gen, disc = build_models(config)
     cutoff = float(gen.graph_spec["cutoff"])
     d_cutoff = float(disc.backbone.graph_spec.get("cutoff", cutoff))
     if d_cutoff > cutoff:
-        raise ConfigError(f"gan: the discriminator's cutoff ({d_cutoff} A) exceeds the "
-                          f"generator's ({cutoff} A); graphs are built at the generator's")
+        raise ConfigError(
+            f"gan: the discriminator's cutoff ({d_cutoff} A) exceeds the "
+            f"generator's ({cutoff} A); graphs are built at the generator's"
+        )
     if d_cutoff < cutoff:
         disc.edge_cutoff = d_cutoff
     graphs = load_graphs(config["data"], cutoff)
@@ -216,9 +249,19 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
     t0 = time.perf_counter()
 
     dcfg = config["discriminator"]
-    cls_rows = train_classifier(disc, gen, graphs, steps=int(dcfg["classifier_steps"]), batch_size=bs,
-                                lr=float(dcfg["classifier_lr"]), mask=C["mask"], sigma=float(C["sigma"]),
-                                jitter=float(L["real_jitter"]), seed=seed + 1, critic_positions=L["critic_positions"])
+    cls_rows = train_classifier(
+        disc,
+        gen,
+        graphs,
+        steps=int(dcfg["classifier_steps"]),
+        batch_size=bs,
+        lr=float(dcfg["classifier_lr"]),
+        mask=C["mask"],
+        sigma=float(C["sigma"]),
+        jitter=float(L["real_jitter"]),
+        seed=seed + 1,
+        critic_positions=L["critic_positions"],
+    )
     _write_csv(run_dir / "classifier.csv", cls_rows)
 
     opt_g = torch.optim.Adam(gen.parameters(), lr=float(O["lr_g"]), betas=tuple(O["betas_g"]))
@@ -234,22 +277,31 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
         batch = collate([graphs[i] for i in idx])
         c = corrupt_batch(batch, C["mask"], float(C["sigma"]), float(C["fraction"]), g)
         unit = gen.train_sigma * c.d_min
-        fake, logits, pred = generate(gen, batch, c, float(L["tau"]), bool(L["hard"]), bool(L["gumbel"]))
+        fake, logits, pred = generate(
+            gen, batch, c, float(L["tau"]), bool(L["hard"]), bool(L["gumbel"])
+        )
         rec = reconstruction_losses(batch, c, logits, pred, unit)
         shown = critic_view(fake, batch, L["critic_positions"])
         disc.requires_grad_(False)
         adv = generator_adversarial_loss(disc, shown, L["kind"])
         disc.requires_grad_(True)
-        loss_g = float(L["adversarial_weight"]) * adv + float(L["species_weight"]) * rec["species"] \
+        loss_g = (
+            float(L["adversarial_weight"]) * adv
+            + float(L["species_weight"]) * rec["species"]
             + float(L["noise_weight"]) * rec["noise"]
+        )
         opt_g.zero_grad()
         loss_g.backward()
         if O.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(gen.parameters(), float(O["grad_clip"]))
         opt_g.step()
-        vals = {"loss_g": float(loss_g.detach()), "adversarial": float(adv.detach()), "species_ce": float(rec["species"].detach()),
-                "noise_mse": float(rec["noise"].detach()),
-                "species_acc": float((logits[c.mask].argmax(-1) == batch.z[c.mask] - 1).float().mean())}
+        vals = {
+            "loss_g": float(loss_g.detach()),
+            "adversarial": float(adv.detach()),
+            "species_ce": float(rec["species"].detach()),
+            "noise_mse": float(rec["noise"].detach()),
+            "species_acc": float((logits[c.mask].argmax(-1) == batch.z[c.mask] - 1).float().mean()),
+        }
         if step % int(O["d_every"]) == 0:
             for _ in range(int(O["d_steps"])):
                 real = real_batch(batch, float(L["real_jitter"]), g)
@@ -282,7 +334,9 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
         "steps": steps,
         "structures": len(graphs),
         "seconds": time.perf_counter() - t0,
-        "classifier_final_accuracy": float(np.mean([r["accuracy"] for r in cls_rows[-10:]])) if cls_rows else None,
+        "classifier_final_accuracy": float(np.mean([r["accuracy"] for r in cls_rows[-10:]]))
+        if cls_rows
+        else None,
         "final": final,
         "generator_checkpoint": str(ckpt / "generator.pt"),
         "discriminator_checkpoint": str(ckpt / "discriminator.pt"),

@@ -20,9 +20,10 @@ pretraining task does.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,11 @@ from ..representation import N_SPECIES, build_backbone
 from ..task.denoise import center_per_graph, graph_index, min_distances
 from ..task.mask import MaskDenoise, choose_masked_atoms, mask_species
 
-MASK_MODES = {"species": 1.0, "random": 0.0, "mixed": 0.5}  # mode -> probability of masking a whole species
+MASK_MODES = {
+    "species": 1.0,
+    "random": 0.0,
+    "mixed": 0.5,
+}  # mode -> probability of masking a whole species
 TASK_KEY = "mask_denoise"
 
 
@@ -46,28 +51,36 @@ class Generator(nn.Module):
     def __init__(self, backbone, task: MaskDenoise):
         super().__init__()
         self.backbone = backbone
-        self.task = task  # kept whole so that checkpoints round-trip through atomssl's task registry
+        self.task = (
+            task  # kept whole so that checkpoints round-trip through atomssl's task registry
+        )
 
     @property
     def train_sigma(self) -> float:
         return float(self.task.sigma)
 
     @classmethod
-    def build(cls, backbone: dict | str = "equiformer", **task_options: Any) -> "Generator":
+    def build(cls, backbone: dict | str = "equiformer", **task_options: Any) -> Generator:
         """A fresh (untrained) generator; ``task_options`` go to the ``mask_denoise`` task."""
         bb = build_backbone(backbone)
         return cls(bb, MaskDenoise(bb, **task_options))
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Generator":
+    def from_checkpoint(cls, path: str | Path) -> Generator:
         """The backbone and ``mask_denoise`` heads of an atomssl checkpoint (pretraining or GAN)."""
         from ..task import build_task
         from ..train import load_backbone, load_checkpoint
 
         ck = load_checkpoint(path)
-        keys = [k for k, c in (ck.get("task_configs") or {}).items() if (c or {}).get("name") == TASK_KEY]
+        keys = [
+            k
+            for k, c in (ck.get("task_configs") or {}).items()
+            if (c or {}).get("name") == TASK_KEY
+        ]
         if not keys:
-            raise CheckpointError(f"{path}: no {TASK_KEY!r} task heads: pretrain the generator with task mask_denoise")
+            raise CheckpointError(
+                f"{path}: no {TASK_KEY!r} task heads: pretrain the generator with task mask_denoise"
+            )
         backbone = load_backbone(path, eval=False)
         task = build_task(ck["task_configs"][keys[0]], backbone)
         try:
@@ -75,13 +88,19 @@ class Generator(nn.Module):
         except (RuntimeError, KeyError) as exc:
             raise CheckpointError(f"{path}: {TASK_KEY} heads do not fit: {exc}") from None
         if not backbone.provides_vectors:
-            raise CheckpointError(f"{path}: backbone {backbone.name!r} gives no vectors; the generator needs them")
+            raise CheckpointError(
+                f"{path}: backbone {backbone.name!r} gives no vectors; the generator needs them"
+            )
         return cls(backbone, task)
 
-    def save(self, path: str | Path, config: dict | None = None, metrics: dict | None = None) -> Path:
+    def save(
+        self, path: str | Path, config: dict | None = None, metrics: dict | None = None
+    ) -> Path:
         from ..train import save_checkpoint
 
-        return save_checkpoint(path, self.backbone, config=config, tasks={TASK_KEY: self.task}, metrics=metrics)
+        return save_checkpoint(
+            path, self.backbone, config=config, tasks={TASK_KEY: self.task}, metrics=metrics
+        )
 
     @property
     def graph_spec(self) -> dict:
@@ -117,8 +136,13 @@ def _check_mode(mask: str) -> float:
     return MASK_MODES[mask]
 
 
-def corrupt_batch(batch, mask: str = "species", sigma: float = 0.1, fraction: float = 0.15,
-                  generator: torch.Generator | None = None) -> Corruption:
+def corrupt_batch(
+    batch,
+    mask: str = "species",
+    sigma: float = 0.1,
+    fraction: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> Corruption:
     """Mask species and add ``sigma x d_min`` Gaussian noise on a copy of ``batch``."""
     from ..task.denoise import randn
 
@@ -127,7 +151,10 @@ def corrupt_batch(batch, mask: str = "species", sigma: float = 0.1, fraction: fl
         raise ConfigError(f"sigma must be >= 0, got {sigma}")
     m = choose_masked_atoms(batch, p_species, fraction, generator)
     d_min = min_distances(batch).to(batch.pos.dtype)[graph_index(batch)]
-    noise = randn(batch.pos.shape, generator, batch.pos.device, batch.pos.dtype) * (sigma * d_min)[:, None]
+    noise = (
+        randn(batch.pos.shape, generator, batch.pos.device, batch.pos.dtype)
+        * (sigma * d_min)[:, None]
+    )
     noisy = mask_species(batch, m)
     noisy.pos = batch.pos + noise
     return Corruption(noisy, m, noise, d_min)
@@ -143,7 +170,9 @@ class Reconstruction:
     repaired: Structure
     mask: np.ndarray  # (n,) bool
     d_min: float
-    probabilities: np.ndarray = field(repr=False, default=None)  # (n_masked, 118) species probabilities
+    probabilities: np.ndarray = field(
+        repr=False, default=None
+    )  # (n_masked, 118) species probabilities
 
     @property
     def species_correct(self) -> np.ndarray:
@@ -156,8 +185,14 @@ class Reconstruction:
         return d - d.mean(0, keepdims=True)
 
 
-def corrupt_structures(structures: Sequence, mask: str = "species", sigma: float = 0.1, seed: int = 0,
-                       fraction: float = 0.15, cutoff: float = 5.0) -> list[tuple[Structure, Structure, np.ndarray, float]]:
+def corrupt_structures(
+    structures: Sequence,
+    mask: str = "species",
+    sigma: float = 0.1,
+    seed: int = 0,
+    fraction: float = 0.15,
+    cutoff: float = 5.0,
+) -> list[tuple[Structure, Structure, np.ndarray, float]]:
     """``(original, corrupted, mask, d_min)`` per structure, reproducible from ``seed``.
 
     Masked atoms get atomic number 0. Positions are *not* wrapped (wrapping is a relabelling).
@@ -168,16 +203,25 @@ def corrupt_structures(structures: Sequence, mask: str = "species", sigma: float
         s = Structure.coerce(s)
         batch = collate([to_graph(s, cutoff=cutoff, validate=False)])
         c = corrupt_batch(batch, mask, sigma, fraction, g)
-        noisy = s.copy(numbers=c.noisy.z.numpy().astype(np.int64),
-                       positions=s.positions + c.noise.double().numpy())
+        noisy = s.copy(
+            numbers=c.noisy.z.numpy().astype(np.int64),
+            positions=s.positions + c.noise.double().numpy(),
+        )
         out.append((s, noisy, c.mask.numpy(), float(c.d_min[0])))
     return out
 
 
 @torch.no_grad()
-def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence[float] | None = None,
-           steps: int = 1, batch_size: int = 32, only_masked: bool = True, decoding: str = "argmax",
-           oxidation_states: str = "smact14") -> list[tuple[Structure, np.ndarray]]:
+def repair(
+    generator: Generator,
+    corrupted: Sequence[Structure],
+    d_min: Sequence[float] | None = None,
+    steps: int = 1,
+    batch_size: int = 32,
+    only_masked: bool = True,
+    decoding: str = "argmax",
+    oxidation_states: str = "smact14",
+) -> list[tuple[Structure, np.ndarray]]:
     """Repair corrupted structures (masked atoms have Z = 0): ``(repaired, probabilities of masked atoms)``.
 
     ``d_min``: the clean structures' minimum distances (sets the noise unit); when unknown, each
@@ -187,8 +231,8 @@ def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence
     (each atom's most probable element) or ``"valid"`` (the most probable assignment whose
     composition passes SMACT with ``oxidation_states``; see :mod:`._decoding`).
     """
-    from ._decoding import DECODINGS, choose_species
     from ..task.denoise import min_distances as _dmin
+    from ._decoding import DECODINGS, choose_species
 
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
@@ -202,12 +246,17 @@ def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence
         chunk = [Structure.coerce(s) for s in corrupted[start : start + batch_size]]
         pos = [s.positions.copy() for s in chunk]
         for _ in range(steps):
-            graphs = [to_graph(s.copy(positions=p), cutoff=cutoff, dtype=dtype, validate=False) for s, p in zip(chunk, pos)]
+            graphs = [
+                to_graph(s.copy(positions=p), cutoff=cutoff, dtype=dtype, validate=False)
+                for s, p in zip(chunk, pos)
+            ]
             batch = collate(graphs)
             if d_min is None:
                 dm = _dmin(batch)
             else:
-                dm = torch.as_tensor(np.asarray(d_min[start : start + batch_size], dtype=np.float64), dtype=dtype)
+                dm = torch.as_tensor(
+                    np.asarray(d_min[start : start + batch_size], dtype=np.float64), dtype=dtype
+                )
             unit = (generator.train_sigma * dm)[graph_index(batch)]
             logits, _, noise = generator(batch, unit)
             noise = noise.double().numpy()
@@ -226,19 +275,36 @@ def repair(generator: Generator, corrupted: Sequence[Structure], d_min: Sequence
     return results
 
 
-def reconstruct(generator: Generator, structures: Sequence, mask: str = "species", sigma: float = 0.1,
-                seed: int = 0, steps: int = 1, batch_size: int = 32, decoding: str = "argmax",
-                oxidation_states: str = "smact14") -> list[Reconstruction]:
+def reconstruct(
+    generator: Generator,
+    structures: Sequence,
+    mask: str = "species",
+    sigma: float = 0.1,
+    seed: int = 0,
+    steps: int = 1,
+    batch_size: int = 32,
+    decoding: str = "argmax",
+    oxidation_states: str = "smact14",
+) -> list[Reconstruction]:
     """Corrupt each structure (reproducibly from ``seed``) and repair it with ``generator``
     (``decoding``/``oxidation_states``: see :func:`repair`)."""
     cutoff = float(generator.graph_spec["cutoff"])
     cs = corrupt_structures(structures, mask, sigma, seed, cutoff=cutoff)
-    rep = repair(generator, [c[1] for c in cs], d_min=[c[3] for c in cs], steps=steps, batch_size=batch_size,
-                 decoding=decoding, oxidation_states=oxidation_states)
+    rep = repair(
+        generator,
+        [c[1] for c in cs],
+        d_min=[c[3] for c in cs],
+        steps=steps,
+        batch_size=batch_size,
+        decoding=decoding,
+        oxidation_states=oxidation_states,
+    )
     return [Reconstruction(o, c, r, m, d, probabilities=p) for (o, c, m, d), (r, p) in zip(cs, rep)]
 
 
-def reconstruction_metrics(recs: Sequence[Reconstruction], oxidation_sets=("smact14", "icsd24")) -> dict[str, float]:
+def reconstruction_metrics(
+    recs: Sequence[Reconstruction], oxidation_sets=("smact14", "icsd24")
+) -> dict[str, float]:
     """CDVAE validity of the repaired structures, masked-species top-1 accuracy and position RMSD (A).
 
     Yardsticks: ``rmsd_corrupted_A`` (RMSD of the corrupted input), ``baseline_accuracy``
@@ -255,19 +321,32 @@ def reconstruction_metrics(recs: Sequence[Reconstruction], oxidation_sets=("smac
         out[f"valid_{ox}"] = sum(a and b for a, b in zip(sv, cv)) / n
     correct = np.concatenate([r.species_correct for r in recs]) if recs else np.zeros(0)
     out["species_accuracy"] = float(correct.mean()) if correct.size else float("nan")
-    targets = np.concatenate([r.original.numbers[r.mask] for r in recs]) if recs else np.zeros(0, int)
-    out["baseline_accuracy"] = float((targets == np.bincount(targets).argmax()).mean()) if targets.size else float("nan")
+    targets = (
+        np.concatenate([r.original.numbers[r.mask] for r in recs]) if recs else np.zeros(0, int)
+    )
+    out["baseline_accuracy"] = (
+        float((targets == np.bincount(targets).argmax()).mean()) if targets.size else float("nan")
+    )
     err = np.concatenate([r.displacement("repaired") for r in recs]) if recs else np.zeros((0, 3))
     err0 = np.concatenate([r.displacement("corrupted") for r in recs]) if recs else np.zeros((0, 3))
     out["rmsd_A"] = float(np.sqrt((err**2).sum(-1).mean())) if err.size else float("nan")
-    out["rmsd_corrupted_A"] = float(np.sqrt((err0**2).sum(-1).mean())) if err0.size else float("nan")
-    out["changed_composition"] = sum(
-        not np.array_equal(np.sort(r.repaired.numbers), np.sort(r.original.numbers)) for r in recs) / n
+    out["rmsd_corrupted_A"] = (
+        float(np.sqrt((err0**2).sum(-1).mean())) if err0.size else float("nan")
+    )
+    out["changed_composition"] = (
+        sum(
+            not np.array_equal(np.sort(r.repaired.numbers), np.sort(r.original.numbers))
+            for r in recs
+        )
+        / n
+    )
     return out
 
 
 # ------------------------------------------------------------------- differentiable generation
-def relaxed_species(logits: torch.Tensor, tau: float = 1.0, hard: bool = True, gumbel: bool = True) -> torch.Tensor:
+def relaxed_species(
+    logits: torch.Tensor, tau: float = 1.0, hard: bool = True, gumbel: bool = True
+) -> torch.Tensor:
     """(n, 119) species distribution (column 0 = mask token, always 0) from (n, 118) logits.
 
     Gumbel-softmax (``gumbel=True``) or plain softmax at temperature ``tau``; ``hard=True`` is the
@@ -289,8 +368,14 @@ def one_hot_species(z: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return F.one_hot(z.long(), N_SPECIES).to(dtype)
 
 
-def generate(generator: Generator, batch, corruption: Corruption, tau: float = 1.0, hard: bool = True,
-             gumbel: bool = True) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def generate(
+    generator: Generator,
+    batch,
+    corruption: Corruption,
+    tau: float = 1.0,
+    hard: bool = True,
+    gumbel: bool = True,
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """Differentiable reconstruction of a corrupted batch: ``(fake, logits, noise_pred_units)``.
 
     ``fake`` is a copy of ``batch`` with ``z_soft`` (relaxed species on masked atoms, one-hot

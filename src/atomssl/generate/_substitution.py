@@ -10,8 +10,8 @@ by periodic-table position: ``"period"`` (row by row, i.e. by atomic number) or 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,8 +40,9 @@ def element_order(elements, order: str = "period") -> list[int]:
     return sorted(zs, key=lambda z: (periodic_position(z)[1], periodic_position(z)[0], z))
 
 
-def substitution_counts(reconstructions: Sequence, oxidation_states: str = "smact14",
-                        valid_only: bool = True) -> Counter:
+def substitution_counts(
+    reconstructions: Sequence, oxidation_states: str = "smact14", valid_only: bool = True
+) -> Counter:
     """``Counter{(original Z, new Z): n}`` over masked atoms whose species changed."""
     from ._validity import composition_validity, structure_validity
 
@@ -50,7 +51,9 @@ def substitution_counts(reconstructions: Sequence, oxidation_states: str = "smac
         orig, new = r.original.numbers, r.repaired.numbers
         if np.array_equal(np.sort(orig), np.sort(new)):
             continue
-        if valid_only and not (structure_validity(r.repaired) and composition_validity(r.repaired, oxidation_states)):
+        if valid_only and not (
+            structure_validity(r.repaired) and composition_validity(r.repaired, oxidation_states)
+        ):
             continue
         for a, b in zip(orig[r.mask], new[r.mask]):
             if a != b:
@@ -68,7 +71,9 @@ def substitution_matrix(counts: Counter, order: str = "period") -> tuple[np.ndar
     return m, elements
 
 
-def plot_substitution_map(counts: Counter, path: str | Path, order: str = "period", title: str = "") -> Path:
+def plot_substitution_map(
+    counts: Counter, path: str | Path, order: str = "period", title: str = ""
+) -> Path:
     """Heatmap PNG of the substitution counts (rows: replaced element, columns: replacing element)."""
     import matplotlib
 

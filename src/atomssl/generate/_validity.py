@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from functools import lru_cache
 from math import gcd
-from typing import Iterable
 
 import numpy as np
 
@@ -45,7 +45,9 @@ def min_periodic_distance(structure, cutoff: float = MIN_DISTANCE_A) -> float:
     return float(d.min()) if d.size else float("inf")
 
 
-def structure_validity(structure, min_distance: float = MIN_DISTANCE_A, min_volume: float = MIN_VOLUME_A3) -> bool:
+def structure_validity(
+    structure, min_distance: float = MIN_DISTANCE_A, min_volume: float = MIN_VOLUME_A3
+) -> bool:
     """CDVAE structure validity: minimum periodic distance > 0.5 A and volume > 0.1 A^3."""
     s = Structure.coerce(structure)
     if not (np.isfinite(s.positions).all() and np.isfinite(s.cell).all()):
@@ -66,14 +68,18 @@ def reduced_composition(numbers: Iterable[int]) -> tuple[tuple[int, int], ...]:
     return tuple(sorted((z, c // g) for z, c in counts.items()))
 
 
-def composition_validity(composition, oxidation_states: str = "smact14", use_pauling_test: bool = True) -> bool:
+def composition_validity(
+    composition, oxidation_states: str = "smact14", use_pauling_test: bool = True
+) -> bool:
     """CDVAE/SMACT composition validity of a structure, a list of atomic numbers or ``{Z: count}``.
 
     ``oxidation_states``: ``"smact14"`` (CDVAE's set) or ``"icsd24"`` (SMACT 4 default family),
     see the module docstring. Elements SMACT has no data for (or Z outside 1..103) are invalid.
     """
     if oxidation_states not in OXIDATION_SETS:
-        raise ConfigError(f"oxidation_states must be one of {OXIDATION_SETS}, got {oxidation_states!r}")
+        raise ConfigError(
+            f"oxidation_states must be one of {OXIDATION_SETS}, got {oxidation_states!r}"
+        )
     if isinstance(composition, dict):
         numbers = [z for z, c in composition.items() for _ in range(int(c))]
     elif isinstance(composition, (Structure,)) or hasattr(composition, "numbers"):
@@ -87,7 +93,9 @@ def composition_validity(composition, oxidation_states: str = "smact14", use_pau
 
 
 @lru_cache(maxsize=65536)
-def _smact_valid(reduced: tuple[tuple[int, int], ...], oxidation_states: str, use_pauling_test: bool) -> bool:
+def _smact_valid(
+    reduced: tuple[tuple[int, int], ...], oxidation_states: str, use_pauling_test: bool
+) -> bool:
     import warnings
 
     from pymatgen.core import Composition
@@ -100,14 +108,20 @@ def _smact_valid(reduced: tuple[tuple[int, int], ...], oxidation_states: str, us
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return bool(
-                smact_validity(comp, use_pauling_test=use_pauling_test, include_alloys=True,
-                               oxidation_states_set=oxidation_states)
+                smact_validity(
+                    comp,
+                    use_pauling_test=use_pauling_test,
+                    include_alloys=True,
+                    oxidation_states_set=oxidation_states,
+                )
             )
     except (KeyError, NameError, ValueError, TypeError):  # element unknown to SMACT's tables
         return False
 
 
-def validity_report(structures, oxidation_sets: Iterable[str] = ("smact14", "icsd24")) -> dict[str, float]:
+def validity_report(
+    structures, oxidation_sets: Iterable[str] = ("smact14", "icsd24")
+) -> dict[str, float]:
     """Fractions of valid structures: ``structure``, ``composition_<set>`` and ``valid_<set>`` (both)."""
     structures = [Structure.coerce(s) for s in structures]
     n = max(len(structures), 1)

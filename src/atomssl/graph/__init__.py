@@ -1,7 +1,7 @@
 """Structure -> graph: periodic neighbour lists, neighbour clouds, Gram matrices, batching."""
 
-from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 from ._clouds import gram_matrices, neighbor_clouds, upper_triangle
+from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 
 # The torch side (_batch) imports torch and torch_geometric (seconds); load it on first use so
 # that reading and validating structures stays quick to start.

@@ -10,7 +10,7 @@ corruptions flow through them.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,11 @@ from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 
 
 def build_neighbors(
-    structure: Structure, cutoff: float | None = None, k: int | None = None, *, validate: bool = False,
+    structure: Structure,
+    cutoff: float | None = None,
+    k: int | None = None,
+    *,
+    validate: bool = False,
     ties: bool = False,
 ) -> NeighborList:
     """Radius graph (``cutoff=``) or k-nearest-neighbour graph (``k=``; ``ties=True``: with whole
@@ -65,7 +69,11 @@ def _new_data(fields: dict) -> Data:
 
 def _fast_data_works() -> bool:
     try:
-        fields = {"x": torch.zeros(2, 1), "edge_index": torch.zeros(2, 1, dtype=torch.long), "num_nodes": 2}
+        fields = {
+            "x": torch.zeros(2, 1),
+            "edge_index": torch.zeros(2, 1, dtype=torch.long),
+            "num_nodes": 2,
+        }
         data = Data()
         data._store._mapping.update(fields)
         ref = Data(**fields)
@@ -77,7 +85,9 @@ def _fast_data_works() -> bool:
 _FAST_DATA = _fast_data_works()
 
 
-def _data(structure: Structure, nl: NeighborList, labels: Sequence[str], dtype: torch.dtype) -> Data:
+def _data(
+    structure: Structure, nl: NeighborList, labels: Sequence[str], dtype: torch.dtype
+) -> Data:
     n = structure.n_atoms
     fields = {
         "z": torch.from_numpy(structure.numbers.copy()),
@@ -92,7 +102,9 @@ def _data(structure: Structure, nl: NeighborList, labels: Sequence[str], dtype: 
     }
     for name in labels:
         if name not in structure.labels:
-            raise KeyError(f"{structure.where()}: label {name!r} missing (has {sorted(structure.labels)})")
+            raise KeyError(
+                f"{structure.where()}: label {name!r} missing (has {sorted(structure.labels)})"
+            )
         fields[f"y_{name}"] = torch.tensor([float(structure.labels[name])], dtype=dtype)
     return _new_data(fields)
 
@@ -165,7 +177,11 @@ def edge_vectors(graph: Data, pos: torch.Tensor | None = None) -> torch.Tensor:
     cell = graph.cell
     batch = getattr(graph, "batch", None)
     if batch is None:
-        cell_e = cell.expand(src.shape[0], 3, 3) if cell.dim() == 3 else cell.unsqueeze(0).expand(src.shape[0], 3, 3)
+        cell_e = (
+            cell.expand(src.shape[0], 3, 3)
+            if cell.dim() == 3
+            else cell.unsqueeze(0).expand(src.shape[0], 3, 3)
+        )
     else:
         cell_e = cell[batch[src]]
     offset = torch.einsum("ei,eij->ej", graph.shift.to(pos.dtype), cell_e.to(pos.dtype))

@@ -8,7 +8,12 @@ from ._neighbors import knn_graph
 
 
 def neighbor_clouds(
-    structure, k: int = 12, *, normalize: str | None = None, validate: bool = True, ties: bool = False
+    structure,
+    k: int = 12,
+    *,
+    normalize: str | None = None,
+    validate: bool = True,
+    ties: bool = False,
 ):
     """Centred clouds of the ``k`` nearest neighbours of every atom, sorted by distance.
 

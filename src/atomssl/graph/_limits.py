@@ -37,7 +37,9 @@ def _measure(vectors: np.ndarray) -> float:
     return float(math.sqrt(max(np.linalg.det(vectors @ vectors.T), 0.0)))
 
 
-def search_size(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> tuple[float, float]:
+def search_size(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[float, float]:
     """``(edges, images)``: estimated edge count and number of atom images enumerated.
 
     ``edges`` assumes atoms spread uniformly: n^2 x (cutoff ball in the periodic dimensions)
@@ -105,11 +107,17 @@ def check_search_size(structure, cutoff: float, limit: float | None = None) -> N
         vecs = structure.cell[pbc]
         lengths = np.linalg.norm(vecs, axis=1)
         spacing = f" (shortest periodic lattice vector {lengths.min():.3g} A)"
-    what = f"~{edges:.2g} neighbour pairs" if edges > limit else f"~{images:.2g} atom images to search"
+    what = (
+        f"~{edges:.2g} neighbour pairs" if edges > limit else f"~{images:.2g} atom images to search"
+    )
     raise TooManyNeighborsError(
         f"a {cutoff:g} A cutoff over this cell{spacing} with {structure.n_atoms} atom(s) would give {what} "
         f"(limit {limit:.2g}, atomssl.graph._limits.MAX_PAIRS): "
-        + ("the cell is far too small for the cutoff" if pbc.any() else "too many atoms within the cutoff"),
+        + (
+            "the cell is far too small for the cutoff"
+            if pbc.any()
+            else "too many atoms within the cutoff"
+        ),
         structure.source or structure.id or None,
         structure.index,
     )
@@ -120,7 +128,9 @@ def check_search_size(structure, cutoff: float, limit: float | None = None) -> N
 PYMATGEN_MAX_CUBES = 200_000
 
 
-def pymatgen_plan(positions: np.ndarray, cell: np.ndarray, cutoff: float, margin: float = 2.0) -> str:
+def pymatgen_plan(
+    positions: np.ndarray, cell: np.ndarray, cutoff: float, margin: float = 2.0
+) -> str:
     """How to run pymatgen's ``find_points_in_spheres`` safely on a periodic structure.
 
     ``"ok"``: as is; ``"wrap"``: wrap the atoms into the cell first (some lie more than
@@ -147,7 +157,10 @@ def pymatgen_plan(positions: np.ndarray, cell: np.ndarray, cutoff: float, margin
     big = float(np.abs(positions).max())
     (p1, p2, p3), (q1, q2, q3), (s1, s2, s3) = rows
     r1 = max(abs(p1) + abs(p2) + abs(p3), abs(q1) + abs(q2) + abs(q3), abs(s1) + abs(s2) + abs(s3))
-    if big * r1 <= 10.0 * abs(volume) and math.ceil(2.0 * (big + edge) / edge) ** 3 <= PYMATGEN_MAX_CUBES:
+    if (
+        big * r1 <= 10.0 * abs(volume)
+        and math.ceil(2.0 * (big + edge) / edge) ** 3 <= PYMATGEN_MAX_CUBES
+    ):
         return "ok"
     lo, hi = positions.min(axis=0).tolist(), positions.max(axis=0).tolist()
     wrap = False

@@ -49,7 +49,18 @@ class NeighborList:
     first access from ``positions`` and ``cell``.
     """
 
-    __slots__ = ("src", "dst", "shift", "n_atoms", "cutoff", "k", "_vec", "_positions", "_cell", "_distance")
+    __slots__ = (
+        "src",
+        "dst",
+        "shift",
+        "n_atoms",
+        "cutoff",
+        "k",
+        "_vec",
+        "_positions",
+        "_cell",
+        "_distance",
+    )
 
     def __init__(
         self,
@@ -90,11 +101,11 @@ class NeighborList:
     def __repr__(self) -> str:
         return f"NeighborList(n_atoms={self.n_atoms}, edges={len(self)}, cutoff={self.cutoff}, k={self.k})"
 
-    def sorted(self) -> "NeighborList":
+    def sorted(self) -> NeighborList:
         """Edges ordered by source atom, then distance (rounded to 1e-10 A), then destination and shift."""
         return self._take(_lexsort_edges(self.src, self.dst, self.shift, self.distance))
 
-    def _take(self, idx: np.ndarray) -> "NeighborList":
+    def _take(self, idx: np.ndarray) -> NeighborList:
         return NeighborList(
             self.src.take(idx),
             self.dst.take(idx),
@@ -143,7 +154,9 @@ def _vesin_search_cutoff(structure: Structure, cutoff: float) -> float:
     if structure.pbc.all():
         volume = structure.volume
     else:
-        extent = np.ptp(structure.positions, axis=0) + np.abs(structure.cell[structure.pbc]).sum(axis=0)
+        extent = np.ptp(structure.positions, axis=0) + np.abs(structure.cell[structure.pbc]).sum(
+            axis=0
+        )
         volume = float(np.prod(np.maximum(extent, 1.0)))
     spacing = (volume / n) ** (1.0 / 3.0)
     if not np.isfinite(spacing):
@@ -154,7 +167,11 @@ def _vesin_search_cutoff(structure: Structure, cutoff: float) -> float:
 def _box(structure: Structure) -> np.ndarray:
     # vesin ignores the box along non-periodic axes; zero those rows so that whatever they
     # hold cannot leak into the edge vectors (shifts along them are 0 anyway)
-    return structure.cell if structure.pbc.all() else np.where(structure.pbc[:, None], structure.cell, 0.0)
+    return (
+        structure.cell
+        if structure.pbc.all()
+        else np.where(structure.pbc[:, None], structure.cell, 0.0)
+    )
 
 
 # Engines return candidate pairs (src, dst, shift): a superset of the edges, searched slightly
@@ -167,8 +184,12 @@ _BAND = 1e-7
 
 def _vesin_engine(structure: Structure, cutoff: float):
     search = _vesin_search_cutoff(structure, cutoff) * (1.0 + _SEARCH_MARGIN) + _SEARCH_MARGIN
-    threads = 1 if structure.n_atoms < _LARGE else 0  # below, thread start-up costs more than it saves
-    pairs, shift, distance = vesin_pairs(structure.positions, _box(structure), structure.pbc, search, threads)
+    threads = (
+        1 if structure.n_atoms < _LARGE else 0
+    )  # below, thread start-up costs more than it saves
+    pairs, shift, distance = vesin_pairs(
+        structure.positions, _box(structure), structure.pbc, search, threads
+    )
     pairs = pairs.view(np.int64)
     return pairs[:, 0], pairs[:, 1], shift, distance, False
 
@@ -212,10 +233,14 @@ def _edges(structure: Structure, cutoff: float, engine: str):
     (``.take`` rather than fancy indexing, few passes). Batching several structures into one
     set of array operations was measured and is not faster here.
     """
-    check_search_size(structure, cutoff)  # refuse absurd searches (e.g. a cell far smaller than the cutoff)
+    check_search_size(
+        structure, cutoff
+    )  # refuse absurd searches (e.g. a cell far smaller than the cutoff)
     periodic = structure.pbc.all()
     # (auto: not pymatgen below 1 A, where it searches at 1 A anyway, a flood in tiny cells)
-    if engine == "vesin" or (engine == "auto" and not (periodic and len(structure.numbers) < _LARGE and cutoff >= 1.0)):
+    if engine == "vesin" or (
+        engine == "auto" and not (periodic and len(structure.numbers) < _LARGE and cutoff >= 1.0)
+    ):
         src, dst, shift, dist, has_self = _vesin_engine(structure, cutoff)
     elif engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; use one of {ENGINES}")
@@ -233,13 +258,21 @@ def _edges(structure: Structure, cutoff: float, engine: str):
         near = np.flatnonzero((dist > lo) & (dist <= cutoff + _BAND))
         if len(near):
             # decide pairs at the cutoff with the same arithmetic as NeighborList.vec
-            vec = _edge_vectors(structure.positions, box, src.take(near), dst.take(near), shift.take(near, axis=0))
+            vec = _edge_vectors(
+                structure.positions, box, src.take(near), dst.take(near), shift.take(near, axis=0)
+            )
             d2 = np.square(vec) @ _ONES3
             keep[near] = (d2 < cutoff * cutoff) & ((src.take(near) != dst.take(near)) | (d2 > 0.0))
     # Both engines emit pairs grouped by source atom (pymatgen loops over centres, vesin is
     # asked to sort); the tests check it, so no re-sort here.
     idx = np.flatnonzero(keep)
-    return src.take(idx), dst.take(idx), shift.take(idx, axis=0).astype(np.int64), dist.take(idx), box
+    return (
+        src.take(idx),
+        dst.take(idx),
+        shift.take(idx, axis=0).astype(np.int64),
+        dist.take(idx),
+        box,
+    )
 
 
 def _check(structure, validate: bool) -> Structure:
@@ -250,7 +283,9 @@ def _check(structure, validate: bool) -> Structure:
 
 
 # ---------------------------------------------------------------------------- public
-def radius_graph(structure, cutoff: float, *, validate: bool = True, engine: str = "auto") -> NeighborList:
+def radius_graph(
+    structure, cutoff: float, *, validate: bool = True, engine: str = "auto"
+) -> NeighborList:
     """All directed pairs closer than ``cutoff`` (Angstrom), over periodic images.
 
     Self pairs with zero shift are excluded; an atom's own periodic images are neighbours.
@@ -262,7 +297,9 @@ def radius_graph(structure, cutoff: float, *, validate: bool = True, engine: str
     return radius_graphs([structure], cutoff, validate=validate, engine=engine)[0]
 
 
-def radius_graphs(structures, cutoff: float, *, validate: bool = True, engine: str = "auto") -> list[NeighborList]:
+def radius_graphs(
+    structures, cutoff: float, *, validate: bool = True, engine: str = "auto"
+) -> list[NeighborList]:
     """:func:`radius_graph` of each of many structures."""
     if not cutoff > 0:
         raise ValueError(f"cutoff must be positive, got {cutoff}")
@@ -271,7 +308,19 @@ def radius_graphs(structures, cutoff: float, *, validate: bool = True, engine: s
     for s in structures:
         s = _check(s, validate)
         src, dst, shift, dist, box = _edges(s, cutoff, engine)
-        out.append(NeighborList(src, dst, shift, None, len(s.numbers), cutoff, positions=s.positions, cell=box, distance=dist))
+        out.append(
+            NeighborList(
+                src,
+                dst,
+                shift,
+                None,
+                len(s.numbers),
+                cutoff,
+                positions=s.positions,
+                cell=box,
+                distance=dist,
+            )
+        )
     return out
 
 
@@ -289,7 +338,13 @@ def _initial_cutoff(structure: Structure, k: int) -> float:
 
 
 def knn_graph(
-    structure, k: int, *, validate: bool = True, max_cutoff: float = 1e4, engine: str = "auto", ties: bool = False
+    structure,
+    k: int,
+    *,
+    validate: bool = True,
+    max_cutoff: float = 1e4,
+    engine: str = "auto",
+    ties: bool = False,
 ) -> NeighborList:
     """The ``k`` nearest neighbours of every atom (over periodic images), sorted by distance.
 
@@ -329,7 +384,9 @@ def knn_graph(
                 break
         if cutoff > max_cutoff:
             raise StructureError(
-                f"could not find {k} neighbours within {max_cutoff} A", structure.source or structure.id, structure.index
+                f"could not find {k} neighbours within {max_cutoff} A",
+                structure.source or structure.id,
+                structure.index,
             )
         cutoff *= 1.5
     if ties:

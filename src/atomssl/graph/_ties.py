@@ -32,7 +32,9 @@ def tie_weights(distance: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch
     ``k`` neighbours.
     """
     if distance.dim() != 2:
-        raise ValueError(f"distance must be (clouds, neighbours), got shape {tuple(distance.shape)}")
+        raise ValueError(
+            f"distance must be (clouds, neighbours), got shape {tuple(distance.shape)}"
+        )
     d = distance.detach()
     present = (d > 0) & torch.isfinite(d)
     if d.shape[1] < k or bool((present.sum(dim=1) < k).any()):

@@ -12,11 +12,10 @@ public ``vesin.NeighborList`` API, which returns the same pairs.
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
-
 import importlib.metadata
 import importlib.util
+import os
+import threading
 
 import numpy as np
 
@@ -60,7 +59,10 @@ class _Result(ctypes.Structure):  # struct VesinNeighborList, pointers kept as p
 
 _CPU = _Device(1, 0)
 _lib = None
-if _VESIN_VERSION.startswith(_KNOWN_ABI) and os.environ.get("ATOMSSL_VESIN_PUBLIC_API", "") in ("", "0"):
+if _VESIN_VERSION.startswith(_KNOWN_ABI) and os.environ.get("ATOMSSL_VESIN_PUBLIC_API", "") in (
+    "",
+    "0",
+):
     try:
         # The same shared object that vesin itself loads; a separate CDLL handle so that the
         # argtypes declared here do not interfere with vesin's own bindings.
@@ -103,7 +105,9 @@ def _read(address: int, count: int, dtype) -> np.ndarray:
     return np.frombuffer(ctypes.string_at(address, count * np.dtype(dtype).itemsize), dtype=dtype)
 
 
-def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int):
+def _direct(
+    points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int
+):
     buf = getattr(_local, "buffer", None)
     if buf is None:
         buf = _local.buffer = _Buffer()
@@ -119,7 +123,9 @@ def _direct(points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: f
         ctypes.byref(buf.error),
     )
     if status != 0:
-        raise RuntimeError("vesin: " + (buf.error.value or b"unknown error").decode("utf8", "replace"))
+        raise RuntimeError(
+            "vesin: " + (buf.error.value or b"unknown error").decode("utf8", "replace")
+        )
     n = int(buf.result.length)
     if n == 0:
         return np.zeros((0, 2), np.uint64), np.zeros((0, 3), np.int32), np.zeros(0)
@@ -142,13 +148,21 @@ def _public(points, box, periodic, cutoff, n_threads):
 
         if len(_public_cache) > 16:
             _public_cache.clear()
-        nl = _public_cache[key] = vesin.NeighborList(cutoff=key[0], full_list=True, sorted=True, n_threads=key[1])
+        nl = _public_cache[key] = vesin.NeighborList(
+            cutoff=key[0], full_list=True, sorted=True, n_threads=key[1]
+        )
     pairs, shifts, distances = nl.compute(points, box, periodic, "PSd", copy=True)
     return pairs.astype(np.uint64, copy=False), shifts, distances
 
 
 def vesin_pairs(
-    points: np.ndarray, box: np.ndarray, periodic: np.ndarray, cutoff: float, n_threads: int = 1, *, direct: bool | None = None
+    points: np.ndarray,
+    box: np.ndarray,
+    periodic: np.ndarray,
+    cutoff: float,
+    n_threads: int = 1,
+    *,
+    direct: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full (i->j and j->i) neighbour list of ``points`` within ``cutoff``, sorted by (i, j, shift).
 

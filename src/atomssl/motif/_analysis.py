@@ -104,7 +104,9 @@ def motif_statistics(coords: np.ndarray, shell: int = 4) -> dict[str, np.ndarray
     }
 
 
-def compare_motifs(reference: np.ndarray, generated: np.ndarray, shell: int = 4) -> dict[str, float]:
+def compare_motifs(
+    reference: np.ndarray, generated: np.ndarray, shell: int = 4
+) -> dict[str, float]:
     """1D Wasserstein distances between motif statistics (A for lengths, degrees for angles)."""
     a, b = motif_statistics(reference, shell), motif_statistics(generated, shell)
     return {f"wasserstein_{key}": float(wasserstein_distance(a[key], b[key])) for key in a}
@@ -137,12 +139,16 @@ def plot_structure_summary(structures, path, cutoff: float = BOND_CUTOFF) -> Pat
     coord = np.concatenate([coordination(s, cutoff) for s in structures])
     vals = np.arange(coord.min(), coord.max() + 1)
     ax[2].bar(vals, [(coord == v).mean() for v in vals])
-    ax[2].set(xlabel=f"coordination (r < {cutoff} A)", ylabel="fraction", title=f"mean {coord.mean():.3f}")
+    ax[2].set(
+        xlabel=f"coordination (r < {cutoff} A)", ylabel="fraction", title=f"mean {coord.mean():.3f}"
+    )
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 
 
-def plot_motif_comparison(reference: np.ndarray, generated: np.ndarray, path, labels=("data", "generated")) -> Path:
+def plot_motif_comparison(
+    reference: np.ndarray, generated: np.ndarray, path, labels=("data", "generated")
+) -> Path:
     """Histograms of neighbour distances and angles, data vs generated motifs."""
     from ..utils import save_figure
 
@@ -150,9 +156,30 @@ def plot_motif_comparison(reference: np.ndarray, generated: np.ndarray, path, la
     a, b = motif_statistics(reference), motif_statistics(generated)
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for stats, label in ((a, labels[0]), (b, labels[1])):
-        ax[0].hist(stats["bond_lengths"], bins=60, range=(2.0, 2.8), density=True, histtype="step", label=label)
-        ax[1].hist(stats["bond_angles"], bins=60, range=(60, 160), density=True, histtype="step", label=label)
-        ax[2].hist(stats["distances"], bins=80, range=(2.0, 4.2), density=True, histtype="step", label=label)
+        ax[0].hist(
+            stats["bond_lengths"],
+            bins=60,
+            range=(2.0, 2.8),
+            density=True,
+            histtype="step",
+            label=label,
+        )
+        ax[1].hist(
+            stats["bond_angles"],
+            bins=60,
+            range=(60, 160),
+            density=True,
+            histtype="step",
+            label=label,
+        )
+        ax[2].hist(
+            stats["distances"],
+            bins=80,
+            range=(2.0, 4.2),
+            density=True,
+            histtype="step",
+            label=label,
+        )
     ax[0].set(xlabel="first-shell distance (A)", title="bond lengths")
     ax[1].set(xlabel="first-shell angle (deg)", title="bond angles")
     ax[2].set(xlabel="all 8 neighbour distances (A)", title="neighbour distances")
@@ -161,7 +188,9 @@ def plot_motif_comparison(reference: np.ndarray, generated: np.ndarray, path, la
     return save_figure(fig, path, dpi=110)
 
 
-def plot_errors(errors: dict[str, np.ndarray], path, threshold: float | None = None, xlabel: str = "error (A)") -> Path:
+def plot_errors(
+    errors: dict[str, np.ndarray], path, threshold: float | None = None, xlabel: str = "error (A)"
+) -> Path:
     """Cumulative distributions of errors, one curve per key."""
     from ..utils import save_figure
 

@@ -29,7 +29,9 @@ def nearest_psd(gram: np.ndarray, dim: int = 3) -> np.ndarray:
     return np.einsum("...ai,...bi->...ab", x, x)
 
 
-def procrustes(x: np.ndarray, y: np.ndarray, proper: bool = False, weights: np.ndarray | None = None) -> np.ndarray:
+def procrustes(
+    x: np.ndarray, y: np.ndarray, proper: bool = False, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Orthogonal ``Q`` (..., 3, 3) minimising ``sum_a w_a |x_a Q - y_a|^2`` (no translation: clouds are centred
     on their central atom). ``proper=True`` restricts ``Q`` to rotations (det +1)."""
     x = np.asarray(x, dtype=np.float64)
@@ -118,7 +120,9 @@ def gram_to_distances(gram: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(d2, 0.0, None))
 
 
-def refine_coords(gram: np.ndarray, coords: np.ndarray | None = None, iterations: int = 200) -> np.ndarray:
+def refine_coords(
+    gram: np.ndarray, coords: np.ndarray | None = None, iterations: int = 200
+) -> np.ndarray:
     """Coordinates that best reproduce the *distances* implied by a (possibly non-PSD, high-rank) Gram matrix.
 
     The rank-3 eigen-solution is the best fit to the Gram entries, but when a decoded Gram matrix is a blur of
@@ -131,7 +135,13 @@ def refine_coords(gram: np.ndarray, coords: np.ndarray | None = None, iterations
     x0 = gram_to_coords(gram) if coords is None else np.asarray(coords, dtype=np.float64)
     x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
     iu = torch.triu_indices(target.shape[-1], target.shape[-1], 1)
-    opt = torch.optim.LBFGS([x], max_iter=iterations, tolerance_grad=1e-10, tolerance_change=1e-14, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [x],
+        max_iter=iterations,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()

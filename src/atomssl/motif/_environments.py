@@ -34,7 +34,7 @@ class Environments:
     def k(self) -> int:
         return int(self.vectors.shape[1])
 
-    def subset(self, mask) -> "Environments":
+    def subset(self, mask) -> Environments:
         return Environments(self.vectors[mask], self.cell[mask], self.atom[mask])
 
     def grams(self) -> np.ndarray:
@@ -67,7 +67,9 @@ def extract_environments(
             if on_far == "raise":
                 a = int(np.flatnonzero(far)[0])
                 raise StructureError(
-                    f"atom {a} has its {k}-th neighbour beyond {cutoff} A", s.source or s.id, s.index
+                    f"atom {a} has its {k}-th neighbour beyond {cutoff} A",
+                    s.source or s.id,
+                    s.index,
                 )
             if on_far == "drop":
                 n_dropped += int(far.sum())
@@ -82,7 +84,9 @@ def extract_environments(
         cells.append(np.full(len(v), i))
         atoms.append(idx)
     if n_dropped:
-        log.info("dropped %d environments whose %d-th neighbour lies beyond %.2f A", n_dropped, k, cutoff)
+        log.info(
+            "dropped %d environments whose %d-th neighbour lies beyond %.2f A", n_dropped, k, cutoff
+        )
     if not vecs:
         raise StructureError("no structures given")
     return Environments(np.concatenate(vecs), np.concatenate(cells), np.concatenate(atoms))
@@ -120,7 +124,7 @@ class GramNormalizer:
     std_off: float = 1.0
 
     @classmethod
-    def fit(cls, features: np.ndarray, k: int) -> "GramNormalizer":
+    def fit(cls, features: np.ndarray, k: int) -> GramNormalizer:
         features = np.asarray(features, dtype=np.float64)
         d = diagonal_mask(k)
         return cls(
@@ -150,12 +154,23 @@ class GramNormalizer:
         return features * std + mean
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "mean_diag": self.mean_diag, "std_diag": self.std_diag,
-                "mean_off": self.mean_off, "std_off": self.std_off}
+        return {
+            "k": self.k,
+            "mean_diag": self.mean_diag,
+            "std_diag": self.std_diag,
+            "mean_off": self.mean_off,
+            "std_off": self.std_off,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GramNormalizer":
-        return cls(int(d["k"]), float(d["mean_diag"]), float(d["std_diag"]), float(d["mean_off"]), float(d["std_off"]))
+    def from_dict(cls, d: dict) -> GramNormalizer:
+        return cls(
+            int(d["k"]),
+            float(d["mean_diag"]),
+            float(d["std_diag"]),
+            float(d["mean_off"]),
+            float(d["std_off"]),
+        )
 
 
 def permute_vectors(vectors: np.ndarray, perms: np.ndarray) -> np.ndarray:
@@ -169,7 +184,9 @@ def permute_grams(grams: np.ndarray, perms: np.ndarray) -> np.ndarray:
     return np.take_along_axis(rows, perms[:, None, :], axis=2)
 
 
-def random_permutations(n: int, k: int, rng: np.random.Generator, within: list[list[int]] | None = None) -> np.ndarray:
+def random_permutations(
+    n: int, k: int, rng: np.random.Generator, within: list[list[int]] | None = None
+) -> np.ndarray:
     """(n, k) random permutations; with ``within`` (groups of slots) only slots in a group are shuffled."""
     if within is None:
         return np.argsort(rng.random((n, k)), axis=1)

@@ -51,7 +51,9 @@ def sample(
     return decode_coords(grams, decoding), grams
 
 
-def interpolate(model: GramVAE, start: np.ndarray, end: np.ndarray, n_frames: int = 11) -> np.ndarray:
+def interpolate(
+    model: GramVAE, start: np.ndarray, end: np.ndarray, n_frames: int = 11
+) -> np.ndarray:
     """Motifs along the straight latent path between two clouds (k, 3); frames (n_frames, k, 3).
 
     The first frame is aligned onto ``start`` and each later frame onto the previous one, so the path
@@ -101,7 +103,15 @@ def _encoder_start(model: GramVAE, known: np.ndarray, slots: np.ndarray, rng) ->
     return model.encode_grams(gram_matrices(clouds))
 
 
-def _optimise(model: GramVAE, z0: np.ndarray, slots: np.ndarray, target: np.ndarray, steps: int, lr: float, prior: float):
+def _optimise(
+    model: GramVAE,
+    z0: np.ndarray,
+    slots: np.ndarray,
+    target: np.ndarray,
+    steps: int,
+    lr: float,
+    prior: float,
+):
     """Adam on ``||G_dec(z)[slots, slots] - target||^2 + prior |z|^2`` for every row at once."""
     z = torch.tensor(z0, dtype=torch.float64, requires_grad=True)
     idx = torch.as_tensor(slots)
@@ -128,7 +138,9 @@ def _gram_loss(model, z, idx, tgt):
     return ((sub - tgt) ** 2).sum((-1, -2))
 
 
-def _hungarian_slots(coords: np.ndarray, known: np.ndarray, slots: np.ndarray, proper: bool = False) -> np.ndarray:
+def _hungarian_slots(
+    coords: np.ndarray, known: np.ndarray, slots: np.ndarray, proper: bool = False
+) -> np.ndarray:
     """Re-assign known atoms to decoded slots by Hungarian matching after Procrustes alignment."""
     out = slots.copy()
     for r in range(len(coords)):
@@ -153,7 +165,9 @@ def _place_missing(known: np.ndarray, gram: np.ndarray, slots: np.ndarray) -> np
         p = flat.reshape(-1, 3)
         return np.concatenate([(known @ p.T - g_km).ravel(), (p @ p.T - g_mm)[iu]])
 
-    sol = least_squares(residual, p0.ravel(), method="lm" if residual(p0.ravel()).size >= p0.size else "trf")
+    sol = least_squares(
+        residual, p0.ravel(), method="lm" if residual(p0.ravel()).size >= p0.size else "trf"
+    )
     return sol.x.reshape(-1, 3)
 
 
@@ -198,7 +212,9 @@ def inpaint(
     rows_env = np.repeat(np.arange(n), c * restarts)
     slots = np.tile(np.repeat(cands, restarts, axis=0), (n, 1))
     z0 = rng.normal(size=(len(rows_env), model.config.latent))
-    enc = _encoder_start(model, ks[rows_env[::restarts]], slots[::restarts], rng)  # one per (env, candidate)
+    enc = _encoder_start(
+        model, ks[rows_env[::restarts]], slots[::restarts], rng
+    )  # one per (env, candidate)
     z0[::restarts] = enc
     target = gram_matrices(ks)[rows_env]
     z, loss = _optimise(model, z0, slots, target, steps, lr, prior)
@@ -206,7 +222,12 @@ def inpaint(
         coords = gram_to_coords(model.decode_grams(z))
         slots = _hungarian_slots(coords, ks[rows_env], slots)
         z, loss = _optimise(model, z, slots, target, steps // 2, lr / 2, prior)
-    best = np.array([r * c * restarts + np.argmin(loss[r * c * restarts : (r + 1) * c * restarts]) for r in range(n)])
+    best = np.array(
+        [
+            r * c * restarts + np.argmin(loss[r * c * restarts : (r + 1) * c * restarts])
+            for r in range(n)
+        ]
+    )
     zb, sb, lb = z[best], slots[best], loss[best]
     grams = model.decode_grams(zb)
     coords = gram_to_coords(grams)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,8 +29,32 @@ SI_VOLUME_PER_ATOM = 5.431**3 / 8
 # Stillinger-Weber parameter sets (LAMMPS "sw" file order):
 # epsilon sigma a lambda gamma costheta0 A B p q tol
 SW_PARAMETERS = {
-    "vink": (1.64833, 2.0951, 1.80, 31.5, 1.20, -1.0 / 3.0, 7.049556277, 0.6022245584, 4.0, 0.0, 0.0),
-    "original": (2.1683, 2.0951, 1.80, 21.0, 1.20, -1.0 / 3.0, 7.049556277, 0.6022245584, 4.0, 0.0, 0.0),
+    "vink": (
+        1.64833,
+        2.0951,
+        1.80,
+        31.5,
+        1.20,
+        -1.0 / 3.0,
+        7.049556277,
+        0.6022245584,
+        4.0,
+        0.0,
+        0.0,
+    ),
+    "original": (
+        2.1683,
+        2.0951,
+        1.80,
+        21.0,
+        1.20,
+        -1.0 / 3.0,
+        7.049556277,
+        0.6022245584,
+        4.0,
+        0.0,
+        0.0,
+    ),
 }
 
 
@@ -63,7 +87,9 @@ class MeltQuenchConfig:
 def write_sw_file(path: str | os.PathLike, potential: str = "vink") -> Path:
     """Write a one-element Si Stillinger-Weber parameter file for LAMMPS ``pair_style sw``."""
     if potential not in SW_PARAMETERS:
-        raise SimulationError(f"unknown SW potential {potential!r}; choose from {sorted(SW_PARAMETERS)}")
+        raise SimulationError(
+            f"unknown SW potential {potential!r}; choose from {sorted(SW_PARAMETERS)}"
+        )
     values = " ".join(f"{v:.12g}" for v in SW_PARAMETERS[potential])
     path = Path(path)
     path.write_text(f"# Si Stillinger-Weber ({potential})\nSi Si Si {values}\n")
@@ -126,7 +152,9 @@ def melt_quench(
                 lmp.command(line)
             n = lmp.get_natoms()
             if n != cfg.n_atoms:
-                raise SimulationError(f"LAMMPS placed {n} of {cfg.n_atoms} random atoms; lower min_start_distance")
+                raise SimulationError(
+                    f"LAMMPS placed {n} of {cfg.n_atoms} random atoms; lower min_start_distance"
+                )
             tdamp, pdamp = 100 * cfg.timestep_fs / 1000.0, 1000 * cfg.timestep_fs / 1000.0
             stages = [
                 ("melt", cfg.steps(cfg.melt_ps), cfg.t_melt, cfg.t_melt),
@@ -202,5 +230,6 @@ def read_cells(path: str | os.PathLike) -> list[Structure]:
     """Read cells written by :func:`write_cells` (or any extxyz) as :class:`Structure` records."""
     from ..data import read
 
-    return read(path, validate=False)  # a missing or bad file: one StructureError naming it (and the frame)
-
+    return read(
+        path, validate=False
+    )  # a missing or bad file: one StructureError naming it (and the frame)

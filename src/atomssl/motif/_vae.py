@@ -79,7 +79,11 @@ class GramVAE(nn.Module):
         return GramNormalizer(self.config.k, *m)
 
     def set_normalizer(self, normalizer: GramNormalizer) -> None:
-        self.norm.copy_(torch.tensor([normalizer.mean_diag, normalizer.std_diag, normalizer.mean_off, normalizer.std_off]))
+        self.norm.copy_(
+            torch.tensor(
+                [normalizer.mean_diag, normalizer.std_diag, normalizer.mean_off, normalizer.std_off]
+            )
+        )
 
     # -------------------------------------------------------------- model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +127,11 @@ class GramVAE(nn.Module):
     @torch.no_grad()
     def decode_grams(self, z: np.ndarray) -> np.ndarray:
         """Gram matrices (n, k, k) in A^2 decoded from latents (n, latent)."""
-        out = self.decode(torch.as_tensor(np.asarray(z), dtype=torch.float32)).numpy().astype(np.float64)
+        out = (
+            self.decode(torch.as_tensor(np.asarray(z), dtype=torch.float32))
+            .numpy()
+            .astype(np.float64)
+        )
         return triangle_to_gram(self.normalizer.inverse(out), self.config.k)
 
     def reconstruct(self, grams: np.ndarray) -> np.ndarray:
@@ -169,11 +177,17 @@ def train_vae(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     history = []
     for epoch in range(config.epochs):
-        lr = config.lr_final + 0.5 * (config.lr - config.lr_final) * (1 + math.cos(math.pi * epoch / config.epochs))
+        lr = config.lr_final + 0.5 * (config.lr - config.lr_final) * (
+            1 + math.cos(math.pi * epoch / config.epochs)
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         beta = config.beta * min(1.0, (epoch + 1) / max(1, config.beta_warmup))
-        grams = augment_permutations(train_grams, config.permutation_copies, rng, within) if config.permutation_copies else train_grams
+        grams = (
+            augment_permutations(train_grams, config.permutation_copies, rng, within)
+            if config.permutation_copies
+            else train_grams
+        )
         x = feats(grams)
         order = torch.as_tensor(rng.permutation(len(x)))
         model.train()
@@ -188,7 +202,14 @@ def train_vae(
             tot += float(loss.detach()) * len(xb)
             rec_tot += float(rec.detach()) * len(xb)
             kl_tot += float(kl.detach()) * len(xb)
-        rec_n = {"epoch": epoch + 1, "lr": lr, "beta": beta, "loss": tot / len(x), "recon": rec_tot / len(x), "kl": kl_tot / len(x)}
+        rec_n = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "beta": beta,
+            "loss": tot / len(x),
+            "recon": rec_tot / len(x),
+            "kl": kl_tot / len(x),
+        }
         if x_val is not None:
             model.eval()
             with torch.no_grad():

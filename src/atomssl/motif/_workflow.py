@@ -25,19 +25,40 @@ DEFAULTS: dict = {
     "seed": 0,
     "data": {"cells": None, "k": 8, "cutoff": 4.0, "holdout_cells": 1},
     "simulate": {
-        "n_cells": 3, "seed": 1, "n_atoms": 512, "potential": "vink", "t_melt": 3000.0, "t_final": 300.0,
-        "melt_ps": 20.0, "quench_rate": 1.0e13, "anneal_ps": 10.0, "timestep_fs": 1.0,
+        "n_cells": 3,
+        "seed": 1,
+        "n_atoms": 512,
+        "potential": "vink",
+        "t_melt": 3000.0,
+        "t_final": 300.0,
+        "melt_ps": 20.0,
+        "quench_rate": 1.0e13,
+        "anneal_ps": 10.0,
+        "timestep_fs": 1.0,
     },
     "model": {"hidden": [28, 18], "latent": 8},
     "train": {
-        "epochs": 400, "batch_size": 256, "lr": 3.0e-3, "lr_final": 1.0e-4, "beta": 1.0e-3, "beta_warmup": 50,
-        "permutation_copies": 0, "permutation_within": "shell",
+        "epochs": 400,
+        "batch_size": 256,
+        "lr": 3.0e-3,
+        "lr_final": 1.0e-4,
+        "beta": 1.0e-3,
+        "beta_warmup": 50,
+        "permutation_copies": 0,
+        "permutation_within": "shell",
     },
     "sample": {"n": 2000, "temperature": 1.0, "decoding": "metric"},
     "interpolate": {"frames": 11, "start": 0, "end": 1},
     "inpaint": {
-        "fixed": [7, 6, 5], "cases": 200, "restarts": 16, "steps": 150, "lr": 0.05, "prior": 1.0e-3,
-        "assignment": "sorted", "method": "gram", "threshold": 0.3,
+        "fixed": [7, 6, 5],
+        "cases": 200,
+        "restarts": 16,
+        "steps": 150,
+        "lr": 0.05,
+        "prior": 1.0e-3,
+        "assignment": "sorted",
+        "method": "gram",
+        "threshold": 0.3,
     },
 }
 
@@ -58,7 +79,9 @@ def split_environments(cfg: dict):
     d = cfg["data"]
     h = int(d["holdout_cells"])
     if not 0 < h < len(cells):
-        raise ConfigError(f"data.holdout_cells={h} must be between 1 and {len(cells) - 1} ({len(cells)} cells)")
+        raise ConfigError(
+            f"data.holdout_cells={h} must be between 1 and {len(cells) - 1} ({len(cells)} cells)"
+        )
     env = extract_environments(cells, k=int(d["k"]), cutoff=float(d["cutoff"]))
     held = env.cell >= len(cells) - h
     return env.subset(~held), env.subset(held), cells
@@ -91,16 +114,25 @@ def read_motifs(path) -> np.ndarray:
     from ..data import read
     from ..errors import StructureError
 
-    frames = read(path, validate=False)  # a missing or bad file: one StructureError naming it (and the frame)
+    frames = read(
+        path, validate=False
+    )  # a missing or bad file: one StructureError naming it (and the frame)
     sizes = sorted({f.n_atoms for f in frames})
     if len(sizes) != 1 or sizes[0] < 2:
-        raise StructureError(f"motifs must all hold a centre and the same number (>= 1) of neighbours; got frames of "
-                             f"{', '.join(map(str, sizes))} atom(s)", str(path))
+        raise StructureError(
+            f"motifs must all hold a centre and the same number (>= 1) of neighbours; got frames of "
+            f"{', '.join(map(str, sizes))} atom(s)",
+            str(path),
+        )
     return np.stack([f.positions[1:] - f.positions[0] for f in frames])
 
 
 def _model_config(cfg) -> VAEConfig:
-    return VAEConfig(k=int(cfg["data"]["k"]), hidden=tuple(int(h) for h in cfg["model"]["hidden"]), latent=int(cfg["model"]["latent"]))
+    return VAEConfig(
+        k=int(cfg["data"]["k"]),
+        hidden=tuple(int(h) for h in cfg["model"]["hidden"]),
+        latent=int(cfg["model"]["latent"]),
+    )
 
 
 def _train_config(cfg) -> TrainConfig:
@@ -108,7 +140,9 @@ def _train_config(cfg) -> TrainConfig:
     known = set(TrainConfig.__dataclass_fields__)
     unknown = set(t) - known
     if unknown:
-        raise ConfigError(f"unknown train options {sorted(unknown)}; known: {sorted(known - {'seed'})}")
+        raise ConfigError(
+            f"unknown train options {sorted(unknown)}; known: {sorted(known - {'seed'})}"
+        )
     defaults = TrainConfig()
     try:  # YAML reads e.g. "1e-3" as a string
         values = {k: type(getattr(defaults, k))(v) for k, v in t.items()}
@@ -132,7 +166,12 @@ def run_simulate(cfg: dict, out=None, progress=None) -> Path:
     summary = A.structure_summary(cells)
     write_json(run / "structure.json", summary)
     A.plot_structure_summary(cells, run / "structure.png")
-    log.info("wrote %s: coordination %.3f, four-fold %.1f%%", run / "cells.extxyz", summary["mean_coordination"], 100 * summary["fraction_fourfold"])
+    log.info(
+        "wrote %s: coordination %.3f, four-fold %.1f%%",
+        run / "cells.extxyz",
+        summary["mean_coordination"],
+        100 * summary["fraction_fourfold"],
+    )
     return run
 
 
@@ -141,11 +180,19 @@ def reconstruction_metrics(model, env) -> tuple[dict, np.ndarray]:
     coords = gram_to_coords(rec)
     r = aligned_rmsd(coords, env.vectors)
     # permutation-free RMSD: also let the Hungarian assignment relabel decoded neighbours
-    rh = np.array([assign_and_align(coords[i], env.vectors[i], n_starts=2, init=np.arange(env.k))[2] for i in range(len(env))])
+    rh = np.array(
+        [
+            assign_and_align(coords[i], env.vectors[i], n_starts=2, init=np.arange(env.k))[2]
+            for i in range(len(env))
+        ]
+    )
     return {
         "n": len(env),
-        "rmsd_mean": float(r.mean()), "rmsd_median": float(np.median(r)), "fraction_rmsd_le_0.1": float((r <= 0.1).mean()),
-        "rmsd_assigned_mean": float(rh.mean()), "rmsd_assigned_median": float(np.median(rh)),
+        "rmsd_mean": float(r.mean()),
+        "rmsd_median": float(np.median(r)),
+        "fraction_rmsd_le_0.1": float((r <= 0.1).mean()),
+        "rmsd_assigned_mean": float(rh.mean()),
+        "rmsd_assigned_median": float(np.median(rh)),
         "fraction_rmsd_assigned_le_0.1": float((rh <= 0.1).mean()),
     }, r
 
@@ -156,9 +203,13 @@ def run_train(cfg: dict, out=None, progress=None) -> Path:
     train, held, _ = split_environments(cfg)
     log.info("training on %d environments, %d held out", len(train), len(held))
     t0 = time.time()
-    model, history = train_vae(train.grams(), held.grams(), _model_config(cfg), _train_config(cfg), progress=progress)
+    model, history = train_vae(
+        train.grams(), held.grams(), _model_config(cfg), _train_config(cfg), progress=progress
+    )
     seconds = time.time() - t0
-    save_vae(model, run / "checkpoints" / "model.pt", extra={"config": cfg, "train_seconds": seconds})
+    save_vae(
+        model, run / "checkpoints" / "model.pt", extra={"config": cfg, "train_seconds": seconds}
+    )
     with atomic_write(run / "history.csv", "w") as fh:
         w = csv.DictWriter(fh, fieldnames=list(history[0]))
         w.writeheader()
@@ -168,8 +219,17 @@ def run_train(cfg: dict, out=None, progress=None) -> Path:
     metrics["train_seconds"] = seconds
     metrics["n_train"] = len(train)
     write_json(run / "metrics.json", {"reconstruction_heldout": metrics})
-    A.plot_errors({"held-out RMSD (ordered)": r}, run / "reconstruction_rmsd.png", threshold=0.1, xlabel="RMSD (A)")
-    log.info("held-out reconstruction RMSD: mean %.3f A, median %.3f A", metrics["rmsd_mean"], metrics["rmsd_median"])
+    A.plot_errors(
+        {"held-out RMSD (ordered)": r},
+        run / "reconstruction_rmsd.png",
+        threshold=0.1,
+        xlabel="RMSD (A)",
+    )
+    log.info(
+        "held-out reconstruction RMSD: mean %.3f A, median %.3f A",
+        metrics["rmsd_mean"],
+        metrics["rmsd_median"],
+    )
     return run
 
 
@@ -193,8 +253,9 @@ def _checkpoint_config(checkpoint, cfg: dict | None) -> dict:
     payload = safe_torch_load(checkpoint, map_location="cpu")
     extra = payload.get("extra") if isinstance(payload, dict) else None
     stored = (extra.get("config") if isinstance(extra, dict) else None) or {}
-    from ..utils._config import _merge
     import copy
+
+    from ..utils._config import _merge
 
     merged = copy.deepcopy(DEFAULTS)
     _merge(merged, stored)
@@ -207,7 +268,13 @@ def run_sample(checkpoint, cfg: dict, out=None) -> Path:
     run = _run_dir(out, "sample")
     model = load_vae(checkpoint)
     s = cfg["sample"]
-    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]), decoding=s.get("decoding", "metric"))
+    coords, _ = sample(
+        model,
+        int(s["n"]),
+        seed=int(cfg.get("seed", 0)),
+        temperature=float(s["temperature"]),
+        decoding=s.get("decoding", "metric"),
+    )
     write_motifs(run / "samples.extxyz", coords)
     _, held, _ = split_environments(cfg)
     metrics = A.compare_motifs(held.vectors, coords)
@@ -224,10 +291,16 @@ def run_interpolate(checkpoint, cfg: dict, out=None, start=None, end=None) -> Pa
         _, held, _ = split_environments(cfg)
         a, b = int(i["start"]), int(i["end"])
         if not (0 <= a < len(held) and 0 <= b < len(held)):
-            raise ConfigError(f"interpolate.start/end must index the {len(held)} held-out environments")
+            raise ConfigError(
+                f"interpolate.start/end must index the {len(held)} held-out environments"
+            )
         start, end = held.vectors[a], held.vectors[b]
     frames = interpolate(model, start, end, int(i["frames"]))
-    write_motifs(run / "frames.extxyz", frames, [{"frame": f, "t": f / max(1, len(frames) - 1)} for f in range(len(frames))])
+    write_motifs(
+        run / "frames.extxyz",
+        frames,
+        [{"frame": f, "t": f / max(1, len(frames) - 1)} for f in range(len(frames))],
+    )
     write_motifs(run / "endpoints.extxyz", np.stack([start, end]))
     return run
 
@@ -248,8 +321,15 @@ def inpaint_benchmark(model, held, cfg: dict, rng) -> tuple[dict, dict]:
         truth_missing = np.take_along_axis(true, missing[..., None], axis=1)
         t0 = time.time()
         res = inpaint(
-            model, known, restarts=int(p["restarts"]), steps=int(p["steps"]), lr=float(p["lr"]), prior=float(p["prior"]),
-            assignment=p["assignment"], method=p["method"], seed=int(cfg.get("seed", 0)),
+            model,
+            known,
+            restarts=int(p["restarts"]),
+            steps=int(p["steps"]),
+            lr=float(p["lr"]),
+            prior=float(p["prior"]),
+            assignment=p["assignment"],
+            method=p["method"],
+            seed=int(cfg.get("seed", 0)),
         )
         # match infilled atoms to the missing ones (their labels are arbitrary) by Hungarian assignment
         from scipy.optimize import linear_sum_assignment
@@ -268,13 +348,22 @@ def inpaint_benchmark(model, held, cfg: dict, rng) -> tuple[dict, dict]:
             "infill_error_mean": float(err.mean()),
             f"fraction_all_infilled_within_{thr}": float((err.max(1) <= thr).mean()),
             f"fraction_atoms_within_{thr}": float((err <= thr).mean()),
-            f"fraction_first_shell_atoms_within_{thr}": float((err[first_shell] <= thr).mean()) if first_shell.any() else None,
-            f"fraction_second_shell_atoms_within_{thr}": float((err[~first_shell] <= thr).mean()) if (~first_shell).any() else None,
+            f"fraction_first_shell_atoms_within_{thr}": float((err[first_shell] <= thr).mean())
+            if first_shell.any()
+            else None,
+            f"fraction_second_shell_atoms_within_{thr}": float((err[~first_shell] <= thr).mean())
+            if (~first_shell).any()
+            else None,
             "fixed_rmsd_median": float(np.median(res.fixed_rmsd)),
             "fixed_rmsd_mean": float(res.fixed_rmsd.mean()),
         }
         errors[f"{m} fixed"] = err.ravel()
-        log.info("inpaint %d fixed: %.0f%% of cases within %.2f A", m, 100 * results[str(m)][f"fraction_all_infilled_within_{thr}"], thr)
+        log.info(
+            "inpaint %d fixed: %.0f%% of cases within %.2f A",
+            m,
+            100 * results[str(m)][f"fraction_all_infilled_within_{thr}"],
+            thr,
+        )
     return results, errors
 
 
@@ -284,15 +373,35 @@ def run_inpaint(checkpoint, cfg: dict, out=None, motifs=None) -> Path:
     model = load_vae(checkpoint)
     p = cfg["inpaint"]
     if motifs is not None:
-        res = inpaint(model, motifs, restarts=int(p["restarts"]), steps=int(p["steps"]), lr=float(p["lr"]),
-                      prior=float(p["prior"]), assignment=p["assignment"], method=p["method"], seed=int(cfg.get("seed", 0)))
-        write_motifs(run / "inpainted.extxyz", res.coords, [{"n_fixed": motifs.shape[1], "fixed_rmsd": float(f)} for f in res.fixed_rmsd])
+        res = inpaint(
+            model,
+            motifs,
+            restarts=int(p["restarts"]),
+            steps=int(p["steps"]),
+            lr=float(p["lr"]),
+            prior=float(p["prior"]),
+            assignment=p["assignment"],
+            method=p["method"],
+            seed=int(cfg.get("seed", 0)),
+        )
+        write_motifs(
+            run / "inpainted.extxyz",
+            res.coords,
+            [{"n_fixed": motifs.shape[1], "fixed_rmsd": float(f)} for f in res.fixed_rmsd],
+        )
         write_json(run / "metrics.json", {"fixed_rmsd": res.fixed_rmsd, "gram_loss": res.gram_loss})
         return run
     _, held, _ = split_environments(cfg)
-    results, errors = inpaint_benchmark(model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0))))
+    results, errors = inpaint_benchmark(
+        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0)))
+    )
     write_json(run / "metrics.json", {"inpainting": results})
-    A.plot_errors(errors, run / "inpaint_errors.png", threshold=float(p["threshold"]), xlabel="infilled atom error (A)")
+    A.plot_errors(
+        errors,
+        run / "inpaint_errors.png",
+        threshold=float(p["threshold"]),
+        xlabel="infilled atom error (A)",
+    )
     return run
 
 
@@ -304,16 +413,39 @@ def run_evaluate(checkpoint, cfg: dict, out=None) -> Path:
     _, held, cells = split_environments(cfg)
     rec, r = reconstruction_metrics(model, held)
     s = cfg["sample"]
-    coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)), temperature=float(s["temperature"]), decoding=s.get("decoding", "metric"))
+    coords, _ = sample(
+        model,
+        int(s["n"]),
+        seed=int(cfg.get("seed", 0)),
+        temperature=float(s["temperature"]),
+        decoding=s.get("decoding", "metric"),
+    )
     write_motifs(run / "samples.extxyz", coords[:200])
     gen = A.compare_motifs(held.vectors, coords)
     A.plot_motif_comparison(held.vectors, coords, run / "samples_vs_data.png")
-    A.plot_errors({"held-out RMSD (ordered)": r}, run / "reconstruction_rmsd.png", threshold=0.1, xlabel="RMSD (A)")
-    inp, errors = inpaint_benchmark(model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0))))
-    A.plot_errors(errors, run / "inpaint_errors.png", threshold=float(cfg["inpaint"]["threshold"]), xlabel="infilled atom error (A)")
+    A.plot_errors(
+        {"held-out RMSD (ordered)": r},
+        run / "reconstruction_rmsd.png",
+        threshold=0.1,
+        xlabel="RMSD (A)",
+    )
+    inp, errors = inpaint_benchmark(
+        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0)))
+    )
+    A.plot_errors(
+        errors,
+        run / "inpaint_errors.png",
+        threshold=float(cfg["inpaint"]["threshold"]),
+        xlabel="infilled atom error (A)",
+    )
     structure = A.structure_summary(cells)
     A.plot_structure_summary(cells, run / "structure.png")
-    metrics = {"structure": structure, "reconstruction_heldout": rec, "generation": gen, "inpainting": inp}
+    metrics = {
+        "structure": structure,
+        "reconstruction_heldout": rec,
+        "generation": gen,
+        "inpainting": inp,
+    }
     write_json(run / "metrics.json", metrics)
     with atomic_write(run / "summary.md", "w") as fh:
         fh.write(summary_markdown(metrics, cfg))
@@ -324,11 +456,14 @@ def summary_markdown(m: dict, cfg: dict) -> str:
     thr = float(cfg["inpaint"]["threshold"])
     st, rec, gen = m["structure"], m["reconstruction_heldout"], m["generation"]
     lines = [
-        "# Glassy motifs: evaluation", "",
+        "# Glassy motifs: evaluation",
+        "",
         f"a-Si cells: {st['n_cells']} x {st['n_atoms'] // st['n_cells']} atoms; coordination {st['mean_coordination']:.3f} "
         f"({100 * st['fraction_fourfold']:.1f}% four-fold), RDF first peak {st['rdf_first_peak']:.2f} A, "
-        f"bond angle mean {st['bond_angle_mean']:.1f} deg (peak {st['bond_angle_peak']:.0f}).", "",
-        "| metric | value | target |", "|---|---|---|",
+        f"bond angle mean {st['bond_angle_mean']:.1f} deg (peak {st['bond_angle_peak']:.0f}).",
+        "",
+        "| metric | value | target |",
+        "|---|---|---|",
         f"| held-out reconstruction RMSD, mean / median (A) | {rec['rmsd_mean']:.3f} / {rec['rmsd_median']:.3f} | <= 0.1 |",
         f"| same with Hungarian relabelling, mean / median (A) | {rec['rmsd_assigned_mean']:.3f} / {rec['rmsd_assigned_median']:.3f} | |",
         f"| generated bond-length Wasserstein (A) | {gen['wasserstein_bond_lengths']:.4f} | <= 0.03 |",

@@ -7,23 +7,84 @@
   :func:`analyse_trajectory` (``atomssl order``, experiment c).
 """
 
-from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds, pad_clouds
-from ._steinhardt import (STEINHARDT_FEATURES, freud_system, frame_steinhardt, knn_neighbors, particle_q6,
-                          solid_fraction, steinhardt_features)
-from ._reference import HELD_OUT_PROTOTYPES, SIGMAS, ReferenceClouds, ReferenceEmbeddings, reference_clouds, reference_embeddings
-from ._pretrain import DEFAULT_BACKBONE, DEFAULT_TASKS, PretrainSettings, pretrain_clouds, save_pretrained
 from ._analysis import analyse_trajectory, onset
-from ._experiments import CLASSIFIERS, TRANSFER_SPLITS, liquid_classification, liquid_frames, transfer
-from ._classify import OrderClassifier, default_order_checkpoint, fit_classifier, load_order_backbone
+from ._classify import (
+    OrderClassifier,
+    default_order_checkpoint,
+    fit_classifier,
+    load_order_backbone,
+)
+from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds, pad_clouds
+from ._experiments import (
+    CLASSIFIERS,
+    TRANSFER_SPLITS,
+    liquid_classification,
+    liquid_frames,
+    transfer,
+)
+from ._pretrain import (
+    DEFAULT_BACKBONE,
+    DEFAULT_TASKS,
+    PretrainSettings,
+    pretrain_clouds,
+    save_pretrained,
+)
+from ._reference import (
+    HELD_OUT_PROTOTYPES,
+    SIGMAS,
+    ReferenceClouds,
+    ReferenceEmbeddings,
+    reference_clouds,
+    reference_embeddings,
+)
+from ._steinhardt import (
+    STEINHARDT_FEATURES,
+    frame_steinhardt,
+    freud_system,
+    knn_neighbors,
+    particle_q6,
+    solid_fraction,
+    steinhardt_features,
+)
 from ._student import OrderStudent, distil, load_student, save_student
 
 __all__ = [
-    "PARTICLE_Z", "cloud_batch", "embed_clouds", "frame_clouds", "pad_clouds",
-    "STEINHARDT_FEATURES", "freud_system", "frame_steinhardt", "knn_neighbors", "particle_q6", "solid_fraction",
-    "steinhardt_features", "OrderClassifier", "default_order_checkpoint", "fit_classifier", "load_order_backbone",
-    "OrderStudent", "distil", "load_student", "save_student",
-    "HELD_OUT_PROTOTYPES", "SIGMAS", "ReferenceClouds", "ReferenceEmbeddings", "reference_clouds", "reference_embeddings",
-    "DEFAULT_BACKBONE", "DEFAULT_TASKS", "PretrainSettings", "pretrain_clouds", "save_pretrained",
-    "analyse_trajectory", "onset", "CLASSIFIERS", "TRANSFER_SPLITS", "liquid_classification",
-    "liquid_frames", "transfer",
+    "PARTICLE_Z",
+    "cloud_batch",
+    "embed_clouds",
+    "frame_clouds",
+    "pad_clouds",
+    "STEINHARDT_FEATURES",
+    "freud_system",
+    "frame_steinhardt",
+    "knn_neighbors",
+    "particle_q6",
+    "solid_fraction",
+    "steinhardt_features",
+    "OrderClassifier",
+    "default_order_checkpoint",
+    "fit_classifier",
+    "load_order_backbone",
+    "OrderStudent",
+    "distil",
+    "load_student",
+    "save_student",
+    "HELD_OUT_PROTOTYPES",
+    "SIGMAS",
+    "ReferenceClouds",
+    "ReferenceEmbeddings",
+    "reference_clouds",
+    "reference_embeddings",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_TASKS",
+    "PretrainSettings",
+    "pretrain_clouds",
+    "save_pretrained",
+    "analyse_trajectory",
+    "onset",
+    "CLASSIFIERS",
+    "TRANSFER_SPLITS",
+    "liquid_classification",
+    "liquid_frames",
+    "transfer",
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -16,7 +16,9 @@ from ._reference import reference_clouds, reference_embeddings
 from ._steinhardt import frame_steinhardt, freud_system, knn_neighbors
 
 
-def onset(signal: np.ndarray, baseline_frames: int = 5, n_sigma: float = 5.0, min_rise: float = 0.02) -> int | None:
+def onset(
+    signal: np.ndarray, baseline_frames: int = 5, n_sigma: float = 5.0, min_rise: float = 0.02
+) -> int | None:
     """First frame where ``signal`` exceeds its early (liquid) mean by ``n_sigma`` std and ``min_rise``."""
     signal = np.asarray(signal, dtype=float)
     b = signal[: max(1, min(baseline_frames, len(signal)))]
@@ -52,7 +54,9 @@ class _Spool:
         out = []
         for name, fh in self.files.items():
             fh.flush()
-            out.append(np.memmap(fh, dtype=self.dtypes[name], mode="r", shape=(n_frames, n_particles)))
+            out.append(
+                np.memmap(fh, dtype=self.dtypes[name], mode="r", shape=(n_frames, n_particles))
+            )
             fh.close()  # the map keeps the (already unlinked) file's pages
         return out
 
@@ -114,18 +118,26 @@ def analyse_trajectory(
         has_head = classifier is not None or getattr(backbone, "order_classifier", None) is not None
         threshold = "classifier" if has_head else "reference"
     if threshold not in ("classifier", "reference", "liquid"):
-        raise AtomsslError(f"threshold must be 'classifier', 'reference' or 'liquid', got {threshold!r}")
+        raise AtomsslError(
+            f"threshold must be 'classifier', 'reference' or 'liquid', got {threshold!r}"
+        )
     clf = None
     if threshold == "classifier":
         clf = classifier if classifier is not None else getattr(backbone, "order_classifier", None)
         if clf is None:
-            raise AtomsslError("threshold 'classifier' needs a checkpoint holding an order classifier (the shipped "
-                               "default, used when no checkpoint is given, has one); this one has none: use threshold "
-                               "'reference' or 'liquid'")
+            raise AtomsslError(
+                "threshold 'classifier' needs a checkpoint holding an order classifier (the shipped "
+                "default, used when no checkpoint is given, has one); this one has none: use threshold "
+                "'reference' or 'liquid'"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    refs = reference_embeddings(backbone, reference_clouds(per_crystal=per_crystal, n_min=reference_n_min, seed=seed, k=k), seed=seed)
+    refs = reference_embeddings(
+        backbone,
+        reference_clouds(per_crystal=per_crystal, n_min=reference_n_min, seed=seed, k=k),
+        seed=seed,
+    )
     t_ref = time.perf_counter() - t0
     if chunk is None:
         chunk = int(getattr(backbone, "inference_chunk", DEFAULT_CHUNK))
@@ -133,7 +145,9 @@ def analyse_trajectory(
     if on_device:  # the references were embedded on the CPU (reference_embeddings has no device)
         backbone.to(device)
     rng = np.random.default_rng(seed)
-    spool = _Spool(out)  # per-particle results go to disk frame by frame: memory does not grow with frames
+    spool = _Spool(
+        out
+    )  # per-particle results go to disk frame by frame: memory does not grow with frames
     rows, subset = [], None
     t_read = t_clouds = t_embed = t_stein = 0.0
     n_atoms = None
@@ -151,15 +165,23 @@ def analyse_trajectory(
                 continue
             if n_atoms is None:
                 n_atoms = s.n_atoms
-                subset = np.sort(rng.choice(n_atoms, particles, replace=False)) if particles and particles < n_atoms else np.arange(n_atoms)
+                subset = (
+                    np.sort(rng.choice(n_atoms, particles, replace=False))
+                    if particles and particles < n_atoms
+                    else np.arange(n_atoms)
+                )
             elif s.n_atoms != n_atoms:
-                raise AtomsslError(f"{path}: frame {i} has {s.n_atoms} particles, frame 0 had {n_atoms}")
+                raise AtomsslError(
+                    f"{path}: frame {i} has {s.n_atoms} particles, frame 0 had {n_atoms}"
+                )
             t = time.perf_counter()
             all_clouds = frame_clouds(s, k)
             clouds = all_clouds[subset]
             t_clouds += time.perf_counter() - t
             t = time.perf_counter()
-            system = freud_system(s)  # one freud neighbour query per frame: q6, solid fraction, classifier
+            system = freud_system(
+                s
+            )  # one freud neighbour query per frame: q6, solid fraction, classifier
             nl = knn_neighbors(system, k)
             q_all, fsolid = frame_steinhardt(s, k, system=system, neighbors=nl)
             q = q_all[subset]
@@ -168,21 +190,25 @@ def analyse_trajectory(
             emb = embed_clouds(backbone, clouds, chunk=chunk, device=device if on_device else None)
             d, lab = refs.nearest(emb)
             extra = {}
-            if clf is not None:  # P(crystalline); neighbours (two hops) outside the subset are embedded too
+            if (
+                clf is not None
+            ):  # P(crystalline); neighbours (two hops) outside the subset are embedded too
                 extra["p_crystalline"] = clf.frame_probability(s, subset, emb, lambda idx, c=all_clouds: embed_clouds(
                     backbone, c[idx], chunk=chunk, device=device if on_device else None),
                     neighbors=nl if clf.k == k else None)  # fmt: skip
             t_embed += time.perf_counter() - t
             spool.append(distance=d, label=lab, q6=q, **extra)
-            rows.append({
-                "frame": i,
-                "time": s.labels.get("time", i),
-                "temperature": s.labels.get("temperature", ""),
-                "ssl_crystalline_fraction": np.nan,  # set below, once the threshold is known
-                "ssl_mean_distance": float(d.mean()),
-                "q6_mean": float(q.mean()),
-                "steinhardt_solid_fraction": fsolid,
-            })
+            rows.append(
+                {
+                    "frame": i,
+                    "time": s.labels.get("time", i),
+                    "temperature": s.labels.get("temperature", ""),
+                    "ssl_crystalline_fraction": np.nan,  # set below, once the threshold is known
+                    "ssl_mean_distance": float(d.mean()),
+                    "q6_mean": float(q.mean()),
+                    "steinhardt_solid_fraction": fsolid,
+                }
+            )
             if progress is not None:
                 rate = len(rows) * len(subset) / max(t_read + t_clouds + t_embed + t_stein, 1e-9)
                 progress(len(rows), f"frame {i}, {rate:,.0f} particles/s")
@@ -194,11 +220,15 @@ def analyse_trajectory(
     dist, label, q6, *p_crystalline = spool.arrays(len(rows), len(subset))
     if threshold == "classifier":
         cut = float(clf.cut)
-        score = [(1.0 - p) for p in p_crystalline[0]]  # crystalline when 1 - P < 1 - cut, i.e. P > cut
+        score = [
+            (1.0 - p) for p in p_crystalline[0]
+        ]  # crystalline when 1 - P < 1 - cut, i.e. P > cut
         below = 1.0 - cut
     elif threshold == "liquid":
         if len(dist) <= liquid_frames:
-            raise AtomsslError(f"{path}: threshold='liquid' needs more than {liquid_frames} analysed frames, got {len(dist)}")
+            raise AtomsslError(
+                f"{path}: threshold='liquid' needs more than {liquid_frames} analysed frames, got {len(dist)}"
+            )
         cut = float(np.quantile(dist[:liquid_frames], liquid_quantile))
         score, below = dist, cut
     else:
@@ -215,10 +245,18 @@ def analyse_trajectory(
     sl_on = onset(np.array([r["steinhardt_solid_fraction"] for r in rows]))
     from ..utils import atomic_save_npz, write_json
 
-    atomic_save_npz(out / "order.npz", distance=dist, label=label, q6=q6, frame=frames, particle=subset,
-                    names=np.array(refs.names), threshold=np.float32(cut),
-                    reference_threshold=np.float32(refs.threshold),
-                    **({"p_crystalline": p_crystalline[0]} if p_crystalline else {}))
+    atomic_save_npz(
+        out / "order.npz",
+        distance=dist,
+        label=label,
+        q6=q6,
+        frame=frames,
+        particle=subset,
+        names=np.array(refs.names),
+        threshold=np.float32(cut),
+        reference_threshold=np.float32(refs.threshold),
+        **({"p_crystalline": p_crystalline[0]} if p_crystalline else {}),
+    )
     with open(out / "frames.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -231,19 +269,36 @@ def analyse_trajectory(
         "threshold_mode": threshold,
         "threshold": cut,
         "reference_threshold": refs.threshold,
-        **({"liquid_frames": liquid_frames, "liquid_quantile": liquid_quantile} if threshold == "liquid" else {}),
-        **({"classifier": {"cut": cut, "features": "neighbour_mean_two_hops"}}
-           if threshold == "classifier" else {}),
+        **(
+            {"liquid_frames": liquid_frames, "liquid_quantile": liquid_quantile}
+            if threshold == "liquid"
+            else {}
+        ),
+        **(
+            {"classifier": {"cut": cut, "features": "neighbour_mean_two_hops"}}
+            if threshold == "classifier"
+            else {}
+        ),
         "onset_frame": {
             "ssl_crystalline_fraction": None if ssl_on is None else int(frames[ssl_on]),
             "q6_mean": None if q6_on is None else int(frames[q6_on]),
             "steinhardt_solid_fraction": None if sl_on is None else int(frames[sl_on]),
         },
-        "final_label_fractions": {k: v for k, v in rows[-1].items() if k.startswith("ssl_fraction_")},
-        "seconds": {"references": t_ref, "reading": t_read, "clouds": t_clouds, "embedding": t_embed,
-                    "steinhardt": t_stein, "total": time.perf_counter() - t0},
+        "final_label_fractions": {
+            k: v for k, v in rows[-1].items() if k.startswith("ssl_fraction_")
+        },
+        "seconds": {
+            "references": t_ref,
+            "reading": t_read,
+            "clouds": t_clouds,
+            "embedding": t_embed,
+            "steinhardt": t_stein,
+            "total": time.perf_counter() - t0,
+        },
         # frames x particles over the time of reading, clouds, embedding and Steinhardt (references excluded)
-        "particles_per_s": len(rows) * len(subset) / max(t_read + t_clouds + t_embed + t_stein, 1e-9),
+        "particles_per_s": len(rows)
+        * len(subset)
+        / max(t_read + t_clouds + t_embed + t_stein, 1e-9),
         "chunk": chunk,
         "device": str(device or "cpu"),
     }
@@ -260,10 +315,17 @@ def _plot(path: Path, rows, summary, names) -> None:
 
     f = np.array([r["frame"] for r in rows])
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-    how = ("P(crystalline) of the shipped head > cut" if summary.get("threshold_mode") == "classifier"
-           else "closer than threshold to a reference crystal")
+    how = (
+        "P(crystalline) of the shipped head > cut"
+        if summary.get("threshold_mode") == "classifier"
+        else "closer than threshold to a reference crystal"
+    )
     ax[0].plot(f, [r["ssl_crystalline_fraction"] for r in rows], label=f"SSL: {how}")
-    ax[0].plot(f, [r["steinhardt_solid_fraction"] for r in rows], label="Steinhardt: ten Wolde solid fraction")
+    ax[0].plot(
+        f,
+        [r["steinhardt_solid_fraction"] for r in rows],
+        label="Steinhardt: ten Wolde solid fraction",
+    )
     ax[0].plot(f, [r["q6_mean"] for r in rows], label="Steinhardt: mean q6")
     colors = {"ssl_crystalline_fraction": "C0", "steinhardt_solid_fraction": "C1", "q6_mean": "C2"}
     for key, fr in summary["onset_frame"].items():

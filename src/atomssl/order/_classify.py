@@ -49,12 +49,16 @@ class OrderClassifier:
     def width(self) -> int:
         return int(len(self.weight))
 
-    def features(self, embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    def features(
+        self, embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """:func:`hop_features` of ``rows`` (default all particles)."""
         return hop_features(embeddings, neighbours, rows)
 
     def probability(self, features: np.ndarray) -> np.ndarray:
-        z = ((np.asarray(features, dtype=np.float64) - self.mean) / self.scale) @ self.weight + self.bias
+        z = (
+            (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        ) @ self.weight + self.bias
         return (1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))).astype(np.float32)
 
     def frame_probability(self, structure, subset: np.ndarray, subset_embeddings: np.ndarray, embed_rows,
@@ -69,8 +73,10 @@ class OrderClassifier:
         n = len(nb)
         subset = np.asarray(subset)
         if 2 * subset_embeddings.shape[1] != self.width:
-            raise CheckpointError(f"the order classifier expects embeddings of width {self.width // 2}, "
-                                  f"the backbone gives {subset_embeddings.shape[1]}")
+            raise CheckpointError(
+                f"the order classifier expects embeddings of width {self.width // 2}, "
+                f"the backbone gives {subset_embeddings.shape[1]}"
+            )
         emb = np.zeros((n, subset_embeddings.shape[1]), dtype=np.float32)
         emb[subset] = subset_embeddings
         hop1 = np.union1d(subset, nb[subset])
@@ -83,34 +89,60 @@ class OrderClassifier:
         """Plain tensors and numbers, for the checkpoint's ``"order_classifier"`` entry."""
         import torch
 
-        return {"format": CLASSIFIER_FORMAT, "version": 1, "kind": "logistic", "features": FEATURES,
-                "k": int(self.k), "cut": float(self.cut),
-                "mean": torch.as_tensor(np.asarray(self.mean, dtype=np.float32)),
-                "scale": torch.as_tensor(np.asarray(self.scale, dtype=np.float32)),
-                "weight": torch.as_tensor(np.asarray(self.weight, dtype=np.float32)),
-                "bias": float(self.bias), "info": self.info}
+        return {
+            "format": CLASSIFIER_FORMAT,
+            "version": 1,
+            "kind": "logistic",
+            "features": FEATURES,
+            "k": int(self.k),
+            "cut": float(self.cut),
+            "mean": torch.as_tensor(np.asarray(self.mean, dtype=np.float32)),
+            "scale": torch.as_tensor(np.asarray(self.scale, dtype=np.float32)),
+            "weight": torch.as_tensor(np.asarray(self.weight, dtype=np.float32)),
+            "bias": float(self.bias),
+            "info": self.info,
+        }
 
     @classmethod
-    def from_state(cls, state, path="checkpoint") -> "OrderClassifier":
-        if (not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT or state.get("kind") != "logistic"
-                or state.get("features") != FEATURES):
-            raise CheckpointError(f"{path}: its {CLASSIFIER_KEY!r} entry is not an atomssl order classifier")
+    def from_state(cls, state, path="checkpoint") -> OrderClassifier:
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != CLASSIFIER_FORMAT
+            or state.get("kind") != "logistic"
+            or state.get("features") != FEATURES
+        ):
+            raise CheckpointError(
+                f"{path}: its {CLASSIFIER_KEY!r} entry is not an atomssl order classifier"
+            )
         try:
-            arrays = {key: np.asarray(state[key], dtype=np.float64) for key in ("mean", "scale", "weight")}
-            return cls(**arrays, bias=float(state["bias"]), k=int(state["k"]), cut=float(state["cut"]),
-                       info=dict(state.get("info") or {}))
+            arrays = {
+                key: np.asarray(state[key], dtype=np.float64) for key in ("mean", "scale", "weight")
+            }
+            return cls(
+                **arrays,
+                bias=float(state["bias"]),
+                k=int(state["k"]),
+                cut=float(state["cut"]),
+                info=dict(state.get("info") or {}),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: its {CLASSIFIER_KEY!r} entry is incomplete ({exc})") from None
+            raise CheckpointError(
+                f"{path}: its {CLASSIFIER_KEY!r} entry is incomplete ({exc})"
+            ) from None
 
 
-def neighbour_mean(embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def neighbour_mean(
+    embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
     """(len(rows), width) mean of the embeddings of each particle of ``rows`` (default all) and its neighbours."""
     rows = np.arange(len(neighbours)) if rows is None else np.asarray(rows)
     nb = neighbours[rows]
     return (embeddings[rows] + embeddings[nb].sum(axis=1)) / (nb.shape[1] + 1)
 
 
-def hop_features(embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def hop_features(
+    embeddings: np.ndarray, neighbours: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
     """(len(rows), 2 width): [one-hop neighbour mean, two-hop neighbour mean] of each particle of ``rows``.
 
     ``embeddings`` must be filled for every particle within two neighbour hops of ``rows``."""
@@ -131,20 +163,38 @@ def frame_neighbours(structure, k: int = 12, neighbors=None) -> np.ndarray:
     p = np.asarray(nl.point_indices)
     n = len(structure.positions)
     if len(q) != n * k:
-        raise CheckpointError(f"expected {k} neighbours for each of {n} particles, freud found {len(q)} pairs")
+        raise CheckpointError(
+            f"expected {k} neighbours for each of {n} particles, freud found {len(q)} pairs"
+        )
     order = np.argsort(q, kind="stable")
     return p[order].reshape(n, k).astype(np.int64)
 
 
-def fit_classifier(features: np.ndarray, labels: np.ndarray, k: int = 12, C: float = 1.0, cut: float = 0.8,
-                   info: dict | None = None) -> OrderClassifier:
+def fit_classifier(
+    features: np.ndarray,
+    labels: np.ndarray,
+    k: int = 12,
+    C: float = 1.0,
+    cut: float = 0.8,
+    info: dict | None = None,
+) -> OrderClassifier:
     """Logistic regression (balanced classes, L2 ``C``) on standardised ``features``; 1 = crystalline."""
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(features, dtype=np.float64)
     mean, scale = x.mean(0), x.std(0) + 1e-6
-    m = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit((x - mean) / scale, np.asarray(labels))
-    return OrderClassifier(mean, scale, m.coef_[0].astype(np.float64), float(m.intercept_[0]), k=k, cut=cut, info=dict(info or {}))
+    m = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
+        (x - mean) / scale, np.asarray(labels)
+    )
+    return OrderClassifier(
+        mean,
+        scale,
+        m.coef_[0].astype(np.float64),
+        float(m.intercept_[0]),
+        k=k,
+        cut=cut,
+        info=dict(info or {}),
+    )
 
 
 def default_order_checkpoint() -> Path | None:
@@ -168,18 +218,25 @@ def load_order_backbone(path: str | os.PathLike | None = None):
     if path is None:
         path = default_order_checkpoint()
         if path is None:
-            raise CheckpointError("no --checkpoint given and this atomssl ships no atomssl/weights/" + ORDER_CHECKPOINT_NAME)
+            raise CheckpointError(
+                "no --checkpoint given and this atomssl ships no atomssl/weights/"
+                + ORDER_CHECKPOINT_NAME
+            )
     ck = load_checkpoint(path)
     name = ck["backbone_config"].get("name") if isinstance(ck["backbone_config"], dict) else None
     if name not in PER_PARTICLE_BACKBONES:
-        raise CheckpointError(f"{path}: holds a {name!r} backbone, not a per-particle (neighbour-cloud) backbone "
-                              f"({', '.join(PER_PARTICLE_BACKBONES)}); atomssl order needs one, e.g. the shipped default "
-                              f"(no --checkpoint) or 'atomssl order pretrain'")
+        raise CheckpointError(
+            f"{path}: holds a {name!r} backbone, not a per-particle (neighbour-cloud) backbone "
+            f"({', '.join(PER_PARTICLE_BACKBONES)}); atomssl order needs one, e.g. the shipped default "
+            f"(no --checkpoint) or 'atomssl order pretrain'"
+        )
     backbone = build_backbone(ck["backbone_config"])
     try:
         backbone.load_state_dict(ck["backbone"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit backbone {name!r}: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit backbone {name!r}: {str(exc).splitlines()[0]}"
+        ) from None
     state = ck.get(CLASSIFIER_KEY)
     backbone.order_classifier = None if state is None else OrderClassifier.from_state(state, path)
     return backbone.eval()

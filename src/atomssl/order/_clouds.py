@@ -28,7 +28,9 @@ def frame_clouds(structure: Structure, k: int = 12, dtype=np.float32) -> np.ndar
     shorter clouds are padded with zero vectors. A liquid or thermal frame has no ties: K = k.
     :func:`atomssl.graph.tie_weights` gives the weights that :func:`embed_clouds` applies.
     """
-    vectors, _ = neighbor_clouds(Structure.coerce(structure), k, normalize="min_distance", ties=True)
+    vectors, _ = neighbor_clouds(
+        Structure.coerce(structure), k, normalize="min_distance", ties=True
+    )
     return np.ascontiguousarray(vectors, dtype=dtype)
 
 
@@ -69,7 +71,9 @@ def cloud_batch(clouds, z: int = PARTICLE_Z, dtype=torch.float32):
 
 
 @torch.no_grad()
-def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False, device=None) -> np.ndarray:
+def embed_clouds(
+    backbone, clouds, chunk: int = 2048, blocks: bool = False, device=None
+) -> np.ndarray:
     """Invariant per-particle embeddings (n, width) of ``clouds``, computed in chunks in eval mode.
 
     ``device``: where the chunks are sent (the backbone must already be there); default the CPU.
@@ -88,7 +92,9 @@ def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False, devi
     if blocks and not layers:
         from ..errors import ConfigError
 
-        raise ConfigError(f"embed_clouds(blocks=True) needs a backbone with blocks (gaa); got {type(backbone).__name__}")
+        raise ConfigError(
+            f"embed_clouds(blocks=True) needs a backbone with blocks (gaa); got {type(backbone).__name__}"
+        )
     captured: list[torch.Tensor] = []
     # each gaa block returns (multivectors, invariants (n, K, width)): keep the invariants' bond mean
     hooks = [m.register_forward_hook(lambda _m, _i, o: captured.append(o[1])) for m in layers]
@@ -107,7 +113,11 @@ def embed_clouds(backbone, clouds, chunk: int = 2048, blocks: bool = False, devi
                 c = torch.as_tensor(part, dtype=dtype, device=node.device)
                 w = tie_weights(c.norm(dim=-1), k) / k if part.shape[1] > k else None
                 for inv in captured:  # trailing padding columns absent from this chunk's layout
-                    means.append(inv.mean(dim=1) if w is None else (inv * w[:, : inv.shape[1], None]).sum(dim=1))
+                    means.append(
+                        inv.mean(dim=1)
+                        if w is None
+                        else (inv * w[:, : inv.shape[1], None]).sum(dim=1)
+                    )
             out.append(torch.cat([node, *means], dim=1).cpu().numpy())
     finally:
         for h in hooks:

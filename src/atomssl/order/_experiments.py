@@ -15,18 +15,23 @@ from __future__ import annotations
 import copy
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..data import iter_structures
 from ..errors import AtomsslError
-from ._analysis import onset
 from ..graph import neighbor_clouds
+from ._analysis import onset
 from ._clouds import cloud_batch, embed_clouds
-from ._reference import HELD_OUT_PROTOTYPES, ReferenceClouds, one_component_prototypes, reference_clouds
+from ._reference import (
+    HELD_OUT_PROTOTYPES,
+    ReferenceClouds,
+    one_component_prototypes,
+    reference_clouds,
+)
 from ._steinhardt import solid_fraction, steinhardt_features
 
 FEATURE_SETS = {
@@ -37,7 +42,11 @@ FEATURE_SETS = {
 CLASSIFIERS = ("logistic", "mlp", "boosting")
 # None: the pretraining prototypes; "wide": every one-component AFLOW prototype not used in pretraining
 # (a function: the prototype table is read only when that split is asked for)
-TRANSFER_SPLITS = {"training": None, "held_out": HELD_OUT_PROTOTYPES, "wide": one_component_prototypes}
+TRANSFER_SPLITS = {
+    "training": None,
+    "held_out": HELD_OUT_PROTOTYPES,
+    "wide": one_component_prototypes,
+}
 
 
 def _classifier(name: str, seed: int):
@@ -52,8 +61,10 @@ def _classifier(name: str, seed: int):
     if name == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     if name == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier((64,), alpha=1e-3, max_iter=500, early_stopping=True,
-                                                             random_state=seed))
+        return make_pipeline(
+            StandardScaler(),
+            MLPClassifier((64,), alpha=1e-3, max_iter=500, early_stopping=True, random_state=seed),
+        )
     if name == "boosting":
         return HistGradientBoostingClassifier(random_state=seed)
     raise AtomsslError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
@@ -67,7 +78,11 @@ def _write_table(path: Path, rows: list[dict]) -> None:
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
+        lines.append(
+            "| "
+            + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values())
+            + " |"
+        )
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -79,7 +94,9 @@ def liquid_frames(path, k: int = 12, max_frames: int = 10, margin: int = 3, **re
     on = onset(fs)
     end = (on if on is not None else len(frames)) - margin
     if end < 2:
-        raise AtomsslError(f"{path}: crystallises at frame {on}: fewer than 2 liquid frames before it")
+        raise AtomsslError(
+            f"{path}: crystallises at frame {on}: fewer than 2 liquid frames before it"
+        )
     chosen = np.unique(np.linspace(0, end - 1, min(max_frames, end)).round().astype(int))
     return [frames[i] for i in chosen], on, fs
 
@@ -134,7 +151,9 @@ def liquid_classification(
             every, nbrs = neighbor_clouds(f, k, normalize="min_distance")
             every = np.ascontiguousarray(every, dtype=np.float32)
             clouds = every[idx]
-            dist = np.linalg.norm(every, axis=-1)  # sorted normalised neighbour distances of every particle
+            dist = np.linalg.norm(
+                every, axis=-1
+            )  # sorted normalised neighbour distances of every particle
             if averaged:  # every particle is embedded once; the sampled ones are rows of that
                 emb = embed_clouds(backbone, every, blocks=blocks)
                 ssl.append(emb[idx])
@@ -146,11 +165,20 @@ def liquid_classification(
             rad.append(dist[idx])
             st.append(steinhardt_features(f, k)[idx])
             fid.append(np.full(len(idx), j))
-        data.append({"name": name, "onset": on, "n_frames": len(frames), "ssl": np.concatenate(ssl),
-                     "ssl_averaged": np.concatenate(avg) if averaged else None,
-                     "steinhardt": np.concatenate(st), "radial": np.concatenate(rad),
-                     "radial_averaged": np.concatenate(rad_avg) if averaged else None, "frame": np.concatenate(fid),
-                     "temperature": [f.labels.get("temperature") for f in frames]})
+        data.append(
+            {
+                "name": name,
+                "onset": on,
+                "n_frames": len(frames),
+                "ssl": np.concatenate(ssl),
+                "ssl_averaged": np.concatenate(avg) if averaged else None,
+                "steinhardt": np.concatenate(st),
+                "radial": np.concatenate(rad),
+                "radial_averaged": np.concatenate(rad_avg) if averaged else None,
+                "frame": np.concatenate(fid),
+                "temperature": [f.labels.get("temperature") for f in frames],
+            }
+        )
         if progress:
             progress(f"{name}: {len(frames)} liquid frames before onset frame {on}")
     rows, curves = [], {}
@@ -179,9 +207,17 @@ def liquid_classification(
                     clf.fit(X[~test], y[~test])
                     p = clf.predict_proba(X[test])[:, 1]
                     auc = float(roc_auc_score(y[test], p))
-                    rows.append({"pair": f"{A['name']} vs {B['name']}", "features": fname, "classifier": cname,
-                                 "n_features": int(X.shape[1]), "train_particles": int((~test).sum()),
-                                 "test_particles": int(test.sum()), "roc_auc": auc})
+                    rows.append(
+                        {
+                            "pair": f"{A['name']} vs {B['name']}",
+                            "features": fname,
+                            "classifier": cname,
+                            "n_features": int(X.shape[1]),
+                            "train_particles": int((~test).sum()),
+                            "test_particles": int(test.sum()),
+                            "roc_auc": auc,
+                        }
+                    )
                     curves[(rows[-1]["pair"], fname, cname)] = roc_curve(y[test], p)[:2]
     _write_table(out / "liquid_auc", rows)
     import matplotlib
@@ -190,7 +226,12 @@ def liquid_classification(
     import matplotlib.pyplot as plt
 
     pairs = sorted({r["pair"] for r in rows})
-    fig, axes = plt.subplots(len(pairs), len(classifiers), figsize=(4.5 * len(classifiers), 4 * len(pairs)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(pairs),
+        len(classifiers),
+        figsize=(4.5 * len(classifiers), 4 * len(pairs)),
+        squeeze=False,
+    )
     for row_axes, pair in zip(axes, pairs):
         for ax, cname in zip(row_axes, classifiers):
             for r in rows:
@@ -210,9 +251,21 @@ def liquid_classification(
 
 
 # ---------------------------------------------------------------------------------------- (b)
-def _train_head(backbone, head, clouds, y, *, train_backbone: bool, steps: int, lr: float, seed: int,
-                device="cpu", batch_size: int | None = None, evaluate: Callable[[], float] | None = None,
-                curve_at: tuple = ()) -> tuple[float, list[tuple[int, float]]]:
+def _train_head(
+    backbone,
+    head,
+    clouds,
+    y,
+    *,
+    train_backbone: bool,
+    steps: int,
+    lr: float,
+    seed: int,
+    device="cpu",
+    batch_size: int | None = None,
+    evaluate: Callable[[], float] | None = None,
+    curve_at: tuple = (),
+) -> tuple[float, list[tuple[int, float]]]:
     """Train ``head`` (and the backbone when ``train_backbone``) with Adam on cross-entropy.
 
     Full batch when ``batch_size`` is None or at least ``len(clouds)``, else a fresh random minibatch per
@@ -260,7 +313,9 @@ def _accuracy(backbone, head, clouds, y, chunk: int = 2048, device="cpu") -> flo
 
 def _check_split(split: str) -> None:
     if split not in TRANSFER_SPLITS:
-        raise AtomsslError(f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}")
+        raise AtomsslError(
+            f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}"
+        )
 
 
 def split_reference_clouds(split: str, n_min: int = 4096) -> ReferenceClouds:
@@ -269,7 +324,11 @@ def split_reference_clouds(split: str, n_min: int = 4096) -> ReferenceClouds:
     names = TRANSFER_SPLITS[split]
     if callable(names):
         names = names()
-    return reference_clouds(n_min=n_min, seed=123) if names is None else reference_clouds(names, n_min=n_min, seed=123)
+    return (
+        reference_clouds(n_min=n_min, seed=123)
+        if names is None
+        else reference_clouds(names, n_min=n_min, seed=123)
+    )
 
 
 #: the model trained from scratch with many labels: an estimate of the accuracy attainable from single
@@ -323,7 +382,9 @@ def transfer(
     y_all = refs.structure_noise
     n_classes = int(y_all.max()) + 1
     pretrained = copy.deepcopy(backbone).eval()
-    modes = ("frozen_pretrained", "scratch", "finetune_all") + ((MANY_LABELS,) if many_labels else ())
+    modes = ("frozen_pretrained", "scratch", "finetune_all") + (
+        (MANY_LABELS,) if many_labels else ()
+    )
     rows, curves = [], []
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -340,33 +401,73 @@ def transfer(
             else:
                 bb = copy.deepcopy(pretrained)
             bb = bb.to(device)
-            head = torch.nn.Sequential(torch.nn.Linear(bb.node_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_classes)).to(device)
+            head = torch.nn.Sequential(
+                torch.nn.Linear(bb.node_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_classes)
+            ).to(device)
             train = lab
             if mode == MANY_LABELS:  # every environment outside the test set may be labelled here
                 rest = perm[n_lab + n_test :]
-                train = np.concatenate([lab, rest[: max(0, int(round(many_labels * len(y_all))) - n_lab)]])
+                train = np.concatenate(
+                    [lab, rest[: max(0, int(round(many_labels * len(y_all))) - n_lab)]]
+                )
             frozen = mode == "frozen_pretrained"
             steps = head_steps if frozen else many_steps if mode == MANY_LABELS else full_steps
             loss, curve = _train_head(
-                bb, head, refs.clouds[train], y_all[train], train_backbone=not frozen, steps=steps,
-                lr=lr_head if frozen else lr_full, seed=seed, device=device,
-                batch_size=batch_size if mode == MANY_LABELS else None, curve_at=tuple(curve_at),
-                evaluate=lambda: _accuracy(bb, head, refs.clouds[test], y_all[test], device=device))
+                bb,
+                head,
+                refs.clouds[train],
+                y_all[train],
+                train_backbone=not frozen,
+                steps=steps,
+                lr=lr_head if frozen else lr_full,
+                seed=seed,
+                device=device,
+                batch_size=batch_size if mode == MANY_LABELS else None,
+                curve_at=tuple(curve_at),
+                evaluate=lambda bb=bb, head=head, test=test: _accuracy(
+                    bb, head, refs.clouds[test], y_all[test], device=device
+                ),
+            )
             acc = _accuracy(bb, head, refs.clouds[test], y_all[test], device=device)
-            curves += [{"split": split, "mode": mode, "seed": seed, "step": s, "accuracy": a} for s, a in curve]
-            rows.append({"split": split, "mode": mode, "seed": seed, "labelled": int(len(train)),
-                         "classes_seen": int(len(np.unique(y_all[train]))), "n_classes": n_classes,
-                         "test": int(len(test)), "steps": steps, "train_loss": loss, "accuracy": acc,
-                         "seconds": time.perf_counter() - t})
+            curves += [
+                {"split": split, "mode": mode, "seed": seed, "step": s, "accuracy": a}
+                for s, a in curve
+            ]
+            rows.append(
+                {
+                    "split": split,
+                    "mode": mode,
+                    "seed": seed,
+                    "labelled": int(len(train)),
+                    "classes_seen": int(len(np.unique(y_all[train]))),
+                    "n_classes": n_classes,
+                    "test": int(len(test)),
+                    "steps": steps,
+                    "train_loss": loss,
+                    "accuracy": acc,
+                    "seconds": time.perf_counter() - t,
+                }
+            )
             if progress:
                 progress(f"{split} seed {seed} {mode}: accuracy {acc:.3f} (train loss {loss:.3f})")
     for stat, fun in (("mean", np.mean), ("std", np.std)):
         for mode in modes:
             done = [r for r in rows if r["mode"] == mode and isinstance(r["seed"], int)]
-            rows.append({"split": split, "mode": mode, "seed": stat, "labelled": done[0]["labelled"], "classes_seen": "",
-                         "n_classes": n_classes, "test": done[0]["test"], "steps": done[0]["steps"],
-                         "train_loss": float("nan"), "accuracy": float(fun([r["accuracy"] for r in done])),
-                         "seconds": float("nan")})
+            rows.append(
+                {
+                    "split": split,
+                    "mode": mode,
+                    "seed": stat,
+                    "labelled": done[0]["labelled"],
+                    "classes_seen": "",
+                    "n_classes": n_classes,
+                    "test": done[0]["test"],
+                    "steps": done[0]["steps"],
+                    "train_loss": float("nan"),
+                    "accuracy": float(fun([r["accuracy"] for r in done])),
+                    "seconds": float("nan"),
+                }
+            )
     stem = "transfer" if split == "training" else f"transfer_{split}"
     _write_table(out / stem, rows)
     if curves:

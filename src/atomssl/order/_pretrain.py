@@ -8,9 +8,9 @@ pretext tasks of :mod:`atomssl.task.cloud` in turn, which keeps a step cheap on 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,8 +19,17 @@ from ..representation import build_backbone
 from ..task import build_task
 from ._clouds import cloud_batch
 
-DEFAULT_BACKBONE = {"name": "gaa", "k": 12, "width": 16, "n_blocks": 1, "rank": 2, "hidden_factor": 1.0,
-                    "species_dim": 8, "dropout": 0.0, "normalize": None}
+DEFAULT_BACKBONE = {
+    "name": "gaa",
+    "k": 12,
+    "width": 16,
+    "n_blocks": 1,
+    "rank": 2,
+    "hidden_factor": 1.0,
+    "species_dim": 8,
+    "dropout": 0.0,
+    "normalize": None,
+}
 DEFAULT_TASKS = ("noisy_bond", "nearest_bond", "cloud_denoise", "shift")
 
 
@@ -67,7 +76,12 @@ def pretrain_clouds(
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         sched.step()
-        rec = {"step": step, "task": name, "loss": float(out["loss"].detach()), "baseline": float(out.get("baseline", np.nan))}
+        rec = {
+            "step": step,
+            "task": name,
+            "loss": float(out["loss"].detach()),
+            "baseline": float(out.get("baseline", np.nan)),
+        }
         history.append(rec)
         if progress is not None:
             progress(step + 1, s.steps, rec)
@@ -80,8 +94,13 @@ def save_pretrained(path: str | Path, backbone, tasks, history, settings: Pretra
     from ..train._checkpoint import save_checkpoint
 
     last = {}
-    for rec in history[-4 * max(1, len(tasks)):]:
+    for rec in history[-4 * max(1, len(tasks)) :]:
         last.setdefault(rec["task"], []).append(rec["loss"])
     metrics = {f"{k}/loss": float(np.mean(v)) for k, v in last.items()}
-    return save_checkpoint(path, backbone, config={"order_pretrain": settings.__dict__, "time": time.time()},
-                           tasks=tasks, metrics=metrics)
+    return save_checkpoint(
+        path,
+        backbone,
+        config={"order_pretrain": settings.__dict__, "time": time.time()},
+        tasks=tasks,
+        metrics=metrics,
+    )

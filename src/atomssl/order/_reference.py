@@ -20,7 +20,11 @@ def one_component_prototypes(exclude=PRETRAINING_PROTOTYPES) -> tuple:
     pretraining ones), in table order: the widest held-out set, as in the reference's 49 prototypes."""
     from ..data import aflow_prototypes
 
-    return tuple(s.id for s in aflow_prototypes() if len(set(s.numbers.tolist())) == 1 and s.id not in set(exclude))
+    return tuple(
+        s.id
+        for s in aflow_prototypes()
+        if len(set(s.numbers.tolist())) == 1 and s.id not in set(exclude)
+    )
 
 
 @dataclass
@@ -40,7 +44,12 @@ class ReferenceClouds:
 
 
 def reference_clouds(
-    names=PRETRAINING_PROTOTYPES, sigmas=SIGMAS, per_crystal: int | None = None, n_min: int = 4096, seed: int = 0, k: int = 12
+    names=PRETRAINING_PROTOTYPES,
+    sigmas=SIGMAS,
+    per_crystal: int | None = None,
+    n_min: int = 4096,
+    seed: int = 0,
+    k: int = 12,
 ) -> ReferenceClouds:
     """Clouds of each (prototype, sigma) crystal (>= ``n_min`` atoms), ``per_crystal`` sampled (all if None)."""
     rng = np.random.default_rng(seed)
@@ -53,7 +62,9 @@ def reference_clouds(
             clouds.append(c)
             proto.append(np.full(len(c), i))
             sig.append(np.full(len(c), sigma))
-    return ReferenceClouds(pad_clouds(clouds), np.concatenate(proto), np.concatenate(sig), tuple(names))
+    return ReferenceClouds(
+        pad_clouds(clouds), np.concatenate(proto), np.concatenate(sig), tuple(names)
+    )
 
 
 @dataclass
@@ -74,7 +85,9 @@ class ReferenceEmbeddings:
         return d.astype(np.float32), self.prototype[j].astype(np.int16)
 
 
-def reference_embeddings(backbone, refs: ReferenceClouds, quantile: float = 0.99, seed: int = 0) -> ReferenceEmbeddings:
+def reference_embeddings(
+    backbone, refs: ReferenceClouds, quantile: float = 0.99, seed: int = 0
+) -> ReferenceEmbeddings:
     """Embed ``refs``; the threshold is the ``quantile`` of held-out reference environments' distances.
 
     Half of the references (random) form the set, the other half calibrates the threshold: a particle

@@ -15,8 +15,12 @@ def freud_system(structure: Structure):
     import freud
 
     s = Structure.coerce(structure)
-    box = freud.box.Box.from_matrix(np.asarray(s.cell, dtype=float).T)  # freud: lattice vectors as columns
-    points = box.wrap(np.asarray(s.positions, dtype=float) - np.asarray(s.cell, dtype=float).sum(0) / 2)
+    box = freud.box.Box.from_matrix(
+        np.asarray(s.cell, dtype=float).T
+    )  # freud: lattice vectors as columns
+    points = box.wrap(
+        np.asarray(s.positions, dtype=float) - np.asarray(s.cell, dtype=float).sum(0) / 2
+    )
     return box, points.astype(np.float32)
 
 
@@ -26,7 +30,11 @@ def knn_neighbors(system, k: int = 12):
     import freud
 
     box, points = system
-    return freud.locality.AABBQuery(box, points).query(points, {"num_neighbors": k, "exclude_ii": True}).toNeighborList()
+    return (
+        freud.locality.AABBQuery(box, points)
+        .query(points, {"num_neighbors": k, "exclude_ii": True})
+        .toNeighborList()
+    )
 
 
 def _system_neighbors(structure, k: int, system, neighbors):
@@ -38,7 +46,9 @@ def _system_neighbors(structure, k: int, system, neighbors):
     return system, (knn_neighbors(system, k) if neighbors is None else neighbors)
 
 
-def steinhardt_features(structure: Structure, k: int = 12, *, system=None, neighbors=None) -> np.ndarray:
+def steinhardt_features(
+    structure: Structure, k: int = 12, *, system=None, neighbors=None
+) -> np.ndarray:
     """(n, 6) q4, q6, w6 (normalised W_l), plain and neighbour-averaged (Lechner-Dellago), over k nearest.
 
     One neighbour query serves all six (``neighbors``: a :func:`knn_neighbors` list of ``system`` to reuse).
@@ -65,8 +75,15 @@ def particle_q6(structure: Structure, k: int = 12, *, system=None, neighbors=Non
     return np.asarray(op.particle_order, dtype=np.float32)
 
 
-def solid_fraction(structure: Structure, k: int = 12, q_threshold: float = 0.7, solid_threshold: int = 6, *,
-                   system=None, neighbors=None) -> float:
+def solid_fraction(
+    structure: Structure,
+    k: int = 12,
+    q_threshold: float = 0.7,
+    solid_threshold: int = 6,
+    *,
+    system=None,
+    neighbors=None,
+) -> float:
     """Fraction of particles with >= ``solid_threshold`` q6-correlated neighbours (ten Wolde criterion)."""
     import freud
 
@@ -81,5 +98,7 @@ def frame_steinhardt(structure: Structure, k: int = 12, q_threshold: float = 0.7
     """(q6 per particle (n,), ten Wolde solid fraction) of a frame from one shared neighbour query
     (``neighbors``: a :func:`knn_neighbors` list of ``system`` to reuse)."""
     system, nb = _system_neighbors(structure, k, system, neighbors)
-    return (particle_q6(structure, k, system=system, neighbors=nb),
-            solid_fraction(structure, k, q_threshold, solid_threshold, system=system, neighbors=nb))
+    return (
+        particle_q6(structure, k, system=system, neighbors=nb),
+        solid_fraction(structure, k, q_threshold, solid_threshold, system=system, neighbors=nb),
+    )

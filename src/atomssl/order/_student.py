@@ -35,21 +35,47 @@ from torch import nn
 FORMAT = "atomssl-order-student"
 VERSION = 1
 #: feature settings (cloud units: the frame's shortest neighbour distance is 1)
-FEATURES = {"k": 12, "r_min": 0.75, "r_max": 2.0, "n_radial": 16, "radial_width": 0.06, "shells": (0.95, 1.2, 1.45, 1.7),
-            "shell_width": 0.15, "l_max": 12, "n_angle": 0, "angle_width": 0.09}
+FEATURES = {
+    "k": 12,
+    "r_min": 0.75,
+    "r_max": 2.0,
+    "n_radial": 16,
+    "radial_width": 0.06,
+    "shells": (0.95, 1.2, 1.45, 1.7),
+    "shell_width": 0.15,
+    "l_max": 12,
+    "n_angle": 0,
+    "angle_width": 0.09,
+}
 
 
 class CloudFeatures(nn.Module):
     """Invariant features (n, n_features) of clouds (n, K, 3); see module docstring."""
 
-    def __init__(self, k: int = 12, r_min: float = 0.75, r_max: float = 2.0, n_radial: int = 16, radial_width: float = 0.06,
-                 shells=(0.95, 1.2, 1.45, 1.7), shell_width: float = 0.15, l_max: int = 12, n_angle: int = 0,
-                 angle_width: float = 0.09):
+    def __init__(
+        self,
+        k: int = 12,
+        r_min: float = 0.75,
+        r_max: float = 2.0,
+        n_radial: int = 16,
+        radial_width: float = 0.06,
+        shells=(0.95, 1.2, 1.45, 1.7),
+        shell_width: float = 0.15,
+        l_max: int = 12,
+        n_angle: int = 0,
+        angle_width: float = 0.09,
+    ):
         super().__init__()
         self.k, self.l_max = int(k), int(l_max)
-        self.radial_width, self.shell_width, self.angle_width = float(radial_width), float(shell_width), float(angle_width)
+        self.radial_width, self.shell_width, self.angle_width = (
+            float(radial_width),
+            float(shell_width),
+            float(angle_width),
+        )
         self.register_buffer("radial", torch.linspace(r_min, r_max, n_radial), persistent=False)
-        self.register_buffer("shells", torch.tensor(list(shells), dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "shells", torch.tensor(list(shells), dtype=torch.float32), persistent=False
+        )
         self.register_buffer("angles", torch.linspace(-1.0, 1.0, n_angle), persistent=False)
         s = len(shells)
         iu = torch.triu_indices(s, s)
@@ -62,13 +88,30 @@ class CloudFeatures(nn.Module):
         n, kk, _ = clouds.shape
         d = clouds.norm(dim=-1)  # (n, K)
         w = tie_weights(d, self.k) / self.k  # sums to 1 per cloud; 0 for padding
-        radial = torch.einsum("nk,nkr->nr", w, torch.exp(-0.5 * ((d[..., None] - self.radial) / self.radial_width) ** 2))
+        radial = torch.einsum(
+            "nk,nkr->nr",
+            w,
+            torch.exp(-0.5 * ((d[..., None] - self.radial) / self.radial_width) ** 2),
+        )
         u = clouds / d.clamp_min(1e-12)[..., None]
         cos = torch.bmm(u, u.transpose(1, 2)).clamp_(-1.0, 1.0)  # (n, K, K)
-        off = w[:, :, None] * w[:, None, :] * (1.0 - torch.eye(kk, dtype=w.dtype, device=w.device)) if len(self.angles) else None
-        angle = (torch.einsum("nij,nija->na", off, torch.exp(-0.5 * ((cos[..., None] - self.angles) / self.angle_width) ** 2))
-                 if len(self.angles) else cos.new_zeros(n, 0))
-        g = w[..., None] * torch.exp(-0.5 * ((d[..., None] - self.shells) / self.shell_width) ** 2)  # (n, K, S)
+        off = (
+            w[:, :, None] * w[:, None, :] * (1.0 - torch.eye(kk, dtype=w.dtype, device=w.device))
+            if len(self.angles)
+            else None
+        )
+        angle = (
+            torch.einsum(
+                "nij,nija->na",
+                off,
+                torch.exp(-0.5 * ((cos[..., None] - self.angles) / self.angle_width) ** 2),
+            )
+            if len(self.angles)
+            else cos.new_zeros(n, 0)
+        )
+        g = w[..., None] * torch.exp(
+            -0.5 * ((d[..., None] - self.shells) / self.shell_width) ** 2
+        )  # (n, K, S)
         gw = torch.cat([w[..., None], g], dim=2)  # channel 0: plain weights (q_l^2)
         s = g.shape[2]
         cols = [radial, angle]
@@ -96,7 +139,13 @@ class OrderStudent(nn.Module):
         f = self.features.n_features
         self.register_buffer("mean", torch.zeros(f))
         self.register_buffer("scale", torch.ones(f))
-        self.mlp = nn.Sequential(nn.Linear(f, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(f, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, width),
+        )
         self.node_dim = self.embedding_dim = int(width)
         self.hidden = int(hidden)
         self.k = int(self.feature_settings["k"])
@@ -120,16 +169,28 @@ class OrderStudent(nn.Module):
         if len(src) == n * width:  # every cloud full: the edges, grouped by centre, are the clouds
             clouds = shift.reshape(n, width, 3)
         else:  # padding was left out of the batch: put it back as zero vectors
-            slot = torch.arange(len(src), device=src.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+            slot = torch.arange(len(src), device=src.device) - torch.repeat_interleave(
+                torch.cumsum(counts, 0) - counts, counts
+            )
             clouds = shift.new_zeros(n, width, 3)
             clouds[src, slot] = shift
         node = self.embed(clouds)
         return BackboneOutput(node=node, graph=node.mean(dim=0, keepdim=True))
 
     def state(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "width": self.node_dim, "hidden": self.hidden,
-                "features": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.feature_settings.items()},
-                "state_dict": self.state_dict(), "metrics": self.metrics, "teacher": self.teacher}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "width": self.node_dim,
+            "hidden": self.hidden,
+            "features": {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.feature_settings.items()
+            },
+            "state_dict": self.state_dict(),
+            "metrics": self.metrics,
+            "teacher": self.teacher,
+        }
 
 
 def save_student(student: OrderStudent, path: str | Path) -> Path:
@@ -147,17 +208,27 @@ def load_student(path: str | Path) -> OrderStudent:
 
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an atomssl order student (make one with benchmarks/order_speed.py --train-student)")
+        raise CheckpointError(
+            f"{path}: not an atomssl order student (make one with benchmarks/order_speed.py --train-student)"
+        )
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: order student version {obj.get('version')}, this atomssl reads {VERSION}")
+        raise CheckpointError(
+            f"{path}: order student version {obj.get('version')}, this atomssl reads {VERSION}"
+        )
     s = OrderStudent(obj["width"], obj["hidden"], obj["features"])
     s.load_state_dict(obj["state_dict"])
     s.metrics, s.teacher = dict(obj.get("metrics", {})), dict(obj.get("teacher", {}))
     return s.eval()
 
 
-def distillation_clouds(k: int = 12, per_crystal: int = 1000, seed: int = 0, n_min: int = 2048,
-                        liquid_sigmas=(0.08, 0.12, 0.16), wide: int = 150) -> dict[str, np.ndarray]:
+def distillation_clouds(
+    k: int = 12,
+    per_crystal: int = 1000,
+    seed: int = 0,
+    n_min: int = 2048,
+    liquid_sigmas=(0.08, 0.12, 0.16),
+    wide: int = 150,
+) -> dict[str, np.ndarray]:
     """Environments to distil on, by group: ``reference`` (the teacher's pretraining prototypes at the
     reference sigmas), ``disordered`` (the same at liquid-like sigmas), ``wide`` (``wide`` environments
     of every other one-component prototype except the held-out ones, sigma 0.03) and ``held_out``
@@ -173,15 +244,24 @@ def distillation_clouds(k: int = 12, per_crystal: int = 1000, seed: int = 0, n_m
     )
 
     rng = np.random.default_rng(seed)
-    out = {"reference": reference_clouds(per_crystal=per_crystal, n_min=n_min, seed=seed, k=k).clouds}
+    out = {
+        "reference": reference_clouds(per_crystal=per_crystal, n_min=n_min, seed=seed, k=k).clouds
+    }
 
     def sample(names, sigmas, per):
         parts = []
         for name in names:
             for sigma in sigmas:
-                for _ in range(5):  # strong noise may put two atoms on top of each other: draw again
+                for _ in range(
+                    5
+                ):  # strong noise may put two atoms on top of each other: draw again
                     try:
-                        c = frame_clouds(idealized_crystal(name, n_min=min(n_min, 4 * per), sigma=sigma, seed=rng), k)
+                        c = frame_clouds(
+                            idealized_crystal(
+                                name, n_min=min(n_min, 4 * per), sigma=sigma, seed=rng
+                            ),
+                            k,
+                        )
                         break
                     except StructureError:
                         c = None
@@ -190,7 +270,13 @@ def distillation_clouds(k: int = 12, per_crystal: int = 1000, seed: int = 0, n_m
         return parts
 
     out["disordered"] = sample(PRETRAINING_PROTOTYPES, liquid_sigmas, per_crystal)
-    out["wide"] = sample([p for p in one_component_prototypes() if p not in HELD_OUT_PROTOTYPES], (0.03,), wide) if wide else []
+    out["wide"] = (
+        sample(
+            [p for p in one_component_prototypes() if p not in HELD_OUT_PROTOTYPES], (0.03,), wide
+        )
+        if wide
+        else []
+    )
     out["held_out"] = sample(HELD_OUT_PROTOTYPES, SIGMAS, max(per_crystal // 4, 1))
     return {key: _pad_concat(v) if isinstance(v, list) else v for key, v in out.items() if len(v)}
 
@@ -198,12 +284,19 @@ def distillation_clouds(k: int = 12, per_crystal: int = 1000, seed: int = 0, n_m
 def _pad_concat(parts) -> np.ndarray:
     """Concatenate clouds (n_i, K_i, 3), zero-padding to the widest K."""
     width = max(p.shape[1] for p in parts)
-    return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]).astype(np.float32)
+    return np.concatenate(
+        [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
+    ).astype(np.float32)
 
 
 def _features(student: OrderStudent, clouds: np.ndarray, chunk: int = 8192) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([student.features(torch.as_tensor(clouds[i : i + chunk])) for i in range(0, len(clouds), chunk)])
+        return torch.cat(
+            [
+                student.features(torch.as_tensor(clouds[i : i + chunk]))
+                for i in range(0, len(clouds), chunk)
+            ]
+        )
 
 
 def r2(pred: np.ndarray, target: np.ndarray) -> float:
@@ -212,8 +305,19 @@ def r2(pred: np.ndarray, target: np.ndarray) -> float:
     return float(1.0 - ((pred - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum())
 
 
-def distil(teacher, clouds: dict[str, np.ndarray] | None = None, *, hidden: int = 128, steps: int = 4000, batch: int = 512,
-           lr: float = 3e-3, validation: float = 0.1, seed: int = 0, features: dict | None = None, progress=None) -> OrderStudent:
+def distil(
+    teacher,
+    clouds: dict[str, np.ndarray] | None = None,
+    *,
+    hidden: int = 128,
+    steps: int = 4000,
+    batch: int = 512,
+    lr: float = 3e-3,
+    validation: float = 0.1,
+    seed: int = 0,
+    features: dict | None = None,
+    progress=None,
+) -> OrderStudent:
     """Train an :class:`OrderStudent` to reproduce ``embed_clouds(teacher, clouds)``.
 
     ``clouds``: groups of environments (default :func:`distillation_clouds`); a ``held_out`` group is only
@@ -268,12 +372,24 @@ def distil(teacher, clouds: dict[str, np.ndarray] | None = None, *, hidden: int 
     student.eval()
     t_train = time.perf_counter() - t
     with torch.inference_mode():
-        metrics = {f"r2_{name}": r2(student.head(ex).numpy(), ey.numpy()) for name, (ex, ey) in evals.items()}
+        metrics = {
+            f"r2_{name}": r2(student.head(ex).numpy(), ey.numpy())
+            for name, (ex, ey) in evals.items()
+        }
         sub = torch.randperm(len(x))[:20000]
         metrics["r2_train"] = r2(student.head(x[sub]).numpy(), y[sub].numpy())
-    metrics.update({f"n_{name}": len(c) for name, c in groups.items()}, steps=steps, batch=batch, hidden=hidden,
-                   seconds={"clouds": t_clouds, "teacher_and_features": t_teacher, "training": t_train,
-                            "total": time.perf_counter() - t0})
+    metrics.update(
+        {f"n_{name}": len(c) for name, c in groups.items()},
+        steps=steps,
+        batch=batch,
+        hidden=hidden,
+        seconds={
+            "clouds": t_clouds,
+            "teacher_and_features": t_teacher,
+            "training": t_train,
+            "total": time.perf_counter() - t0,
+        },
+    )
     student.metrics = metrics
     student.teacher = {"config": dict(getattr(teacher, "config", {}) or {}), "node_dim": width}
     return student

@@ -2,7 +2,14 @@
 
 from ._base import BACKBONES, N_SPECIES, Backbone, BackboneOutput, build_backbone, register_backbone
 
-__all__ = ["BACKBONES", "N_SPECIES", "Backbone", "BackboneOutput", "build_backbone", "register_backbone"]
+__all__ = [
+    "BACKBONES",
+    "N_SPECIES",
+    "Backbone",
+    "BackboneOutput",
+    "build_backbone",
+    "register_backbone",
+]
 
 # Concrete backbones register themselves on import: imported by name, so a broken module fails
 # loudly instead of silently vanishing from the registry.

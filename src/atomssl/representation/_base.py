@@ -14,8 +14,9 @@ Conventions shared by all backbones
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -27,7 +28,9 @@ N_SPECIES = 119  # 0 = mask token, 1..118 elements
 class BackboneOutput:
     node: torch.Tensor  # (n_atoms, node_dim) invariant per-atom features
     graph: torch.Tensor  # (n_graphs, embedding_dim) invariant per-structure embedding
-    vector: torch.Tensor | None = None  # (n_atoms, vector_dim, 3) rotation-covariant per-atom vectors
+    vector: torch.Tensor | None = (
+        None  # (n_atoms, vector_dim, 3) rotation-covariant per-atom vectors
+    )
     edge: torch.Tensor | None = None  # (n_edges, edge_dim) invariant per-edge features
     edge_vector: torch.Tensor | None = None  # (n_edges, 3) covariant per-edge vectors, if any
 

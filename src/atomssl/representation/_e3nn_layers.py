@@ -31,7 +31,12 @@ def irreps_of(muls: list[int]) -> o3.Irreps:
 def polynomial_envelope(d: torch.Tensor, cutoff: float, p: int = 5) -> torch.Tensor:
     """Smooth cutoff u(d/cutoff) (DimeNet): 1 at 0, and u, u', u'' vanish at the cutoff."""
     x = (d / cutoff).clamp(min=0.0, max=1.0)
-    u = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
+    u = (
+        1.0
+        - (p + 1) * (p + 2) / 2 * x**p
+        + p * (p + 2) * x ** (p + 1)
+        - p * (p + 1) / 2 * x ** (p + 2)
+    )
     return torch.where(d < cutoff, u, torch.zeros_like(u))
 
 
@@ -58,7 +63,9 @@ class RadialBasis(nn.Module):
         return math.sqrt(2.0 / self.cutoff) * torch.sin(self.freq * d) / d
 
 
-def segment_softmax(logits: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+def segment_softmax(
+    logits: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, n: int
+) -> torch.Tensor:
     """Weighted softmax of ``logits`` (E, H) over the edges sharing ``index`` (E,), with a sink.
 
     alpha_e = w_e exp(l_e) / (1 + sum_{e' in seg} w_e' exp(l_e')). With ``weight`` the cutoff
@@ -104,7 +111,9 @@ class Linear(nn.Module):
                 y, start = None, 0
                 for x in pieces[l]:
                     c = x.shape[-1]
-                    part = nn.functional.linear(x, wt if c == mi else wt[:, start : start + c])  # (n, 2l+1, mo)
+                    part = nn.functional.linear(
+                        x, wt if c == mi else wt[:, start : start + c]
+                    )  # (n, 2l+1, mo)
                     y = part if y is None else y + part
                     start += c
                 assert start == mi, (start, mi)
@@ -188,19 +197,24 @@ class DepthwiseTP(nn.Module):
     times the strictly needed multiply-adds, far cheaper here than the memory traffic it saves.
     """
 
-    def __init__(self, muls_in: list[int], lmax_sh: int, lmax_out: int, num_basis: int, radial_hidden: int):
+    def __init__(
+        self, muls_in: list[int], lmax_sh: int, lmax_out: int, num_basis: int, radial_hidden: int
+    ):
         super().__init__()
         self.muls_in = list(muls_in)
         self.lmax_sh, self.lmax_out = lmax_sh, lmax_out
         paths = [
             (l1, l2, lo)
-            for l1, m in enumerate(muls_in) if m
+            for l1, m in enumerate(muls_in)
+            if m
             for lo in range(lmax_out + 1)
             for l2 in range(abs(l1 - lo), min(l1 + lo, lmax_sh) + 1)
             if (l1 + l2 + lo) % 2 == 0
         ]
         self.paths = paths
-        self.muls_out = [sum(muls_in[l1] for l1, _, o in paths if o == lo) for lo in range(lmax_out + 1)]
+        self.muls_out = [
+            sum(muls_in[l1] for l1, _, o in paths if o == lo) for lo in range(lmax_out + 1)
+        ]
         sh_off = [l * l for l in range(lmax_sh + 2)]
         # Coupling coefficients stay float64 outside the module state: a float32 buffer later
         # cast to float64 would carry float32 rounding and break equivariance at ~1e-8.
@@ -217,7 +231,9 @@ class DepthwiseTP(nn.Module):
                 cg = torch.zeros((lmax_sh + 1) ** 2, do * n, d1 * n, dtype=torch.float64)
                 for k, (_, l2, _) in enumerate(mine):
                     # e3nn's "component" normalisation of a uvu path; row (m, k), column (i, k)
-                    block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(2 * lo + 1)  # (i, j, m)
+                    block = o3.wigner_3j(l1, l2, lo, dtype=torch.float64) * math.sqrt(
+                        2 * lo + 1
+                    )  # (i, j, m)
                     cg[sh_off[l2] : sh_off[l2 + 1], k::n, k::n] = block.permute(1, 2, 0)
                 self._cg[(l1, lo)] = cg.reshape((lmax_sh + 1) ** 2, -1)
                 self.groups.append((l1, lo, n, offset))
@@ -225,7 +241,9 @@ class DepthwiseTP(nn.Module):
         self.l1s = sorted({p[0] for p in paths})
         self.weight_numel = offset
         self.radial = nn.Sequential(
-            nn.Linear(num_basis, radial_hidden), nn.LayerNorm(radial_hidden), nn.SiLU(),
+            nn.Linear(num_basis, radial_hidden),
+            nn.LayerNorm(radial_hidden),
+            nn.SiLU(),
             nn.Linear(radial_hidden, self.weight_numel),
         )
 
@@ -234,17 +252,27 @@ class DepthwiseTP(nn.Module):
         """Paths as e3nn instructions (outputs in this module's channel order, see irreps_out_e3nn)."""
         order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
         slot = {i: s for s, i in enumerate(order)}
-        return [(self.l1s.index(l1), l2, slot[i], "uvu", True) for i, (l1, l2, lo) in enumerate(self.paths)]
+        return [
+            (self.l1s.index(l1), l2, slot[i], "uvu", True)
+            for i, (l1, l2, lo) in enumerate(self.paths)
+        ]
 
     @property
     def irreps_out_e3nn(self) -> o3.Irreps:
         order = sorted(range(len(self.paths)), key=lambda i: (self.paths[i][2], i))
-        return o3.Irreps([(self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2])) for i in order])
+        return o3.Irreps(
+            [
+                (self.muls_in[self.paths[i][0]], (self.paths[i][2], (-1) ** self.paths[i][2]))
+                for i in order
+            ]
+        )
 
     def _coefficients(self, key: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         return cast_cached(self._cg_cast, key, self._cg[key], like)
 
-    def pieces(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> list[list[torch.Tensor]]:
+    def pieces(
+        self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None
+    ) -> list[list[torch.Tensor]]:
         """The output of degree lo as a list of (E, 2lo+1, channels) pieces, in channel order
         (concatenated, they are ``forward``'s output). ``cache``: a dict shared by the tensor
         products of one forward pass, so that the harmonics contracted with the coupling
@@ -269,10 +297,14 @@ class DepthwiseTP(nn.Module):
             outs[lo].append(y.view(E, do, n * mul))
         return outs
 
-    def forward(self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None) -> Feats:
+    def forward(
+        self, xs: Feats, sh: torch.Tensor, rbf: torch.Tensor, cache: dict | None = None
+    ) -> Feats:
         outs = self.pieces(xs, sh, rbf, cache)
         return [
-            (o[0] if len(o) == 1 else torch.cat(o, dim=-1)) if o else sh.new_zeros(sh.shape[0], 2 * lo + 1, 0)
+            (o[0] if len(o) == 1 else torch.cat(o, dim=-1))
+            if o
+            else sh.new_zeros(sh.shape[0], 2 * lo + 1, 0)
             for lo, o in enumerate(outs)
         ]
 
@@ -284,7 +316,10 @@ def to_e3nn(xs: Feats) -> torch.Tensor:
 
 def from_e3nn(x: torch.Tensor, muls: list[int]) -> Feats:
     parts = x.split([m * (2 * l + 1) for l, m in enumerate(muls)], dim=-1)
-    return [p.reshape(x.shape[0], m, 2 * l + 1).transpose(1, 2) for l, (p, m) in enumerate(zip(parts, muls))]
+    return [
+        p.reshape(x.shape[0], m, 2 * l + 1).transpose(1, 2)
+        for l, (p, m) in enumerate(zip(parts, muls))
+    ]
 
 
 def l1_to_xyz_index() -> torch.Tensor:
@@ -351,8 +386,12 @@ class WignerFromRotation(nn.Module):
         super().__init__()
         self.lmax = lmax
         # float64 outside the module state, as in DepthwiseTP
-        self._cg = {l: (o3.wigner_3j(l - 1, 1, l, dtype=torch.float64) * math.sqrt(2 * l + 1)).reshape(-1, 2 * l + 1)
-                    for l in range(2, lmax + 1)}
+        self._cg = {
+            l: (o3.wigner_3j(l - 1, 1, l, dtype=torch.float64) * math.sqrt(2 * l + 1)).reshape(
+                -1, 2 * l + 1
+            )
+            for l in range(2, lmax + 1)
+        }
         self._cast: dict = {}
         idx = l1_to_xyz_index()  # xyz = v[..., idx]: component idx[c] holds axis c
         self._perm = torch.argsort(idx)  # component k holds axis perm[k]
@@ -367,7 +406,9 @@ class WignerFromRotation(nn.Module):
         ds = [rot.new_ones(E, 1, 1), d1]
         for l in range(2, self.lmax + 1):
             prev = ds[-1]
-            kron = (prev[:, :, None, :, None] * d1[:, None, :, None, :]).reshape(E, 3 * (2 * l - 1), 3 * (2 * l - 1))
+            kron = (prev[:, :, None, :, None] * d1[:, None, :, None, :]).reshape(
+                E, 3 * (2 * l - 1), 3 * (2 * l - 1)
+            )
             c = self._c(l, rot)
             ds.append(c.t() @ kron @ c)
         return ds[: self.lmax + 1]
@@ -391,33 +432,47 @@ class SO2Linear(nn.Module):
     the rotated-frame form of a tensor product with Y(r_ij) restricted to the l1 + l2 + lo even
     paths, followed by a linear layer, and includes everything the two can express."""
 
-    def __init__(self, muls_in: list[int], muls_out: list[int], num_basis: int, radial_hidden: int, bias: bool = True):
+    def __init__(
+        self,
+        muls_in: list[int],
+        muls_out: list[int],
+        num_basis: int,
+        radial_hidden: int,
+        bias: bool = True,
+    ):
         super().__init__()
         self.muls_in, self.muls_out = list(muls_in), list(muls_out)
         mmax = min(len(muls_in), len(muls_out)) - 1
-        self.ms = [m for m in range(mmax + 1)
-                   if sum(muls_in[m:]) and sum(muls_out[m:])]
+        self.ms = [m for m in range(mmax + 1) if sum(muls_in[m:]) and sum(muls_out[m:])]
         self.dims_in = [sum(muls_in[m:]) for m in self.ms]
         self.dims_out = [sum(muls_out[m:]) for m in self.ms]
-        self.weight = nn.ParameterList(nn.Parameter(torch.randn(do, di) / math.sqrt(di))
-                                       for di, do in zip(self.dims_in, self.dims_out))
+        self.weight = nn.ParameterList(
+            nn.Parameter(torch.randn(do, di) / math.sqrt(di))
+            for di, do in zip(self.dims_in, self.dims_out)
+        )
         self.bias = nn.Parameter(torch.zeros(muls_out[0])) if bias and muls_out[0] else None
         self.radial = nn.Sequential(
-            nn.Linear(num_basis, radial_hidden), nn.LayerNorm(radial_hidden), nn.SiLU(),
+            nn.Linear(num_basis, radial_hidden),
+            nn.LayerNorm(radial_hidden),
+            nn.SiLU(),
             nn.Linear(radial_hidden, sum(self.dims_in)),
         )
 
     def forward(self, xs: Feats, rbf: torch.Tensor) -> Feats:
         E = rbf.shape[0]
         ws = self.radial(rbf).split(self.dims_in, dim=1)
-        parts: list[dict[int, torch.Tensor]] = [dict() for _ in self.muls_out]  # lo -> {component: (E, mul)}
+        parts: list[dict[int, torch.Tensor]] = [
+            dict() for _ in self.muls_out
+        ]  # lo -> {component: (E, mul)}
         for m, w, wt in zip(self.ms, ws, self.weight):
             ls_in = [l for l in range(m, len(self.muls_in)) if self.muls_in[l]]
             ls_out = [l for l in range(m, len(self.muls_out)) if self.muls_out[l]]
             if m == 0:
                 x = torch.cat([xs[l][:, l, :] for l in ls_in], dim=-1) * w  # (E, dim)
             else:
-                x = torch.cat([xs[l][:, l - m : l + m + 1 : 2 * m, :] for l in ls_in], dim=-1) * w.unsqueeze(1)  # (E, 2, dim)
+                x = torch.cat(
+                    [xs[l][:, l - m : l + m + 1 : 2 * m, :] for l in ls_in], dim=-1
+                ) * w.unsqueeze(1)  # (E, 2, dim)
             y = nn.functional.linear(x, wt)
             for lo, yl in zip(ls_out, y.split([self.muls_out[l] for l in ls_out], dim=-1)):
                 if m == 0:

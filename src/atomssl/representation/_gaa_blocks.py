@@ -95,13 +95,23 @@ class _Dropout(nn.Module):
         if not self.training or self.p == 0.0:
             return x
         n = x.numel()
-        words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+        words = torch.randint(
+            -(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device
+        )
         keep = words.view(torch.int16)[:n].view(x.shape) >= self.threshold
-        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))  # fastest forward+backward of the forms tried
+        return x * (
+            keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        )  # fastest forward+backward of the forms tried
 
 
 def _mlp(
-    n_in: int, hidden: int, n_out: int, dropout: float, pre_norm: bool, chiral: bool = True, momentum: float = 0.99
+    n_in: int,
+    hidden: int,
+    n_out: int,
+    dropout: float,
+    pre_norm: bool,
+    chiral: bool = True,
+    momentum: float = 0.99,
 ) -> nn.Sequential:
     """Dense(hidden)-LN-ReLU-Dropout-Dense(n_out), optionally after a momentum normalisation."""
     gala = _gala()
@@ -121,20 +131,40 @@ def _mlp(
 class _Block(nn.Module):
     """Multivector attention update + invariant attention update, MLP, residuals, norms."""
 
-    def __init__(self, width: int, hidden: int, dropout: float, rank: int, inv_mode: str, cov_mode: str,
-                 normalized: bool, chiral: bool, merge_fun: str, join_fun: str, momentum: float):
+    def __init__(
+        self,
+        width: int,
+        hidden: int,
+        dropout: float,
+        rank: int,
+        inv_mode: str,
+        cov_mode: str,
+        normalized: bool,
+        chiral: bool,
+        merge_fun: str,
+        join_fun: str,
+        momentum: float,
+    ):
         super().__init__()
         gala = _gala()
         inv_dims = gala.MultivectorAttention.get_invariant_dims(rank, inv_mode, normalized)
         common = dict(
-            rank=rank, invariant_mode=inv_mode, covariant_mode=cov_mode, include_normalized_products=normalized,
-            merge_fun=merge_fun, join_fun=join_fun,
+            rank=rank,
+            invariant_mode=inv_mode,
+            covariant_mode=cov_mode,
+            include_normalized_products=normalized,
+            merge_fun=merge_fun,
+            join_fun=join_fun,
         )
         self.vector_attention = _weighted("Multivector2MultivectorAttention")(
             width,
             _mlp(width, hidden, 1, dropout, pre_norm=False),  # score net
-            _mlp(inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum),  # value net
-            _mlp(width, hidden, 1, dropout, pre_norm=True, momentum=momentum),  # scale net (input: invariant joined values)
+            _mlp(
+                inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum
+            ),  # value net
+            _mlp(
+                width, hidden, 1, dropout, pre_norm=True, momentum=momentum
+            ),  # scale net (input: invariant joined values)
             reduce=False,
             **common,
         )

@@ -60,12 +60,36 @@ from ._e3nn_layers import (
 )
 
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(channels=16, lmax=1, num_layers=2, num_heads=2, num_basis=16, radial_hidden=32, vector_dim=4,
-                 nonlinear_messages=True),
-    "small": dict(channels=48, lmax=2, num_layers=3, num_heads=4, num_basis=32, radial_hidden=64, vector_dim=16,
-                  nonlinear_messages=False),
-    "large": dict(channels=128, lmax=4, num_layers=8, num_heads=8, num_basis=128, radial_hidden=128, vector_dim=64,
-                  nonlinear_messages=True),
+    "tiny": dict(
+        channels=16,
+        lmax=1,
+        num_layers=2,
+        num_heads=2,
+        num_basis=16,
+        radial_hidden=32,
+        vector_dim=4,
+        nonlinear_messages=True,
+    ),
+    "small": dict(
+        channels=48,
+        lmax=2,
+        num_layers=3,
+        num_heads=4,
+        num_basis=32,
+        radial_hidden=64,
+        vector_dim=16,
+        nonlinear_messages=False,
+    ),
+    "large": dict(
+        channels=128,
+        lmax=4,
+        num_layers=8,
+        num_heads=8,
+        num_basis=128,
+        radial_hidden=128,
+        vector_dim=64,
+        nonlinear_messages=True,
+    ),
 }
 
 
@@ -102,7 +126,9 @@ class GraphAttention(nn.Module):
         msg = self.lin1.forward_pieces(self.tp1.pieces(pair, sh, rbf, cache))
         logit_in, scalars = msg[0].split([self.n_logit, msg[0].shape[-1] - self.n_logit], dim=-1)
         logits = nn.functional.leaky_relu(logit_in.reshape(-1, self.heads, self.att_dim), 0.2)
-        alpha = segment_softmax((logits * self.att_vec).sum(-1), env, center, xs[0].shape[0])  # (E, heads)
+        alpha = segment_softmax(
+            (logits * self.att_vec).sum(-1), env, center, xs[0].shape[0]
+        )  # (E, heads)
         value = self.gate([scalars] + msg[1:])
         if self.tp2 is None:
             value = self.lin_value(value)
@@ -150,8 +176,12 @@ class GraphAttentionSO2(nn.Module):
         s0 = msg[0][:, 0, :]
         logit_in, scalars = s0.split([self.n_logit, s0.shape[-1] - self.n_logit], dim=-1)
         logits = nn.functional.leaky_relu(logit_in.reshape(-1, self.heads, self.att_dim), 0.2)
-        alpha = segment_softmax((logits * self.att_vec).sum(-1), env, center, xs[0].shape[0])  # (E, heads)
-        value = self.gate([scalars.unsqueeze(1)] + msg[1:])  # gates act per channel: frame-independent
+        alpha = segment_softmax(
+            (logits * self.att_vec).sum(-1), env, center, xs[0].shape[0]
+        )  # (E, heads)
+        value = self.gate(
+            [scalars.unsqueeze(1)] + msg[1:]
+        )  # gates act per channel: frame-independent
         value = self.lin_value(value) if self.so2_2 is None else self.so2_2(value, rbf)
         out = []
         for v in rotate(value, wigner):
@@ -175,17 +205,24 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages, conv="so2"):
+    def __init__(
+        self, muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages, conv="so2"
+    ):
         super().__init__()
         self.norm1 = LayerNorm(muls)
         attention = GraphAttentionSO2 if conv == "so2" else GraphAttention
-        self.attn = attention(muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages)
+        self.attn = attention(
+            muls, lmax, heads, num_basis, radial_hidden, att_dim, nonlinear_messages
+        )
         self.norm2 = LayerNorm(muls)
         self.ffn = FeedForward(muls)
 
     def forward(self, xs, geom, rbf, env, center, neighbor, cache=None):
         """``geom``: the edges' Wigner matrices (SO(2) messages) or spherical harmonics (tensor products)."""
-        xs = [a + b for a, b in zip(xs, self.attn(self.norm1(xs), geom, rbf, env, center, neighbor, cache))]
+        xs = [
+            a + b
+            for a, b in zip(xs, self.attn(self.norm1(xs), geom, rbf, env, center, neighbor, cache))
+        ]
         return [a + b for a, b in zip(xs, self.ffn(self.norm2(xs)))]
 
 
@@ -200,10 +237,13 @@ class EdgeDegreeEmbedding(nn.Module):
         self.avg_neighbors = float(avg_neighbors)
 
     def forward(self, scalars, sh, rbf, env, center, neighbor, cache=None):
-        msg = self.lin.forward_pieces(self.tp.pieces([scalars.index_select(0, neighbor).unsqueeze(1)], sh, rbf, cache))
+        msg = self.lin.forward_pieces(
+            self.tp.pieces([scalars.index_select(0, neighbor).unsqueeze(1)], sh, rbf, cache)
+        )
         n = scalars.shape[0]
         return [
-            m.new_zeros(n, *m.shape[1:]).index_add_(0, center, m * env[:, None, None]) / self.avg_neighbors
+            m.new_zeros(n, *m.shape[1:]).index_add_(0, center, m * env[:, None, None])
+            / self.avg_neighbors
             for m in msg
         ]
 
@@ -245,9 +285,16 @@ class EquivariantTransformer(Backbone):
         if size not in SIZES:
             raise ConfigError(f"equiformer: unknown size {size!r}; choose one of {sorted(SIZES)}")
         preset = SIZES[size]
-        opts = dict(channels=channels, lmax=lmax, num_layers=num_layers, num_heads=num_heads,
-                    num_basis=num_basis, radial_hidden=radial_hidden, vector_dim=vector_dim,
-                    nonlinear_messages=nonlinear_messages)
+        opts = dict(
+            channels=channels,
+            lmax=lmax,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_basis=num_basis,
+            radial_hidden=radial_hidden,
+            vector_dim=vector_dim,
+            nonlinear_messages=nonlinear_messages,
+        )
         opts = {k: preset[k] if v is None else v for k, v in opts.items()}
         node_dim = opts["channels"] if node_dim is None else node_dim
         embedding_dim = opts["channels"] if embedding_dim is None else embedding_dim
@@ -258,12 +305,28 @@ class EquivariantTransformer(Backbone):
         if radial not in ("gaussian", "bessel"):
             raise ConfigError(f"equiformer: radial must be 'gaussian' or 'bessel', got {radial!r}")
         if opts["lmax"] < 1 or opts["num_layers"] < 1 or opts["num_heads"] < 1 or cutoff <= 0:
-            raise ConfigError("equiformer: lmax, num_layers and num_heads must be >= 1 and cutoff > 0")
-        super().__init__(size=size, **opts, att_dim=att_dim, radial=radial, cutoff=cutoff, avg_neighbors=avg_neighbors,
-                         node_dim=node_dim, embedding_dim=embedding_dim, pool=pool, conv=conv)
+            raise ConfigError(
+                "equiformer: lmax, num_layers and num_heads must be >= 1 and cutoff > 0"
+            )
+        super().__init__(
+            size=size,
+            **opts,
+            att_dim=att_dim,
+            radial=radial,
+            cutoff=cutoff,
+            avg_neighbors=avg_neighbors,
+            node_dim=node_dim,
+            embedding_dim=embedding_dim,
+            pool=pool,
+            conv=conv,
+        )
         C, L, H = opts["channels"], opts["lmax"], opts["num_heads"]
         self.cutoff, self.pool, self.lmax = float(cutoff), pool, L
-        self.node_dim, self.vector_dim, self.embedding_dim = node_dim, opts["vector_dim"], embedding_dim
+        self.node_dim, self.vector_dim, self.embedding_dim = (
+            node_dim,
+            opts["vector_dim"],
+            embedding_dim,
+        )
         self.muls = hidden_muls(C, L, H)
         self.irreps = irreps_of(self.muls)  # e3nn description of the hidden features
         self.irreps_sh = o3.Irreps.spherical_harmonics(L)
@@ -274,7 +337,8 @@ class EquivariantTransformer(Backbone):
         self.edge_degree = EdgeDegreeEmbedding(self.muls, L, nb, rh, avg_neighbors)
         nonlinear = bool(opts["nonlinear_messages"])
         self.blocks = nn.ModuleList(
-            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear, conv) for _ in range(opts["num_layers"])
+            TransformerBlock(self.muls, L, H, nb, rh, att_dim, nonlinear, conv)
+            for _ in range(opts["num_layers"])
         )
         self.out_norm = LayerNorm(self.muls)
         self.out_lin = Linear(self.muls, [node_dim, self.vector_dim])
@@ -299,13 +363,19 @@ class EquivariantTransformer(Backbone):
         vec = edge_vectors(batch, pos).to(dtype)  # r_ij = x_j + shift - x_i
         dist = vec.norm(dim=-1)
         # spherical harmonics of the direction; the clamp only guards coincident atoms
-        sh = o3.spherical_harmonics(self.irreps_sh, vec / dist.clamp(min=1e-9).unsqueeze(-1), normalize=False,
-                                    normalization="component")
+        sh = o3.spherical_harmonics(
+            self.irreps_sh,
+            vec / dist.clamp(min=1e-9).unsqueeze(-1),
+            normalize=False,
+            normalization="component",
+        )
         rbf = self.rbf(dist)
         env = polynomial_envelope(dist, self.cutoff)
 
         z_soft = getattr(batch, "z_soft", None)
-        scalars = z_soft.to(dtype) @ self.embed.weight if z_soft is not None else self.embed(batch.z)
+        scalars = (
+            z_soft.to(dtype) @ self.embed.weight if z_soft is not None else self.embed(batch.z)
+        )
         cache: dict = {}
         xs = self.edge_degree(scalars, sh, rbf, env, center, neighbor, cache)
         xs[0] = xs[0] + scalars.unsqueeze(1)
@@ -325,7 +395,9 @@ class EquivariantTransformer(Backbone):
         if batch_index is None:
             batch_index = torch.zeros(n, dtype=torch.long, device=pos.device)
         n_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
-        return BackboneOutput(node=node, graph=self.graph_from_nodes(node, batch_index, n_graphs), vector=vector)
+        return BackboneOutput(
+            node=node, graph=self.graph_from_nodes(node, batch_index, n_graphs), vector=vector
+        )
 
     @property
     def receptive_hops(self) -> int:
@@ -334,7 +406,9 @@ class EquivariantTransformer(Backbone):
         chunk, each with this many hops of neighbours around it (exact)."""
         return len(self.blocks) + 1
 
-    def graph_from_nodes(self, node: torch.Tensor, batch_index: torch.Tensor, n_graphs: int) -> torch.Tensor:
+    def graph_from_nodes(
+        self, node: torch.Tensor, batch_index: torch.Tensor, n_graphs: int
+    ) -> torch.Tensor:
         """The structure embeddings from the per-atom ``node`` outputs (pool, then readout MLP)."""
         pooled = node.new_zeros(n_graphs, self.node_dim).index_add_(0, batch_index, node)
         if self.pool == "mean":

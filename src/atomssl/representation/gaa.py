@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ._base import N_SPECIES, Backbone, BackboneOutput, register_backbone
-from ._gaa_blocks import _Block, _Dropout, _attention_mask, _gala, _mlp, _weighted  # noqa: F401 (_Dropout: tests)
+from ._gaa_blocks import _attention_mask, _Block, _Dropout, _gala, _mlp, _weighted  # noqa: F401 (_Dropout: tests)
 
 _MODES = ("single", "partial", "full")
 
@@ -94,14 +94,30 @@ class GeometricAlgebraAttention(Backbone):
         if invariant_mode not in _MODES or covariant_mode not in _MODES:
             raise ConfigError(f"backbone 'gaa': modes must be one of {_MODES}")
         if normalize not in (None, "none", "min", "mean"):
-            raise ConfigError(f"backbone 'gaa': normalize must be None, 'min' or 'mean', got {normalize!r}")
+            raise ConfigError(
+                f"backbone 'gaa': normalize must be None, 'min' or 'mean', got {normalize!r}"
+            )
         if k < 2 or width < 1 or n_blocks < 1 or rank < 1 or not length_scale > 0:
-            raise ConfigError("backbone 'gaa': need k >= 2, width >= 1, n_blocks >= 1, rank >= 1, length_scale > 0")
+            raise ConfigError(
+                "backbone 'gaa': need k >= 2, width >= 1, n_blocks >= 1, rank >= 1, length_scale > 0"
+            )
         super().__init__(
-            k=k, width=width, n_blocks=n_blocks, rank=rank, hidden_factor=hidden_factor, species_dim=species_dim,
-            dropout=dropout, invariant_mode=invariant_mode, covariant_mode=covariant_mode,
-            include_normalized_products=include_normalized_products, merge_fun=merge_fun, join_fun=join_fun,
-            normalize=normalize, length_scale=length_scale, chiral=chiral, vector_channels=vector_channels,
+            k=k,
+            width=width,
+            n_blocks=n_blocks,
+            rank=rank,
+            hidden_factor=hidden_factor,
+            species_dim=species_dim,
+            dropout=dropout,
+            invariant_mode=invariant_mode,
+            covariant_mode=covariant_mode,
+            include_normalized_products=include_normalized_products,
+            merge_fun=merge_fun,
+            join_fun=join_fun,
+            normalize=normalize,
+            length_scale=length_scale,
+            chiral=chiral,
+            vector_channels=vector_channels,
             momentum=momentum,
         )
         gala = _gala()
@@ -115,18 +131,36 @@ class GeometricAlgebraAttention(Backbone):
         self.species = nn.Embedding(N_SPECIES, species_dim)
         self.type_embedding = nn.Linear(2 * species_dim, width)
         self.blocks = nn.ModuleList(
-            _Block(width, hidden, dropout, rank, invariant_mode, covariant_mode, include_normalized_products, chiral,
-                   merge_fun, join_fun, momentum)
+            _Block(
+                width,
+                hidden,
+                dropout,
+                rank,
+                invariant_mode,
+                covariant_mode,
+                include_normalized_products,
+                chiral,
+                merge_fun,
+                join_fun,
+                momentum,
+            )
             for _ in range(n_blocks)
         )
-        inv_dims = gala.MultivectorAttention.get_invariant_dims(rank, invariant_mode, include_normalized_products)
+        inv_dims = gala.MultivectorAttention.get_invariant_dims(
+            rank, invariant_mode, include_normalized_products
+        )
         # permutation-invariant readout of each cloud into one invariant per-particle vector
         self.readout = _weighted("MultivectorAttention")(
             width,
             _mlp(width, hidden, 1, dropout, pre_norm=False),
             _mlp(inv_dims, hidden, width, dropout, pre_norm=True, chiral=chiral, momentum=momentum),
-            reduce=True, rank=rank, invariant_mode=invariant_mode, covariant_mode=covariant_mode,
-            include_normalized_products=include_normalized_products, merge_fun=merge_fun, join_fun=join_fun,
+            reduce=True,
+            rank=rank,
+            invariant_mode=invariant_mode,
+            covariant_mode=covariant_mode,
+            include_normalized_products=include_normalized_products,
+            merge_fun=merge_fun,
+            join_fun=join_fun,
         )
         # per-cloud covariant vectors: attention pooling of the bonds' vector parts with
         # invariant weights (score) and invariant gains (scale), one pair per channel
@@ -164,7 +198,9 @@ class GeometricAlgebraAttention(Backbone):
                 f"backbone 'gaa' needs a kNN graph with at least k={k} edges per atom, grouped by centre "
                 f"(build graphs with to_graph(structure, k={k})); got {src.shape[0]} edges for {n} atoms"
             )
-        slot = torch.arange(src.shape[0], device=src.device) - (torch.cumsum(counts, 0) - counts)[src]
+        slot = (
+            torch.arange(src.shape[0], device=src.device) - (torch.cumsum(counts, 0) - counts)[src]
+        )
         return src, slot, int(counts.max())
 
     @staticmethod
@@ -204,7 +240,11 @@ class GeometricAlgebraAttention(Backbone):
             if graph_of is None:
                 graph_of = torch.zeros(n, dtype=torch.long, device=vec.device)
             n_graphs = int(graph_of.max()) + 1 if n else 0
-            near = dist if present is None else torch.where(present, dist, torch.full_like(dist, float("inf")))
+            near = (
+                dist
+                if present is None
+                else torch.where(present, dist, torch.full_like(dist, float("inf")))
+            )
             dmin = torch.full((n_graphs,), float("inf"), dtype=vec.dtype, device=vec.device)
             dmin = dmin.scatter_reduce(0, graph_of, near.min(dim=1).values, reduce="amin")
             unit = dmin[graph_of]
@@ -281,6 +321,7 @@ class GeometricAlgebraAttention(Backbone):
         if per is None or per >= n or self.training or torch.is_grad_enabled():
             node, bond_vec, vector, v = self._cloud_forward(r, unit, mask, v, log_weight)
         else:
+
             def part(x, i):
                 return None if x is None else x[i : i + per]
 

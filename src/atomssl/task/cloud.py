@@ -39,13 +39,17 @@ _UNITS = ("min_distance", "angstrom")
 def _randn(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if generator is None:
         return torch.randn(shape, dtype=like.dtype, device=like.device)
-    return torch.randn(shape, dtype=like.dtype, device=generator.device, generator=generator).to(like.device)
+    return torch.randn(shape, dtype=like.dtype, device=generator.device, generator=generator).to(
+        like.device
+    )
 
 
 def _rand(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if generator is None:
         return torch.rand(shape, dtype=like.dtype, device=like.device)
-    return torch.rand(shape, dtype=like.dtype, device=generator.device, generator=generator).to(like.device)
+    return torch.rand(shape, dtype=like.dtype, device=generator.device, generator=generator).to(
+        like.device
+    )
 
 
 def _head(n_in: int, n_out: int, hidden: int = 64) -> nn.Sequential:
@@ -64,7 +68,9 @@ def kabsch_register(moving: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     d = torch.where(d == 0, torch.ones_like(d), d)
     diag = torch.ones(*d.shape, 3, dtype=moving.dtype, device=moving.device)
     diag[..., 2] = d
-    rot = vt.transpose(-1, -2) @ (diag[..., None] * u.transpose(-1, -2))  # R with target ~ moving @ R^T
+    rot = vt.transpose(-1, -2) @ (
+        diag[..., None] * u.transpose(-1, -2)
+    )  # R with target ~ moving @ R^T
     return moving @ rot.transpose(-1, -2)
 
 
@@ -80,7 +86,9 @@ class CloudTask(Task):
             raise ConfigError(f"task {self.name!r}: unit must be one of {_UNITS}, got {unit!r}")
         spec = getattr(backbone, "graph_spec", {})
         if "k" not in spec:
-            raise ConfigError(f"task {self.name!r} needs a backbone on kNN neighbour clouds (graph_spec {{'k': ...}})")
+            raise ConfigError(
+                f"task {self.name!r} needs a backbone on kNN neighbour clouds (graph_spec {{'k': ...}})"
+            )
         if self.corrupts_bonds and not getattr(backbone, "accepts_edge_delta", False):
             raise ConfigError(
                 f"task {self.name!r} corrupts bonds through batch.edge_delta/edge_mask, which backbone "
@@ -106,7 +114,9 @@ class CloudTask(Task):
             if graph_of is None:
                 graph_of = torch.zeros(n, dtype=torch.long, device=vec.device)
             nearest = vec.norm(dim=-1).min(dim=1).values
-            dmin = torch.full((int(graph_of.max()) + 1,), math.inf, dtype=vec.dtype, device=vec.device)
+            dmin = torch.full(
+                (int(graph_of.max()) + 1,), math.inf, dtype=vec.dtype, device=vec.device
+            )
             dmin = dmin.scatter_reduce(0, graph_of, nearest, reduce="amin")
             return vec, dmin[graph_of]
 
@@ -134,7 +144,11 @@ class NoisyBondTask(CloudTask):
         vec, unit = self.clean_clouds(batch)
         n, k = vec.shape[:2]
         noisy = _rand((n, k), vec, generator) < self.fraction
-        delta = _randn((n, k, 3), vec, generator) * (self.sigma * unit)[:, None, None] * noisy[..., None]
+        delta = (
+            _randn((n, k, 3), vec, generator)
+            * (self.sigma * unit)[:, None, None]
+            * noisy[..., None]
+        )
         out = backbone(self.corrupted(batch, edge_delta=delta.reshape(n * k, 3)))
         logits = self.head(out.edge)
         label = noisy.reshape(-1).long()
@@ -195,7 +209,9 @@ class CloudDenoiseTask(CloudTask):
     def __init__(self, backbone, sigma: float = 0.5, **config: Any):
         super().__init__(backbone, sigma=sigma, **config)
         self.sigma = float(sigma)
-        self.gates = nn.Linear(backbone.edge_dim, 2)  # invariant gains of [backbone vector, noisy input]
+        self.gates = nn.Linear(
+            backbone.edge_dim, 2
+        )  # invariant gains of [backbone vector, noisy input]
         nn.init.zeros_(self.gates.weight)
         nn.init.zeros_(self.gates.bias)
 
@@ -204,7 +220,11 @@ class CloudDenoiseTask(CloudTask):
         n, k = noisy.shape[:2]
         g = self.gates(out.edge).reshape(n, k, 2)
         noisy_n = noisy / unit[:, None, None]
-        return noisy_n + g[..., :1] * out.edge_vector.reshape(n, k, 3) / unit[:, None, None] + g[..., 1:] * noisy_n
+        return (
+            noisy_n
+            + g[..., :1] * out.edge_vector.reshape(n, k, 3) / unit[:, None, None]
+            + g[..., 1:] * noisy_n
+        )
 
     def step(self, batch, backbone, generator=None):
         vec, unit = self.clean_clouds(batch)
@@ -265,12 +285,17 @@ class AutoencoderTask(CloudTask):
     requires = frozenset({"vector"})
     corrupts_bonds = False
 
-    def __init__(self, backbone, latent: int = 8, kl_weight: float = 1e-5, hidden: int = 64, **config: Any):
+    def __init__(
+        self, backbone, latent: int = 8, kl_weight: float = 1e-5, hidden: int = 64, **config: Any
+    ):
         super().__init__(backbone, latent=latent, kl_weight=kl_weight, hidden=hidden, **config)
         self.latent, self.kl_weight = int(latent), float(kl_weight)
         self.encoder = nn.Linear(backbone.node_dim, 2 * self.latent)
         self.decoder = nn.Sequential(
-            nn.Linear(self.latent, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(self.latent, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
             nn.Linear(hidden, self.k * 3),
         )
         self.combine = _vector_combiner(backbone, 2)
@@ -339,7 +364,9 @@ class FrameClassTask(CloudTask):
         if frame.shape[0] != batch.pos.shape[0]:
             raise ConfigError(f"task 'frame_class': {self.label!r} must have one value per atom")
         if int(frame.max()) >= self.n_classes - 1:
-            raise ConfigError(f"task 'frame_class': frame index {int(frame.max())} >= n_frames={self.n_classes - 1}")
+            raise ConfigError(
+                f"task 'frame_class': frame index {int(frame.max())} >= n_frames={self.n_classes - 1}"
+            )
         return torch.where(frame < 0, torch.zeros_like(frame), frame + 1)
 
     def step(self, batch, backbone, generator=None):

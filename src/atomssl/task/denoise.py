@@ -20,12 +20,14 @@ import copy
 import torch
 from torch import nn
 
-from ..graph import edge_vectors
 from ..errors import ConfigError
+from ..graph import edge_vectors
 from ._base import Task, register_task
 
 SIGMA_MODES = ("relative", "absolute")
-_FALLBACK_DMIN = 1.0  # Angstrom; only for a structure with no edge at all (nothing to denoise there)
+_FALLBACK_DMIN = (
+    1.0  # Angstrom; only for a structure with no edge at all (nothing to denoise there)
+)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -73,7 +75,9 @@ def rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=gen_device).to(device)
 
 
-def perturb_positions(batch, sigma: float, sigma_mode: str = "relative", generator: torch.Generator | None = None):
+def perturb_positions(
+    batch, sigma: float, sigma_mode: str = "relative", generator: torch.Generator | None = None
+):
     """Add Gaussian noise to ``batch.pos`` on a copy of the batch.
 
     ``sigma_mode="relative"``: the standard deviation of each structure is ``sigma`` times its
@@ -87,7 +91,9 @@ def perturb_positions(batch, sigma: float, sigma_mode: str = "relative", generat
     if sigma_mode == "relative":
         per_graph = sigma * min_distances(batch).to(pos.dtype)
     else:
-        per_graph = torch.full((num_graphs(batch),), float(sigma), dtype=pos.dtype, device=pos.device)
+        per_graph = torch.full(
+            (num_graphs(batch),), float(sigma), dtype=pos.dtype, device=pos.device
+        )
     sig = per_graph[gidx]
     noise = randn(pos.shape, generator, pos.device, pos.dtype) * sig[:, None]
     noisy = shallow_copy(batch)
@@ -100,12 +106,20 @@ def center_per_graph(x: torch.Tensor, batch) -> torch.Tensor:
     gidx = graph_index(batch)
     n = num_graphs(batch)
     total = torch.zeros((n, x.shape[-1]), dtype=x.dtype, device=x.device).index_add_(0, gidx, x)
-    count = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, gidx, torch.ones_like(x[:, 0]))
+    count = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(
+        0, gidx, torch.ones_like(x[:, 0])
+    )
     return x - (total / count.clamp_min(1)[:, None])[gidx]
 
 
 def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, n_out),
+    )
 
 
 class NoiseHead(nn.Module):
@@ -127,7 +141,9 @@ class NoiseHead(nn.Module):
         return torch.einsum("nc,ncx->nx", w, vector)
 
 
-def noise_loss(head: NoiseHead, out, noise: torch.Tensor, sig: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+def noise_loss(
+    head: NoiseHead, out, noise: torch.Tensor, sig: torch.Tensor, batch
+) -> dict[str, torch.Tensor]:
     """MSE between predicted and true (centred) noise, in units of sigma; baseline: predict zero."""
     if out.vector is None:
         raise RuntimeError("backbone returned no vector output; coordinate denoising needs one")
@@ -149,7 +165,9 @@ class CoordinateDenoising(Task):
 
     requires = frozenset({"vector"})
 
-    def __init__(self, backbone, sigma: float = 0.1, sigma_mode: str = "relative", hidden: int = 64):
+    def __init__(
+        self, backbone, sigma: float = 0.1, sigma_mode: str = "relative", hidden: int = 64
+    ):
         super().__init__(backbone, sigma=sigma, sigma_mode=sigma_mode, hidden=hidden)
         if sigma_mode not in SIGMA_MODES:
             raise ConfigError(f"sigma_mode must be one of {SIGMA_MODES}, got {sigma_mode!r}")
@@ -201,7 +219,13 @@ class EdgeDenoising(Task):
     ):
         r_max = _default_rmax(backbone) if r_max is None else float(r_max)
         super().__init__(
-            backbone, sigma=sigma, sigma_mode=sigma_mode, n_gaussians=n_gaussians, r_max=r_max, width=width, hidden=hidden
+            backbone,
+            sigma=sigma,
+            sigma_mode=sigma_mode,
+            n_gaussians=n_gaussians,
+            r_max=r_max,
+            width=width,
+            hidden=hidden,
         )
         if sigma_mode not in SIGMA_MODES:
             raise ConfigError(f"sigma_mode must be one of {SIGMA_MODES}, got {sigma_mode!r}")

@@ -32,13 +32,12 @@ from torch_geometric.nn.aggr import Set2Set
 
 from ..errors import ConfigError
 from ._base import Task, register_task
+from .denoise import graph_index as _graph_index
+from .denoise import num_graphs as _num_graphs
 
 READOUTS = ("auto", "set2set", "graph", "mean")
 TRANSFORMS = ("none", "log")
 LOSSES = ("l1", "mse", "huber")
-
-
-from .denoise import graph_index as _graph_index, num_graphs as _num_graphs  # noqa: E402
 
 
 class Readout(nn.Module):
@@ -75,7 +74,9 @@ class Readout(nn.Module):
             return total / count[:, None]
         parts = [self.node_s2s(out.node, gidx, dim_size=n)]
         if self.use_edges:
-            parts.append(self.edge_s2s(out.edge, gidx.index_select(0, batch.edge_index[0]), dim_size=n))
+            parts.append(
+                self.edge_s2s(out.edge, gidx.index_select(0, batch.edge_index[0]), dim_size=n)
+            )
         parts.append(out.graph)
         return torch.cat(parts, dim=-1)
 
@@ -96,7 +97,13 @@ class DownstreamTask(Task):
 
     def __init__(self, backbone, n_out: int, readout: str = "auto", hidden: Sequence[int] = (64, 32),
                  dropout: float = 0.0, **config: Any):  # fmt: skip
-        super().__init__(backbone, readout=readout, hidden=[int(h) for h in hidden], dropout=float(dropout), **config)
+        super().__init__(
+            backbone,
+            readout=readout,
+            hidden=[int(h) for h in hidden],
+            dropout=float(dropout),
+            **config,
+        )
         self.readout = Readout(backbone, readout)
         self.mlp = _mlp(self.readout.dim, hidden, n_out, float(dropout))
 
@@ -114,10 +121,14 @@ class RegressionTask(DownstreamTask):
         if loss not in LOSSES:
             raise ConfigError(f"regression loss must be one of {LOSSES}, got {loss!r}")
         if transform not in TRANSFORMS:
-            raise ConfigError(f"regression transform must be one of {TRANSFORMS}, got {transform!r}")
+            raise ConfigError(
+                f"regression transform must be one of {TRANSFORMS}, got {transform!r}"
+            )
         if not std > 0:
             raise ConfigError(f"regression std must be > 0, got {std}")
-        super().__init__(backbone, 1, loss=loss, transform=transform, mean=float(mean), std=float(std), **config)
+        super().__init__(
+            backbone, 1, loss=loss, transform=transform, mean=float(mean), std=float(std), **config
+        )
         self.loss_name, self.transform = loss, transform
         self.mean, self.std = float(mean), float(std)
 
@@ -141,7 +152,9 @@ class RegressionTask(DownstreamTask):
         y = np.asarray(y, dtype=np.float64)
         if transform == "log":
             if (y <= 0).any():
-                raise ConfigError("regression transform 'log' needs positive targets (found values <= 0)")
+                raise ConfigError(
+                    "regression transform 'log' needs positive targets (found values <= 0)"
+                )
             y = np.log(y)
         sd = float(y.std())
         return float(y.mean()), sd if sd > 0 else 1.0
@@ -178,7 +191,9 @@ class RegressionTask(DownstreamTask):
 class ClassificationTask(DownstreamTask):
     """Per-structure classification into ``n_classes`` (cross-entropy; accuracy)."""
 
-    def __init__(self, backbone, n_classes: int = 2, prior: Sequence[float] | None = None, **config: Any):
+    def __init__(
+        self, backbone, n_classes: int = 2, prior: Sequence[float] | None = None, **config: Any
+    ):
         if int(n_classes) < 2:
             raise ConfigError(f"classification needs n_classes >= 2, got {n_classes}")
         if prior is not None:
@@ -213,4 +228,12 @@ class ClassificationTask(DownstreamTask):
             }
 
 
-__all__ = ["Readout", "DownstreamTask", "RegressionTask", "ClassificationTask", "READOUTS", "TRANSFORMS", "LOSSES"]
+__all__ = [
+    "Readout",
+    "DownstreamTask",
+    "RegressionTask",
+    "ClassificationTask",
+    "READOUTS",
+    "TRANSFORMS",
+    "LOSSES",
+]

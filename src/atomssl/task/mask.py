@@ -20,10 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..representation import N_SPECIES
 from ..errors import ConfigError
+from ..representation import N_SPECIES
 from ._base import Task, register_task
-from .denoise import SIGMA_MODES, NoiseHead, graph_index, mlp, noise_loss, num_graphs, perturb_positions, rand, shallow_copy
+from .denoise import (
+    SIGMA_MODES,
+    NoiseHead,
+    graph_index,
+    mlp,
+    noise_loss,
+    num_graphs,
+    perturb_positions,
+    rand,
+    shallow_copy,
+)
 
 N_ELEMENTS = N_SPECIES - 1  # classes are elements 1..118 (index = Z - 1)
 
@@ -89,7 +99,9 @@ class SpeciesHead(nn.Module):
         self.norm = nn.LayerNorm(node_dim)
         if self.edge_dim:
             self.message = nn.Sequential(
-                nn.LayerNorm(node_dim + self.edge_dim), nn.Linear(node_dim + self.edge_dim, hidden), nn.SiLU(),
+                nn.LayerNorm(node_dim + self.edge_dim),
+                nn.Linear(node_dim + self.edge_dim, hidden),
+                nn.SiLU(),
                 nn.Linear(hidden, hidden),
             )
         self.context = nn.LayerNorm(node_dim)
@@ -108,7 +120,9 @@ class SpeciesHead(nn.Module):
         gidx = graph_index(batch)
         n_graphs = num_graphs(batch)
         node = out.node
-        mean = torch.zeros((n_graphs, node.shape[-1]), dtype=node.dtype, device=node.device).index_add_(0, gidx, node)
+        mean = torch.zeros(
+            (n_graphs, node.shape[-1]), dtype=node.dtype, device=node.device
+        ).index_add_(0, gidx, node)
         mean = mean / torch.bincount(gidx, minlength=n_graphs).clamp_min(1).to(node.dtype)[:, None]
         x = torch.cat([self.norm(node[mask]), self.context(mean[gidx[mask]])], dim=-1)
         prior = self.log_prior().to(x.dtype)
@@ -120,7 +134,9 @@ class SpeciesHead(nn.Module):
         row[mask] = torch.arange(int(mask.sum()), device=mask.device)
         row = row[dst[keep]]
         msg = self.message(torch.cat([out.node[src[keep]], out.edge[keep]], dim=-1))
-        pooled = torch.zeros((x.shape[0], msg.shape[-1]), dtype=msg.dtype, device=msg.device).index_add_(0, row, msg)
+        pooled = torch.zeros(
+            (x.shape[0], msg.shape[-1]), dtype=msg.dtype, device=msg.device
+        ).index_add_(0, row, msg)
         count = torch.bincount(row, minlength=x.shape[0]).clamp_min(1).to(msg.dtype)
         return prior + self.net(torch.cat([x, pooled / count[:, None]], dim=-1))
 
@@ -137,8 +153,16 @@ class SpeciesHead(nn.Module):
         with torch.no_grad():
             log_freq = self.log_prior().to(logits.dtype)
             baseline = -log_freq[target].mean() if target.numel() else loss.detach() * 0.0
-            acc = (logits.argmax(-1) == target).to(logits.dtype).mean() if target.numel() else baseline * 0.0
-            base_acc = (target == int(torch.argmax(self.counts))).to(logits.dtype).mean() if target.numel() else acc * 0.0
+            acc = (
+                (logits.argmax(-1) == target).to(logits.dtype).mean()
+                if target.numel()
+                else baseline * 0.0
+            )
+            base_acc = (
+                (target == int(torch.argmax(self.counts))).to(logits.dtype).mean()
+                if target.numel()
+                else acc * 0.0
+            )
         return {"loss": loss, "baseline": baseline, "accuracy": acc, "baseline_accuracy": base_acc}
 
 
@@ -147,9 +171,16 @@ class MaskedSpecies(Task):
     """Predict the species of masked atoms (cross-entropy over elements)."""
 
     def __init__(
-        self, backbone, p_species: float = 0.5, fraction: float = 0.15, hidden: int = 64, use_edges: bool = True
+        self,
+        backbone,
+        p_species: float = 0.5,
+        fraction: float = 0.15,
+        hidden: int = 64,
+        use_edges: bool = True,
     ):
-        super().__init__(backbone, p_species=p_species, fraction=fraction, hidden=hidden, use_edges=use_edges)
+        super().__init__(
+            backbone, p_species=p_species, fraction=fraction, hidden=hidden, use_edges=use_edges
+        )
         _check_mask_options(p_species, fraction)
         self.p_species, self.fraction = float(p_species), float(fraction)
         self.head = SpeciesHead(backbone.node_dim, hidden, _edge_dim(backbone, use_edges))

@@ -18,7 +18,8 @@ Every step reports the loss of the training mean spectrum (``mean_spectrum``) as
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,9 @@ class SpectrumTask(DownstreamTask):
         **config: Any,
     ):
         if int(n_bins) < 2:
-            raise ConfigError(f"spectrum needs n_bins >= 2 (the length of the target vectors), got {n_bins}")
+            raise ConfigError(
+                f"spectrum needs n_bins >= 2 (the length of the target vectors), got {n_bins}"
+            )
         if output not in OUTPUTS:
             raise ConfigError(f"spectrum output must be one of {OUTPUTS}, got {output!r}")
         if total not in TOTALS:
@@ -79,9 +82,13 @@ class SpectrumTask(DownstreamTask):
         if loss not in SPECTRUM_LOSSES:
             raise ConfigError(f"spectrum loss must be one of {SPECTRUM_LOSSES}, got {loss!r}")
         if not float(scale) > 0 or float(wasserstein) < 0:
-            raise ConfigError(f"spectrum needs scale > 0 and wasserstein >= 0 (got {scale}, {wasserstein})")
+            raise ConfigError(
+                f"spectrum needs scale > 0 and wasserstein >= 0 (got {scale}, {wasserstein})"
+            )
         if config.get("transform", "none") != "none":
-            raise ConfigError(f"spectrum takes no target transform (got {config['transform']!r}); spectra are fit as they are")
+            raise ConfigError(
+                f"spectrum takes no target transform (got {config['transform']!r}); spectra are fit as they are"
+            )
         if mean_spectrum is not None and len(mean_spectrum) != int(n_bins):
             raise ConfigError(f"mean_spectrum has {len(mean_spectrum)} values, n_bins is {n_bins}")
         n_bins = int(n_bins)
@@ -92,7 +99,10 @@ class SpectrumTask(DownstreamTask):
                          **config)  # fmt: skip
         self.n_bins, self.output, self.total, self.loss_name = n_bins, output, total, loss
         self.w_weight, self.scale = float(wasserstein), float(scale)
-        mean = torch.tensor(mean_spectrum if mean_spectrum is not None else [self.scale] * n_bins, dtype=torch.float32)
+        mean = torch.tensor(
+            mean_spectrum if mean_spectrum is not None else [self.scale] * n_bins,
+            dtype=torch.float32,
+        )
         self.register_buffer("mean_spectrum", mean)
 
     def spectrum(self, raw: torch.Tensor, totals: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,7 +116,9 @@ class SpectrumTask(DownstreamTask):
             total = F.softplus(raw[:, b]) * (self.scale * b)
         else:
             if totals is None:
-                raise ConfigError("spectrum with total='label' needs each structure's total (the sum of its spectrum)")
+                raise ConfigError(
+                    "spectrum with total='label' needs each structure's total (the sum of its spectrum)"
+                )
             total = totals.to(raw.dtype)
         return shape * total[:, None]
 
@@ -128,7 +140,9 @@ class SpectrumTask(DownstreamTask):
         y = batch.target.to(batch.pos.dtype).reshape(-1, self.n_bins)
         if bool((y < 0).any()):
             raise ConfigError("spectrum targets must be non-negative")
-        pred = self.spectrum(self.raw(batch, backbone), y.sum(-1) if self.total == "label" else None)
+        pred = self.spectrum(
+            self.raw(batch, backbone), y.sum(-1) if self.total == "label" else None
+        )
         loss = self._loss(pred, y)
         with torch.no_grad():
             base = self.mean_spectrum.to(y.dtype).expand_as(y)
@@ -142,4 +156,12 @@ class SpectrumTask(DownstreamTask):
             }
 
 
-__all__ = ["SpectrumTask", "OUTPUTS", "TOTALS", "SPECTRUM_LOSSES", "normalised", "wasserstein", "moments"]
+__all__ = [
+    "SpectrumTask",
+    "OUTPUTS",
+    "TOTALS",
+    "SPECTRUM_LOSSES",
+    "normalised",
+    "wasserstein",
+    "moments",
+]

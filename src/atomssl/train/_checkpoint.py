@@ -66,7 +66,9 @@ def save_checkpoint(
         "version": VERSION,
         "atomssl_version": __version__,
         "config": plain(config or {}),
-        "backbone_config": plain(getattr(backbone, "config", {"name": getattr(backbone, "name", "?")})),
+        "backbone_config": plain(
+            getattr(backbone, "config", {"name": getattr(backbone, "name", "?")})
+        ),
         "backbone": backbone.state_dict(),
         "tasks": {k: t.state_dict() for k, t in (tasks or {}).items()},
         "task_configs": plain({k: getattr(t, "config", {}) for k, t in (tasks or {}).items()}),
@@ -86,9 +88,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     obj = safe_torch_load(path, map_location=map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an atomssl checkpoint ({_what_it_is(obj)}; no 'format': {FORMAT!r} entry)")
+        raise CheckpointError(
+            f"{path}: not an atomssl checkpoint ({_what_it_is(obj)}; no 'format': {FORMAT!r} entry)"
+        )
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {obj.get('version')!r}; this atomssl reads {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {obj.get('version')!r}; this atomssl reads {VERSION}"
+        )
     for key in ("backbone", "backbone_config"):
         if key not in obj:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
@@ -130,7 +136,9 @@ def load_backbone(path: str | os.PathLike, map_location: Any = "cpu", eval: bool
     try:
         backbone.load_state_dict(ck["backbone"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit backbone {ck['backbone_config'].get('name')!r}: {exc}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit backbone {ck['backbone_config'].get('name')!r}: {exc}"
+        ) from None
     return backbone.eval() if eval else backbone
 
 
@@ -143,7 +151,9 @@ class AtomicCheckpointIO(CheckpointIO):
     views are stored once.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
+    ) -> None:
         from .. import __version__
 
         checkpoint = dict(checkpoint)
@@ -156,10 +166,14 @@ class AtomicCheckpointIO(CheckpointIO):
         out["trainer"] = checkpoint
         atomic_torch_save(out, path)
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         ck = load_checkpoint(path, map_location if map_location is not None else "cpu")
         if "trainer" not in ck:
-            raise CheckpointError(f"{path}: has weights but no trainer state, so a run cannot resume from it")
+            raise CheckpointError(
+                f"{path}: has weights but no trainer state, so a run cannot resume from it"
+            )
         state = dict(ck["trainer"])
         state["atomssl"] = {k: v for k, v in ck.items() if k != "trainer"}
         return state
@@ -179,7 +193,9 @@ def epoch_checkpoints(ckpt_dir, monitor: str | None) -> list:
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    common = dict(dirpath=ckpt_dir, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    common = dict(
+        dirpath=ckpt_dir, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False
+    )
     best = ModelCheckpoint(filename="best", monitor=monitor, mode="min", **common)
     last = ModelCheckpoint(filename="last", monitor=None, every_n_epochs=1, **common)
     for cb in (best, last):

@@ -23,8 +23,9 @@ import copy
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,19 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZES: tuple = (50, 100, 250, 500, 1000, 2000, "all")
 VARIANTS = ("pretrained", "scratch")
-FIELDS = ["size", "seed", "variant", "n_train", "n_val", "mae", "rmse", "max_error", "val_mae", "epoch", "seconds"]
+FIELDS = [
+    "size",
+    "seed",
+    "variant",
+    "n_train",
+    "n_val",
+    "mae",
+    "rmse",
+    "max_error",
+    "val_mae",
+    "epoch",
+    "seconds",
+]
 
 
 def parse_sizes(spec: str | Sequence | None) -> list:
@@ -55,7 +68,9 @@ def parse_sizes(spec: str | Sequence | None) -> list:
             except ValueError:
                 raise ConfigError(f"sizes must be integers or 'all', got {s!r}") from None
             if v < 2:
-                raise ConfigError(f"a training size needs at least 2 labels (train + validation), got {v}")
+                raise ConfigError(
+                    f"a training size needs at least 2 labels (train + validation), got {v}"
+                )
             out.append(v)
     return out
 
@@ -96,36 +111,55 @@ def learning_curves(
                 out / "config.yaml")  # fmt: skip
     rows = _read_rows(out / "runs.csv")
     done = {(r["size"], int(r["seed"]), r["variant"]) for r in rows}
-    todo = [(s, sd, v) for s in sizes for sd in seeds for v in variants if (str(s), sd, v) not in done]
+    todo = [
+        (s, sd, v) for s in sizes for sd in seeds for v in variants if (str(s), sd, v) not in done
+    ]
     if todo:
         data, splits = _load_task(task, base)
         pool, test_idx = splits[fold]
         if test_limit is not None and test_limit < len(test_idx):
-            test_idx = np.sort(np.random.default_rng(12345).choice(test_idx, int(test_limit), replace=False))
+            test_idx = np.sort(
+                np.random.default_rng(12345).choice(test_idx, int(test_limit), replace=False)
+            )
         test = data.subset(test_idx)
         val_fraction = float(base["data"]["val_fraction"])
         for size, seed, variant in todo:
             n = len(pool) if size == "all" else min(int(size), len(pool))
-            chosen = np.random.default_rng([seed, n]).choice(pool, n, replace=False)  # same rows for both variants
+            chosen = np.random.default_rng([seed, n]).choice(
+                pool, n, replace=False
+            )  # same rows for both variants
             n_val = max(1, int(round(val_fraction * n)))
             tr, va = np.sort(chosen[n_val:]), np.sort(chosen[:n_val])
             cfg = copy.deepcopy(base)
             cfg["seed"] = seed
             cfg["backbone"]["pretrained"] = variant == "pretrained"
             run_dir = out / "runs" / f"size{size}-seed{seed}-{variant}"
-            res = train_and_predict(cfg, data.subset(tr), data.subset(va), {"test": test}, run_dir, progress)
+            res = train_and_predict(
+                cfg, data.subset(tr), data.subset(va), {"test": test}, run_dir, progress
+            )
             s = res["scores"]["test"]
             row = {"size": str(size), "seed": seed, "variant": variant, "n_train": len(tr), "n_val": len(va),
                    "mae": f"{s['mae']:.6g}", "rmse": f"{s['rmse']:.6g}", "max_error": f"{s['max_error']:.6g}",
                    "val_mae": f"{res['scores']['val']['mae']:.6g}",
                    "epoch": res["chosen"].get("epoch", res["chosen"].get("alpha")), "seconds": f"{res['seconds']:.1f}"}  # fmt: skip
             rows.append(row)
-            write_csv(out / "runs.csv", rows, FIELDS)  # after every run: an interrupted sweep resumes here
-            log.info("size %s seed %d %s: test MAE %.4f (%.0f s)", size, seed, variant, s["mae"], res["seconds"])
+            write_csv(
+                out / "runs.csv", rows, FIELDS
+            )  # after every run: an interrupted sweep resumes here
+            log.info(
+                "size %s seed %d %s: test MAE %.4f (%.0f s)",
+                size,
+                seed,
+                variant,
+                s["mae"],
+                res["seconds"],
+            )
     return summarize_curves(out, rows, progress)
 
 
-def summarize_curves(out: Path, rows: list[dict[str, Any]], progress: bool = True) -> dict[str, Any]:
+def summarize_curves(
+    out: Path, rows: list[dict[str, Any]], progress: bool = True
+) -> dict[str, Any]:
     """Table, plot and win count from ``runs.csv`` rows."""
     by: dict[tuple[str, str], dict[int, float]] = {}
     n_train: dict[str, int] = {}
@@ -133,24 +167,39 @@ def summarize_curves(out: Path, rows: list[dict[str, Any]], progress: bool = Tru
         by.setdefault((str(r["size"]), r["variant"]), {})[int(r["seed"])] = float(r["mae"])
         n_train[str(r["size"])] = int(r["n_train"]) + int(r["n_val"])
     sizes = sorted({k[0] for k in by}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
-    table = ["| labels | scratch MAE | pretrained MAE | gain | pretrained wins |", "|---|---|---|---|---|"]
+    table = [
+        "| labels | scratch MAE | pretrained MAE | gain | pretrained wins |",
+        "|---|---|---|---|---|",
+    ]
     per_size, wins, settings = {}, 0, 0
     for size in sizes:
         a, b = by.get((size, "scratch"), {}), by.get((size, "pretrained"), {})
         common = sorted(set(a) & set(b))
         w = sum(b[s] < a[s] for s in common)
         wins, settings = wins + w, settings + len(common)
-        ms, mp = (float(np.mean(list(a.values()))) if a else np.nan), (float(np.mean(list(b.values()))) if b else np.nan)
-        ss, sp = (float(np.std(list(a.values()))) if a else np.nan), (float(np.std(list(b.values()))) if b else np.nan)
+        ms, mp = (
+            (float(np.mean(list(a.values()))) if a else np.nan),
+            (float(np.mean(list(b.values()))) if b else np.nan),
+        )
+        ss, sp = (
+            (float(np.std(list(a.values()))) if a else np.nan),
+            (float(np.std(list(b.values()))) if b else np.nan),
+        )
         gain = (ms - mp) / ms if a and b else np.nan
         per_size[size] = {"labels": n_train.get(size), "scratch_mean": ms, "scratch_std": ss, "pretrained_mean": mp,
                           "pretrained_std": sp, "gain": gain, "wins": w, "settings": len(common)}  # fmt: skip
         label = f"{size} ({n_train.get(size)})" if size == "all" else size
-        table.append(f"| {label} | {ms:.4f} +- {ss:.4f} | {mp:.4f} +- {sp:.4f} | {100 * gain:+.1f}% | {w}/{len(common)} |")
+        table.append(
+            f"| {label} | {ms:.4f} +- {ss:.4f} | {mp:.4f} +- {sp:.4f} | {100 * gain:+.1f}% | {w}/{len(common)} |"
+        )
     table.append("")
     share = f" ({100 * wins / settings:.0f}%)" if settings else ""
     table.append(f"pretrained beats scratch in {wins} of {settings}{share} (size, seed) settings")
-    small = [d["gain"] for s, d in per_size.items() if s != "all" and int(s) <= 250 and np.isfinite(d["gain"])]
+    small = [
+        d["gain"]
+        for s, d in per_size.items()
+        if s != "all" and int(s) <= 250 and np.isfinite(d["gain"])
+    ]
     if small:
         table.append(f"smallest gain in mean MAE at <= 250 labels: {100 * min(small):+.1f}%")
     text = "\n".join(table)

@@ -41,10 +41,10 @@ from ..errors import ConfigError, StructureError
 from ..graph import collate, to_graph
 from ._sampler import GraphLoader, ResumableLoader, ShardedBatchSampler
 from ._sources import (  # noqa: F401  (re-exported)
+    _PROTOTYPES,
     DATA_DEFAULTS,
     _Concat,
     _Head,
-    _PROTOTYPES,
     _head,
     _source_entry,
     has_corpus,
@@ -59,13 +59,17 @@ from ._sources import (  # noqa: F401  (re-exported)
 log = logging.getLogger(__name__)
 
 
-
 # ------------------------------------------------------------------------------------- graphs
 _GRAPH_CACHE: OrderedDict[str, list] = OrderedDict()
 _CACHE_SIZE = 2
 
 
-def build_graphs(structures: Sequence[Structure], graph_spec: dict, skip_bad: bool = True, cache_key: str | None = None):
+def build_graphs(
+    structures: Sequence[Structure],
+    graph_spec: dict,
+    skip_bad: bool = True,
+    cache_key: str | None = None,
+):
     """Graphs of ``structures`` for ``graph_spec`` (``{"cutoff": r}`` or ``{"k": k}``).
 
     Returns ``(graphs, kept_indices)``; structures failing validation are skipped with a warning
@@ -106,7 +110,13 @@ class GraphDataset(Dataset):
     ``None`` with ``skip_bad`` (and a warning; :func:`collate_skipping` drops it), else raises.
     """
 
-    def __init__(self, structures: Sequence[Structure], graph_spec: dict, graphs: list | None = None, skip_bad: bool = False):
+    def __init__(
+        self,
+        structures: Sequence[Structure],
+        graph_spec: dict,
+        graphs: list | None = None,
+        skip_bad: bool = False,
+    ):
         self.structures, self.graph_spec, self.graphs = structures, dict(graph_spec), graphs
         self.skip_bad = bool(skip_bad)
 
@@ -132,7 +142,9 @@ def collate_skipping(items: list):
     """:func:`atomssl.graph.collate` of the graphs of ``items`` that are not ``None``."""
     graphs = [g for g in items if g is not None]
     if not graphs:
-        raise ConfigError(f"all {len(items)} structure(s) of a batch failed validation (see the warnings above)")
+        raise ConfigError(
+            f"all {len(items)} structure(s) of a batch failed validation (see the warnings above)"
+        )
     return collate(graphs)
 
 
@@ -140,7 +152,9 @@ class StreamedGraphs(Sequence):
     """Graphs of ``structures[indices[i]]``, built on access (streamed fine-tuning): a slice gives
     a list; ``subset(idx)`` another lazy view. ``num_workers`` is what loaders over it use."""
 
-    def __init__(self, structures: Sequence[Structure], indices, graph_spec: dict, num_workers: int = 0):
+    def __init__(
+        self, structures: Sequence[Structure], indices, graph_spec: dict, num_workers: int = 0
+    ):
         self.structures, self.graph_spec = structures, dict(graph_spec)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.num_workers = int(num_workers)
@@ -153,8 +167,13 @@ class StreamedGraphs(Sequence):
             return [self[j] for j in range(*i.indices(len(self)))]
         return to_graph(self.structures[int(self.indices[i])], **self.graph_spec)
 
-    def subset(self, idx) -> "StreamedGraphs":
-        return StreamedGraphs(self.structures, self.indices[np.asarray(idx, dtype=np.int64)], self.graph_spec, self.num_workers)
+    def subset(self, idx) -> StreamedGraphs:
+        return StreamedGraphs(
+            self.structures,
+            self.indices[np.asarray(idx, dtype=np.int64)],
+            self.graph_spec,
+            self.num_workers,
+        )
 
 
 class StreamedIds(Sequence):
@@ -172,7 +191,7 @@ class StreamedIds(Sequence):
         s = self.structures[int(self.indices[i])]
         return s.id or (f"{s.source}@{s.index}" if s.source else str(int(self.indices[i])))
 
-    def subset(self, idx) -> "StreamedIds":
+    def subset(self, idx) -> StreamedIds:
         return StreamedIds(self.structures, self.indices[np.asarray(idx, dtype=np.int64)])
 
 
@@ -180,7 +199,13 @@ def graph_batches(graphs: Sequence, batch_size: int):
     """Collated batches of ``graphs`` in order; :class:`StreamedGraphs` are built in its workers."""
     if isinstance(graphs, StreamedGraphs):
         workers = graphs.num_workers
-        yield from GraphLoader(graphs, batch_size=int(batch_size), shuffle=False, collate_fn=collate, num_workers=workers)
+        yield from GraphLoader(
+            graphs,
+            batch_size=int(batch_size),
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=workers,
+        )
         return
     for i in range(0, len(graphs), batch_size):
         yield collate(list(graphs[i : i + batch_size]))
@@ -206,7 +231,9 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     if val_fraction > 0 and n_val == 0 and n > 1:
         n_val = 1
     if n - n_val < 1:
-        raise ConfigError(f"only {n} structure(s): nothing left to train on after the validation split")
+        raise ConfigError(
+            f"only {n} structure(s): nothing left to train on after the validation split"
+        )
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -236,12 +263,23 @@ class PretrainDataModule(L.LightningDataModule):
         if self.streamed:
             dataset = GraphDataset(structures, self.graph_spec, skip_bad=bool(self.cfg["skip_bad"]))
         else:
-            key = json.dumps({k: self.cfg[k] for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
-            graphs, _ = build_graphs(structures, self.graph_spec, self.cfg["skip_bad"], cache_key=key)
+            key = json.dumps(
+                {k: self.cfg[k] for k in ("sources", "limit", "skip_bad")},
+                sort_keys=True,
+                default=str,
+            )
+            graphs, _ = build_graphs(
+                structures, self.graph_spec, self.cfg["skip_bad"], cache_key=key
+            )
             dataset = GraphDataset(structures, self.graph_spec, graphs)
         train_idx, val_idx = split_indices(len(dataset), float(self.cfg["val_fraction"]), self.seed)
         self.train_set, self.val_set = _Subset(dataset, train_idx), _Subset(dataset, val_idx)
-        log.info("data: %d training, %d validation structures%s", len(train_idx), len(val_idx), " (streamed)" if self.streamed else "")
+        log.info(
+            "data: %d training, %d validation structures%s",
+            len(train_idx),
+            len(val_idx),
+            " (streamed)" if self.streamed else "",
+        )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         trainer = getattr(self, "trainer", None)

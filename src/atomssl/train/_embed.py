@@ -25,9 +25,10 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ def resolve_checkpoint(checkpoint: str | os.PathLike | None) -> Path:
         return Path(checkpoint)
     found = default_checkpoint()
     if found is None:
-        raise CheckpointError("no --checkpoint given and this atomssl ships no default checkpoint (atomssl/weights/)")
+        raise CheckpointError(
+            "no --checkpoint given and this atomssl ships no default checkpoint (atomssl/weights/)"
+        )
     return found
 
 
@@ -126,18 +129,28 @@ def embed_structures(
     restore = (first.dtype, first.device, backbone.training) if first is not None else None
     backbone = backbone.to(device=device, dtype=dtype).eval()
     try:
-        return _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors)
+        return _embed(
+            structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors
+        )
     finally:
         if restore is not None:
             backbone.to(device=restore[1], dtype=restore[0]).train(restore[2])
 
 
-def _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors) -> dict[str, np.ndarray]:
+def _embed(
+    structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors
+) -> dict[str, np.ndarray]:
     spec = backbone.inference_graph_spec
     limit = int(max_edges_per_chunk) if max_edges_per_chunk else None
-    halo = limit is not None and hasattr(backbone, "receptive_hops") and hasattr(backbone, "graph_from_nodes")
+    halo = (
+        limit is not None
+        and hasattr(backbone, "receptive_hops")
+        and hasattr(backbone, "graph_from_nodes")
+    )
     graph_rows, atom_rows, rows, skipped = [], [], [], []
-    frames: dict[str, int] = {}  # source -> frames seen in it (good or bad): one frame -> id is the source
+    frames: dict[
+        str, int
+    ] = {}  # source -> frames seen in it (good or bad): one frame -> id is the source
 
     def seen(source: str | None, index: int | None) -> None:
         if source and index is not None:
@@ -150,6 +163,7 @@ def _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk,
         skipped.append(err)
         if errors is not None:
             errors.append(err)
+
     pending: list = []
 
     def keep(graph: torch.Tensor, node: torch.Tensor) -> None:
@@ -200,7 +214,9 @@ def _embed(structures, backbone, batch_size, dtype, device, max_edges_per_chunk,
             backbone.edge_chunk = saved_chunk
     if not counts:
         if skipped:
-            raise EmptyInputError(f"no structures to embed: all {len(skipped)} input entr{'y was' if len(skipped) == 1 else 'ies were'} bad and skipped")
+            raise EmptyInputError(
+                f"no structures to embed: all {len(skipped)} input entr{'y was' if len(skipped) == 1 else 'ies were'} bad and skipped"
+            )
         raise EmptyInputError("no structures to embed")
     out_dtype = np.float64 if dtype == torch.float64 else np.float32
     ids, sources = [], []
@@ -249,7 +265,16 @@ def embed_files(
 
     backbone = load_backbone(resolve_checkpoint(checkpoint), map_location="cpu")
     arrays = embed_structures(
-        iter_entries(list(paths), format=format, **{k: v for k, v in read_options.items() if v is not None}), backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad=skip_bad, errors=errors
+        iter_entries(
+            list(paths), format=format, **{k: v for k, v in read_options.items() if v is not None}
+        ),
+        backbone,
+        batch_size,
+        dtype,
+        device,
+        max_edges_per_chunk,
+        skip_bad=skip_bad,
+        errors=errors,
     )
     atomic_save_npz(out, **arrays)
     return arrays

@@ -23,8 +23,9 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,20 +49,26 @@ EVAL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _load_task(task: str, config: dict) -> tuple[LabelledGraphs, list[tuple[np.ndarray, np.ndarray]]]:
+def _load_task(
+    task: str, config: dict
+) -> tuple[LabelledGraphs, list[tuple[np.ndarray, np.ndarray]]]:
     from ..data import load_dataset, matbench_folds
     from ._data import build_graphs
     from ._finetune import _graph_spec
 
     if task not in MATBENCH_TASKS:
-        raise ConfigError(f"unknown matbench task {task!r}; available offline: {sorted(MATBENCH_TASKS)}")
+        raise ConfigError(
+            f"unknown matbench task {task!r}; available offline: {sorted(MATBENCH_TASKS)}"
+        )
     from ._groups import label_columns, wanted_labels
 
     label = MATBENCH_TASKS[task][0]
     keys = wanted_labels(config.get("data") or {})
     structures = load_dataset(task, metadata=True) if keys else load_dataset(task)
     folds = matbench_folds(task)
-    graphs, kept = build_graphs(structures, _graph_spec(config["backbone"]), skip_bad=False, cache_key=f"matbench:{task}")
+    graphs, kept = build_graphs(
+        structures, _graph_spec(config["backbone"]), skip_bad=False, cache_key=f"matbench:{task}"
+    )
     if len(kept) != len(structures):  # pragma: no cover - skip_bad=False raises instead
         raise ConfigError(f"{task}: some structures could not be converted to graphs")
     y = np.array([s.labels[label] for s in structures], dtype=np.float64)
@@ -70,7 +77,9 @@ def _load_task(task: str, config: dict) -> tuple[LabelledGraphs, list[tuple[np.n
     return LabelledGraphs(list(graphs), y, ids, meta), folds
 
 
-def carve_validation(train_idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def carve_validation(
+    train_idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Split a fold's training rows into (train, validation), seeded; the test rows are never involved."""
     if not 0 < fraction < 1:
         raise ConfigError(f"data.val_fraction must be in (0, 1) for evaluate (got {fraction})")
@@ -106,12 +115,15 @@ def evaluate_matbench(
     ``dataset`` = ``(graphs with targets and ids, [(train_rows, test_rows), ...])`` replaces the
     bundled task data (other data sets with their own folds; tests).
     """
-    from ..utils._config import _merge
     import copy
+
+    from ..utils._config import _merge
 
     config = prepare_config(_merge(_merge({}, copy.deepcopy(EVAL_DEFAULTS)), copy.deepcopy(config)))
     if out is None:
-        out = make_run_dir(config["run"].get("root", "runs"), f"{config['run'].get('name', 'evaluate')}-{task}")
+        out = make_run_dir(
+            config["run"].get("root", "runs"), f"{config['run'].get('name', 'evaluate')}-{task}"
+        )
     out = make_run_dir(out, exist_ok=True)
     dump_config(config, out / "config.yaml")
     n_folds = len(dataset[1]) if dataset is not None else 5
@@ -130,22 +142,35 @@ def evaluate_matbench(
 
                 train_idx = train_idx[where_mask(data.meta, where, len(data))[train_idx]]
                 if len(train_idx) < 2:
-                    raise ConfigError(f"fold {k}: data.train_where={where!r} leaves {len(train_idx)} training rows")
+                    raise ConfigError(
+                        f"fold {k}: data.train_where={where!r} leaves {len(train_idx)} training rows"
+                    )
             tr, va = carve_validation(train_idx, float(config["data"]["val_fraction"]), seed)
             fold_cfg = {**config, "seed": seed}
             fold_dir = out / f"fold_{k}"
-            log.info("fold %d: %d train, %d validation, %d test", k, len(tr), len(va), len(test_idx))
+            log.info(
+                "fold %d: %d train, %d validation, %d test", k, len(tr), len(va), len(test_idx)
+            )
             test = data.subset(test_idx)
-            res = train_and_predict(fold_cfg, data.subset(tr), data.subset(va), {"test": test}, fold_dir, progress)
+            res = train_and_predict(
+                fold_cfg, data.subset(tr), data.subset(va), {"test": test}, fold_dir, progress
+            )
             result = {
                 "fold": k,
                 "task": task,
-                "data": {i: float(p) for i, p in zip(test.ids, res["predictions"]["test"]["prediction"])},
+                "data": {
+                    i: float(p) for i, p in zip(test.ids, res["predictions"]["test"]["prediction"])
+                },
                 "scores": res["scores"]["test"],
                 "validation_scores": res["scores"]["val"],
                 "baseline_scores": res["scores"]["test_baseline"],
-                "parameters": {"config": fold_cfg, "chosen_on_validation": res["chosen"],
-                               "n_train": len(tr), "n_val": len(va), "n_test": len(test_idx)},  # fmt: skip
+                "parameters": {
+                    "config": fold_cfg,
+                    "chosen_on_validation": res["chosen"],
+                    "n_train": len(tr),
+                    "n_val": len(va),
+                    "n_test": len(test_idx),
+                },  # fmt: skip
                 "seconds": res["seconds"],
             }
             group = config["data"].get("group_by")
@@ -155,10 +180,23 @@ def evaluate_matbench(
                 result["group_by"], result["train_where"] = group, where
                 result["group_scores"] = group_scores("regression", test.y, res["predictions"]["test"],
                                                       test.meta[group], data.subset(tr).y)  # fmt: skip
-            plot_parity(fold_dir / "parity.png", "regression", {"test": test}, res["predictions"], title=f"{task} fold {k} (test)")
+            plot_parity(
+                fold_dir / "parity.png",
+                "regression",
+                {"test": test},
+                res["predictions"],
+                title=f"{task} fold {k} (test)",
+            )
             write_json(fold_dir / RESULT_FILE, result)  # last: marks the fold done
             s = result["scores"]
-            log.info("fold %d: test MAE %.4f RMSE %.4f max %.4f (%.0f s)", k, s["mae"], s["rmse"], s["max_error"], res["seconds"])
+            log.info(
+                "fold %d: test MAE %.4f RMSE %.4f max %.4f (%.0f s)",
+                k,
+                s["mae"],
+                s["rmse"],
+                s["max_error"],
+                res["seconds"],
+            )
     return write_results(task, out, progress)
 
 
@@ -170,7 +208,9 @@ def load_fold_results(out: str | os.PathLike) -> dict[int, dict]:
     return results
 
 
-def matbench_record(task: str, results: dict[int, dict], user_metadata: dict | None = None) -> dict[str, Any]:
+def matbench_record(
+    task: str, results: dict[int, dict], user_metadata: dict | None = None
+) -> dict[str, Any]:
     """``MatbenchBenchmark.as_dict()``-shaped record of the done folds (matbench's own keys)."""
     fold_entries = {
         f"fold_{k}": {"data": r["data"], "parameters": r["parameters"], "scores": r["scores"]}
@@ -191,7 +231,7 @@ def matbench_record(task: str, results: dict[int, dict], user_metadata: dict | N
         },
         "user_metadata": user_metadata or {"software": "atomssl"},
         "benchmark_name": BENCHMARK_NAME,
-        "datestamp": datetime.datetime.now(datetime.timezone.utc).strftime("%Y.%m.%d %H:%M.%S"),
+        "datestamp": datetime.datetime.now(datetime.UTC).strftime("%Y.%m.%d %H:%M.%S"),
     }
 
 
@@ -210,9 +250,20 @@ def write_results(task: str, out: Path, progress: bool = True) -> dict[str, Any]
                     f"{r['validation_scores']['mae']:.6g}", chosen.get("epoch", chosen.get("alpha")), f"{r['seconds']:.0f}"])  # fmt: skip
     with atomic_write(out / "scores.csv", "w") as fh:
         fh.write(buf.getvalue())
-    mean = {m: float(np.mean([r["scores"][m] for r in results.values()])) for m in metrics} if results else {}
-    std = {m: float(np.std([r["scores"][m] for r in results.values()])) for m in metrics} if results else {}
-    lines = [f"| fold | MAE | RMSE | MAPE | max error | trivial MAE | seconds |", "|---|---|---|---|---|---|---|"]
+    mean = (
+        {m: float(np.mean([r["scores"][m] for r in results.values()])) for m in metrics}
+        if results
+        else {}
+    )
+    std = (
+        {m: float(np.std([r["scores"][m] for r in results.values()])) for m in metrics}
+        if results
+        else {}
+    )
+    lines = [
+        "| fold | MAE | RMSE | MAPE | max error | trivial MAE | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for k, r in sorted(results.items()):
         s = r["scores"]
         lines.append(f"| {k} | {s['mae']:.4f} | {s['rmse']:.4f} | {s['mape']:.4f} | {s['max_error']:.3f} | "

@@ -41,9 +41,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -80,9 +81,26 @@ DEFAULTS: dict[str, Any] = {
         "group_by": None,  # e.g. "crystal_sys": test scores per value of that label
     },
     "backbone": {"name": "megnet", "checkpoint": None, "pretrained": True},
-    "task": {"name": "regression", "loss": "l1", "transform": "none", "readout": "auto", "hidden": [64, 32], "dropout": 0.0},
-    "probe": {"alphas": [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0], "Cs": [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]},
-    "optim": {"lr": 1e-3, "weight_decay": 0.0, "backbone_lr_ratio": 1.0, "scheduler": "cosine", "warmup_steps": 0, "min_lr_ratio": 0.01},
+    "task": {
+        "name": "regression",
+        "loss": "l1",
+        "transform": "none",
+        "readout": "auto",
+        "hidden": [64, 32],
+        "dropout": 0.0,
+    },
+    "probe": {
+        "alphas": [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0],
+        "Cs": [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0],
+    },
+    "optim": {
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "backbone_lr_ratio": 1.0,
+        "scheduler": "cosine",
+        "warmup_steps": 0,
+        "min_lr_ratio": 0.01,
+    },
     "trainer": {
         "max_epochs": 100,
         "patience": 20,
@@ -129,18 +147,25 @@ class LabelledGraphs:
         if not self.ids:
             self.ids = [str(i) for i in range(len(self.graphs))]
         if not (len(self.graphs) == len(self.y) == len(self.ids)):
-            raise ConfigError(f"{len(self.graphs)} graphs, {len(self.y)} targets and {len(self.ids)} ids differ")
+            raise ConfigError(
+                f"{len(self.graphs)} graphs, {len(self.y)} targets and {len(self.ids)} ids differ"
+            )
 
     def __len__(self) -> int:
         return len(self.graphs)
 
-    def subset(self, idx) -> "LabelledGraphs":
+    def subset(self, idx) -> LabelledGraphs:
         idx = np.asarray(idx, dtype=np.int64)
 
         def pick(seq):  # streamed graphs and ids stay lazy views
             return seq.subset(idx) if hasattr(seq, "subset") else [seq[i] for i in idx]
 
-        return LabelledGraphs(pick(self.graphs), self.y[idx], pick(self.ids), {k: v[idx] for k, v in self.meta.items()})
+        return LabelledGraphs(
+            pick(self.graphs),
+            self.y[idx],
+            pick(self.ids),
+            {k: v[idx] for k, v in self.meta.items()},
+        )
 
 
 class _TargetDataset(Dataset):
@@ -169,26 +194,44 @@ class _TargetDataset(Dataset):
         return g
 
 
-def _loader(data: LabelledGraphs, kind: str, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    data: LabelledGraphs, kind: str, batch_size: int, shuffle: bool, seed: int
+) -> DataLoader:
     from ._data import StreamedGraphs, make_loader
 
-    if isinstance(data.graphs, StreamedGraphs):  # streamed: order fixed by (seed, epoch), graphs built in workers
+    if isinstance(
+        data.graphs, StreamedGraphs
+    ):  # streamed: order fixed by (seed, epoch), graphs built in workers
         return make_loader(_TargetDataset(data, kind), int(batch_size), shuffle=shuffle, seed=int(seed),
                            num_workers=data.graphs.num_workers, resumable=False, collate_fn=collate)  # fmt: skip
     gen = torch.Generator().manual_seed(int(seed)) if shuffle else None
-    return DataLoader(_TargetDataset(data, kind), batch_size=int(batch_size), shuffle=shuffle, generator=gen, collate_fn=collate)
+    return DataLoader(
+        _TargetDataset(data, kind),
+        batch_size=int(batch_size),
+        shuffle=shuffle,
+        generator=gen,
+        collate_fn=collate,
+    )
 
 
-def split_three(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_three(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random train / validation / test indices (sorted), fixed by ``seed``."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ConfigError(f"need 0 <= val_fraction, test_fraction and their sum < 1 (got {val_fraction}, {test_fraction})")
+        raise ConfigError(
+            f"need 0 <= val_fraction, test_fraction and their sum < 1 (got {val_fraction}, {test_fraction})"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(test_fraction * n))
     n_val = max(int(round(val_fraction * n)), 1 if val_fraction > 0 else 0)
     if n - n_val - n_test < 1:
         raise ConfigError(f"only {n} labelled structure(s): nothing left to train on")
-    return np.sort(perm[n_val + n_test :]), np.sort(perm[:n_val]), np.sort(perm[n_val : n_val + n_test])
+    return (
+        np.sort(perm[n_val + n_test :]),
+        np.sort(perm[:n_val]),
+        np.sort(perm[n_val : n_val + n_test]),
+    )
 
 
 # -------------------------------------------------------------------------- backbone
@@ -210,7 +253,9 @@ def build_finetune_backbone(cfg: dict):
         try:
             backbone.load_state_dict(ck["backbone"])
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: weights do not fit backbone {arch.get('name')!r}: {exc}") from None
+            raise CheckpointError(
+                f"{path}: weights do not fit backbone {arch.get('name')!r}: {exc}"
+            ) from None
     return backbone
 
 
@@ -224,7 +269,9 @@ class FinetuneModule(L.LightningModule):
 
         self.config = config
         self.mode = config["mode"]
-        self.backbone = backbone if backbone is not None else build_finetune_backbone(config["backbone"])
+        self.backbone = (
+            backbone if backbone is not None else build_finetune_backbone(config["backbone"])
+        )
         self.task = build_task({**config["task"], **(task_options or {})}, self.backbone)
         self.kind = config["task"]["name"]
         if self.mode == "frozen":
@@ -241,7 +288,14 @@ class FinetuneModule(L.LightningModule):
         res = self.task.step(batch, self.backbone)
         n = int(batch.num_graphs)
         for k, v in res.items():
-            self.log(f"{stage}/{k}", v.detach(), batch_size=n, on_step=False, on_epoch=True, prog_bar=k in ("loss", "mae"))
+            self.log(
+                f"{stage}/{k}",
+                v.detach(),
+                batch_size=n,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=k in ("loss", "mae"),
+            )
         return res["loss"]
 
     def training_step(self, batch, batch_idx):
@@ -261,7 +315,9 @@ class FinetuneModule(L.LightningModule):
         if c["scheduler"] == "constant":
             return opt
         if c["scheduler"] != "cosine":
-            raise ConfigError(f"optim.scheduler must be 'cosine' or 'constant', got {c['scheduler']!r}")
+            raise ConfigError(
+                f"optim.scheduler must be 'cosine' or 'constant', got {c['scheduler']!r}"
+            )
         from ._module import warmup_cosine
 
         total = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -272,7 +328,11 @@ class FinetuneModule(L.LightningModule):
 
         metrics = {}
         if self._trainer is not None:
-            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if isinstance(v, torch.Tensor) and v.numel() == 1}
+            metrics = {
+                k: float(v)
+                for k, v in self.trainer.callback_metrics.items()
+                if isinstance(v, torch.Tensor) and v.numel() == 1
+            }
         checkpoint["atomssl"] = {
             "config": plain(self.config),
             "backbone_config": plain(self.backbone.config),
@@ -295,7 +355,9 @@ class FinetuneModule(L.LightningModule):
 
 
 @torch.no_grad()
-def predict_graphs(module: FinetuneModule, graphs: Sequence, batch_size: int = 64, totals=None) -> dict[str, np.ndarray]:
+def predict_graphs(
+    module: FinetuneModule, graphs: Sequence, batch_size: int = 64, totals=None
+) -> dict[str, np.ndarray]:
     """Predictions (``prediction``; plus ``proba`` for classification) for ``graphs``, in order.
     ``totals``: each structure's known total, for a spectrum head with ``total="label"``."""
     was_training = module.training
@@ -334,7 +396,10 @@ def embed_graphs(backbone, graphs: Sequence, batch_size: int = 64) -> np.ndarray
     device = next(backbone.parameters()).device
     from ._data import graph_batches
 
-    rows = [backbone(batch.to(device)).graph.double().cpu().numpy() for batch in graph_batches(graphs, batch_size)]
+    rows = [
+        backbone(batch.to(device)).graph.double().cpu().numpy()
+        for batch in graph_batches(graphs, batch_size)
+    ]
     backbone.train(was)
     return np.concatenate(rows)
 
@@ -362,7 +427,9 @@ def classification_scores(y_true, y_pred, proba=None) -> dict[str, float]:
         "f1_macro": float(metrics.f1_score(y_true, y_pred, average="macro")),
     }
     if proba is not None:
-        out["log_loss"] = float(metrics.log_loss(y_true, np.clip(proba, 1e-12, 1), labels=list(range(proba.shape[1]))))
+        out["log_loss"] = float(
+            metrics.log_loss(y_true, np.clip(proba, 1e-12, 1), labels=list(range(proba.shape[1])))
+        )
     return out
 
 
@@ -425,8 +492,12 @@ class LinearProbe:
             return make_pipeline(StandardScaler(), Ridge(alpha=value))
         return make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=2000))
 
-    def fit(self, x_train, y_train, x_val, y_val, grid: Sequence[float]) -> "LinearProbe":
-        if self.kind == "regression" and self.transform == "log" and (np.asarray(y_train) <= 0).any():
+    def fit(self, x_train, y_train, x_val, y_val, grid: Sequence[float]) -> LinearProbe:
+        if (
+            self.kind == "regression"
+            and self.transform == "log"
+            and (np.asarray(y_train) <= 0).any()
+        ):
             raise ConfigError("regression transform 'log' needs positive targets")
         if self.kind == "regression":
             t = self._f(y_train)
@@ -434,7 +505,9 @@ class LinearProbe:
         else:
             seen = int(max(np.max(y) for y in (y_train, y_val) if len(y))) + 1
             if self.n_classes is not None and seen > self.n_classes:
-                raise ConfigError(f"LinearProbe: label {seen - 1} outside 0..{self.n_classes - 1} (n_classes={self.n_classes})")
+                raise ConfigError(
+                    f"LinearProbe: label {seen - 1} outside 0..{self.n_classes - 1} (n_classes={self.n_classes})"
+                )
             self.n_classes = self.n_classes or seen
         best = None
         for value in grid:
@@ -446,7 +519,9 @@ class LinearProbe:
                 elif self.kind == "regression":
                     err = float(np.abs(self._finv(model.predict(x_val)) - y_val).mean())
                 else:
-                    err = classification_scores(y_val, model.predict(x_val), self._proba(model, x_val))["log_loss"]
+                    err = classification_scores(
+                        y_val, model.predict(x_val), self._proba(model, x_val)
+                    )["log_loss"]
             else:
                 err = 0.0  # nothing to choose on: the first value of the grid
             self.val_curve[float(value)] = err
@@ -485,7 +560,9 @@ class LinearProbe:
 
 
 # --------------------------------------------------------------------------- training
-def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool, has_val: bool) -> L.Trainer:
+def _make_trainer(
+    config: dict, run_dir: Path, callbacks: list, progress: bool, has_val: bool
+) -> L.Trainer:
     from lightning.pytorch.loggers import CSVLogger
 
     from ._checkpoint import AtomicCheckpointIO
@@ -521,7 +598,9 @@ def _task_options(config: dict, train: LabelledGraphs) -> dict[str, Any]:
     if kind == "regression":
         from ..task.downstream import RegressionTask
 
-        mean, std = RegressionTask.fit_normalisation(train.y, config["task"].get("transform", "none"))
+        mean, std = RegressionTask.fit_normalisation(
+            train.y, config["task"].get("transform", "none")
+        )
         return {"mean": mean, "std": std}
     n_classes = int(config["task"].get("n_classes") or (int(np.max(train.y)) + 1))
     counts = np.bincount(train.y.astype(np.int64), minlength=n_classes).astype(float)
@@ -554,7 +633,11 @@ def train_and_predict(
     if mode == "linear_probe":
         bb = backbone if backbone is not None else build_finetune_backbone(config["backbone"])
         n_classes = config["task"].get("n_classes") if kind == "classification" else None
-        probe = LinearProbe(kind, config["task"].get("transform", "none"), n_classes=int(n_classes) if n_classes else None)
+        probe = LinearProbe(
+            kind,
+            config["task"].get("transform", "none"),
+            n_classes=int(n_classes) if n_classes else None,
+        )
         grid = config["probe"]["Cs"] if kind == "classification" else config["probe"]["alphas"]
         x_train = embed_graphs(bb, train.graphs)
         x_val = embed_graphs(bb, val.graphs) if len(val) else np.zeros((0, x_train.shape[1]))
@@ -578,12 +661,20 @@ def train_and_predict(
         ckpt.FILE_EXTENSION = ".pt"
         callbacks: list = [ckpt]
         if has_val and int(config["trainer"].get("patience") or 0) > 0:
-            callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(config["trainer"]["patience"])))
+            callbacks.append(
+                EarlyStopping(
+                    monitor=monitor, mode="min", patience=int(config["trainer"]["patience"])
+                )
+            )
         bs, seed = int(config["data"]["batch_size"]), int(config["seed"])
         trainer = _make_trainer(config, run_dir, callbacks, progress, has_val)
         train_loader = _loader(train, kind, bs, True, seed)
         val_loader = _loader(val, kind, bs, False, seed) if has_val else None
-        frozen_before = {k: v.detach().clone() for k, v in module.backbone.state_dict().items()} if mode == "frozen" else None
+        frozen_before = (
+            {k: v.detach().clone() for k, v in module.backbone.state_dict().items()}
+            if mode == "frozen"
+            else None
+        )
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
         best = ckpt.best_model_path
         if best and Path(best).is_file():
@@ -602,7 +693,9 @@ def train_and_predict(
         label_totals = kind == "spectrum" and config["task"].get("total") == "label"
         for name, s in sets.items():
             if len(s):
-                totals = s.y.sum(1) if label_totals else None  # a known total: the spectrum's integral
+                totals = (
+                    s.y.sum(1) if label_totals else None
+                )  # a known total: the spectrum's integral
                 out["predictions"][name] = predict_graphs(module, s.graphs, totals=totals)
     for name, s in sets.items():
         if name in out["predictions"]:
@@ -629,7 +722,9 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
 
     config = prepare_config(config)
     dcfg = config["data"]
-    table = labels_table(dcfg, config["task"]["name"])  # a wrong label column fails before loading structures
+    table = labels_table(
+        dcfg, config["task"]["name"]
+    )  # a wrong label column fails before loading structures
     structures = load_structures({**dcfg, "sources": dcfg["sources"]})
     values, kept, classes = resolve_labels(structures, dcfg, config["task"]["name"], table)
     spec = _graph_spec(config["backbone"])
@@ -639,12 +734,21 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
     if streams(dcfg, structures):  # graphs built when batched (corpora are validated at import)
         graphs = StreamedGraphs(structures, kept, spec, int(dcfg.get("num_workers") or 0))
         meta = label_columns([structures[int(i)].labels for i in kept], keys, what) if keys else {}
-        return LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept), meta), classes, structures
-    key = json.dumps({k: dcfg.get(k) for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str)
+        return (
+            LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept), meta),
+            classes,
+            structures,
+        )
+    key = json.dumps(
+        {k: dcfg.get(k) for k in ("sources", "limit", "skip_bad")}, sort_keys=True, default=str
+    )
     graphs, ok = build_graphs(structures, spec, bool(dcfg.get("skip_bad", True)), cache_key=key)
     pos = {int(i): j for j, i in enumerate(ok)}
     rows = [(pos[int(i)], v, structures[int(i)]) for i, v in zip(kept, values) if int(i) in pos]
-    ids = [s.id or (f"{s.source}@{s.index}" if s.source else str(k)) for k, (_, _, s) in enumerate(rows)]
+    ids = [
+        s.id or (f"{s.source}@{s.index}" if s.source else str(k))
+        for k, (_, _, s) in enumerate(rows)
+    ]
     meta = label_columns([r[2].labels for r in rows], keys, what) if keys else {}
     data = LabelledGraphs([graphs[r[0]] for r in rows], np.array([r[1] for r in rows]), ids, meta)
     return data, classes, structures
@@ -655,7 +759,9 @@ def _graph_spec(bcfg: dict) -> dict:
     return build_finetune_backbone({**bcfg, "pretrained": False}).graph_spec
 
 
-def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+def finetune(
+    config: dict, run_dir: str | os.PathLike | None = None, progress: bool = True
+) -> dict[str, Any]:
     """One fine-tuning run (see module docstring); returns the summary written to ``summary.json``."""
     import importlib
 
@@ -665,7 +771,9 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
     # data and labels first: a bad source or label column fails before a run folder exists
     data, classes, structures = load_labelled(config)
     if run_dir is None:
-        run_dir = make_run_dir(config["run"].get("root", "runs"), config["run"].get("name", "finetune"))
+        run_dir = make_run_dir(
+            config["run"].get("root", "runs"), config["run"].get("name", "finetune")
+        )
     else:
         run_dir = make_run_dir(run_dir, exist_ok=True)
     run_dir = Path(run_dir)
@@ -675,31 +783,53 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
 
     n_warned = record_read_warnings(structures, run_dir)
     d = config["data"]
-    tr, va, te = split_three(len(data), float(d["val_fraction"]), float(d["test_fraction"]), int(config["seed"]))
-    if d.get("train_where"):  # train and validate on the chosen groups only; the test rows stay whole
+    tr, va, te = split_three(
+        len(data), float(d["val_fraction"]), float(d["test_fraction"]), int(config["seed"])
+    )
+    if d.get(
+        "train_where"
+    ):  # train and validate on the chosen groups only; the test rows stay whole
         from ._groups import where_mask
 
         keep = where_mask(data.meta, d["train_where"], len(data))
         tr, va = tr[keep[tr]], va[keep[va]]
         if not len(tr):
-            raise ConfigError(f"data.train_where={d['train_where']!r} leaves no training structures")
+            raise ConfigError(
+                f"data.train_where={d['train_where']!r} leaves no training structures"
+            )
     if classes is not None:
         config["task"].setdefault("n_classes", len(classes))
     sets = {"train": data.subset(tr), "val": data.subset(va), "test": data.subset(te)}
-    res = train_and_predict(config, sets["train"], sets["val"], {"train": sets["train"], "test": sets["test"]}, run_dir, progress)
+    res = train_and_predict(
+        config,
+        sets["train"],
+        sets["val"],
+        {"train": sets["train"], "test": sets["test"]},
+        run_dir,
+        progress,
+    )
     if config["task"]["name"] == "spectrum":
         from ._spectrum import plot_spectra, write_spectra
 
         write_spectra(run_dir / "predictions.npz", sets, res["predictions"])
-        plot_spectra(run_dir / "spectra.png", sets, res["predictions"], baseline=sets["train"].y.mean(0), seed=int(config["seed"]))
+        plot_spectra(
+            run_dir / "spectra.png",
+            sets,
+            res["predictions"],
+            baseline=sets["train"].y.mean(0),
+            seed=int(config["seed"]),
+        )
     else:
         write_predictions(run_dir / "predictions.csv", sets, res["predictions"], classes)
-        plot_parity(run_dir / "parity.png", config["task"]["name"], sets, res["predictions"], classes)
+        plot_parity(
+            run_dir / "parity.png", config["task"]["name"], sets, res["predictions"], classes
+        )
     summary = {
         "mode": config["mode"],
         "task": config["task"]["name"],
         "backbone": config["backbone"].get("checkpoint") or config["backbone"].get("name"),
-        "pretrained": bool(config["backbone"].get("checkpoint")) and bool(config["backbone"].get("pretrained", True)),
+        "pretrained": bool(config["backbone"].get("checkpoint"))
+        and bool(config["backbone"].get("pretrained", True)),
         "sizes": {k: len(v) for k, v in sets.items()},
         "classes": classes,
         "chosen": res["chosen"],
@@ -724,7 +854,9 @@ def finetune(config: dict, run_dir: str | os.PathLike | None = None, progress: b
     return summary
 
 
-def write_predictions(path: Path, sets: dict[str, LabelledGraphs], preds: dict[str, dict], classes=None) -> None:
+def write_predictions(
+    path: Path, sets: dict[str, LabelledGraphs], preds: dict[str, dict], classes=None
+) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     n_cls = len(classes) if classes else 0
@@ -744,7 +876,14 @@ def write_predictions(path: Path, sets: dict[str, LabelledGraphs], preds: dict[s
         fh.write(buf.getvalue())
 
 
-def plot_parity(path: Path, kind: str, sets: dict[str, LabelledGraphs], preds: dict[str, dict], classes=None, title: str = "") -> None:
+def plot_parity(
+    path: Path,
+    kind: str,
+    sets: dict[str, LabelledGraphs],
+    preds: dict[str, dict],
+    classes=None,
+    title: str = "",
+) -> None:
     """Regression: predicted vs true per split (MAE in the legend); classification: confusion matrices."""
     import matplotlib
 
@@ -790,7 +929,9 @@ def format_summary(summary: dict[str, Any]) -> str:
              "|---" * (len(metrics) + 2) + "|"]  # fmt: skip
     for n in names:
         base = scores.get(n + "_baseline", {}).get(metrics[0])
-        lines.append(f"| {n} | " + " | ".join(f"{scores[n][m]:.4g}" for m in metrics) + f" | {base:.4g} |")
+        lines.append(
+            f"| {n} | " + " | ".join(f"{scores[n][m]:.4g}" for m in metrics) + f" | {base:.4g} |"
+        )
     lines.append("")
     lines.append(f"mode: {summary['mode']}; backbone: {summary['backbone']}; sizes: {summary['sizes']}; "
                  f"chosen on validation: {summary['chosen']}; {summary['seconds']:.1f} s")  # fmt: skip
@@ -798,5 +939,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         from ._groups import format_group_table
 
         where = f", trained on {summary['train_where']}" if summary.get("train_where") else ""
-        lines += ["", f"test rows by {summary['group_by']}{where}:", "", format_group_table(summary["group_scores"], metrics[0])]
+        lines += [
+            "",
+            f"test rows by {summary['group_by']}{where}:",
+            "",
+            format_group_table(summary["group_scores"], metrics[0]),
+        ]
     return "\n".join(lines)

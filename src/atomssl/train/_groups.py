@@ -9,7 +9,8 @@ model trained on cubic crystals is scored on each other lattice type. Values com
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,9 @@ def parse_where(spec: str) -> tuple[str, str, tuple[str, ...]]:
             values = tuple(v.strip() for v in rest.split(",") if v.strip())
             if key.strip() and values:
                 return key.strip(), op, values
-    raise ConfigError(f"data.train_where must look like LABEL==VALUE[,VALUE...] or LABEL!=VALUE, got {spec!r}")
+    raise ConfigError(
+        f"data.train_where must look like LABEL==VALUE[,VALUE...] or LABEL!=VALUE, got {spec!r}"
+    )
 
 
 def wanted_labels(data_cfg: dict) -> list[str]:
@@ -68,7 +71,9 @@ def where_mask(meta: dict[str, np.ndarray], spec: str | None, n: int) -> np.ndar
     return hit if op == "==" else ~hit
 
 
-def group_scores(kind: str, y_test, prediction: dict, groups: np.ndarray, y_train) -> dict[str, dict[str, Any]]:
+def group_scores(
+    kind: str, y_test, prediction: dict, groups: np.ndarray, y_train
+) -> dict[str, dict[str, Any]]:
     """Per value of ``groups`` (one per test row): ``n``, ``scores`` and ``baseline`` (the trivial
     predictor of the training rows)."""
     from ._finetune import baseline_scores, score
@@ -87,5 +92,7 @@ def format_group_table(per_group: dict[str, dict[str, Any]], metric: str) -> str
     """Markdown: group, test rows, model and trivial ``metric``."""
     lines = [f"| group | test rows | {metric} | trivial {metric} |", "|---|---|---|---|"]
     for g, r in per_group.items():
-        lines.append(f"| {g} | {r['n']} | {r['scores'][metric]:.4g} | {r['baseline'][metric]:.4g} |")
+        lines.append(
+            f"| {g} | {r['n']} | {r['scores'][metric]:.4g} | {r['baseline'][metric]:.4g} |"
+        )
     return "\n".join(lines)

@@ -65,7 +65,9 @@ class PretrainModule(L.LightningModule):
             except RuntimeError as exc:
                 from ..errors import CheckpointError
 
-                raise CheckpointError(f"{init_from}: weights do not fit backbone {bb_cfg.get('name')!r}: {exc}") from None
+                raise CheckpointError(
+                    f"{init_from}: weights do not fit backbone {bb_cfg.get('name')!r}: {exc}"
+                ) from None
         else:
             self.backbone = build_backbone(bb_cfg)
         tasks_cfg = config.get("tasks") or []
@@ -83,7 +85,9 @@ class PretrainModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------- steps
     def _generator(self, stage: str, step: int, task_index: int) -> torch.Generator:
-        seq = np.random.SeedSequence([self.seed, _STAGES[stage], int(step), int(self.global_rank), task_index])
+        seq = np.random.SeedSequence(
+            [self.seed, _STAGES[stage], int(step), int(self.global_rank), task_index]
+        )
         g = torch.Generator()
         g.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
         return g
@@ -92,14 +96,38 @@ class PretrainModule(L.LightningModule):
         total, baseline = 0.0, 0.0
         n = int(batch.num_graphs)
         for i, key in enumerate(self.keys):
-            res = self.tasks[key].step(batch, self.backbone, generator=self._generator(stage, step, i))
+            res = self.tasks[key].step(
+                batch, self.backbone, generator=self._generator(stage, step, i)
+            )
             w = self.weights[key]
             total = total + w * res["loss"]
             baseline = baseline + w * float(res["baseline"])
             for name, value in res.items():
-                self.log(f"{stage}/{key}/{name}", value.detach(), batch_size=n, on_step=False, on_epoch=True, sync_dist=True)
-        self.log(f"{stage}/loss", total.detach(), batch_size=n, prog_bar=True, on_step=stage == "train", on_epoch=True, sync_dist=True)
-        self.log(f"{stage}/baseline", baseline, batch_size=n, on_step=False, on_epoch=True, sync_dist=True)
+                self.log(
+                    f"{stage}/{key}/{name}",
+                    value.detach(),
+                    batch_size=n,
+                    on_step=False,
+                    on_epoch=True,
+                    sync_dist=True,
+                )
+        self.log(
+            f"{stage}/loss",
+            total.detach(),
+            batch_size=n,
+            prog_bar=True,
+            on_step=stage == "train",
+            on_epoch=True,
+            sync_dist=True,
+        )
+        self.log(
+            f"{stage}/baseline",
+            baseline,
+            batch_size=n,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+        )
         return total
 
     def on_train_epoch_start(self) -> None:
@@ -127,7 +155,9 @@ class PretrainModule(L.LightningModule):
     # ------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):
         c = self.optim_cfg
-        opt = torch.optim.AdamW(self.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]))
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"])
+        )
         kind = c["scheduler"]
         if kind == "constant":
             return opt

@@ -41,7 +41,6 @@ from ..utils import atomic_write, dump_config, make_run_dir, write_json
 from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
 from ._data import DATA_DEFAULTS, PretrainDataModule, record_read_warnings
 from ._module import OPTIM_DEFAULTS, PretrainModule
-from ._sampler import LoaderPosition
 from ._report import (  # noqa: F401  (re-exported)
     _fmt,
     format_table,
@@ -49,6 +48,7 @@ from ._report import (  # noqa: F401  (re-exported)
     plot_loss_curves,
     summarize,
 )
+from ._sampler import LoaderPosition
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,12 @@ DEFAULTS: dict[str, Any] = {
     },
     "run": {"root": "runs", "name": "pretrain"},
 }
-_RUN_DIR_ENV = "ATOMSSL_RUN_DIR"  # tells DDP worker processes (re-launched scripts) where rank 0 writes
-_FINAL_WEIGHTS_ENV = "ATOMSSL_FINAL_WEIGHTS_DIR"  # every rank writes its final weights there (tests)
+_RUN_DIR_ENV = (
+    "ATOMSSL_RUN_DIR"  # tells DDP worker processes (re-launched scripts) where rank 0 writes
+)
+_FINAL_WEIGHTS_ENV = (
+    "ATOMSSL_FINAL_WEIGHTS_DIR"  # every rank writes its final weights there (tests)
+)
 
 
 class Throughput(Callback):
@@ -106,14 +110,25 @@ class StepSeed(Callback):
         self.seed = int(seed)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        seq = np.random.SeedSequence([self.seed, 3, int(trainer.current_epoch), int(trainer.global_step), int(trainer.global_rank)])
+        seq = np.random.SeedSequence(
+            [
+                self.seed,
+                3,
+                int(trainer.current_epoch),
+                int(trainer.global_step),
+                int(trainer.global_rank),
+            ]
+        )
         torch.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
 def _is_worker() -> bool:
     """Not the global rank 0: a DDP process re-launched by Lightning, another node, or a rank
     started by torchrun or SLURM."""
-    return any(int(os.environ.get(k) or "0") > 0 for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID"))
+    return any(
+        int(os.environ.get(k) or "0") > 0
+        for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
+    )
 
 
 def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
@@ -123,7 +138,9 @@ def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
         # started by torchrun / srun / on another node: rank 0's dated folder is unknown here, and
         # only rank 0 writes; make no folder of our own (give --out to name one for all ranks)
         run = config.get("run") or {}
-        log.warning("a rank other than 0 without --out: only rank 0 writes its run folder (give --out on every node)")
+        log.warning(
+            "a rank other than 0 without --out: only rank 0 writes its run folder (give --out on every node)"
+        )
         return Path(run.get("root", "runs")) / f"{run.get('name', 'pretrain')}-not-rank-0"
     if run_dir is not None:
         path = make_run_dir(run_dir, exist_ok=True)
@@ -184,11 +201,16 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) 
 
     tcfg = dict(config["trainer"])
     tcfg.pop("checkpoint_every_n_steps", None)
-    if tcfg.get("strategy") == "ddp":  # pretext heads ignore some backbone outputs (e.g. the readout)
+    if (
+        tcfg.get("strategy") == "ddp"
+    ):  # pretext heads ignore some backbone outputs (e.g. the readout)
         tcfg["strategy"] = DDPStrategy(find_unused_parameters=True)
     loggers: list = [CSVLogger(run_dir, name="logs")]
     try:
-        from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE, _TENSORBOARDX_AVAILABLE
+        from lightning.fabric.loggers.tensorboard import (
+            _TENSORBOARD_AVAILABLE,
+            _TENSORBOARDX_AVAILABLE,
+        )
 
         if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
             from lightning.pytorch.loggers import TensorBoardLogger
@@ -214,8 +236,9 @@ def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) 
 
 def prepare_config(config: dict) -> dict:
     """Fill defaults section by section (``tasks`` and ``data.sources`` are replaced, not merged)."""
-    from ..utils._config import _merge
     import copy
+
+    from ..utils._config import _merge
 
     out = _merge(copy.deepcopy(DEFAULTS), copy.deepcopy(config))
     if "tasks" in config:
@@ -227,7 +250,9 @@ def prepare_config(config: dict) -> dict:
         raise ConfigError("config 'tasks' must be a list of task mappings")
     every = out["trainer"].get("checkpoint_every_n_steps")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise ConfigError(f"trainer.checkpoint_every_n_steps must be a positive number of steps (or null), got {every!r}")
+        raise ConfigError(
+            f"trainer.checkpoint_every_n_steps must be a positive number of steps (or null), got {every!r}"
+        )
     return out
 
 
@@ -247,7 +272,9 @@ def pretrain(
     _import_plugins(config)
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module = PretrainModule(config)
-    datamodule = PretrainDataModule(config["data"], module.backbone.graph_spec, seed=int(config["seed"]))
+    datamodule = PretrainDataModule(
+        config["data"], module.backbone.graph_spec, seed=int(config["seed"])
+    )
     # the data first: a bad source fails with its one-line error before a run folder or a
     # Trainer (and its banner) exists; Lightning's own call of setup() then finds it done
     datamodule.setup("fit")
@@ -273,7 +300,12 @@ def pretrain(
     has_val = float(config["data"].get("val_fraction", 0.0)) > 0
     monitor = "val/loss" if has_val else "train/loss_epoch"
     throughput = Throughput()
-    callbacks = [*epoch_checkpoints(ckpt_dir, monitor), throughput, LoaderPosition(), *step_checkpoints(config, ckpt_dir)]
+    callbacks = [
+        *epoch_checkpoints(ckpt_dir, monitor),
+        throughput,
+        LoaderPosition(),
+        *step_checkpoints(config, ckpt_dir),
+    ]
     trainer = _make_trainer(config, run_dir, callbacks, progress)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     _dump_final_weights(module, trainer.global_rank)

@@ -16,7 +16,10 @@ log = logging.getLogger(__name__)
 def merged_metrics(run_dir: Path) -> list[dict[str, float]]:
     """One row per epoch, merged over ``logs/version_*`` (a later version overrides the epochs it re-ran)."""
     by_epoch: dict[int, dict[str, float]] = {}
-    versions = sorted((run_dir / "logs").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    versions = sorted(
+        (run_dir / "logs").glob("version_*/metrics.csv"),
+        key=lambda p: int(p.parent.name.split("_")[1]),
+    )
     for path in versions:
         fresh: dict[int, dict[str, float]] = {}
         with open(path, newline="") as fh:
@@ -34,9 +37,13 @@ def merged_metrics(run_dir: Path) -> list[dict[str, float]]:
     return [{"epoch": e, **by_epoch[e]} for e in sorted(by_epoch)]
 
 
-def summarize(rows, module: PretrainModule, config: dict, rates: list[float], ckpt_dir: Path) -> dict[str, Any]:
+def summarize(
+    rows, module: PretrainModule, config: dict, rates: list[float], ckpt_dir: Path
+) -> dict[str, Any]:
     stage = "val" if any("val/loss" in r for r in rows) else "train"
-    total = "val/loss" if stage == "val" else "train/loss_epoch"  # the training total is logged per step and epoch
+    total = (
+        "val/loss" if stage == "val" else "train/loss_epoch"
+    )  # the training total is logged per step and epoch
     final = next((r for r in reversed(rows) if total in r), {})
     tasks = []
     for key in module.keys:
@@ -79,7 +86,9 @@ def format_table(summary: dict[str, Any]) -> str:
     ]
     for t in summary["tasks"]:
         ratio = t["reached"] / t["baseline"] if t["reached"] is not None and t["baseline"] else None
-        lines.append(f"| {t['task']} | {t['backbone']} | {_fmt(t['baseline'])} | {_fmt(t['reached'])} | {_fmt(t['best'])} | {_fmt(ratio)} |")
+        lines.append(
+            f"| {t['task']} | {t['backbone']} | {_fmt(t['baseline'])} | {_fmt(t['reached'])} | {_fmt(t['best'])} | {_fmt(ratio)} |"
+        )
     rate = summary.get("structures_per_s")
     lines.append("")
     lines.append(f"epochs: {summary['epochs']}; training throughput: {_fmt(rate)} structures/s")

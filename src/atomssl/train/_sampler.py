@@ -94,7 +94,9 @@ class EpochOrder(Sampler[int]):
         if not self.shuffle:
             return torch.arange(self.n, dtype=torch.int64)
         g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)  # as DistributedSampler: one process keeps its old order
+        g.manual_seed(
+            self.seed + self.epoch
+        )  # as DistributedSampler: one process keeps its old order
         return torch.randperm(self.n, generator=g)
 
     def __len__(self) -> int:
@@ -112,13 +114,25 @@ class ShardedBatchSampler(Sampler[list[int]]):
     makes the next iteration over ``epoch`` start at its batch ``k``.
     """
 
-    def __init__(self, n: int, batch_size: int, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
         if int(batch_size) < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0 <= int(rank) < int(num_replicas):
             raise ValueError(f"rank {rank} outside [0, {num_replicas})")
         self.sampler = EpochOrder(n, shuffle, seed)
-        self.batch_size, self.num_replicas, self.rank = int(batch_size), int(num_replicas), int(rank)
+        self.batch_size, self.num_replicas, self.rank = (
+            int(batch_size),
+            int(num_replicas),
+            int(rank),
+        )
         self.n_batches = steps_per_epoch(self.sampler.n, self.batch_size, self.num_replicas)
         start, stop = rank_share(self.sampler.n, self.num_replicas, self.rank)
         self.start, self.stop = start, stop
@@ -170,12 +184,31 @@ class _BytesPickler(pickle.Pickler):
     """Pickles CPU tensors as their raw bytes (numpy-supported dtypes; others the usual way)."""
 
     def reducer_override(self, obj):
-        if type(obj) is torch.Tensor and obj.device.type == "cpu" and not obj.requires_grad and obj.dtype in _NUMPY_DTYPES:
-            return _rebuild_tensor, (obj.contiguous().numpy().tobytes(), obj.dtype, tuple(obj.shape))
+        if (
+            type(obj) is torch.Tensor
+            and obj.device.type == "cpu"
+            and not obj.requires_grad
+            and obj.dtype in _NUMPY_DTYPES
+        ):
+            return _rebuild_tensor, (
+                obj.contiguous().numpy().tobytes(),
+                obj.dtype,
+                tuple(obj.shape),
+            )
         return NotImplemented
 
 
-_NUMPY_DTYPES = {torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32, torch.float64}
+_NUMPY_DTYPES = {
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.float16,
+    torch.float32,
+    torch.float64,
+}
 
 
 class PackedBatch:
@@ -192,7 +225,7 @@ class PackedBatch:
         self.data = data
 
     @classmethod
-    def pack(cls, batch) -> "PackedBatch":
+    def pack(cls, batch) -> PackedBatch:
         buf = io.BytesIO()
         _BytesPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(batch)
         return cls(buf.getvalue())
@@ -217,11 +250,11 @@ class _LoaderIterator:
     before ``set_epoch`` at the start of a fit, and worker processes would otherwise prefetch the
     wrong epoch); unpacks workers' batches; tells the loader of each batch handed out."""
 
-    def __init__(self, loader: "GraphLoader"):
+    def __init__(self, loader: GraphLoader):
         self.loader = loader
         self._it: Iterator | None = None
 
-    def __iter__(self) -> "_LoaderIterator":
+    def __iter__(self) -> _LoaderIterator:
         return self
 
     def __next__(self):
@@ -287,7 +320,13 @@ class ResumableLoader(GraphLoader):
 
     def _layout(self) -> dict[str, Any]:
         s = self.batch_sampler
-        return {"samples": s.n, "processes": s.num_replicas, "batch_size": s.batch_size, "shuffle": s.sampler.shuffle, "seed": s.sampler.seed}
+        return {
+            "samples": s.n,
+            "processes": s.num_replicas,
+            "batch_size": s.batch_size,
+            "shuffle": s.sampler.shuffle,
+            "seed": s.sampler.seed,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         epoch = self.batch_sampler.epoch if self._epoch is None else self._epoch
@@ -297,7 +336,9 @@ class ResumableLoader(GraphLoader):
         layout = self._layout()
         saved = {k: state.get(k) for k in layout}
         if saved != layout:
-            changed = ", ".join(f"{k} {saved[k]} -> {layout[k]}" for k in layout if saved[k] != layout[k])
+            changed = ", ".join(
+                f"{k} {saved[k]} -> {layout[k]}" for k in layout if saved[k] != layout[k]
+            )
             log.warning(
                 "resuming epoch %s: the data layout changed since the checkpoint (%s): the epoch restarts "
                 "from its first batch (samples may be seen twice in it)",
@@ -307,7 +348,9 @@ class ResumableLoader(GraphLoader):
             return
         self.batch_sampler.resume_from(int(state["epoch"]), int(state["batches"]))
         self._epoch, self._done = int(state["epoch"]), int(state["batches"])
-        log.info("resuming epoch %d at batch %d of %d", self._epoch, self._done, len(self.batch_sampler))
+        log.info(
+            "resuming epoch %d at batch %d of %d", self._epoch, self._done, len(self.batch_sampler)
+        )
 
 
 class LoaderPosition(Callback):
@@ -322,7 +365,9 @@ class LoaderPosition(Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        loader = getattr(self._trainer, "train_dataloader", None) if self._trainer is not None else None
+        loader = (
+            getattr(self._trainer, "train_dataloader", None) if self._trainer is not None else None
+        )
         return {"loader": loader.state_dict()} if isinstance(loader, ResumableLoader) else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -29,7 +29,16 @@ DATA_DEFAULTS: dict[str, Any] = {
 # ------------------------------------------------------------------------------------ sources
 # (prototype, a in A, element sets) for the synthetic set: simple binaries and elements
 _PROTOTYPES = [
-    ("rocksalt", [("Na", "Cl", 5.64), ("Mg", "O", 4.21), ("K", "Br", 6.60), ("Li", "F", 4.03), ("Ca", "O", 4.81)]),
+    (
+        "rocksalt",
+        [
+            ("Na", "Cl", 5.64),
+            ("Mg", "O", 4.21),
+            ("K", "Br", 6.60),
+            ("Li", "F", 4.03),
+            ("Ca", "O", 4.81),
+        ],
+    ),
     ("zincblende", [("Ga", "As", 5.65), ("Zn", "S", 5.41), ("Si", "C", 4.36)]),
     ("cesiumchloride", [("Cs", "Cl", 4.12)]),
     ("fluorite", [("Ca", "F2", 5.46)]),
@@ -39,7 +48,9 @@ _PROTOTYPES = [
 ]
 
 
-def synthetic_crystals(n: int = 64, seed: int = 0, rattle: float = 0.05, strain: float = 0.03) -> list[Structure]:
+def synthetic_crystals(
+    n: int = 64, seed: int = 0, rattle: float = 0.05, strain: float = 0.03
+) -> list[Structure]:
     """``n`` small periodic crystals (2-8 atoms) of common prototypes, randomly strained and rattled."""
     from ase.build import bulk
 
@@ -82,22 +93,32 @@ def load_source(entry: Any, skip_bad: bool = True, in_memory: bool = True) -> Se
     elif Path(name).is_dir() and (Path(name) / "manifest.json").is_file():
         corpus = getattr(atomssl_data, "ShardedCorpus", None)
         if corpus is None:
-            raise ConfigError(f"data source {name!r}: a sharded corpus (manifest.json), but this build has no corpus reader")
+            raise ConfigError(
+                f"data source {name!r}: a sharded corpus (manifest.json), but this build has no corpus reader"
+            )
         structures = corpus(name, **opts)
     elif Path(name).suffix == ".db" and Path(name).is_file() and not in_memory:
         structures = atomssl_data.StructureStore(name)
     elif Path(name).exists():
         errors: list[StructureError] = []
-        structures = list(atomssl_data.iter_structures(name, skip_bad=skip_bad, errors=errors, **opts))
-        if errors and not structures:  # nothing usable: the first reason, not a warning and then "empty"
+        structures = list(
+            atomssl_data.iter_structures(name, skip_bad=skip_bad, errors=errors, **opts)
+        )
+        if (
+            errors and not structures
+        ):  # nothing usable: the first reason, not a warning and then "empty"
             raise errors[0]
         if errors:
             log.warning("%s: skipped %d bad structure(s), first: %s", name, len(errors), errors[0])
     else:
         loader = getattr(atomssl_data, "load_dataset", None)
         if loader is None:
-            raise ConfigError(f"data source {name!r}: no such file or folder (and no named datasets in this build)")
-        if limit is not None and _takes_limit(name):  # read only the first rows (qm9: not all 130,831)
+            raise ConfigError(
+                f"data source {name!r}: no such file or folder (and no named datasets in this build)"
+            )
+        if limit is not None and _takes_limit(
+            name
+        ):  # read only the first rows (qm9: not all 130,831)
             opts["limit"] = int(limit)
         structures = loader(name, **opts)
     if limit is not None:
@@ -181,7 +202,9 @@ def has_corpus(structures: Sequence[Structure]) -> bool:
         return False
     if isinstance(structures, corpus):
         return True
-    inner = getattr(structures, "parts", None) or ([structures.base] if isinstance(structures, _Head) else [])
+    inner = getattr(structures, "parts", None) or (
+        [structures.base] if isinstance(structures, _Head) else []
+    )
     return any(has_corpus(p) for p in inner)
 
 
@@ -197,12 +220,18 @@ def read_warnings(structures: Sequence[Structure], limit: int = 1000) -> dict[st
     if not isinstance(structures, list):
         parts = getattr(structures, "parts", None)
         if parts is None or not all(isinstance(p, list) for p in parts):
-            return {"structures_with_warnings": None, "warnings": [], "note": "lazily read store: see its rows"}
+            return {
+                "structures_with_warnings": None,
+                "warnings": [],
+                "note": "lazily read store: see its rows",
+            }
         structures = [s for p in parts for s in p]
     warned = [s for s in structures if s.warnings]
     return {
         "structures_with_warnings": len(warned),
-        "warnings": [{"structure": s.where(), "warnings": list(s.warnings)} for s in warned[:limit]],
+        "warnings": [
+            {"structure": s.where(), "warnings": list(s.warnings)} for s in warned[:limit]
+        ],
     }
 
 
@@ -215,5 +244,11 @@ def record_read_warnings(structures: Sequence[Structure], run_dir: Path) -> int 
     if n:
         write_json(Path(run_dir) / "read_warnings.json", record)
         first = record["warnings"][0]
-        log.warning("%d structure(s) were read with warnings (listed in %s), first: %s: %s", n, Path(run_dir) / "read_warnings.json", first["structure"], first["warnings"][0])
+        log.warning(
+            "%d structure(s) were read with warnings (listed in %s), first: %s: %s",
+            n,
+            Path(run_dir) / "read_warnings.json",
+            first["structure"],
+            first["warnings"][0],
+        )
     return n

@@ -16,8 +16,9 @@ The trivial predictor (``*_baseline`` rows) is the mean training spectrum.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,11 @@ def spectrum_task_options(y_train: np.ndarray) -> dict[str, Any]:
     if y.ndim != 2 or not len(y):
         raise ConfigError("spectrum: no training spectra")
     scale = float(y.mean())
-    return {"n_bins": int(y.shape[1]), "scale": scale if scale > 0 else 1.0, "mean_spectrum": y.mean(0).tolist()}
+    return {
+        "n_bins": int(y.shape[1]),
+        "scale": scale if scale > 0 else 1.0,
+        "mean_spectrum": y.mean(0).tolist(),
+    }
 
 
 def _normalised(y: np.ndarray) -> np.ndarray:
@@ -67,7 +72,9 @@ def spectrum_baseline_scores(y_train, y_true) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_spectra(module, graphs: Sequence, totals: np.ndarray | None, batch_size: int = 64) -> np.ndarray:
+def predict_spectra(
+    module, graphs: Sequence, totals: np.ndarray | None, batch_size: int = 64
+) -> np.ndarray:
     """Predicted spectra (n, B) of ``graphs`` in order; ``totals`` (n,) for a ``total="label"`` head."""
     from ._data import graph_batches
 
@@ -75,8 +82,14 @@ def predict_spectra(module, graphs: Sequence, totals: np.ndarray | None, batch_s
     rows, start = [], 0
     for batch in graph_batches(graphs, batch_size):
         n = int(batch.num_graphs)
-        t = None if totals is None else torch.as_tensor(np.asarray(totals[start : start + n]), device=device)
-        rows.append(module.task.predict(batch.to(device), module.backbone, t).double().cpu().numpy())
+        t = (
+            None
+            if totals is None
+            else torch.as_tensor(np.asarray(totals[start : start + n]), device=device)
+        )
+        rows.append(
+            module.task.predict(batch.to(device), module.backbone, t).double().cpu().numpy()
+        )
         start += n
     return np.concatenate(rows) if rows else np.zeros((0, module.task.n_bins))
 
@@ -101,7 +114,9 @@ def plot_spectra(path: Path, sets: dict, preds: dict[str, dict], n: int = 6, see
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    split = next((k for k in ("test", "val", "train") if k in preds and len(sets.get(k, ())) > 0), None)
+    split = next(
+        (k for k in ("test", "val", "train") if k in preds and len(sets.get(k, ())) > 0), None
+    )
     if split is None:
         return
     y, p = np.asarray(sets[split].y, float), np.asarray(preds[split]["prediction"], float)

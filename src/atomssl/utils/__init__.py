@@ -1,7 +1,15 @@
 """Small shared utilities: atomic writes, run folders, configs, seeding."""
 
-from ._io import atomic_write, atomic_save_npz, atomic_torch_save, make_run_dir, save_figure, write_csv, write_json
-from ._config import load_config, apply_overrides, dump_config
+from ._config import apply_overrides, dump_config, load_config
+from ._io import (
+    atomic_save_npz,
+    atomic_torch_save,
+    atomic_write,
+    make_run_dir,
+    save_figure,
+    write_csv,
+    write_json,
+)
 
 __all__ = [
     "atomic_write",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
 
 import yaml
 
 from ..errors import ConfigError
 
 
-def load_config(path: str | Path | None, defaults: dict | None = None, overrides: Iterable[str] = ()) -> dict:
+def load_config(
+    path: str | Path | None, defaults: dict | None = None, overrides: Iterable[str] = ()
+) -> dict:
     """Merge ``defaults`` <- YAML file ``path`` <- ``overrides`` and return a new dict."""
     cfg = copy.deepcopy(defaults or {})
     if path is not None:

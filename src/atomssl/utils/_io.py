@@ -8,8 +8,9 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -122,7 +123,9 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def make_run_dir(root: str | os.PathLike = "runs", name: str = "run", exist_ok: bool = False) -> Path:
+def make_run_dir(
+    root: str | os.PathLike = "runs", name: str = "run", exist_ok: bool = False
+) -> Path:
     """Create ``root/name-YYYYmmdd-HHMMSS[-n]`` (or ``root`` itself when ``exist_ok``)."""
     root = Path(root)
     if exist_ok:

@@ -79,9 +79,13 @@ def check_torch_file(path: str | os.PathLike) -> Path:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise not_a_checkpoint(path, f"truncated or corrupt zip archive: {first_line(exc)}") from None
+        raise not_a_checkpoint(
+            path, f"truncated or corrupt zip archive: {first_line(exc)}"
+        ) from None
     if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        raise not_a_checkpoint(path, "a zip archive without data.pkl (e.g. an .npz), not written by torch.save")
+        raise not_a_checkpoint(
+            path, "a zip archive without data.pkl (e.g. an .npz), not written by torch.save"
+        )
     return path
 
 
@@ -103,7 +107,9 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                 f"{path}: refused: the file holds pickled Python objects, not only tensors and plain data ({detail})"
             ) from None
         detail = next((ln for ln in lines if "Unsupported" in ln), None)
-        raise not_a_checkpoint(path, f"unreadable pickle data: {detail}" if detail else first_line(exc)) from None
+        raise not_a_checkpoint(
+            path, f"unreadable pickle data: {detail}" if detail else first_line(exc)
+        ) from None
     except MemoryError:
         raise not_a_checkpoint(path, "too large to load into memory") from None
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError ... on bad files
