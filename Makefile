@@ -10,7 +10,7 @@ WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv lint test test-fast demo bench clean
 
 venv: $(STAMP)
 
@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(FIND_LINKS) torch==2.13.0
-	$(BIN)/pip install -q $(FIND_LINKS) -e '.[test,sim]'
+	$(BIN)/pip install -q $(FIND_LINKS) -e '.[test,sim,lint]'
 	# Offline data ships inside these wheels; their own dependency trees are not needed.
 	$(BIN)/pip install -q --no-deps crystal-toolkit==2026.7.20 matbench==0.6 pyxtal==1.1.5 robocrys==0.2.13 qm9pack==1.0.3
 	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

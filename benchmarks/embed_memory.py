@@ -6,7 +6,7 @@ within the default 4 A cutoff) of about ``--atoms`` atoms to an extxyz file, run
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``), wall time and output shapes.
 
 The backbone is the shipped default checkpoint when this build has one, else a checkpoint of the
-same architecture (``configs/pretrain_default.yaml``) with fresh weights: memory does not depend
+same architecture (``src/atomssl/configs/pretrain_default.yaml``) with fresh weights: memory does not depend
 on the weight values.
 
     OMP_NUM_THREADS=1 python benchmarks/embed_memory.py --atoms 100000 --atoms 200000 \\
@@ -52,7 +52,9 @@ def checkpoint(folder: Path) -> tuple[Path, str]:
     from atomssl.representation import build_backbone
     from atomssl.train import save_checkpoint
 
-    cfg = yaml.safe_load((ROOT / "configs" / "pretrain_default.yaml").read_text())["backbone"]
+    cfg = yaml.safe_load(
+        (ROOT / "src" / "atomssl" / "configs" / "pretrain_default.yaml").read_text()
+    )["backbone"]
     path = folder / "fresh.pt"
     save_checkpoint(path, build_backbone(cfg))
     return path, f"fresh weights, {cfg}"

@@ -4,7 +4,7 @@ Fine-tune on the *cubic* crystals of one official fold's training rows only, tes
 fold's test rows grouped by crystal system (the table's own ``crystal_sys`` column, which equals
 spglib's at symprec 0.01): does pretraining help on lattice types never seen in fine-tuning?
 
-Arms, every one through ``atomssl evaluate`` with ``configs/evaluate_dielectric.yaml`` (the same
+Arms, every one through ``atomssl evaluate`` with ``src/atomssl/configs/evaluate_dielectric.yaml`` (the same
 budget rule for all: at most 40 epochs, early stopping with patience 8 on a validation split carved
 from the arm's own training rows, 30 min cap):
 
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from _outputs import ROOT, command_line, output_folders  # benchmarks/ is on sys.path
 
-CONFIG = ROOT / "configs" / "evaluate_dielectric.yaml"
+CONFIG = ROOT / "src" / "atomssl" / "configs" / "evaluate_dielectric.yaml"
 SYSTEMS = (
     "cubic",
     "tetragonal",
@@ -44,7 +44,7 @@ SYSTEMS = (
 
 
 def run_arm(name: str, config: dict, fold: int, work: Path) -> dict:
-    from atomssl.train._evaluate import evaluate_matbench
+    from atomssl.evaluate._matbench import evaluate_matbench
 
     out = work / name
     t0 = time.perf_counter()
@@ -107,7 +107,7 @@ def write_report(out: Path, command: str, runs: list[dict], summary: dict, meta:
     lines = [f"Command: `{command}`", "",
              "# Lattice-type generalisation: fine-tuned on cubic crystals only, tested per crystal system", "",
              f"matbench_dielectric fold {meta['fold']}; test rows grouped by the table's `crystal_sys`. Budget rule (every arm): "
-             "`configs/evaluate_dielectric.yaml` (<= 40 epochs, early stopping patience 8 on a validation split of the "
+             "`src/atomssl/configs/evaluate_dielectric.yaml` (<= 40 epochs, early stopping patience 8 on a validation split of the "
              "arm's own training rows, 30 min cap). Cubic arms: mean +- std over seeds "
              f"{meta['seeds']}; the all-systems reference: one seed. Trivial: the mean n of the arm's training rows.", "",
              "| crystal system | test rows | pretrained, cubic | scratch, cubic | pretrained, all systems | trivial (cubic mean) |",

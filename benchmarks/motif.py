@@ -4,9 +4,11 @@ For every variant: held-out reconstruction RMSD after synchronisation, Wasserste
 motifs' bond lengths / angles to the held-out data, and inpainting with 7, 6 and 5 fixed neighbours.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py            # all variants
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py --quick    # fewer epochs / cases
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py --quick    # fewer epochs / cases; a temp folder
+    python benchmarks/motif.py --report-only [--out DIR]              # motif.md from the committed motif.json
 
-Writes benchmarks/results/motif.{json,md} and motif_*.png.
+Writes benchmarks/results/motif.{json,md} (the markdown's first lines: the command) and motif_*.png;
+``--quick`` writes to a temporary folder (or ``--out``), never benchmarks/results.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _outputs import RESULTS, command_line, output_folders, report_folder  # benchmarks/ on sys.path
 
 from atomssl.motif import _analysis as A
 from atomssl.motif import sample, train_vae
@@ -32,7 +34,8 @@ from atomssl.motif._workflow import (
 )
 from atomssl.utils import write_json
 
-RESULTS = Path(__file__).parent / "results"
+# the command of records written before motif.json kept its own
+MEASURED = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py"
 
 VARIANTS = {
     # the published architecture: 36-28-18-8, latent 8
@@ -69,24 +72,35 @@ def tetrahedral_baseline(
 
 
 def merge(base, new):
-    out = copy.deepcopy(base)
-    for k, v in new.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    """``new`` merged over a copy of ``base`` (atomssl's one config merge)."""
+    from atomssl.utils._config import _merge
+
+    return _merge(copy.deepcopy(base), new)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only write motif.md (into --out) from benchmarks/results/motif.json",
+    )
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--cases", type=int)
     ap.add_argument(
         "--reuse", action="store_true", help="keep results of variants not re-run from motif.json"
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    command = command_line(argv)
+    if args.report_only:
+        out = json.loads((RESULTS / "motif.json").read_text())
+        (report_folder(args.out) / "motif.md").write_text(markdown(out, command))
+        return
+    folder, _ = output_folders(args.quick, args.out, str(RESULTS), "motif")
     torch.set_num_threads(1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     base = merge(DEFAULTS, {"inpaint": {"cases": 100, "restarts": 8}})
     if args.quick:
         base = merge(
@@ -104,11 +118,17 @@ def main() -> None:
 
     train, held, cells = split_environments(base)
     structure = A.structure_summary(cells)
-    A.plot_structure_summary(cells, RESULTS / "motif_structure.png")
-    out = {"structure": structure, "n_train": len(train), "n_heldout": len(held), "variants": {}}
+    A.plot_structure_summary(cells, folder / "motif_structure.png")
+    out = {
+        "command": command,
+        "structure": structure,
+        "n_train": len(train),
+        "n_heldout": len(held),
+        "variants": {},
+    }
     out["tetrahedral_baseline_first_shell"] = tetrahedral_baseline(held, 500)
-    if args.reuse and (RESULTS / "motif.json").exists():
-        out["variants"] = json.loads((RESULTS / "motif.json").read_text()).get("variants", {})
+    if args.reuse and (folder / "motif.json").exists():
+        out["variants"] = json.loads((folder / "motif.json").read_text()).get("variants", {})
     print(json.dumps(structure, indent=1))
     for name in args.variants:
         cfg = merge(base, VARIANTS[name])
@@ -123,12 +143,12 @@ def main() -> None:
             coords, _ = sample(model, int(cfg["sample"]["n"]), seed=0, decoding=decoding)
             gen[decoding] = A.compare_motifs(held.vectors, coords)
             if decoding == "metric":
-                A.plot_motif_comparison(held.vectors, coords, RESULTS / f"motif_samples_{name}.png")
+                A.plot_motif_comparison(held.vectors, coords, folder / f"motif_samples_{name}.png")
         t0 = time.time()
         inp, errors = inpaint_benchmark(model, held, cfg, np.random.default_rng(0))
         A.plot_errors(
             errors,
-            RESULTS / f"motif_inpaint_{name}.png",
+            folder / f"motif_inpaint_{name}.png",
             threshold=0.3,
             xlabel="infilled atom error (A)",
         )
@@ -142,17 +162,21 @@ def main() -> None:
             "inpaint_seconds": time.time() - t0,
         }
         print(name, json.dumps(out["variants"][name], indent=1, default=float), flush=True)
-        write_json(RESULTS / "motif.json", out)
-    write_json(RESULTS / "motif.json", out)
-    (RESULTS / "motif.md").write_text(markdown(out))
+        write_json(folder / "motif.json", out)
+    write_json(folder / "motif.json", out)
+    (folder / "motif.md").write_text(markdown(out, command))
+    print(f"wrote {folder / 'motif.md'}")
 
 
-def markdown(out) -> str:
+def markdown(out, command: str) -> str:
     s = out["structure"]
+    measured = out.get("command", MEASURED)
     lines = [
         "# Glassy motifs benchmark",
         "",
-        "Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif.py` (CPU, one thread).",
+        f"Command: `{command}`",
+        "",
+        f"Measured by: `{measured}` (CPU, one thread).",
         "",
         f"## a-Si cells ({s['n_cells']} x {s['n_atoms'] // s['n_cells']} atoms, Vink modified SW, 3000 K -> 300 K at 1e13 K/s)",
         "",

@@ -27,7 +27,9 @@ Reproduce (about 7 minutes on one CPU thread, single process):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py
 
-Writes benchmarks/results/motif_bounds.{md,json}. ``--quick`` shrinks the training budgets (smoke test).
+Writes benchmarks/results/motif_bounds.{md,json} (the markdown's first line: the command). ``--quick``
+shrinks the training budgets (smoke test) and writes to a temporary folder, never benchmarks/results;
+``--report-only [--out DIR]`` writes the markdown from the committed ``motif_bounds.json``.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _outputs import RESULTS, command_line, output_folders, report_folder  # benchmarks/ on sys.path
 from torch import nn
 
 from atomssl.motif import GramNormalizer, triangle_to_gram
@@ -46,7 +48,11 @@ from atomssl.motif._decode import aligned_rmsd, assign_and_align, gram_to_coords
 from atomssl.motif._workflow import DEFAULTS, split_environments
 from atomssl.utils import write_json
 
-RESULTS = Path(__file__).parent / "results"
+# the command of records written before the json kept its own (by the quick flag)
+MEASURED = {
+    False: "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py",
+    True: "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py --quick",
+}
 THRESHOLD_RMSD = 0.1
 THRESHOLD_INPAINT = 0.3
 
@@ -668,7 +674,10 @@ def markdown(out: dict, command: str) -> str:
     L = [
         "# Glassy motifs: what the data allows (issue #7 targets)",
         "",
-        f"Command: `{command}` (CPU, one thread; {out['seconds_total'] / 60:.1f} min). "
+        f"Command: `{command}`",
+        "",
+        f"Measured by: `{out.get('command') or MEASURED[bool(out.get('quick'))]}` "
+        f"(CPU, one thread; {out['seconds_total'] / 60:.1f} min). "
         f"Data: the benchmark's environments ({out['n_train']} training / {out['n_heldout']} held-out; held-out = last cell).",
         "",
         "## 1. Intrinsic dimension",
@@ -813,7 +822,7 @@ def markdown(out: dict, command: str) -> str:
             f"{shell.split(' (')[0]} {knn[shell]['nearest training match of the 7 known atoms, median RMSD']:.2f} A"
             for shell in SHELLS
         )
-        + " (so matches within a few tenths of an angstrom are rare: 2041 environments cover a ~20-dimensional set sparsely).",
+        + f" (so matches within a few tenths of an angstrom are rare: {out['n_train']} environments cover a ~20-dimensional set sparsely).",
     ]
     comp = out["competitor"]
     L += [
@@ -825,7 +834,7 @@ def markdown(out: dict, command: str) -> str:
         "",
         "## Conclusion",
         "",
-        out["conclusion"],
+        conclusion(out),
         "",
     ]
     return "\n".join(L)
@@ -895,7 +904,7 @@ def conclusion(out: dict) -> str:
         )
     s.append(
         f"TwoNN reads only {dim['twonn']['aligned RMSD (A)']:.1f} for the whole set. That is a property of the ~"
-        f"{parts.get('all 8 atoms (21 dof)', {}).get('median_nn_rmsd', float('nan')):.1f} A nearest-neighbour scale that 2552 samples "
+        f"{parts.get('all 8 atoms (21 dof)', {}).get('median_nn_rmsd', float('nan')):.1f} A nearest-neighbour scale that {out['n_train'] + out['n_heldout']} samples "
         "can resolve, not of the 0.1 A scale the target needs. "
         + (
             f"The first shell alone (9 degrees of freedom, nearest-neighbour scale {first['median_nn_rmsd']:.2f} A) reads {first['twonn']:.1f}, "
@@ -904,7 +913,7 @@ def conclusion(out: dict) -> str:
             else ""
         )
         + "At the 1 A scale the variation is mostly where the four second-shell atoms sit. The smaller bond-length and bond-angle "
-        "components (RMS 0.1-0.4 A) are what an 8-d code has to drop.\n\n"
+        f"components (RMS {min(r for r in rms if r > 0.05):.1f}-{rms[big - 1]:.1f} A) are what an 8-d code has to drop.\n\n"
     )
     s.append(
         f"(b) >= 80% within 0.3 A with 7 fixed atoms: not reachable either. The best estimate here, with predictors trained directly on "
@@ -914,42 +923,68 @@ def conclusion(out: dict) -> str:
         f"decided by tiny distance differences: the 9th neighbour is a median {comp['gap_r9_minus_r8_median']:.3f} A further out than the 8th, "
         f"but {comp['separation_8th_9th_median']:.1f} A away from it. So the missing second-shell atom's position, given the other 7, is "
         "spread over several candidate sites several angstroms apart. The supervised predictors cannot place it (the MDN, which can "
-        "represent several sites, gets ~1%). This part of the bound does not depend on the models: even a perfect first-shell "
+        f"represent several sites, gets about {100 * sup['predictors'][ss]['mixture density network, mode']['fraction_within_0.3']:.0f}%). This part of the bound does not depend on the models: even a perfect first-shell "
         "predictor plus a second-shell predictor that picked among, say, 4 indistinguishable sites perfectly would give "
         "(100% + 25%) / 2, about 62%, below 80%. "
         f"The first-shell figure is what this data supports, not a physical limit: the predictors do no better than the mean position "
         f"in the first-shell frame ({100 * sup['predictors'][fs]['training mean position (no model)']['fraction_within_0.3']:.0f}%), "
-        "and the learning curve over 1, 2 and 4 training cells rises only slowly. Bond-angle disorder (std about 11 deg, about 0.45 A at "
-        "2.37 A) sets the scale of that spread."
+        "and the learning curve over 1, 2 and 4 training cells rises only slowly. "
     )
+    angles = out.get("bond_angles")
+    if angles:
+        std, bond = angles["bond_angle_std"], angles["rdf_first_peak"]
+        s.append(f"Bond-angle disorder (std about {std:.0f} deg, about {bond * math.radians(std):.2f} A at "
+                 f"{bond:.2f} A; {angles['source']}) sets the scale of that spread.")  # fmt: skip
+    else:
+        s.append(
+            "Bond-angle disorder sets the scale of that spread (its size awaits a re-run that records it)."
+        )
     return "".join(s)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small training budgets (smoke test)")
-    ap.add_argument("--latents", type=int, nargs="*", default=[8, 12, 16, 21, 24])
-    ap.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     ap.add_argument(
-        "--report", action="store_true", help="only re-render the markdown from the existing json"
+        "--quick",
+        action="store_true",
+        help="small training budgets (smoke test; a temporary folder)",
     )
-    args = ap.parse_args()
-    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/motif_bounds.py" + (
-        " --quick" if args.quick else ""
+    ap.add_argument("--latents", type=int, nargs="*", default=[8, 12, 16, 21, 24])
+    ap.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only write motif_bounds.md (into --out) from benchmarks/results/motif_bounds.json",
     )
-    if args.report:
+    args = ap.parse_args(argv)
+    command = command_line(argv)
+    if args.report_only:
         import json
 
-        out = json.loads((args.out / "motif_bounds.json").read_text())
-        out["conclusion"] = conclusion(out)
-        write_json(args.out / "motif_bounds.json", out)
-        (args.out / "motif_bounds.md").write_text(markdown(out, command))
+        out = json.loads((RESULTS / "motif_bounds.json").read_text())
+        if "bond_angles" not in out and (RESULTS / "motif.json").is_file():
+            # recorded before this script kept them: benchmarks/motif.py's summary of the same cells
+            structure = json.loads((RESULTS / "motif.json").read_text())["structure"]
+            out["bond_angles"] = {k: structure[k] for k in ("bond_angle_std", "rdf_first_peak")}
+            out["bond_angles"]["source"] = "`motif.json`, benchmarks/motif.py on the same cells"
+        (report_folder(args.out) / "motif_bounds.md").write_text(markdown(out, command))
         return
+    folder, _ = output_folders(args.quick, args.out, str(RESULTS), "motif-bounds")
     torch.set_num_threads(1)
     t_start = time.time()
     ae_epochs, mlp_epochs = (40, 10) if args.quick else (300, 80)
-    train, held, _ = split_environments(DEFAULTS)
-    out: dict = {"n_train": len(train), "n_heldout": len(held), "quick": args.quick}
+    train, held, cells = split_environments(DEFAULTS)
+    out: dict = {
+        "command": command,
+        "n_train": len(train),
+        "n_heldout": len(held),
+        "quick": args.quick,
+    }
+    from atomssl.motif import _analysis
+
+    structure = _analysis.structure_summary(cells)
+    out["bond_angles"] = {k: structure[k] for k in ("bond_angle_std", "rdf_first_peak")}
+    out["bond_angles"]["source"] = "the benchmark's cells"
     t0 = time.time()
     out["dimension"] = dimension_section(train, held)
     print(
@@ -970,12 +1005,11 @@ def main() -> None:
     import motif as bench  # benchmarks/motif.py: the tetrahedral reference, same cases
 
     out["tetrahedral"] = bench.tetrahedral_baseline(held, 500)
-    out["conclusion"] = conclusion(out)
     out["seconds_total"] = time.time() - t_start
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "motif_bounds.json", out)
-    (args.out / "motif_bounds.md").write_text(markdown(out, command))
-    print(out["conclusion"])
+    write_json(folder / "motif_bounds.json", out)
+    (folder / "motif_bounds.md").write_text(markdown(out, command))
+    print(conclusion(out))
+    print(f"wrote {folder / 'motif_bounds.md'}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/order_default.py [--backbone CKPT] [--out src/atomssl/weights/order_default.pt]
 
-1. Backbone: ``atomssl order pretrain --config configs/order_pretrain.yaml`` (~20 s on a CPU), run here,
+1. Backbone: ``atomssl order pretrain --config order_pretrain`` (~20 s on a CPU), run here,
    or the backbone of ``--backbone CKPT`` (a file made by that same command).
 2. Development trajectories, all plain LAMMPS (``dump custom``) in a temporary folder, physics labels:
    crystalline = thermalised crystals held below melting (LJ fcc and hcp, rho = 1.0, T = 0.2 ... 0.8;
@@ -239,9 +239,11 @@ def main() -> int:
         "--backbone",
         default=None,
         help="use this per-particle checkpoint's backbone (default: pretrain one "
-        "with 'atomssl order pretrain --config configs/order_pretrain.yaml')",
+        "with 'atomssl order pretrain --config order_pretrain')",
     )
-    p.add_argument("--config", default=str(ROOT / "configs" / "order_pretrain.yaml"))
+    p.add_argument(
+        "--config", default=str(ROOT / "src" / "atomssl" / "configs" / "order_pretrain.yaml")
+    )
     p.add_argument("--out", default=str(ROOT / "src" / "atomssl" / "weights" / "order_default.pt"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "order_default"))
     p.add_argument(
@@ -261,18 +263,19 @@ def main() -> int:
     from atomssl.train._checkpoint import load_checkpoint, save_checkpoint
 
     t0 = time.perf_counter()
-    if not args.backbone:  # exactly `atomssl order pretrain --config configs/order_pretrain.yaml`
+    if not args.backbone:  # exactly `atomssl order pretrain --config order_pretrain`
         from atomssl.cli.main import main as atomssl
 
         with tempfile.TemporaryDirectory(prefix="atomssl-order-pretrain-") as tmp:
-            ckpt = str(Path(tmp) / "small.pt")
-            if atomssl(["order", "pretrain", "--config", args.config, "--out", ckpt, "-q"]) != 0:
+            run = Path(tmp) / "small"  # the run folder; the backbone is run/backbone.ckpt
+            ckpt = str(run / "backbone.ckpt")
+            if atomssl(["order", "pretrain", "--config", args.config, "--out", str(run), "-q"]):
                 return 1
             backbone, settings = load_order_backbone(ckpt), load_checkpoint(ckpt)["config"]
         config = Path(args.config).resolve()
         pretrain = {
             "command": f"atomssl order pretrain --config "
-            f"{config.relative_to(ROOT) if config.is_relative_to(ROOT) else config} --out small.pt -q",
+            f"{config.relative_to(ROOT) if config.is_relative_to(ROOT) else config} --out small -q",
             "seconds": time.perf_counter() - t0,
         }
     else:

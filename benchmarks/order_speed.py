@@ -1,7 +1,7 @@
 """Per-particle inference speed of ``atomssl order`` beside freud's Steinhardt q4/q6, in one run (issue #24, item 3).
 
 On one thread (``torch.set_num_threads(1)``, ``OMP_NUM_THREADS=1``): the small checkpoint
-(``configs/order_pretrain.yaml``, trained here in ~20 s unless ``--checkpoint`` is given) and its distilled
+(``src/atomssl/configs/order_pretrain.yaml``, trained here in ~20 s unless ``--checkpoint`` is given) and its distilled
 fast student (:mod:`atomssl.order._student`, trained here unless ``--student`` is given) embed a
 4,000-particle and a 100,000-particle noisy fcc frame (sigma 0.05); freud computes q4 and q6 of the same
 frames (12 nearest neighbours, its own neighbour query included). Each time is the best of ``--repeats``
@@ -60,34 +60,29 @@ def _teacher(args, work: Path):
 
         torch.manual_seed(0)
         return build_backbone(
-            load_config(ROOT / "configs" / "order_pretrain.yaml")["backbone"]
+            load_config(ROOT / "src" / "atomssl" / "configs" / "order_pretrain.yaml")["backbone"]
         ).eval(), "untrained (quick)"
     from atomssl.cli.main import main as atomssl_main
 
-    ckpt = work / "small.pt"
+    run = work / "small"  # the run folder; the backbone is run/backbone.ckpt
+    ckpt = run / "backbone.ckpt"
     argv = [
         "order",
         "pretrain",
         "--config",
-        str(ROOT / "configs" / "order_pretrain.yaml"),
+        str(ROOT / "src" / "atomssl" / "configs" / "order_pretrain.yaml"),
         "--out",
-        str(ckpt),
+        str(run),
         "-q",
     ]
     if atomssl_main(argv) != 0:
         raise SystemExit("training the small checkpoint failed")
-    return load_backbone(
-        ckpt
-    ), "trained here: atomssl order pretrain --config configs/order_pretrain.yaml"
+    return load_backbone(ckpt), "trained here: atomssl order pretrain --config order_pretrain"
 
 
 def _student(args, teacher, work: Path):
-    from atomssl.order._student import (
-        distil,
-        distillation_clouds,
-        load_student,
-        save_student,
-    )
+    from atomssl.order._distil import distil, distillation_clouds
+    from atomssl.order._student import load_student, save_student
 
     if args.student:
         return load_student(args.student), args.student
@@ -107,7 +102,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--checkpoint",
-        help="small order checkpoint (default: train configs/order_pretrain.yaml here)",
+        help="small order checkpoint (default: train src/atomssl/configs/order_pretrain.yaml here)",
     )
     p.add_argument(
         "--student", help="order student file (default: distil one here from the checkpoint)"

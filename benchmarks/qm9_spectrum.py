@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     out, work = output_folders(args.quick, args.out, args.work, "qm9-spectrum")
 
     from atomssl.data import load_qm9, qm9_split
-    from atomssl.train._finetune import baseline_scores, train_and_predict
+    from atomssl.evaluate import baseline_scores, train_and_predict
 
     molecules = load_qm9(vdos=True)
     index = {s.id: i for i, s in enumerate(molecules)}

@@ -3,24 +3,25 @@
 Stages (run from the repository root; everything lands in ``runs/reconstruction/``)::
 
     python benchmarks/reconstruction.py prepare      # data/train.extxyz (fold-0 train), data/test_idx.npy (fold-0 test)
-    atomssl pretrain --config configs/reconstruct_pretrain.yaml --out runs/reconstruction/pretrain
-    atomssl gan --config configs/gan_reconstruction.yaml --out runs/reconstruction/gan
-    atomssl gan --config configs/gan_reconstruction.yaml --out runs/reconstruction/control loss.adversarial_weight=0
+    atomssl pretrain --config reconstruct_pretrain --out runs/reconstruction/pretrain
+    atomssl gan --config gan_reconstruction --out runs/reconstruction/gan
+    atomssl gan --config gan_reconstruction --out runs/reconstruction/control loss.adversarial_weight=0
     # the longer runs (30-epoch generator; 400 classifier + 1500 adversarial steps)
-    atomssl pretrain --config configs/reconstruct_pretrain.yaml --out runs/reconstruction/pretrain_long \
+    atomssl pretrain --config reconstruct_pretrain --out runs/reconstruction/pretrain_long \
         trainer.max_epochs=30 optim.lr=2.0e-3
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_long
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_species loss.critic_positions=real
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_megcritic \
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/gan_long
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/gan_species loss.critic_positions=real
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/gan_megcritic \
         loss.critic_positions=real discriminator.checkpoint=src/atomssl/weights/default.pt
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_compcritic \
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/gan_compcritic \
         loss.critic_positions=real discriminator.composition=true
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/control_long loss.adversarial_weight=0
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/control_long loss.adversarial_weight=0
     # session 7: a species-only critic reading oxidation-state / electronegativity means
-    atomssl gan --config configs/gan_reconstruction_long.yaml --out runs/reconstruction/gan_chemcritic \
+    atomssl gan --config gan_reconstruction_long --out runs/reconstruction/gan_chemcritic \
         loss.critic_positions=real discriminator.chemistry=true
     python benchmarks/reconstruction.py evaluate     # table + heatmaps
     python benchmarks/reconstruction.py probe        # can a composition critic tell repairs from real at all?
+    python benchmarks/reconstruction.py report       # both markdown files from their committed json records
 
 ``evaluate`` corrupts every test crystal (seeded: the same corruption for every model) for
 sigma in {0.1, 0.2} (x d_min) and mask in {species, random}, repairs it with each model under
@@ -32,7 +33,9 @@ same refinement run with the adversarial weight set to 0 (reconstruction losses 
 the adversarial term's own effect can be told apart from further training at sigma 0.2.
 
 Writes ``runs/reconstruction/eval/{results.json, table.md, substitution_*.png}`` and copies
-them to ``benchmarks/results/reconstruction*``.
+them to ``benchmarks/results/reconstruction*``; ``probe`` writes ``reconstruction_critic_probe.{json,md}``.
+Each markdown's first line is the command that wrote it; ``report [--out DIR]`` rewrites both from
+the json records in ``benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _outputs import RESULTS, ROOT, command_line, report_folder  # benchmarks/ is on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "reconstruction"
-RESULTS = ROOT / "benchmarks" / "results"
+PROBE = "reconstruction_critic_probe"
 COLUMNS = [
     ("structure_validity", "struct. valid"),
     ("composition_validity_smact14", "comp. valid (SMACT 2014)"),
@@ -124,14 +127,17 @@ def probe(args) -> None:
     invalid = changed & ~np.array(valid_fake)
     ck = Path(args.checkpoint).resolve()
     ck = ck.relative_to(ROOT) if ck.is_relative_to(ROOT) else ck
-    lines = [
-        f"generator {ck}, {len(real)} training crystals, sigma {args.sigma}, {args.mask} mask: "
-        f"SMACT-2014 valid real {np.mean(valid_real):.1%}, repairs {np.mean(valid_fake):.1%}; "
-        f"composition changed in {changed.mean():.1%}",
-        "",
-        "| critic input | repairs | n | logistic | MLP (64) |",
-        "|---|---|---|---|---|",
-    ]
+    record = {
+        "command": command_line(),
+        "generator": str(ck),
+        "n_real": len(real),
+        "sigma": args.sigma,
+        "mask": args.mask,
+        "smact14_valid_real": float(np.mean(valid_real)),
+        "smact14_valid_repairs": float(np.mean(valid_fake)),
+        "composition_changed": float(changed.mean()),
+        "rows": [],
+    }
     for name, fn in (
         ("element fractions (119)", lambda x: x),
         ("oxidation-state means (17)", chemistry_features),
@@ -148,11 +154,38 @@ def probe(args) -> None:
                     MLPClassifier((64,), max_iter=1000, random_state=args.seed),
                 )
             ]
-            lines.append(f"| {name} | {which} | {int(sel.sum())} | {acc[0]:.3f} | {acc[1]:.3f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
+            record["rows"].append({"critic_input": name, "repairs": which, "n": int(sel.sum()),
+                                   "logistic": float(acc[0]), "mlp": float(acc[1])})  # fmt: skip
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reconstruction_critic_probe.md").write_text(text)
+    (RESULTS / f"{PROBE}.json").write_text(json.dumps(record, indent=1) + "\n")
+    text = probe_markdown(record, record["command"])
+    print(text)
+    (RESULTS / f"{PROBE}.md").write_text(text)
+
+
+def probe_markdown(record: dict | None, command: str) -> str:
+    lines = [f"Command: `{command}`", ""]
+    if record is None:
+        return "\n".join(lines + [
+            "# Can a composition critic tell the generator's repairs from real crystals?", "",
+            f"No raw record yet: awaits a re-run of `python benchmarks/reconstruction.py probe` (needs the "
+            "generator `runs/reconstruction/pretrain_long/checkpoints/best.pt`, made by the stages in the "
+            f"script's docstring), which writes `{PROBE}.json`. The earlier table (written by the probe "
+            "stage without its command or a record file) is in git history, commit 4b0bad6."]) + "\n"  # fmt: skip
+    lines += [f"Measured by: `{record['command']}`", ""]
+    lines += [
+        f"generator {record['generator']}, {record['n_real']} training crystals, sigma {record['sigma']}, "
+        f"{record['mask']} mask: SMACT-2014 valid real {record['smact14_valid_real']:.1%}, repairs "
+        f"{record['smact14_valid_repairs']:.1%}; composition changed in {record['composition_changed']:.1%}",
+        "",
+        "| critic input | repairs | n | logistic | MLP (64) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        lines.append(
+            f"| {r['critic_input']} | {r['repairs']} | {r['n']} | {r['logistic']:.3f} | {r['mlp']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(v: float, key: str) -> str:
@@ -196,7 +229,7 @@ def evaluate(args) -> None:
             "control of w_adv 1.0 run (w_adv 0)",
             RUN / "control_w1" / "checkpoints" / "generator.pt",
         ),
-        # configs/gan_reconstruction_long.yaml: 30-epoch generator, 400 classifier + 1500 adversarial steps
+        # src/atomssl/configs/gan_reconstruction_long.yaml: 30-epoch generator, 400 classifier + 1500 adversarial steps
         "pretrained_long": (
             "pretrained only (30 epochs)",
             RUN / "pretrain_long" / "checkpoints" / "best.pt",
@@ -293,8 +326,9 @@ def evaluate(args) -> None:
     if args.only:
         return
     results["seconds"] = time.perf_counter() - t0
+    results["command"] = command_line()
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    table = format_table(results)
+    table = format_table(results, command_line())
     (out / "table.md").write_text(table)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -308,9 +342,13 @@ def evaluate(args) -> None:
             shutil.copy(png, RESULTS / f"{stem}_{png.name}")
 
 
-def format_table(results: dict) -> str:
+def format_table(results: dict, command: str) -> str:
     real = results["real_crystals"]
+    measured = results.get("command")
     lines = [
+        f"Command: `{command}`",
+        "",
+        *([f"Measured by: `{measured}`", ""] if measured else []),
         f"Held-out matbench_dielectric crystals (fold-0 test, <= 20 atoms): n = {results['n_test']}",
         "",
         f"Real crystals themselves: structure valid {100 * real['structure']:.1f}%, composition valid "
@@ -330,9 +368,24 @@ def format_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(args) -> None:
+    """Both markdown files from the json records in benchmarks/results (nothing is re-run)."""
+    out = report_folder(args.out)
+    command = command_line(args.argv)
+    results = json.loads((RESULTS / f"{args.results_name}.json").read_text())
+    (out / f"{args.results_name}.md").write_text(format_table(results, command))
+    path = RESULTS / f"{PROBE}.json"
+    record = json.loads(path.read_text()) if path.is_file() else None
+    (out / f"{PROBE}.md").write_text(probe_markdown(record, command))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="stage", required=True)
+    r = sub.add_parser("report", help="rewrite the markdown from the committed json records")
+    r.add_argument("--out", default=None, help="folder (default benchmarks/results)")
+    r.add_argument("--results-name", default="reconstruction")
+    r.set_defaults(func=report)
     a = sub.add_parser("prepare")
     a.add_argument("--n-train", type=int, default=2400)
     a.add_argument("--n-test", type=int, default=400)
@@ -376,6 +429,7 @@ def main(argv=None) -> int:
     )
     e.set_defaults(func=evaluate)
     args = p.parse_args(argv)
+    args.argv = argv
     args.func(args)
     return 0
 

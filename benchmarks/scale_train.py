@@ -1,7 +1,7 @@
 """Training at scale (issue 21, item 5 b-d): streaming throughput, peak memory against corpus size,
 DDP scaling.
 
-(b) Throughput: the same model (``configs/pretrain_default.yaml``'s MEGNet and tasks), batch and
+(b) Throughput: the same model (``src/atomssl/configs/pretrain_default.yaml``'s MEGNet and tasks), batch and
     seed, trained from the in-memory list (the corpus's source extxyz files read and every graph
     built before training) and streamed from a sharded corpus of the same structures in the same
     order (graphs built in the training process, or in one DataLoader worker). Training
@@ -92,7 +92,9 @@ def _load() -> list[float]:
 
 
 def _model() -> dict:
-    cfg = yaml.safe_load((ROOT / "configs" / "pretrain_default.yaml").read_text())
+    cfg = yaml.safe_load(
+        (ROOT / "src" / "atomssl" / "configs" / "pretrain_default.yaml").read_text()
+    )
     return {
         "backbone": cfg["backbone"],
         "tasks": cfg["tasks"],
@@ -289,7 +291,7 @@ def report_md(r: dict) -> str:
         "",
     ]
     lines += [f"- date: {r['date']}", f"- machine: {r['machine']}", f"- versions: {r['versions']}",
-              f"- model: `configs/pretrain_default.yaml`'s backbone and tasks ({r['model']}); batch {r['batch_size']} per process, seed 0",
+              f"- model: `src/atomssl/configs/pretrain_default.yaml`'s backbone and tasks ({r['model']}); batch {r['batch_size']} per process, seed 0",
               f"- accelerator: {r['accelerator']}; load average at start {r['load_start']}, at end {r['load_end']}", ""]  # fmt: skip
     b = r["throughput"]
     lines += ["## (b) Training throughput: streamed vs in-memory", "",

@@ -4,10 +4,9 @@ Data flow: ``data`` (structures) -> ``graph`` (neighbour lists, clouds) -> ``rep
 (backbones) -> ``task`` (pretext/downstream heads) -> ``train`` (Lightning) -> results.
 """
 
-__version__ = "0.1.0"
-
-from .data import Structure  # noqa: E402
-from .errors import AtomsslError, StructureError  # noqa: E402
+from ._version import __version__
+from .data import Structure
+from .errors import AtomsslError, StructureError
 
 
 def load_backbone(path, map_location="cpu"):

@@ -62,34 +62,51 @@ class StructureError(AtomsslError, ValueError):
 
 
 class MissingFileError(StructureError, FileNotFoundError):
+    """The file to read does not exist."""
+
     kind = "file not found"
 
 
 class UnknownFormatError(StructureError):
+    """The file's format cannot be told from its name or its content (pass ``format=``)."""
+
     kind = "unknown format"
 
 
 class UnreadableFileError(StructureError):
+    """The file exists but cannot be parsed (corrupt, truncated or not what its format says)."""
+
     kind = "unreadable file"
 
 
 class DisorderError(StructureError):
+    """Sites with partial occupancy or mixed species, under a disorder policy that refuses them."""
+
     kind = "partial occupancy/disorder"
 
 
 class NonFiniteError(StructureError):
+    """Positions or cell hold NaN or infinity."""
+
     kind = "non-finite coordinates"
 
 
 class SingularCellError(StructureError):
+    """A periodic lattice vector is zero or the periodic vectors are (nearly) linearly dependent."""
+
     kind = "singular cell"
 
 
 class EmptyStructureError(StructureError):
+    """The structure has no atoms."""
+
     kind = "no atoms"
 
 
 class UnknownElementError(StructureError):
+    """A species is not a chemical element (an unknown symbol, or an atomic number outside
+    1..118)."""
+
     kind = "unknown element"
 
 
@@ -101,6 +118,9 @@ class MaskedSiteError(UnknownElementError):
 
 
 class OverlapError(StructureError):
+    """Two atoms (or an atom and its own periodic image) are closer than the minimum distance
+    (``atomssl.data.Structure.validate``, 0.1 A by default)."""
+
     kind = "overlapping atoms"
 
 

@@ -101,6 +101,7 @@ def _edge_keys(
     shift = np.rint(shift).astype(np.int64)
     if perm is not None:
         # transformed structure: express the edge in the original atoms' labels and images
+        assert image is not None  # perm and image come together (a Transform)
         shift = shift + image[dst] - image[src]
         src, dst = perm[src], perm[dst]
     return [(int(a), int(b), *map(int, s)) for a, b, s in zip(src, dst, shift)]

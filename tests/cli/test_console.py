@@ -5,7 +5,7 @@ import sys
 
 
 def test_training_messages_print_once_without_tips(tmp_path):
-    cmd = [sys.executable, "-m", "atomssl.cli.main", "finetune", "--config", "configs/finetune_dielectric.yaml",
+    cmd = [sys.executable, "-m", "atomssl.cli.main", "finetune", "--config", "finetune_dielectric",
            "data.sources=[{name: matbench_dielectric, limit: 40}]", "--epochs", "1", "--mode", "frozen",
            "--out", str(tmp_path / "run"), "--no-progress"]  # fmt: skip
     from pathlib import Path
@@ -17,5 +17,6 @@ def test_training_messages_print_once_without_tips(tmp_path):
     assert text.count("GPU available") == 1, text
     assert text.count("max_epochs=1` reached") == 1, text
     assert "Tip:" not in text and "litlogger" not in text
+    assert "Warning" not in text, text  # no deprecation warnings (ours or Lightning's pytree)
     assert f"run folder: {tmp_path / 'run'}" in text  # where the run goes, when it starts
     assert "| split |" in out.stdout  # the summary table at the end, also with --no-progress

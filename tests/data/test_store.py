@@ -195,7 +195,7 @@ def test_import_removes_temporaries_of_dead_imports_only(tmp_path):
     import subprocess
     import sys
 
-    from atomssl.data import _store
+    from atomssl.data import _store_import as _store
 
     src = tmp_path / "a.extxyz"
     ase.io.write(src, bulk("Cu", "fcc", a=3.6))

@@ -12,14 +12,8 @@ from ase.build import bulk
 
 from atomssl.data import Structure
 from atomssl.errors import ConfigError
-from atomssl.generate import (
-    Generator,
-    best_first_assignments,
-    choose_species,
-    composition_validity,
-    corrupt_structures,
-    repair,
-)
+from atomssl.generate import Generator, composition_validity, corrupt_structures, repair
+from atomssl.generate._decoding import best_first_assignments, choose_species
 
 NA, CL, MG, O, AR = 11, 17, 12, 8, 18
 

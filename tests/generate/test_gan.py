@@ -7,19 +7,10 @@ import pytest
 import torch
 
 from atomssl.errors import ConfigError
-from atomssl.generate import (
-    Discriminator,
-    Generator,
-    corrupt_batch,
-    critic_view,
-    discriminator_loss,
-    gan,
-    generate,
-    generator_adversarial_loss,
-    one_hot_species,
-    real_batch,
-    relaxed_species,
-)
+from atomssl.generate import Discriminator, Generator, corrupt_batch, gan, generate
+from atomssl.generate._discriminator import critic_view, real_batch
+from atomssl.generate._gan_losses import discriminator_loss, generator_adversarial_loss
+from atomssl.generate._reconstruct import one_hot_species, relaxed_species
 from atomssl.graph import collate, to_graph
 from atomssl.train import synthetic_crystals
 

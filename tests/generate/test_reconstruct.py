@@ -16,7 +16,6 @@ from atomssl.generate import (
     Generator,
     Reconstruction,
     corrupt_structures,
-    element_order,
     plot_substitution_map,
     reconstruct,
     reconstruction_metrics,
@@ -24,6 +23,7 @@ from atomssl.generate import (
     substitution_counts,
     substitution_matrix,
 )
+from atomssl.generate._substitution import element_order
 from atomssl.testing import assert_equivariant
 from atomssl.train import synthetic_crystals
 

@@ -13,13 +13,8 @@ from ase.build import bulk
 
 from atomssl.data import Structure
 from atomssl.errors import ConfigError
-from atomssl.generate import (
-    composition_validity,
-    min_periodic_distance,
-    reduced_composition,
-    structure_validity,
-    validity_report,
-)
+from atomssl.generate import composition_validity, structure_validity, validity_report
+from atomssl.generate._validity import min_periodic_distance, reduced_composition
 
 
 def brute_min_distance(s: Structure) -> float:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from ase.geometry import cellpar_to_cell
 
-import atomssl.graph._neighbors as neighbors_module
+import atomssl.data._pair_search as pair_search_module
 from atomssl.data import Structure
+from atomssl.data._vesin import has_direct, vesin_pairs
 from atomssl.errors import OverlapError, StructureError
 from atomssl.graph import knn_graph, radius_graph, radius_graphs
-from atomssl.graph._vesin import has_direct, vesin_pairs
 from atomssl.testing import random_rotation, transform_structure
 
 N_CASES = 60
@@ -216,7 +216,7 @@ def test_radius_graphs_equals_radius_graph():
 def test_auto_engine_switch_gives_same_edges(monkeypatch):
     s, cutoff = random_case(1)
     before = radius_graph(s, cutoff, validate=False)
-    monkeypatch.setattr(neighbors_module, "_LARGE", 1)  # "large" structures go to vesin
+    monkeypatch.setattr(pair_search_module, "_LARGE", 1)  # "large" structures go to vesin
     after = radius_graph(s, cutoff, validate=False)
     assert set(_keys(before.src, before.dst, before.shift)) == set(
         _keys(after.src, after.dst, after.shift)

@@ -13,7 +13,7 @@ from atomssl.motif import (
     write_cells,
     write_sw_file,
 )  # noqa: E402
-from atomssl.motif._simulate import SimulationError  # noqa: E402
+from atomssl.simulate import SimulationError  # noqa: E402
 
 
 def test_sw_file_has_vink_parameters(tmp_path):

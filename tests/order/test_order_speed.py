@@ -221,7 +221,8 @@ def _save(backbone, path):
 
 
 def test_student_features_are_invariant_and_exact_q_l_and_its_file_round_trips(tmp_path, backbone):
-    from atomssl.order._student import OrderStudent, distil, load_student, save_student
+    from atomssl.order._distil import distil
+    from atomssl.order._student import OrderStudent, load_student, save_student
 
     fcc = torch.as_tensor(frame_clouds(idealized_crystal("cF4-Cu", n_min=108, sigma=0.0)))
     st = OrderStudent(8).eval()
@@ -261,6 +262,23 @@ def test_student_features_are_invariant_and_exact_q_l_and_its_file_round_trips(t
     save_checkpoint(tmp_path / "bb.pt", backbone)
     with pytest.raises(CheckpointError, match="not an atomssl order student"):
         load_student(tmp_path / "bb.pt")
+
+
+def test_distil_trains_on_the_engine_deterministically_and_stops_on_nan(tmp_path, backbone):
+    from atomssl.errors import TrainingError
+    from atomssl.order._distil import distil
+
+    groups = {"reference": frame_clouds(idealized_crystal("cF4-Cu", n_min=108, sigma=0.05, seed=0))}
+    a, b = (distil(backbone, groups, hidden=8, steps=6, batch=16, seed=5) for _ in range(2))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert a.metrics["r2_validation"] == b.metrics["r2_validation"]
+    c = distil(backbone, groups, hidden=8, steps=6, batch=16, seed=6, run_dir=tmp_path / "run")
+    assert not torch.equal(a.mlp[0].weight, c.mlp[0].weight)
+    assert (tmp_path / "run" / "logs").is_dir()  # the engine's CSV logs
+    with pytest.raises(TrainingError, match="non-finite training loss") as exc:
+        distil(backbone, groups, hidden=8, steps=6, batch=16, lr=1e30)
+    assert "\n" not in str(exc.value)
 
 
 def test_benchmark_quick_mode_runs_outside_results(tmp_path):

@@ -297,7 +297,7 @@ def test_small_default_uses_linear_messages():
 
 def _unit_vectors(n=50, seed=0):
     """Random unit vectors plus the hard cases: exactly along, against and across the polar axis."""
-    from atomssl.representation._e3nn_layers import polar_axis
+    from atomssl.representation._so2_layers import polar_axis
 
     axis = polar_axis()
     u = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
@@ -307,7 +307,7 @@ def _unit_vectors(n=50, seed=0):
 
 
 def test_edge_frames_are_rotations_taking_the_axis_to_the_edge():
-    from atomssl.representation._e3nn_layers import edge_frames
+    from atomssl.representation._so2_layers import edge_frames
 
     u, axis = _unit_vectors()
     R = edge_frames(u, axis)
@@ -324,7 +324,7 @@ def test_edge_frames_are_rotations_taking_the_axis_to_the_edge():
 
 
 def test_wigner_matrices_match_e3nn():
-    from atomssl.representation._e3nn_layers import WignerFromRotation, edge_frames
+    from atomssl.representation._so2_layers import WignerFromRotation, edge_frames
 
     u, axis = _unit_vectors(20, seed=1)
     R = edge_frames(u, axis)
@@ -375,7 +375,7 @@ def _rolls_about(axis, angle):
 def test_so2_linear_commutes_with_rolls_about_the_axis():
     """The SO(2) map is equivariant under rotations about the polar axis and mirror planes
     through it: this is what makes the result independent of each frame's roll."""
-    from atomssl.representation._e3nn_layers import (
+    from atomssl.representation._so2_layers import (
         SO2Linear,
         WignerFromRotation,
         polar_axis,
@@ -407,7 +407,7 @@ def test_so2_linear_commutes_with_rolls_about_the_axis():
 def test_so2_messages_do_not_depend_on_the_frame_roll(monkeypatch):
     """Rolling every edge frame by a random angle about its edge leaves all outputs unchanged."""
     import atomssl.representation.equiformer as eq
-    from atomssl.representation._e3nn_layers import edge_frames
+    from atomssl.representation._so2_layers import edge_frames
 
     model = _model(nonlinear_messages=True)
     ref, batch = _run(model, [_crystal()])

@@ -23,7 +23,7 @@ import ase.io
 import pytest
 from ase.build import bulk
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "atomssl" / "configs"
 
 #: structure inputs -> the file (or folder) the error must name
 STRUCTURES = {
@@ -169,9 +169,10 @@ def _cases() -> list:
     add(
         "order-pretrain",
         "out-missing-folder",
-        ["order", "pretrain", "--out", f"{MISSING_DIR}/b.ckpt"],
+        ["order", "pretrain", "--out", f"{MISSING_DIR}/op"],
         MISSING_DIR,
     )
+    add("order-pretrain", "out-names-a-file", ["order", "pretrain", "--out", "b.ckpt"], "b.ckpt")
     # reconstruct / gan
     structures(
         "reconstruct", lambda p: ["reconstruct", p, "--checkpoint", "model.pt", "--out", "rc"]

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from robust_helpers import bounded
 
-from atomssl.data import Structure
+from atomssl.data import Structure, _limits
 from atomssl.errors import OverlapError, SingularCellError, StructureError, TooManyNeighborsError
-from atomssl.graph import _limits, knn_graph, radius_graph, to_graph
+from atomssl.graph import knn_graph, radius_graph, to_graph
 
 FUZZ = settings(
     max_examples=60,
@@ -32,7 +32,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 BRUTE_LIMIT = 3e6  # largest (pairs x images) the brute force below is asked to enumerate
-FUZZ_LIMIT = 2e5  # atomssl.graph._limits.MAX_PAIRS inside the fuzzed searches
+FUZZ_LIMIT = 2e5  # atomssl.data._limits.MAX_PAIRS inside the fuzzed searches
 BAND = 1e-7  # pairs this close to the cutoff may fall either way (rounding)
 
 

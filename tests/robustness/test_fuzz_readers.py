@@ -156,12 +156,15 @@ ALL_FORMATS = TEXT_FORMATS + ["db"]
 def samples(tmp_path_factory):
     folder = tmp_path_factory.mktemp("valid")
     out = _write_samples(folder)
-    logging.getLogger("atomssl").setLevel(logging.ERROR)  # LAMMPS "types as numbers" notes
+    quiet = logging.getLogger("atomssl")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # LAMMPS "types as numbers" notes
     # read every sample once here: the forked children then find every parser imported
     for fmt, (path, atoms) in out.items():
         got = read(path)
         assert [s.formula for s in got] == [Structure.from_ase(a).formula for a in atoms], fmt
-    return out
+    yield out
+    quiet.setLevel(level)  # later test files read atomssl's INFO lines
 
 
 def _summary(path: str, format: str | None = None) -> list[tuple[str, int]]:

@@ -87,7 +87,7 @@ def test_data_simulate_cli_from_config_with_overrides(tmp_path, capsys):
 
     from atomssl.cli.main import main
 
-    cfg = Path(__file__).parents[2] / "configs" / "simulate_lj_fcc.yaml"
+    cfg = Path(__file__).parents[2] / "src" / "atomssl" / "configs" / "simulate_lj_fcc.yaml"
     out = tmp_path / "t.extxyz"
     rc = main(
         [

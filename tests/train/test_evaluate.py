@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import atomssl.train._evaluate as ev
+import atomssl.evaluate._matbench as ev
+from atomssl.evaluate import evaluate_matbench
+from atomssl.evaluate._matbench import carve_validation, parse_folds
 from atomssl.graph import to_graph
-from atomssl.train import LabelledGraphs, evaluate_matbench, synthetic_crystals
-from atomssl.train._evaluate import carve_validation, parse_folds
+from atomssl.train import LabelledGraphs, synthetic_crystals
 
 TINY = {
     "name": "megnet",
@@ -61,11 +62,11 @@ def test_resume_per_fold_and_record_format(dataset, tmp_path, monkeypatch):
     calls = []
     real = ev.train_and_predict
 
-    def counting(config, train, val, sets, run_dir, progress=False, backbone=None):
+    def counting(config, train, val, sets, run_dir, progress=False, backbone=None, **kw):
         calls.append(run_dir.name)
         test_ids = set(sets["test"].ids)
         assert not test_ids & set(train.ids) and not test_ids & set(val.ids)  # test rows never seen
-        return real(config, train, val, sets, run_dir, progress, backbone)
+        return real(config, train, val, sets, run_dir, progress, backbone, **kw)
 
     monkeypatch.setattr(ev, "train_and_predict", counting)
     s1 = evaluate_matbench(

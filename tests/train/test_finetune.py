@@ -13,10 +13,10 @@ from ase.io import write
 
 from atomssl.cli.main import main
 from atomssl.errors import ConfigError
+from atomssl.evaluate import finetune
 from atomssl.representation import build_backbone
 from atomssl.train import (
     embed_structures,
-    finetune,
     load_checkpoint,
     save_checkpoint,
     synthetic_crystals,
@@ -237,6 +237,30 @@ def test_json_labels_missing_labels_and_cli(folder, tmp_path):
     )
 
 
+def test_resuming_an_early_stopped_run_trains_no_further(folder, tmp_path, caplog):
+    """last.pt of the epoch that stopped the run holds early stopping's verdict: --resume (the
+    run's own config.yaml) ends at once, with the same weights, best epoch and predictions."""
+    import logging
+
+    fast = {"lr": 0.05, "scheduler": "constant"}
+    cfg = _config(folder, "full", optim=fast, trainer={"max_epochs": 10, "patience": 1})
+    run = tmp_path / "run"
+    first = finetune(cfg, run_dir=run, progress=False)
+    assert first["chosen"]["epochs_run"] < 10  # stopped early
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    predictions = (run / "predictions.csv").read_text()
+    caplog.set_level(logging.INFO)
+    assert main(["finetune", "--resume", str(run), "--no-progress"]) == 0
+    assert f"resuming from {run / 'checkpoints' / 'last.pt'}" in caplog.text
+    again = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert again["global_step"] == last["global_step"]
+    assert all(torch.equal(last["backbone"][k], again["backbone"][k]) for k in last["backbone"])
+    second = json.loads((run / "summary.json").read_text())
+    assert second["chosen"] == first["chosen"]
+    assert (run / "predictions.csv").read_text() == predictions
+    assert main(["finetune", "--resume", str(tmp_path / "nowhere")]) == 1
+
+
 def test_frozen_module_trains_only_the_head(pretrained):
     from atomssl.train import FinetuneModule
     from atomssl.train._finetune import prepare_config
@@ -338,7 +362,7 @@ def test_a_csv_label_column_that_does_not_exist_is_refused(folder, tmp_path, cap
 def test_a_csv_with_one_value_column_is_used_and_named(folder, caplog):
     import logging
 
-    from atomssl.train._finetune import load_labelled
+    from atomssl.evaluate._finetune import load_labelled
 
     cfg = _config(folder, "linear_probe", data={"label": None})
     with caplog.at_level(logging.INFO, logger="atomssl"):
@@ -352,7 +376,7 @@ def test_a_csv_with_one_value_column_is_used_and_named(folder, caplog):
 
 def test_csv_rows_ids_and_values_are_checked(folder, tmp_path):
     from atomssl.data import load_structures
-    from atomssl.train._finetune import read_labels_file, resolve_labels
+    from atomssl.data._labels import read_labels_file, resolve_labels
 
     structures = load_structures(folder)
     rows = list(csv.reader(open(folder / "labels.csv")))[1:]
@@ -461,7 +485,7 @@ def test_a_built_in_dataset_label_that_does_not_exist_is_refused(tmp_path, caplo
     """matbench_dielectric's label is ``n``: another name is refused; no name takes ``n`` (logged)."""
     import logging
 
-    from atomssl.train._finetune import load_labelled
+    from atomssl.evaluate._finetune import load_labelled
 
     cfg = {
         "mode": "linear_probe",

@@ -7,10 +7,10 @@ import pytest
 
 from atomssl.data import load_matbench_dielectric
 from atomssl.errors import ConfigError
-from atomssl.train import finetune
-from atomssl.train._evaluate import evaluate_matbench
+from atomssl.evaluate import finetune
+from atomssl.evaluate._groups import parse_where, where_mask
+from atomssl.evaluate._matbench import evaluate_matbench
 from atomssl.train._finetune import LabelledGraphs
-from atomssl.train._groups import parse_where, where_mask
 
 
 def test_parse_where():

@@ -189,7 +189,7 @@ def test_cli_errors_are_one_clean_line(tmp_path, capsys):
     assert "not a pretraining run folder" in capsys.readouterr().err
 
 
-CONFIGS = sorted((HERE.parents[1] / "configs").glob("pretrain_*.yaml"))
+CONFIGS = sorted((HERE.parents[1] / "src" / "atomssl" / "configs").glob("pretrain_*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -208,7 +208,7 @@ def test_tiny_config_runs_with_a_real_backbone(tmp_path):
             [
                 "pretrain",
                 "--config",
-                str(HERE.parents[1] / "configs" / "pretrain_tiny.yaml"),
+                "pretrain_tiny",  # a packaged config, by name
                 "--out",
                 str(tmp_path),
                 "--epochs",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from atomssl.errors import ConfigError
-from atomssl.train._finetune import LinearProbe
+from atomssl.evaluate import LinearProbe
 
 
 def _blobs(n, seed):

@@ -44,7 +44,7 @@ def test_shipped_checkpoint_is_package_data_small_and_weights_only(shipped):
 def test_shipped_checkpoint_is_documented(shipped):
     doc = json.loads(shipped.with_name("default.json").read_text())
     assert doc["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
-    assert "atomssl pretrain --config configs/" in doc["command"]
+    assert "atomssl pretrain --config pretrain_" in doc["command"]  # a packaged config
     ck = torch.load(shipped, map_location="cpu", weights_only=True)
     assert doc["backbone"] == ck["backbone_config"]
     assert doc["epochs"] == ck["epoch"] + 1
@@ -54,13 +54,13 @@ def test_shipped_checkpoint_is_documented(shipped):
 
 
 def test_documented_config_reproduces_the_shipped_recipe(shipped):
-    """``configs/pretrain_default.yaml`` is the recipe of the shipped file: after defaults are filled
-    in it equals the config stored in the checkpoint (only the run folder name may differ)."""
+    """The packaged config ``pretrain_default`` is the recipe of the shipped file: after defaults
+    are filled in it equals the config stored in the checkpoint (only the run folder name may
+    differ)."""
     from atomssl.train._pretrain import prepare_config
     from atomssl.utils import load_config
 
-    root = Path(__file__).resolve().parents[2]
-    documented = prepare_config(load_config(root / "configs" / "pretrain_default.yaml"))
+    documented = prepare_config(load_config("pretrain_default", schema="pretrain"))
     stored = torch.load(shipped, map_location="cpu", weights_only=True)["config"]
     documented.pop("run", None)
     assert documented == {k: v for k, v in stored.items() if k != "run"}
@@ -126,6 +126,7 @@ def test_shipped_command_is_a_runnable_shell_command(shipped):
     import shlex
 
     from atomssl.cli.main import build_parser
+    from atomssl.utils._config import resolve_config
 
     doc = json.loads(shipped.with_name("default.json").read_text())
     root = Path(__file__).resolve().parents[2]
@@ -136,6 +137,6 @@ def test_shipped_command_is_a_runnable_shell_command(shipped):
             words.pop(0)  # VAR=value environment prefixes
         if words[0] == "atomssl":
             args = build_parser().parse_args(words[1:])
-            assert args.verb == "pretrain" and (root / args.config).is_file()
+            assert args.verb == "pretrain" and resolve_config(args.config).is_file()
         else:
             assert words[0] == "python" and (root / words[1]).is_file() and words[2] == "--ship"

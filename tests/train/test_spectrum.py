@@ -10,10 +10,10 @@ from scipy.stats import norm
 
 from atomssl.data import broaden, grid_edges, load_qm9, vibrational_dos
 from atomssl.errors import ConfigError
+from atomssl.evaluate import finetune
 from atomssl.representation import build_backbone
 from atomssl.task import build_task
 from atomssl.task.spectrum import moments, wasserstein
-from atomssl.train import finetune
 from atomssl.train._spectrum import spectrum_scores
 
 

@@ -271,7 +271,7 @@ def test_streamed_finetune_reads_a_store_lazily(tmp_path):
     """Fine-tuning from a labelled store with ``data.in_memory: false``: a linear probe (no
     shuffling) predicts exactly what the in-memory run does; full fine-tuning runs with a worker."""
     from atomssl.data import StructureStore
-    from atomssl.train import finetune
+    from atomssl.evaluate import finetune
 
     structures = synthetic_crystals(30, seed=4)
     for s in structures:

@@ -10,11 +10,11 @@ random map, 1 when neighbours share the value exactly).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..utils import save_figure
 
@@ -40,7 +40,7 @@ def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.n
     x = StandardScaler().fit_transform(np.asarray(x, dtype=np.float64))
     if method in ("auto", "umap"):
         try:
-            import umap  # type: ignore[import-not-found]
+            import umap
 
             return umap.UMAP(n_components=2, random_state=seed).fit_transform(x), "umap"
         except ImportError:
@@ -69,7 +69,7 @@ def neighbour_agreement(x: np.ndarray, values: np.ndarray, k: int = 10) -> float
 
 def embedding_map(
     embeddings: np.ndarray,
-    values: Sequence[float],
+    values: ArrayLike,
     path: str | os.PathLike,
     label: str = "density (g/cm$^3$)",
     method: str = "auto",
@@ -116,11 +116,13 @@ def embedding_map_figure(
     batch_size: int = 64,
     control: bool = True,
     save_arrays: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Embed ``source`` (dataset name, file, folder) with the checkpoint's backbone and write the
     density-coloured map to ``out`` (PNG). With ``control``, the same architecture with fresh
     random weights (seed 0) is scored too (``agreement_random``): the yardstick for what
-    pretraining added. ``save_arrays`` writes embeddings and coordinates beside the figure (``.npz``)."""
+    pretraining added. ``save_arrays`` writes embeddings and coordinates beside the figure (``.npz``).
+    ``progress``: bars over the embedded structures."""
     import torch
 
     from ..representation import build_backbone
@@ -145,7 +147,7 @@ def embedding_map_figure(
 
         raise EmptyInputError(f"{source}: no structures to embed")
     backbone = load_backbone(checkpoint)
-    arrays = embed_structures(structures, backbone, batch_size=batch_size)
+    arrays = embed_structures(structures, backbone, batch_size=batch_size, progress=progress)
     rho = np.array([density(s) for s in structures])
     res = embedding_map(arrays["structure"], rho, out, method=method)
     res["n"] = len(structures)
@@ -153,7 +155,10 @@ def embedding_map_figure(
         torch.manual_seed(0)
         fresh = build_backbone(backbone.config)
         res["agreement_random"] = neighbour_agreement(
-            embed_structures(structures, fresh, batch_size=batch_size)["structure"], rho
+            embed_structures(structures, fresh, batch_size=batch_size, progress=progress)[
+                "structure"
+            ],
+            rho,
         )
     if save_arrays:
         atomic_save_npz(

@@ -21,6 +21,12 @@ _SHOWN = 20  # skipped entries / warnings listed by `info` (all are in manifest.
 
 
 # ---------------------------------------------------------------------- import
+def import_progress(args: argparse.Namespace) -> bool | None:
+    """The imports' ``progress``: a bar over several sources when stderr is a terminal (None),
+    none with ``--no-progress`` (False)."""
+    return False if getattr(args, "no_progress", False) else None
+
+
 def add_import_options(parser: argparse.ArgumentParser) -> None:
     from ..data._shard_import import DEFAULT_SHARD_SIZE
 
@@ -49,8 +55,8 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
     from ..data._formats import EXTENSIONS
     from ..data._shard_import import DEFAULT_SHARD_SIZE
     from ..data._shards import MANIFEST
+    from ._data_options import read_options
     from ._paths import input_sources, run_folder
-    from .data import read_options
 
     if not is_folder_out(args.out):
         if args.shard_size is not None or args.workers is not None:
@@ -70,6 +76,7 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: must be at least 1")
     out = run_folder(args.out)
+    assert out is not None  # a folder --out was given (is_folder_out above)
     input_sources(
         [s for s in args.sources if not is_dataset_source(s)]
     )  # a named folder without structure files is an error
@@ -80,7 +87,7 @@ def import_to_folder(args: argparse.Namespace) -> int | None:
         report = import_shards(
             sources, out, shard_size=DEFAULT_SHARD_SIZE if args.shard_size is None else args.shard_size,
             workers=1 if args.workers is None else args.workers,
-            skip_bad=args.skip_bad, progress=None, **read_options(args),
+            skip_bad=args.skip_bad, progress=import_progress(args), **read_options(args),
         )  # fmt: skip
     except StructureError as err:
         if err.source and Path(err.source).resolve().is_relative_to(out.resolve()):

@@ -73,8 +73,8 @@ def input_sources(paths: Iterable[str | os.PathLike], must_exist: bool = False) 
     from ..data import expand_sources
     from ..errors import EmptyInputError, MissingFileError
 
-    paths = [os.fspath(p) for p in paths]
-    for p in paths:
+    names: list[str] = [os.fspath(p) for p in paths]
+    for p in names:
         if must_exist and not os.path.exists(p):
             raise MissingFileError("no such file or folder", p)
         if os.path.isdir(p) and not expand_sources([p]):
@@ -85,7 +85,7 @@ def input_sources(paths: Iterable[str | os.PathLike], must_exist: bool = False) 
                 else ""
             )
             raise EmptyInputError(f"no structure files found in {p}{hint}")
-    return paths
+    return names
 
 
 def check_device(name: str, flag: str = "--device") -> str:

@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._data_options import _species, add_read_options, read_options  # noqa: F401 (_species: re-export)
+
 RegisterFn = Callable[[Any], None]
 
 #: name -> function adding that sub-verb's parser to ``atomssl data``'s subparsers.
@@ -69,94 +71,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=_help)
 
 
-# ---------------------------------------------------------------------- shared options
-def _species(text: str) -> dict[int, str] | str:
-    """``"1=Si,2=O"`` or ``"Si,O"`` (types 1, 2, ...) -> {1: "Si", 2: "O"}; ``"types"`` -> ``"types"``
-    (LAMMPS/GSD types as point particles)."""
-    if text.strip().lower() == "types":
-        return "types"
-    out: dict[int, str] = {}
-    for n, part in enumerate(p.strip() for p in text.split(",") if p.strip()):
-        if "=" in part:
-            t, el = part.split("=", 1)
-            try:
-                out[int(t)] = el.strip()
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"bad species entry {part!r}: expected TYPE=ELEMENT with TYPE a type number (1, 2, ...), or 'types'"
-                ) from None
-            if not el.strip():
-                raise argparse.ArgumentTypeError(
-                    f"bad species entry {part!r}: expected TYPE=ELEMENT"
-                )
-        else:
-            out[n + 1] = part
-    if not out:
-        raise argparse.ArgumentTypeError("empty species mapping")
-    return out
-
-
-def add_read_options(parser: argparse.ArgumentParser) -> None:
-    """Options controlling how structure files are read (shared by the data sub-verbs)."""
-    g = parser.add_argument_group("reading")
-    g.add_argument(
-        "--format",
-        default=None,
-        help="file format (default: from the file name); e.g. cif, vasp, extxyz, db, lammps-data, lammps-dump-text",
-    )
-    g.add_argument(
-        "--species",
-        type=_species,
-        default=None,
-        metavar="MAP",
-        help="LAMMPS/GSD type number -> element, e.g. '1=Si,2=O' or 'Si,O'; 'types': types as point "
-        "particles (atomic number = type number, noted in the warnings)",
-    )
-    g.add_argument(
-        "--atom-style",
-        default=None,
-        help="LAMMPS data atom_style (default: from the file's Atoms section comment)",
-    )
-    g.add_argument("--units", default=None, help="LAMMPS units (default: metal)")
-    g.add_argument(
-        "--disorder",
-        choices=["refuse", "majority", "order"],
-        default="refuse",
-        help="CIF sites with partial occupancy: refuse (default), take the majority species, or order them "
-        "on a bounded supercell (lowest Ewald energy); every change is listed in the structure's warnings",
-    )
-    g.add_argument(
-        "--merge-tolerance",
-        type=float,
-        default=0.01,
-        metavar="A",
-        help="CIF: merge same-species symmetry images closer than A Angstrom (default 0.01)",
-    )
-    g.add_argument(
-        "--formula-mismatch",
-        choices=["refuse", "warn"],
-        default="refuse",
-        help="CIF: what to do when the atoms read do not match the file's declared formula (default refuse)",
-    )
-    g.add_argument(
-        "--cif-reader", choices=["auto", "pymatgen", "ase"], default="auto",
-        help="CIF: take this parser's reading when pymatgen and ASE disagree (default: refuse the file)",
-    )  # fmt: skip
-
-
-def read_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "format": args.format,
-        "species": args.species,
-        "atom_style": args.atom_style,
-        "units": args.units,
-        "disorder": getattr(args, "disorder", "refuse"),
-        "merge_tolerance": getattr(args, "merge_tolerance", 0.01),
-        "formula": getattr(args, "formula_mismatch", "refuse"),
-        "cif_reader": getattr(args, "cif_reader", "auto"),
-    }
-
-
 # ---------------------------------------------------------------------- import
 def _register_import(sub) -> None:
     p = sub.add_parser(
@@ -185,6 +99,7 @@ def _register_import(sub) -> None:
         "--append", action="store_true", help="add to an existing store instead of replacing it"
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no bar (else: on a terminal)")
     add_read_options(p)
     from ._corpus import add_import_options
 
@@ -196,7 +111,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from ..data import import_structures
     from ..data._datasets import expand_dataset_sources, is_dataset_source
     from ..errors import StructureError
-    from ._corpus import import_to_folder
+    from ._corpus import import_progress, import_to_folder
     from ._paths import input_sources, output_file
 
     rc = import_to_folder(args)  # --out FOLDER: a sharded corpus (None: a .db store, below)
@@ -212,8 +127,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     opts = read_options(args)
     try:  # an import that writes no structure raises EmptyInputError and leaves the store as it was
         report = import_structures(
-            sources, out, skip_bad=args.skip_bad, append=args.append, progress=None, **opts
-        )
+            sources, out, skip_bad=args.skip_bad, append=args.append,
+            progress=import_progress(args), **opts,
+        )  # fmt: skip
     except StructureError as err:
         print(
             f"atomssl data import: error: {err}; nothing was written to {args.out} (use --skip-bad to skip bad entries)",
@@ -253,7 +169,7 @@ def info_entries(paths, **options: Any) -> list[dict[str, Any]]:
     from ..data import iter_entries
     from ..errors import StructureError
 
-    out = []
+    out: list[dict[str, Any]] = []
     for entry in iter_entries(paths, validate=False, **options):
         if isinstance(entry, StructureError):
             out.append(

@@ -43,13 +43,14 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--float64", action="store_true", help="compute in double precision")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--max-edges-per-chunk", type=_count, default=DEFAULT_MAX_EDGES_PER_CHUNK, metavar="N",
         help=f"embed a batch with more than N bonds in chunks, exactly: MEGNet N bonds at a time, Equiformer "
         f"blocks of atoms with their receptive-field halo; bounds the memory of huge structures (default "
         f"{DEFAULT_MAX_EDGES_PER_CHUNK}; 0: never)",
     )  # fmt: skip
-    from .data import add_read_options
+    from ._data_options import add_read_options
 
     add_read_options(p)
     p.set_defaults(func=run)
@@ -62,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError, EmptyInputError
     from ..train import embed_files
+    from ._data_options import read_options
     from ._paths import check_device, input_sources, output_file
-    from .data import read_options
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             max_edges_per_chunk=args.max_edges_per_chunk,
             skip_bad=args.skip_bad,
             errors=errors,
+            progress=not args.no_progress,
             **read_options(args),
         )
     except EmptyInputError:

@@ -7,23 +7,6 @@ import argparse
 TARGETS = ("matbench_dielectric", "curves", "embedding-map")
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Parses the verb's arguments with ``parse_known_intermixed_args``: plain argparse gives
-    all positionals (target + overrides) to the first positional chunk, so overrides after
-    options would be rejected."""
-
-    _inner = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._inner:
-            return super().parse_known_args(args, namespace)
-        self._inner = True
-        try:
-            return super().parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inner = False
-
-
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
@@ -35,15 +18,15 @@ def register(subparsers) -> None:
             "curves: test MAE vs number of labels, pretrained (--checkpoint) vs scratch, several seeds. "
             "embedding-map: 2D map (UMAP if installed, else PCA) of the checkpoint's structure embeddings "
             "coloured by density. "
-            "Example: atomssl evaluate matbench_dielectric --config configs/evaluate_dielectric.yaml --folds 0,1 --out runs/mb"
+            "Example: atomssl evaluate matbench_dielectric --config evaluate_dielectric --folds 0,1 --out runs/mb"
         ),
-    )
-    p.__class__ = (
-        _IntermixedParser  # `evaluate TARGET --folds 0 KEY=VALUE`: positionals around options
     )
     p.add_argument("target", metavar="TARGET", help=f"one of {', '.join(TARGETS)}")
     p.add_argument(
-        "--config", "-c", help="YAML config (finetune options; see configs/evaluate_*.yaml)"
+        "--config",
+        "-c",
+        help="YAML file, or a packaged config by name (finetune options; atomssl config list: "
+        "evaluate_*)",
     )
     p.add_argument("--out", "-o", help="output folder (resumes what it already holds)")
     p.add_argument("--folds", help="comma-separated fold numbers (default: all 5)")
@@ -74,6 +57,12 @@ def register(subparsers) -> None:
     p.add_argument(
         "--method", default="auto", choices=["auto", "umap", "pca"], help="embedding-map projection"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="curves: runs at a time, each in its own process with one torch thread (default 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "overrides",
@@ -94,15 +83,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown evaluate target {args.target!r}; choose one of {', '.join(TARGETS)}"
         )
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.target == "embedding-map" and args.out:
         output_file(args.out)  # the map (.png) goes only into an existing folder
     else:
         run_folder(args.out)  # before any work: created only inside an existing folder
-    config = load_config(args.config, overrides=overrides)
+    config = load_config(args.config, overrides=overrides, schema="evaluate")
     check_checkpoint(args.checkpoint or (config.get("backbone") or {}).get("checkpoint"))
     progress = not args.no_progress
     if args.target == "matbench_dielectric":
-        from ..train import evaluate_matbench
+        from ..evaluate import evaluate_matbench
 
         if args.checkpoint:
             config = load_config(None, config, [f"backbone.checkpoint={args.checkpoint}"])
@@ -119,17 +110,17 @@ def run(args: argparse.Namespace) -> int:
             f"evaluate {args.target}: give --out (a folder for curves, a .png for the map)"
         )
     if args.target == "curves":
-        from ..train import learning_curves
+        from ..evaluate import learning_curves
 
         s = learning_curves(config, args.checkpoint, args.out, sizes=args.sizes, seeds=args.seeds,
-                            fold=args.fold, test_limit=args.test_limit, progress=False)  # fmt: skip
+                            fold=args.fold, test_limit=args.test_limit, progress=progress,
+                            workers=args.workers)  # fmt: skip
         print(f"pretrained beats scratch in {s['wins']} of {s['settings']} settings")
         return 0
     from ..analysis import embedding_map_figure
 
-    res = embedding_map_figure(
-        args.checkpoint, args.out, source=args.source, limit=args.limit, method=args.method
-    )
+    res = embedding_map_figure(args.checkpoint, args.out, source=args.source, limit=args.limit,
+                               method=args.method, progress=progress)  # fmt: skip
     print(
         f"{args.out}: {res['method']} map of {res['n']} structures; density kNN agreement r={res['agreement']:.3f} "
         f"(2D: {res['agreement_2d']:.3f}; same architecture, random weights: {res['agreement_random']:.3f})"

@@ -24,11 +24,12 @@ VERB_MODULES = [
     "motif",
     "reconstruct",
     "demo",
+    "config",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="atomssl",
@@ -54,15 +55,52 @@ def one_line(exc: BaseException) -> str:
     )
 
 
+#: where a verb collects its ``KEY=VALUE`` config overrides (its ``nargs="*"`` positional)
+OVERRIDE_DESTS = ("overrides", "inputs")
+
+
+def _verb_parser(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """The (sub-)parser of the verb ``args`` names (``atomssl motif train``: the ``train`` one)."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            return parser
+        name = getattr(args, sub.dest, None)
+        if name not in sub.choices:
+            return parser
+        parser = sub.choices[name]
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None):
+    """``parser.parse_args``, except that ``KEY=VALUE`` overrides may stand anywhere on the
+    command line (before, between or after options): argparse alone gives a positional list only
+    the first run of positionals. Anything else it does not know is still a usage error."""
+    args, rest = parser.parse_known_args(argv)
+    dest = next((d for d in OVERRIDE_DESTS if isinstance(getattr(args, d, None), list)), None)
+    if dest is not None:
+        extra = [a for a in rest if "=" in a and not a.startswith("-")]
+        setattr(args, dest, [*getattr(args, dest), *extra])
+        rest = [a for a in rest if a not in extra]
+    if rest:
+        _verb_parser(parser, args).error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ..utils import run_status
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with run_status() as status:  # status.json in every run folder the verb makes
+            code = int(args.func(args) or 0)
+            if code:
+                status.failed(f"exit status {code}")
+            return code
     except AtomsslError as exc:
         if args.verbose:
             raise

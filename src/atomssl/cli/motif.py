@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ def register(subparsers) -> None:
             "Local motifs of amorphous Si as Gram matrices of the 8 nearest neighbours.\n"
             "  simulate     LAMMPS melt-quench of a-Si cells (Vink modified Stillinger-Weber) -> cells.extxyz, plots\n"
             "  train        train the VAE on the bundled (or --cells) a-Si cells -> checkpoints/model.pt\n"
+            "               (--resume RUN continues a run; trainer.devices=2 trainer.strategy=ddp ...)\n"
             "  sample       draw motifs from N(0, I) -> samples.extxyz, samples_vs_data.png\n"
             "  interpolate  latent path between two held-out motifs -> frames.extxyz\n"
             "  inpaint      infill missing neighbours (--input partial motifs, else a held-out benchmark)\n"
@@ -39,7 +41,9 @@ def register(subparsers) -> None:
     for name in ACTIONS:
         a = actions.add_parser(name, help=helps[name])
         a.add_argument(
-            "--config", "-c", help="YAML config (see configs/motif.yaml); defaults are built in"
+            "--config",
+            "-c",
+            help="YAML file, or a packaged config by name (motif); defaults are built in",
         )
         a.add_argument(
             "--out", "-o", help="run folder (default: runs/motif-<action>-<date>-<time>)"
@@ -57,6 +61,13 @@ def register(subparsers) -> None:
                 "--input",
                 help="extxyz of partial motifs (central atom first, then known neighbours); "
                 "without it, a benchmark on held-out environments",
+            )
+        if name == "train":
+            a.add_argument(
+                "--resume",
+                metavar="RUN",
+                help="continue the run in RUN from RUN/checkpoints/last.pt (with its config.yaml "
+                "unless --config is given)",
             )
         if name == "interpolate":
             a.add_argument(
@@ -81,10 +92,13 @@ def run(args: argparse.Namespace) -> int:
     from ..utils import load_config
     from ._paths import run_folder
 
+    resume = getattr(args, "resume", None)
+    if resume and args.out and args.out != resume:
+        raise ConfigError("--resume RUN already names the run folder; drop --out")
     run_folder(args.out)  # before any work: created only inside an existing folder
     overrides = list(args.overrides)
     if getattr(args, "cells", None):
-        from ..motif._simulate import read_cells
+        from ..simulate._melt_quench import read_cells
 
         read_cells(
             args.cells
@@ -100,18 +114,25 @@ def run(args: argparse.Namespace) -> int:
 
         load_vae(args.checkpoint)  # clean CheckpointError before any work
         base = W._checkpoint_config(args.checkpoint, None)
-        cfg = load_config(args.config, defaults=base, overrides=overrides)
+        cfg = load_config(args.config, defaults=base, overrides=overrides, schema="motif")
+    elif resume and not args.config:
+        from ..train._runkit import load_run_config
+        from ..utils._config import _merge
+
+        base = _merge(copy.deepcopy(W.DEFAULTS), load_run_config(resume, "atomssl motif train"))
+        cfg = load_config(None, defaults=base, overrides=overrides, schema="motif")
     else:
-        cfg = load_config(args.config, defaults=W.DEFAULTS, overrides=overrides)
+        cfg = load_config(args.config, defaults=W.DEFAULTS, overrides=overrides, schema="motif")
     bar = _progress(args.no_progress)
     try:
         if args.action == "simulate":
             run_dir = W.run_simulate(cfg, args.out, progress=bar.simulate)
         elif args.action == "train":
-            bar.total = int(cfg["train"]["epochs"])
-            run_dir = W.run_train(cfg, args.out, progress=bar.epoch)
+            from ..motif._train_run import run_train
+
+            run_dir = run_train(cfg, resume or args.out, not args.no_progress, bool(resume))
         elif args.action == "sample":
-            run_dir = W.run_sample(args.checkpoint, cfg, args.out)
+            run_dir = W.run_sample(args.checkpoint, cfg, args.out, not args.no_progress)
         elif args.action == "interpolate":
             start = end = None
             if bool(args.start) != bool(args.end):
@@ -121,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
             run_dir = W.run_interpolate(args.checkpoint, cfg, args.out, start, end)
         elif args.action == "inpaint":
             motifs = W.read_motifs(args.input) if args.input else None
-            run_dir = W.run_inpaint(args.checkpoint, cfg, args.out, motifs)
+            run_dir = W.run_inpaint(args.checkpoint, cfg, args.out, motifs, not args.no_progress)
         else:
-            run_dir = W.run_evaluate(args.checkpoint, cfg, args.out)
+            run_dir = W.run_evaluate(args.checkpoint, cfg, args.out, not args.no_progress)
     finally:
         bar.close()
     print(f"motif {args.action}: wrote {run_dir}")
@@ -131,12 +152,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _progress:
-    """tqdm progress for simulation steps and training epochs (silent with --no-progress)."""
+    """tqdm progress for simulation steps (silent with --no-progress)."""
 
     def __init__(self, disabled: bool):
         self.disabled = disabled
         self.bar = None
-        self.total = None
 
     def _get(self, total, desc):
         if self.bar is None:
@@ -151,11 +171,6 @@ class _progress:
             bar.reset(total)
         bar.set_description(stage)
         bar.update(done - bar.n)
-
-    def epoch(self, epoch, record):
-        bar = self._get(self.total, "epochs")
-        bar.set_postfix(recon=f"{record['recon']:.3f}", kl=f"{record['kl']:.2f}")
-        bar.update(1)
 
     def close(self):
         if self.bar is not None:

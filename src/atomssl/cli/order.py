@@ -6,9 +6,11 @@ Forms::
                              [--threshold classifier|reference|liquid] [--liquid-frames F]
                              [--device cpu|cuda] [--chunk C] [--no-progress]
     atomssl order TRAJECTORY --student STUDENT [...]       # distilled fast student instead of the backbone
-    atomssl order pretrain [--config configs/order_pretrain.yaml] [--out CKPT] [key=value ...]
+    atomssl order pretrain [--config order_pretrain] [--out RUN] [--resume RUN] [key=value ...]
+                           # RUN/backbone.ckpt; trainer.devices=2 trainer.strategy=ddp ...
     atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
     atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both|wide]  # (b)
+                           [--resume RUN] [trainer.accelerator=gpu ...]
 
 (A trajectory file literally named ``pretrain``, ``liquid`` or ``transfer`` is given as ``./NAME``.)
 """
@@ -16,7 +18,7 @@ Forms::
 from __future__ import annotations
 
 import argparse
-import time
+import copy
 from pathlib import Path
 
 SUBCOMMANDS = ("pretrain", "liquid", "transfer")
@@ -34,7 +36,8 @@ def register(subparsers) -> None:
         "inputs",
         nargs="*",
         metavar="ARG",
-        help="more trajectories (liquid) or key=value overrides (pretrain)",
+        help="more trajectories (liquid) or key=value overrides (pretrain; transfer: "
+        "trainer.KEY=VALUE)",
     )
     p.add_argument(
         "--checkpoint",
@@ -43,9 +46,21 @@ def register(subparsers) -> None:
         "shipped in atomssl/weights/order_default.pt, with its classifier)",
     )
     p.add_argument(
-        "--out", "-o", help="output folder (checkpoint file for 'pretrain'); default runs/order-*"
+        "--out",
+        "-o",
+        help="output folder (for 'pretrain' the run folder, with the backbone in "
+        "RUN/backbone.ckpt); default runs/order-*",
     )
-    p.add_argument("--config", "-c", help="YAML config (pretrain)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="pretrain: continue the run in RUN from RUN/checkpoints/last.pt (with its "
+        "config.yaml unless --config is given); transfer: train only the runs RUN has not "
+        "recorded yet (with its config.yaml)",
+    )
+    p.add_argument(
+        "--config", "-c", help="YAML file, or a packaged config by name (pretrain: order_pretrain*)"
+    )
     p.add_argument("--stride", type=int, default=1, help="analyse every S-th frame")
     p.add_argument(
         "--particles",
@@ -121,7 +136,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true")
     p.add_argument(
-        "--no-progress", action="store_true", help="analysis: no progress bar over frames"
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (over frames, or pretraining steps)",
     )
     p.add_argument(
         "--student",
@@ -230,7 +247,7 @@ def _analyse(args) -> int:
     if args.format:
         options["format"] = args.format
     if args.species:
-        from .data import _species
+        from ._data_options import _species
 
         try:
             options["species"] = _species(args.species)
@@ -275,76 +292,39 @@ def _analyse(args) -> int:
 
 
 def _pretrain(args) -> int:
-    import numpy as np
+    from ..errors import ConfigError
+    from ..order._pretrain import CHECKPOINT_NAME, DEFAULTS, pretrain_order
+    from ..train._runkit import load_run_config
+    from ..utils import load_config
+    from ..utils._config import _merge
+    from ._paths import run_folder
 
-    from ..order import (
-        DEFAULT_BACKBONE,
-        DEFAULT_TASKS,
-        PretrainSettings,
-        frame_clouds,
-        pretrain_clouds,
-        reference_clouds,
-        save_pretrained,
-    )
-    from ..utils import dump_config, load_config
-
-    defaults = {
-        "backbone": dict(DEFAULT_BACKBONE),
-        "tasks": list(DEFAULT_TASKS),
-        "steps": 300,
-        "batch": 128,
-        "lr": 2e-3,
-        "seed": 0,
-        "per_crystal": 2000,
-        "trajectories": [],
-        "frames_per_trajectory": 5,
-    }
-    cfg = load_config(args.config, defaults, args.inputs)
-    if args.out:
-        from ._paths import output_file
-
-        output_file(args.out)  # the checkpoint file; its folder holds the config and history too
-    clouds = [reference_clouds(per_crystal=cfg["per_crystal"], seed=cfg["seed"]).clouds]
-    from ..data import iter_structures
-
-    for t in cfg["trajectories"]:
-        frames = list(iter_structures(t))
-        for i in np.linspace(0, len(frames) - 1, cfg["frames_per_trajectory"]).round().astype(int):
-            clouds.append(frame_clouds(frames[i]))
-    clouds = np.concatenate(clouds)
-    settings = PretrainSettings(
-        backbone=cfg["backbone"],
-        tasks=tuple(cfg["tasks"]),
-        steps=cfg["steps"],
-        batch=cfg["batch"],
-        lr=cfg["lr"],
-        seed=cfg["seed"],
-    )
-    t0 = time.perf_counter()
-
-    def progress(step, total, rec):
-        if not args.quiet and (step % 10 == 0 or step == total):
-            print(
-                f"step {step}/{total} {rec['task']} loss {rec['loss']:.4f} (baseline {rec['baseline']:.4f}) "
-                f"{time.perf_counter() - t0:.0f} s",
-                flush=True,
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise ConfigError("--resume RUN already names the run folder; drop --out")
+        base = DEFAULTS
+        if not args.config:  # the run's own config, over defaults added since
+            base = _merge(
+                copy.deepcopy(DEFAULTS), load_run_config(args.resume, "atomssl order pretrain")
             )
-
-    backbone, tasks, history = pretrain_clouds(clouds, settings, progress)
-    path = Path(args.out) if args.out else _out(args, "pretrain") / "backbone.ckpt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_pretrained(path, backbone, tasks, history, settings)
-    dump_config(cfg, path.parent / "order_pretrain_config.yaml")
-    import csv
-
-    with open(path.parent / "pretrain_history.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    _say(
-        args,
-        f"{path}: pretrained on {len(clouds)} environments in {time.perf_counter() - t0:.0f} s",
-    )
+        cfg = load_config(args.config, base, args.inputs, schema="order")
+    else:
+        run_folder(args.out)  # before any work: created only inside an existing folder
+        if args.out and Path(args.out).suffix in (".ckpt", ".pt") and not Path(args.out).is_dir():
+            folder = Path(args.out).with_suffix("")
+            raise ConfigError(
+                f"--out {args.out}: names the run folder (the backbone is written to "
+                f"RUN/{CHECKPOINT_NAME}); give a folder, e.g. --out {folder}"
+            )
+        cfg = load_config(args.config, DEFAULTS, args.inputs, schema="order")
+    summary = pretrain_order(cfg, args.resume or args.out, resume=bool(args.resume),
+                             progress=not (args.quiet or args.no_progress))  # fmt: skip
+    if summary:
+        _say(
+            args,
+            f"{summary['checkpoint']}: pretrained on {summary['environments']} environments in "
+            f"{summary['seconds']:.0f} s",
+        )
     return 0
 
 
@@ -384,31 +364,6 @@ def _liquid(args) -> int:
 
 
 def _transfer(args) -> int:
-    from ..order import transfer
+    from ._order_transfer import run_transfer
 
-    device = _device(args.device)  # before the checkpoint: a bad device fails in a second
-    _check_out(args)
-    backbone = _backbone(args)
-    out = _out(args, "transfer")
-    splits = ("held_out", "training") if args.split == "both" else (args.split,)
-    for split in splits:
-        rows = transfer(
-            backbone,
-            out,
-            fraction=args.fraction,
-            seeds=tuple(range(args.seeds)),
-            split=split,
-            head_steps=args.head_steps,
-            full_steps=args.full_steps,
-            many_labels=args.many_labels,
-            device=device,
-            progress=lambda m: _say(args, m),
-        )
-        for r in rows:
-            if r["seed"] == "mean":
-                _say(
-                    args,
-                    f"{split:9s} {r['mode']:18s} mean accuracy {r['accuracy']:.3f} ({r['labelled']} labelled environments)",
-                )
-    _say(args, f"table in {out}")
-    return 0
+    return run_transfer(args)

@@ -12,11 +12,14 @@ def register(subparsers) -> None:
         description=(
             "Pretrain a backbone on unlabelled structures. Writes a run folder with config.yaml, "
             "checkpoints/best.pt and last.pt, logs/, loss_curve.png and summary.md. "
-            "Example: atomssl pretrain --config configs/pretrain_megnet.yaml trainer.max_epochs=5"
+            "Example: atomssl pretrain --config pretrain_megnet trainer.max_epochs=5"
         ),
     )
     p.add_argument(
-        "--config", "-c", help="YAML config (see configs/pretrain_*.yaml); optional with --resume"
+        "--config",
+        "-c",
+        help="YAML file, or a packaged config by name (atomssl config list: pretrain_*); "
+        "optional with --resume",
     )
     p.add_argument("--out", "-o", help="run folder (default: runs/pretrain-<date>-<time>)")
     p.add_argument(
@@ -72,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
         if args.out and args.out != args.resume:
             raise ConfigError("--resume RUN_DIR already names the run folder; drop --out")
         base = None if args.config else load_run_config(args.resume)
-        config = load_config(args.config, defaults=base, overrides=overrides)
+        config = load_config(args.config, defaults=base, overrides=overrides, schema="pretrain")
         pretrain(config, run_dir=args.resume, resume=True, progress=not args.no_progress)
         return 0
     if not args.config:
         raise ConfigError("give --config FILE.yaml (or --resume RUN_DIR)")
     run_folder(args.out)  # before any work: created only inside an existing folder
-    config = load_config(args.config, overrides=overrides)
+    config = load_config(args.config, overrides=overrides, schema="pretrain")
     check_checkpoint((config.get("backbone") or {}).get("checkpoint"))
     pretrain(config, run_dir=args.out, resume=False, progress=not args.no_progress)
     return 0

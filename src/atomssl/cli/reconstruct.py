@@ -78,11 +78,30 @@ def register(subparsers) -> None:
         description=(
             "Adversarial refinement: critic initialised from a real-vs-reconstructed classifier, "
             "differentiable species (Gumbel-softmax) and positions, reconstruction losses kept. "
-            "Example: atomssl gan --config configs/gan.yaml train.steps=100"
+            "Writes a run folder with config.yaml, classifier.csv, metrics.csv, checkpoints/"
+            "(generator.pt, discriminator.pt, last.pt), logs/, loss_curve.png and summary.json. "
+            "Example: atomssl gan --config gan train.steps=100"
         ),
     )
-    g.add_argument("--config", "-c", required=True, help="YAML config (see configs/gan*.yaml)")
+    g.add_argument(
+        "--config",
+        "-c",
+        help="YAML file, or a packaged config by name (atomssl config list: gan*); "
+        "optional with --resume",
+    )
     g.add_argument("--out", "-o", help="run folder (default: runs/gan-<date>-<time>)")
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from checkpoints/last.pt (its config.yaml unless "
+        "--config is given)",
+    )
+    g.add_argument("--steps", type=int, help="shortcut for train.steps=N")
+    g.add_argument("--devices", help="devices per node; shortcut for trainer.devices")
+    g.add_argument("--strategy", help="'ddp' for several processes; shortcut for trainer.strategy")
+    g.add_argument("--accelerator", help="cpu, gpu or auto; shortcut for trainer.accelerator")
+    g.add_argument("--num-nodes", type=int, help="shortcut for trainer.num_nodes")
+    g.add_argument("--seed", type=int, help="random seed")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=50"
@@ -210,15 +229,29 @@ def _rmsd(rec, which: str) -> float:
 def run_gan(args: argparse.Namespace) -> int:
     import json
 
+    from ..errors import ConfigError
     from ..generate import gan
+    from ..generate._gan import load_gan_run_config
     from ..utils import load_config
     from ._paths import check_checkpoint, run_folder
 
-    run_folder(args.out)
-    config = load_config(args.config, None, args.overrides)
+    overrides = list(args.overrides) + _gan_shortcuts(args)
+    if args.resume:
+        if args.out and args.out != args.resume:
+            raise ConfigError("--resume RUN_DIR already names the run folder; drop --out")
+        base = None if args.config else load_gan_run_config(args.resume)
+        config = load_config(args.config, base, overrides, schema="gan")
+    elif not args.config:
+        raise ConfigError("give --config FILE.yaml (or --resume RUN_DIR)")
+    else:
+        run_folder(args.out)
+        config = load_config(args.config, None, overrides, schema="gan")
     for part in ("generator", "discriminator"):  # before a run folder exists
         check_checkpoint((config.get(part) or {}).get("checkpoint"))
-    summary = gan(config, run_dir=args.out, progress=not args.no_progress)
+    summary = gan(config, run_dir=args.resume or args.out, progress=not args.no_progress,
+                  resume=bool(args.resume))  # fmt: skip
+    if not summary:  # a DDP rank other than 0
+        return 0
     print(
         json.dumps(
             {
@@ -235,3 +268,12 @@ def run_gan(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _gan_shortcuts(args: argparse.Namespace) -> list[str]:
+    flags = (("steps", "train.steps"), ("devices", "trainer.devices"),
+             ("strategy", "trainer.strategy"), ("accelerator", "trainer.accelerator"),
+             ("num_nodes", "trainer.num_nodes"), ("seed", "seed"))  # fmt: skip
+    return [
+        f"{key}={getattr(args, flag)}" for flag, key in flags if getattr(args, flag) is not None
+    ]

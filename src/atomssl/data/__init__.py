@@ -34,7 +34,8 @@ from ._shards import ShardedCorpus
 from ._skipped import skipped_structures
 from ._sources import expand_sources, iter_entries, iter_structures
 from ._spectra import VDOS_GRID, VDOS_SIGMA, broaden, grid_edges, vibrational_dos
-from ._store import ImportReport, StructureStore, import_structures
+from ._store import StructureStore
+from ._store_import import ImportReport, import_structures
 from ._structure import Structure
 
 __all__ = [

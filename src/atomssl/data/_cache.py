@@ -48,7 +48,7 @@ def pack_structures(
 ) -> dict[str, np.ndarray]:
     """Flatten structures into a dict of plain arrays (float labels only)."""
     counts = np.array([s.n_atoms for s in structures], dtype=np.int64)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         "numbers": np.concatenate([s.numbers for s in structures]).astype(np.int16),
         "positions": np.concatenate([s.positions for s in structures]).astype(np.float64),

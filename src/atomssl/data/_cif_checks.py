@@ -81,8 +81,9 @@ def declared_formula(block, raw: list[str] | None = None) -> tuple[Counter | Non
     values = list(dict.fromkeys(raw or []))
     if len(values) > 1:
         parsed = [declared_formula({"_chemical_formula_sum": v})[0] for v in values]
-        if any(
-            p is None or not _same_composition(_reduced(p), _reduced(parsed[0])) for p in parsed
+        first = parsed[0]
+        if first is None or any(
+            p is None or not _same_composition(_reduced(p), _reduced(first)) for p in parsed
         ):
             raise ValueError(
                 f"the file declares different formulas: {' / '.join(repr(v) for v in values)}"
@@ -95,7 +96,8 @@ def declared_formula(block, raw: list[str] | None = None) -> tuple[Counter | Non
     rest = text.replace("'", " ").replace('"', " ")
     for sym, num in _FORMULA_TOKEN.findall(rest):
         sym = "H" if sym == "D" else sym  # deuterium is hydrogen to a structure
-        amounts[sym] += float(num) if num not in ("", ".") else 1.0
+        # typeshed types Counter values as int; fractional amounts (e.g. Fe0.5) work at runtime
+        amounts[sym] += float(num) if num not in ("", ".") else 1.0  # type: ignore[assignment]
     leftover = _FORMULA_TOKEN.sub("", rest).strip()
     from ase.data import atomic_numbers
 

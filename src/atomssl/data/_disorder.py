@@ -109,6 +109,7 @@ def _supercell_shape(lengths: np.ndarray, m: int) -> tuple[int, int, int]:
 
 
 def _order(struct, bad: list[int], max_atoms: int) -> tuple[Any, list[str]]:
+    from pymatgen.core import Structure as PmgStructure
     from pymatgen.transformations.standard_transformations import (
         OrderDisorderedStructureTransformation,
     )
@@ -139,6 +140,8 @@ def _order(struct, bad: list[int], max_atoms: int) -> tuple[Any, list[str]]:
         raise DisorderError(
             f"disorder='order': pymatgen could not order the structure ({type(exc).__name__}: {exc})"
         ) from None
+    # without return_ranked_list the transformation returns one structure
+    assert isinstance(ordered, PmgStructure)
     ordered.remove_oxidation_states()
     n_orderings = "lowest Ewald energy"
     note = (

@@ -233,6 +233,7 @@ def read_gsd(
                     UnreadableFileError(f"frame {i} stores no particle positions{why}", source, i),
                 )
                 continue
+            entry: Structure | StructureError
             try:
                 entry = _frame_structure(frame, n, species, source, i)
             except UnknownElementError as err:

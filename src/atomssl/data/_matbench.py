@@ -62,9 +62,9 @@ def find_package_file(distribution: str, package: str, relpath: str) -> Path | N
     """Path of ``package/relpath`` inside an installed wheel, without importing ``package``."""
     candidates: list[Path] = []
     try:
-        candidates.append(
-            Path(importlib.metadata.distribution(distribution).locate_file(f"{package}/{relpath}"))
-        )
+        dist = importlib.metadata.distribution(distribution)
+        # locate_file is typed as returning a SimplePath (a pathlib.Path at runtime)
+        candidates.append(Path(str(dist.locate_file(f"{package}/{relpath}"))))
     except importlib.metadata.PackageNotFoundError:
         pass
     try:
@@ -98,6 +98,8 @@ def matbench_dielectric_path() -> Path:
 
 
 def mean_absolute_deviation(values) -> float:
+    """Mean absolute deviation of ``values`` from their mean: the MAE of always predicting the
+    mean, the trivial baseline of a regression target."""
     values = np.asarray(values, dtype=np.float64)
     return float(np.abs(values - values.mean()).mean())
 

@@ -92,6 +92,8 @@ def aflow_prototypes() -> list[Structure]:
 
 
 def prototype_names() -> list[str]:
+    """The unique names (``cF4-Cu``, ...) of the bundled AFLOW prototypes, in table order: the
+    ``id`` of each :func:`aflow_prototypes` entry, as :func:`get_prototype` accepts them."""
     return [s.id for s in _table()]
 
 
@@ -138,7 +140,7 @@ def conventional_cell(structure: Structure, symprec: float = 1e-3) -> Structure:
 
 def nearest_distance(structure: Structure) -> float:
     """The shortest interatomic distance, over periodic images."""
-    from ..graph import knn_graph
+    from ._neighbors import knn_graph
 
     return float(knn_graph(structure, 1, validate=False).distance.min())
 
@@ -164,7 +166,8 @@ def replication_counts(cell: np.ndarray, n_cell: int, n_min: int) -> tuple[int, 
         if best is None or score < best[0]:
             best = (score, reps)
     assert best is not None  # the ceil() upper ends always reach cells_needed
-    return tuple(int(r) for r in best[1])
+    r0, r1, r2 = best[1]
+    return int(r0), int(r1), int(r2)
 
 
 def idealized_crystal(
@@ -207,7 +210,7 @@ def idealized_crystal(
         atoms.get_atomic_numbers(),
         positions,
         np.asarray(atoms.get_cell()),
-        True,
+        np.ones(3, dtype=bool),
         {"prototype": name, "sigma": float(sigma), "nearest_distance": nearest, "scale": scale},
         id=f"{name}-x{'x'.join(map(str, reps))}-s{sigma:g}",
         source="idealized_crystal",
@@ -222,7 +225,7 @@ def idealized_crystals(
 ) -> list[Structure]:
     """One idealized crystal per (prototype, sigma), seeded reproducibly; ``index`` numbers them."""
     rng = np.random.default_rng(seed)
-    out = []
+    out: list[Structure] = []
     for name in names:
         for sigma in sigmas:
             s = idealized_crystal(name, n_min=n_min, sigma=sigma, seed=rng)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -277,7 +278,7 @@ def _parse(paths: list[Path], limit: int | None = None) -> dict[str, np.ndarray]
     )
     if freq_all.size != sum(freq_counts):
         raise DatasetError(f"{parts[0].parent}: malformed harmonic frequencies")
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "offsets": np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
         "numbers": np.asarray(numbers, dtype=np.int8),
         "positions": positions.reshape(-1, 3),
@@ -375,7 +376,7 @@ _REQUIRED = frozenset(
 )
 
 
-def _cache_file(paths: list[Path]) -> Path:
+def _cache_file(paths: Sequence[Path]) -> Path:
     key = hashlib.sha1("|".join(source_key(p) for p in paths).encode()).hexdigest()[:16]
     return cache_dir() / f"qm9-{key}-v{_CACHE_VERSION}.npz"
 

@@ -146,7 +146,10 @@ def _normalise_index(index: Index) -> int | slice:
     if isinstance(index, str):
         from ase.io.formats import string2index
 
-        return string2index(index)
+        parsed = string2index(index)
+        if isinstance(parsed, str):  # ase hands back what is neither an int nor a slice
+            raise ValueError(f"index {index!r} is not a frame number or a slice like '2:5'")
+        return parsed
     if isinstance(index, (int, np.integer)):
         return int(index)
     if isinstance(index, slice):

@@ -19,7 +19,7 @@ from ._shard_stream import ObjectRun, group_objects, is_dataset, stream_entries
 from ._shard_writer import ShardWriter, clean, now, remove_file, write_manifest
 from ._shards import FORMAT, FORMAT_VERSION, MANIFEST, SHARD_SUFFIX, close_shards, load_manifest
 from ._sources import expand_sources
-from ._store import ImportReport
+from ._store_import import ImportReport
 
 DEFAULT_SHARD_SIZE = 10_000
 _LOCK = ".import.lock"

@@ -33,7 +33,7 @@ class ShardWriter:
 
     def __init__(self, out: Path, manifest: dict[str, Any], shard_size: int):
         self.out, self.manifest, self.shard_size = out, manifest, shard_size
-        self.db = None
+        self.db: Any | None = None  # the open shard's LMDBDatabase (untyped), if any
         self._reset(manifest["shards"][-1]["end"] if manifest["shards"] else [0, 0])
 
     def _reset(self, start: list[int]) -> None:
@@ -49,14 +49,15 @@ class ShardWriter:
         return self.out / f".{shard_name(len(self.manifest['shards']))}{_TMP}"
 
     def add(self, s: Structure, k: int, n: int) -> None:
-        if self.db is None:
+        db = self.db
+        if db is None:
             from ase_db_backends.aselmdb import LMDBDatabase
 
             remove_file(self.tmp)
-            self.db = LMDBDatabase(self.tmp)
-            self.db.__enter__()  # one write transaction per shard
+            db = self.db = LMDBDatabase(self.tmp)
+            db.__enter__()  # one write transaction per shard
         atoms, kvp, data = structure_row(s)
-        self.db.write(atoms, key_value_pairs=kvp, data=data)
+        db.write(atoms, key_value_pairs=kvp, data=data)
         index = self.manifest["n_structures"] + self.count
         self.count += 1
         self.per_source[k] += 1
@@ -101,6 +102,7 @@ class ShardWriter:
     def seal(self, end: list[int]) -> None:
         """Commit the shard being written, rename it into place and record it in the manifest."""
         tmp, final = self.tmp, self.out / shard_name(len(self.manifest["shards"]))
+        assert self.db is not None  # seal() follows add(): a shard is open
         self.db.__exit__(None, None, None)  # commit (LMDB syncs the data file) and close
         self.db = None
         remove_file(Path(f"{tmp}-lock"))

@@ -133,7 +133,8 @@ def row_structure(row, source: str, index: int) -> Structure:
 
 # ---------------------------------------------------------------------- per-process environments
 _MAX_OPEN = 64
-_open: OrderedDict[str, tuple[tuple[int, int], Any]] = OrderedDict()
+# realpath -> ((st_dev, st_ino, st_size, st_mtime_ns), LMDBDatabase)
+_open: OrderedDict[str, tuple[tuple[int, int, int, int], Any]] = OrderedDict()
 _open_pid: int | None = None
 _open_lock = threading.Lock()
 

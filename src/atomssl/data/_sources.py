@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import StructureError, UnknownFormatError
 from ._formats import format_from_name
@@ -16,7 +16,7 @@ from ._structure import Structure
 Source = str | os.PathLike | Structure | Any
 
 
-def _is_path(obj: Any) -> bool:
+def _is_path(obj: Any) -> TypeGuard[str | os.PathLike]:
     return isinstance(obj, (str, os.PathLike))
 
 

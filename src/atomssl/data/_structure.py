@@ -92,7 +92,7 @@ class Structure:
         return f"{s} [index {self.index}]" if self.index is not None else s
 
     def copy(self, **changes: Any) -> Structure:
-        base = dict(
+        base: dict[str, Any] = dict(
             numbers=self.numbers.copy(),
             positions=self.positions.copy(),
             cell=self.cell.copy(),
@@ -179,7 +179,7 @@ class Structure:
                     idx,
                 )
         if min_distance > 0 and (self.n_atoms > 1 or self.pbc.any()):
-            from ..graph import radius_graph
+            from ._neighbors import radius_graph
 
             # Search a wider sphere and filter: vesin's cell list at a 0.1 A cutoff has ~1e5
             # bins per cell and costs ~30 ms per small crystal, vs ~0.1 ms at 1.5 A.
@@ -241,11 +241,11 @@ class Structure:
                 source,
                 index,
             )
-        numbers = [site.specie.Z for site in struct]
+        numbers = np.array([site.specie.Z for site in struct], dtype=np.int64)
         if isinstance(struct, PmgStructure):
-            cell, pbc = struct.lattice.matrix, struct.lattice.pbc
+            cell, pbc = struct.lattice.matrix, np.asarray(struct.lattice.pbc, dtype=bool)
         else:  # Molecule
-            cell, pbc = np.zeros((3, 3)), (False, False, False)
+            cell, pbc = np.zeros((3, 3)), np.zeros(3, dtype=bool)
         labels = {
             k: v
             for k, v in (struct.properties or {}).items()

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..representation import build_backbone
 from ..task.denoise import mlp
 
 CRITIC_KEY = "critic"
+CRITIC_POSITIONS = ("generated", "real")
 
 
 #: oxidation states (SMACT 2014 set) described per element by ``chemistry_descriptors``
@@ -103,9 +104,13 @@ class CriticHead(nn.Module):
 
     def forward(self, x: torch.Tensor, composition: torch.Tensor | None = None) -> torch.Tensor:
         parts = [x]
+        if self.reads_composition and composition is None:
+            raise ValueError("this critic reads the composition: pass composition=")
         if self.composition:
+            assert composition is not None
             parts.append(composition.to(x.dtype))
         if self.chemistry:
+            assert composition is not None
             parts.append(chemistry_features(composition.to(x.dtype)))
         return self.net(torch.cat(parts, -1)).squeeze(-1)
 
@@ -189,6 +194,25 @@ class Discriminator(nn.Module):
         return self.head(self.backbone(batch).graph, comp)
 
 
+def critic_view(fake, batch, positions: str = "generated"):
+    """What the critic is shown of a reconstruction: ``fake`` itself (``"generated"``), or its
+    species on the real crystal's positions (``"real"``). Residual position noise (~0.5 A at sigma
+    0.2) is the easiest cue a critic can learn; with ``"real"`` it can only tell real from
+    reconstructed by the chemistry of the masked sites, so its gradient reaches the generator
+    through the species alone."""
+    import copy
+
+    if positions == "generated":
+        return fake
+    if positions != "real":
+        raise ConfigError(
+            f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {positions!r}"
+        )
+    out = copy.copy(fake)
+    out.pos = batch.pos
+    return out
+
+
 def real_batch(batch, jitter: float = 1e-3, generator: torch.Generator | None = None):
     """Real crystals as the critic sees them: one-hot ``z_soft`` and uniform noise of
     ``+-jitter x d_min`` on positions (so that exactness alone does not give them away)."""
@@ -222,12 +246,10 @@ def train_classifier(
 ) -> list[dict[str, float]]:
     """Fine-tune ``disc`` as a real-vs-reconstructed classifier (BCE) against a frozen ``gen``.
 
-    Reconstructions are the generator's hard (arg-max) repairs, shown as
-    :func:`~atomssl.generate._gan.critic_view` with ``critic_positions`` does. Returns one row of
-    metrics per step (loss, accuracy).
+    Reconstructions are the generator's hard (arg-max) repairs, shown as :func:`critic_view`
+    with ``critic_positions`` does. Returns one row of metrics per step (loss, accuracy).
     """
     from ..graph import collate
-    from ._gan import critic_view
     from ._reconstruct import corrupt_batch, generate
 
     g = torch.Generator().manual_seed(int(seed))

@@ -1,7 +1,6 @@
-"""Adversarial refinement of the generator (``atomssl gan --config FILE.yaml``).
-
-A plain training loop (two optimisers at different rates and update frequencies do not fit
-Lightning's automatic optimisation; a loop is shorter than manual optimisation). Per step:
+"""Adversarial refinement of the generator (``atomssl gan --config FILE.yaml``), run by the
+training engine (:mod:`atomssl.train._engine`) as a LightningModule with manual optimisation
+(:class:`~._gan_module.GanModule`; losses in :mod:`._gan_losses`). Per step:
 
 1. corrupt a batch of real crystals (mask + ``sigma x d_min`` noise) and repair it
    *differentiably* (:func:`generate`: Gumbel-softmax / straight-through species into
@@ -16,33 +15,47 @@ Lightning's automatic optimisation; a loop is shorter than manual optimisation).
    gradient penalty on interpolated species and positions (real and fake share atoms and edges).
 
 With ``loss.critic_positions: real`` the critic sees the generated species on the real positions
-(:func:`critic_view`), so it judges chemistry alone.
+(:func:`~._discriminator.critic_view`), so it judges chemistry alone.
 
-Before the loop the discriminator, initialised from a pretrained backbone, is fine-tuned as a
-real-vs-reconstructed classifier for ``discriminator.classifier_steps`` steps.
+Before the adversarial steps the discriminator, initialised from a pretrained backbone, is
+fine-tuned as a real-vs-reconstructed classifier for ``discriminator.classifier_steps`` steps (not
+again when a run resumes). The ``trainer`` section holds the engine's options (accelerator,
+devices, strategy, num_nodes, precision, ``checkpoint_every_n_steps``); the run's length, logging
+and gradient clipping are ``train.steps``, ``train.log_every`` and ``optim.grad_clip``.
 
-Run folder: ``config.yaml``, ``classifier.csv``, ``metrics.csv`` (one row per logged step),
+Run folder: ``config.yaml``, ``classifier.csv``, ``metrics.csv`` (one row per ``log_every``
+steps), ``checkpoints/last.pt`` (resume point; also loads with :meth:`Generator.from_checkpoint`),
 ``checkpoints/generator.pt`` (loads with :meth:`Generator.from_checkpoint`),
-``checkpoints/discriminator.pt``, ``loss_curve.png``, ``summary.json``.
+``checkpoints/discriminator.pt``, ``logs/version_N/metrics.csv``, ``loss_curve.png``,
+``summary.json``. ``gan(..., resume=True)`` (``atomssl gan --resume RUN``) continues from
+``last.pt`` and ends with the weights an uninterrupted run has.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
+import yaml
 
 from ..errors import ConfigError
-from ..graph import collate, to_graph
-from ..utils import dump_config, make_run_dir, save_figure, write_csv, write_json
-from ._discriminator import Discriminator, real_batch, train_classifier
-from ._reconstruct import Corruption, Generator, corrupt_batch, generate
+from ..graph import to_graph
+from ..train._engine import clean_partial_files, is_worker, make_trainer, resolve_run_dir
+from ..train._sampler import LoaderPosition
+from ..utils import dump_config, save_figure, write_csv, write_json
+from ..utils._schema import Schema
+from ._discriminator import CRITIC_POSITIONS, Discriminator, train_classifier
+from ._gan_losses import LOSS_KINDS
+from ._gan_module import GAN_TRAINER_DEFAULTS, GanModule, LastCheckpoint, gan_trainer_options
+from ._reconstruct import Generator
 
 log = logging.getLogger(__name__)
 
@@ -82,93 +95,36 @@ GAN_DEFAULTS: dict[str, Any] = {
     },
     "train": {"steps": 200, "log_every": 10},
     "run": {"root": "runs", "name": "gan"},
+    "trainer": dict(GAN_TRAINER_DEFAULTS),
 }
-LOSS_KINDS = ("nonsaturating", "wgan-gp")
-CRITIC_POSITIONS = ("generated", "real")
-
-
-def critic_view(fake, batch, positions: str = "generated"):
-    """What the critic is shown of a reconstruction: ``fake`` itself (``"generated"``), or its species on
-    the real crystal's positions (``"real"``). Residual position noise (~0.5 A at sigma 0.2) is the
-    easiest cue a critic can learn; with ``"real"`` it can only tell real from reconstructed by the
-    chemistry of the masked sites, so its gradient reaches the generator through the species alone."""
-    if positions == "generated":
-        return fake
-    if positions != "real":
-        raise ConfigError(
-            f"loss.critic_positions must be one of {CRITIC_POSITIONS}, got {positions!r}"
-        )
-    out = copy.copy(fake)
-    out.pos = batch.pos
-    return out
-
-
-# ------------------------------------------------------------------------------------ losses
-def reconstruction_losses(
-    batch, corruption: Corruption, logits: torch.Tensor, pred: torch.Tensor, unit: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Cross-entropy on masked atoms and MSE of the (centred) noise in head units."""
-    from ..task.denoise import center_per_graph
-
-    m = corruption.mask
-    target = batch.z[m] - 1
-    ce = F.cross_entropy(logits[m], target) if target.numel() else logits.sum() * 0.0
-    noise_target = center_per_graph(corruption.noise, batch) / unit[:, None]
-    mse = ((pred - noise_target) ** 2).mean()
-    return {"species": ce, "noise": mse}
-
-
-def generator_adversarial_loss(
-    disc: Discriminator, fake, kind: str = "nonsaturating"
-) -> torch.Tensor:
-    """The generator's adversarial term; differentiable in ``fake.z_soft`` and ``fake.pos``."""
-    score = disc(fake)
-    if kind == "nonsaturating":
-        return F.softplus(-score).mean()
-    if kind == "wgan-gp":
-        return -score.mean()
-    raise ConfigError(f"loss.kind must be one of {LOSS_KINDS}, got {kind!r}")
-
-
-def discriminator_loss(
-    disc: Discriminator,
-    real,
-    fake,
-    kind: str = "nonsaturating",
-    gp_weight: float = 10.0,
-    generator: torch.Generator | None = None,
-) -> dict[str, torch.Tensor]:
-    """Critic loss on real vs (detached) fake batches built on the same atoms and edges."""
-    fake = copy.copy(fake)
-    fake.z_soft, fake.pos = fake.z_soft.detach(), fake.pos.detach()
-    s_real, s_fake = disc(real), disc(fake)
-    out = {"score_real": s_real.mean().detach(), "score_fake": s_fake.mean().detach()}
-    if kind == "nonsaturating":
-        out["loss"] = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
-        out["accuracy"] = 0.5 * ((s_real > 0).float().mean() + (s_fake < 0).float().mean())
-        return out
-    if kind != "wgan-gp":
-        raise ConfigError(f"loss.kind must be one of {LOSS_KINDS}, got {kind!r}")
-    from ..task.denoise import graph_index, rand
-
-    n_graphs = s_real.shape[0]
-    a = rand((n_graphs,), generator, real.pos.device).to(real.pos.dtype)[graph_index(real)][:, None]
-    mix = copy.copy(real)
-    mix.z_soft = (a * real.z_soft + (1 - a) * fake.z_soft).requires_grad_(True)
-    mix.pos = (a * real.pos + (1 - a) * fake.pos).requires_grad_(True)
-    s_mix = disc(mix)
-    gz, gp = torch.autograd.grad(s_mix.sum(), [mix.z_soft, mix.pos], create_graph=True)
-    idx = graph_index(real)
-    sq = gz.new_zeros(n_graphs).index_add_(0, idx, (gz**2).sum(-1) + (gp**2).sum(-1))
-    penalty = ((sq.clamp_min(1e-12).sqrt() - 1.0) ** 2).mean()
-    out["gp"] = penalty.detach()
-    out["loss"] = s_fake.mean() - s_real.mean() + gp_weight * penalty
-    out["wasserstein"] = (s_real.mean() - s_fake.mean()).detach()
-    return out
+#: validated on load (atomssl.utils._schema). Loosely, on purpose: ``generator.backbone`` (a
+#: backbone name, or the options of the chosen backbone)
+SCHEMA = Schema(
+    "gan",
+    GAN_DEFAULTS,
+    choices={
+        "loss.kind": LOSS_KINDS,
+        "loss.critic_positions": CRITIC_POSITIONS,
+        "corruption.mask": ("species", "random", "mixed"),
+    },
+    types={
+        "data.sources": (list, str, dict),
+        "data.limit": (int, None),
+        "data.max_atoms": (int, None),
+        "generator.checkpoint": (str, None),
+        "generator.backbone": (dict, str),
+        "discriminator.checkpoint": (str, None),
+        "optim.grad_clip": (float, None),
+    },
+    open=("generator.backbone",),
+)
 
 
 # ------------------------------------------------------------------------------------ config
 def prepare_gan_config(config: dict) -> dict:
+    """``config`` merged over :data:`GAN_DEFAULTS` (copies; the input is left as is) and checked:
+    :class:`ConfigError` for an unknown ``loss.kind`` or ``loss.critic_positions``, or
+    ``optim.d_every`` / ``optim.d_steps`` below 1."""
     from ..utils._config import _merge
 
     out = _merge(copy.deepcopy(GAN_DEFAULTS), copy.deepcopy(config or {}))
@@ -219,19 +175,20 @@ def build_models(config: dict) -> tuple[Generator, Discriminator]:
     return gen, disc
 
 
-# -------------------------------------------------------------------------------------- loop
-def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run adversarial refinement; returns (and writes) the summary."""
+# --------------------------------------------------------------------------------------- run
+def gan(
+    config: dict,
+    run_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run adversarial refinement (or, with ``resume=True`` and the same ``run_dir``, continue it
+    from ``checkpoints/last.pt``); returns (and writes) the summary. Under DDP only rank 0 writes
+    the run folder and returns the summary (the other ranks return ``{}``)."""
     config = prepare_gan_config(config)
+    trainer_cfg = gan_trainer_options(config)
     seed = int(config["seed"])
-    torch.manual_seed(seed)
-    run = config["run"]
-    run_dir = (
-        make_run_dir(run_dir, exist_ok=True)
-        if run_dir is not None
-        else make_run_dir(run["root"], run["name"])
-    )
-    dump_config(config, run_dir / "config.yaml")
+    L.seed_everything(seed, workers=True, verbose=False)
     gen, disc = build_models(config)
     cutoff = float(gen.graph_spec["cutoff"])
     d_cutoff = float(disc.backbone.graph_spec.get("cutoff", cutoff))
@@ -243,96 +200,47 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
     if d_cutoff < cutoff:
         disc.edge_cutoff = d_cutoff
     graphs = load_graphs(config["data"], cutoff)
-    L, O, C = config["loss"], config["optim"], config["corruption"]
-    bs = int(config["data"]["batch_size"])
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-
-    dcfg = config["discriminator"]
-    cls_rows = train_classifier(
-        disc,
-        gen,
-        graphs,
-        steps=int(dcfg["classifier_steps"]),
-        batch_size=bs,
-        lr=float(dcfg["classifier_lr"]),
-        mask=C["mask"],
-        sigma=float(C["sigma"]),
-        jitter=float(L["real_jitter"]),
-        seed=seed + 1,
-        critic_positions=L["critic_positions"],
-    )
-    _write_csv(run_dir / "classifier.csv", cls_rows)
-
-    opt_g = torch.optim.Adam(gen.parameters(), lr=float(O["lr_g"]), betas=tuple(O["betas_g"]))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=float(O["lr_d"]), betas=tuple(O["betas_d"]))
-    rows: list[dict[str, float]] = []
-    acc: dict[str, list[float]] = {}
-    steps, log_every = int(config["train"]["steps"]), int(config["train"]["log_every"])
-    bar = _progress(steps, progress)
-    for step in range(steps):
-        gen.train()
-        disc.train()
-        idx = torch.randint(len(graphs), (bs,), generator=g).tolist()
-        batch = collate([graphs[i] for i in idx])
-        c = corrupt_batch(batch, C["mask"], float(C["sigma"]), float(C["fraction"]), g)
-        unit = gen.train_sigma * c.d_min
-        fake, logits, pred = generate(
-            gen, batch, c, float(L["tau"]), bool(L["hard"]), bool(L["gumbel"])
-        )
-        rec = reconstruction_losses(batch, c, logits, pred, unit)
-        shown = critic_view(fake, batch, L["critic_positions"])
-        disc.requires_grad_(False)
-        adv = generator_adversarial_loss(disc, shown, L["kind"])
-        disc.requires_grad_(True)
-        loss_g = (
-            float(L["adversarial_weight"]) * adv
-            + float(L["species_weight"]) * rec["species"]
-            + float(L["noise_weight"]) * rec["noise"]
-        )
-        opt_g.zero_grad()
-        loss_g.backward()
-        if O.get("grad_clip"):
-            torch.nn.utils.clip_grad_norm_(gen.parameters(), float(O["grad_clip"]))
-        opt_g.step()
-        vals = {
-            "loss_g": float(loss_g.detach()),
-            "adversarial": float(adv.detach()),
-            "species_ce": float(rec["species"].detach()),
-            "noise_mse": float(rec["noise"].detach()),
-            "species_acc": float((logits[c.mask].argmax(-1) == batch.z[c.mask] - 1).float().mean()),
-        }
-        if step % int(O["d_every"]) == 0:
-            for _ in range(int(O["d_steps"])):
-                real = real_batch(batch, float(L["real_jitter"]), g)
-                d = discriminator_loss(disc, real, shown, L["kind"], float(L["gp_weight"]), g)
-                opt_d.zero_grad()
-                d["loss"].backward()
-                if O.get("grad_clip"):
-                    torch.nn.utils.clip_grad_norm_(disc.parameters(), float(O["grad_clip"]))
-                opt_d.step()
-            vals.update({f"d_{k}": float(v.detach()) for k, v in d.items()})
-        for k, v in vals.items():
-            acc.setdefault(k, []).append(v)
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            row = {"step": step + 1, **{k: float(np.mean(v)) for k, v in acc.items()}}
-            rows.append(row)
-            acc = {}
-            if bar is not None:
-                bar.set_postfix(loss_g=f"{row['loss_g']:.3f}", acc=f"{row['species_acc']:.2f}")
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    _write_csv(run_dir / "metrics.csv", rows)
+    run_dir = resolve_run_dir(config["run"], run_dir, "gan")
     ckpt = run_dir / "checkpoints"
+    last = ckpt / "last.pt"
+    zero = not is_worker()
+    if zero:
+        for p in clean_partial_files(ckpt) + clean_partial_files(run_dir):
+            log.info("removed partial file %s left by an interrupted run", p)
+        dump_config(config, run_dir / "config.yaml")
+        log.info("run folder: %s", run_dir)
+    t0 = time.perf_counter()
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if resume and ckpt_path is None:
+        log.info("no checkpoint in %s yet: starting from scratch", ckpt)
+    if ckpt_path is not None:  # the critic's state is in last.pt
+        log.info("resuming from %s", last)
+        cls_rows = _read_csv(run_dir / "classifier.csv")
+    else:
+        cls_rows = _pretrain_critic(config, gen, disc, graphs)
+        if zero:
+            write_csv(run_dir / "classifier.csv", cls_rows)
+
+    module = GanModule(gen, disc, graphs, config)
+    every = trainer_cfg.get("checkpoint_every_n_steps")
+    callbacks = [LastCheckpoint(last, every), LoaderPosition()]
+    # under DDP the critic is unused in the generator's backward pass and vice versa
+    trainer = make_trainer(trainer_cfg, run_dir, callbacks, progress, has_val=False,
+                           find_unused_parameters=True, use_distributed_sampler=False)  # fmt: skip
+    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+
+    rows = module.rows
+    write_csv(run_dir / "metrics.csv", rows)
     final = rows[-1] if rows else {}
     gen.save(ckpt / "generator.pt", config=config, metrics=final)
     disc.save(ckpt / "discriminator.pt", config=config, metrics=final)
     _plot(rows, cls_rows, run_dir / "loss_curve.png")
     summary = {
-        "steps": steps,
+        "steps": module.steps_done,
         "structures": len(graphs),
+        "processes": trainer.world_size,
         "seconds": time.perf_counter() - t0,
         "classifier_final_accuracy": float(np.mean([r["accuracy"] for r in cls_rows[-10:]]))
         if cls_rows
@@ -340,21 +248,45 @@ def gan(config: dict, run_dir: str | Path | None = None, progress: bool = True) 
         "final": final,
         "generator_checkpoint": str(ckpt / "generator.pt"),
         "discriminator_checkpoint": str(ckpt / "discriminator.pt"),
+        "last_checkpoint": str(last),
     }
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def _pretrain_critic(config: dict, gen: Generator, disc: Discriminator, graphs: list) -> list:
+    """The critic's real-vs-reconstructed classifier pre-training; one row per step."""
+    dcfg, lc, c = config["discriminator"], config["loss"], config["corruption"]
+    return train_classifier(
+        disc,
+        gen,
+        graphs,
+        steps=int(dcfg["classifier_steps"]),
+        batch_size=int(config["data"]["batch_size"]),
+        lr=float(dcfg["classifier_lr"]),
+        mask=c["mask"],
+        sigma=float(c["sigma"]),
+        jitter=float(lc["real_jitter"]),
+        seed=int(config["seed"]) + 1,
+        critic_positions=lc["critic_positions"],
+    )
 
-    return tqdm(total=total, desc="gan", unit="step")
+
+def load_gan_run_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.yaml`` of a GAN run folder (what ``--resume`` continues)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml: not a gan run folder")
+    return yaml.safe_load(path.read_text())
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    write_csv(path, rows)
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [
+            {k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)
+        ]
 
 
 def _plot(rows: list[dict], cls_rows: list[dict], path: Path) -> None:

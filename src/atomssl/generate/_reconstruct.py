@@ -91,6 +91,7 @@ class Generator(nn.Module):
             raise CheckpointError(
                 f"{path}: backbone {backbone.name!r} gives no vectors; the generator needs them"
             )
+        assert isinstance(task, MaskDenoise)  # the heads were selected by name (TASK_KEY)
         return cls(backbone, task)
 
     def save(
@@ -170,7 +171,7 @@ class Reconstruction:
     repaired: Structure
     mask: np.ndarray  # (n,) bool
     d_min: float
-    probabilities: np.ndarray = field(
+    probabilities: np.ndarray | None = field(
         repr=False, default=None
     )  # (n_masked, 118) species probabilities
 
@@ -365,6 +366,8 @@ def relaxed_species(
 
 
 def one_hot_species(z: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """One-hot rows (n, N_SPECIES) of atomic numbers ``z`` (column Z; column 0 is the mask token),
+    in ``dtype``: the species input the generator and discriminator take."""
     return F.one_hot(z.long(), N_SPECIES).to(dtype)
 
 

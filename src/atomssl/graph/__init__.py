@@ -1,7 +1,12 @@
-"""Structure -> graph: periodic neighbour lists, neighbour clouds, Gram matrices, batching."""
+"""Structure -> graph: periodic neighbour lists, neighbour clouds, Gram matrices, batching.
 
+The neighbour search itself (:func:`radius_graph`, :func:`knn_graph`, :class:`NeighborList`) is
+implemented in ``atomssl.data._neighbors``, because :meth:`atomssl.data.Structure.validate`
+needs it for its overlap check and data must not import graph; this package is its public home.
+"""
+
+from ..data._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 from ._clouds import gram_matrices, neighbor_clouds, upper_triangle
-from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 
 # The torch side (_batch) imports torch and torch_geometric (seconds); load it on first use so
 # that reading and validating structures stays quick to start.

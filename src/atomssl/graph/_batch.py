@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch, Data
 
+from ..data._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 from ..data._structure import MIN_DISTANCE, Structure
 from ..errors import OverlapError
-from ._neighbors import NeighborList, knn_graph, radius_graph, radius_graphs
 
 
 def build_neighbors(
@@ -37,6 +37,7 @@ def build_neighbors(
         if ties:
             raise ValueError("ties=True applies to k-nearest-neighbour graphs (k=) only")
         return radius_graph(structure, cutoff, validate=validate)
+    assert k is not None  # exactly one of cutoff / k is given (checked above)
     return knn_graph(structure, k, validate=validate, ties=ties)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._neighbors import knn_graph
+from ..data._neighbors import knn_graph
 
 
 def neighbor_clouds(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._neighbors import TIE_RTOL
+from ..data._neighbors import TIE_RTOL
 
 
 def tie_weights(distance: torch.Tensor, k: int, rtol: float = TIE_RTOL) -> torch.Tensor:

@@ -1,5 +1,14 @@
 """Glassy motifs: a-Si by melt-quench, Gram-matrix VAE, synchronised decoding, sample / interpolate / inpaint."""
 
+from ..simulate._melt_quench import (
+    SW_PARAMETERS,
+    MeltQuenchConfig,
+    SimulationError,
+    melt_quench,
+    read_cells,
+    write_cells,
+    write_sw_file,
+)
 from ._analysis import (
     BOND_CUTOFF,
     bond_angles,
@@ -30,16 +39,8 @@ from ._environments import (
     triangle_to_gram,
 )
 from ._generate import InpaintResult, inpaint, interpolate, sample
-from ._simulate import (
-    SW_PARAMETERS,
-    MeltQuenchConfig,
-    SimulationError,
-    melt_quench,
-    read_cells,
-    write_cells,
-    write_sw_file,
-)
-from ._vae import GramVAE, TrainConfig, VAEConfig, load_vae, save_vae, train_vae
+from ._vae import GramVAE, TrainConfig, VAEConfig, load_vae, save_vae
+from ._vae_train import train_vae
 
 __all__ = [
     "MeltQuenchConfig",

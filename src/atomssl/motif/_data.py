@@ -19,6 +19,6 @@ def bundled_path(name: str = BUNDLED_CELLS) -> Path:
 
 def bundled_cells(name: str = BUNDLED_CELLS):
     """The bundled melt-quenched a-Si cells as :class:`Structure` records."""
-    from ._simulate import read_cells
+    from ..simulate._melt_quench import read_cells
 
     return read_cells(bundled_path(name))

@@ -88,12 +88,13 @@ def assign_and_align(
     if init is not None:
         starts.append((np.asarray(init), None))
     for _ in range(max(0, n_starts - 1)):
-        q, _r = np.linalg.qr(rng.normal(size=(3, 3)))
-        starts.append((None, q))
+        rot, _r = np.linalg.qr(rng.normal(size=(3, 3)))
+        starts.append((None, rot))
     best = (first, np.eye(3), np.inf)
     for index, q in starts:
         for _ in range(iterations):
             if index is None:
+                assert q is not None  # each start has a matching or a rotation
                 cost = ((y[:, None, :] - (x @ q)[None, :, :]) ** 2).sum(-1)
                 _, index = linear_sum_assignment(cost)
             q = procrustes(x[index], y, proper)
@@ -121,13 +122,14 @@ def gram_to_distances(gram: np.ndarray) -> np.ndarray:
 
 
 def refine_coords(
-    gram: np.ndarray, coords: np.ndarray | None = None, iterations: int = 200
+    gram: np.ndarray, coords: np.ndarray | None = None, iterations: int = 200, progress=None
 ) -> np.ndarray:
     """Coordinates that best reproduce the *distances* implied by a (possibly non-PSD, high-rank) Gram matrix.
 
     The rank-3 eigen-solution is the best fit to the Gram entries, but when a decoded Gram matrix is a blur of
     several clouds its truncation shrinks the cloud. Starting from it, L-BFGS minimises the squared error of all
     centre-neighbour and neighbour-neighbour distances (metric multidimensional scaling).
+    ``progress(evaluations, most)``: called after every evaluation of the loss (all at once).
     """
     import torch
 
@@ -142,8 +144,12 @@ def refine_coords(
         tolerance_change=1e-14,
         line_search_fn="strong_wolfe",
     )
+    most, evaluations = opt.defaults["max_eval"], [0]
 
     def closure():
+        if progress is not None:
+            evaluations[0] += 1
+            progress(min(evaluations[0], most), most)
         opt.zero_grad()
         pts = torch.cat([torch.zeros_like(x[..., :1, :]), x], dim=-2)
         diff = pts[..., :, None, :] - pts[..., None, :, :]

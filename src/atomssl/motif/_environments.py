@@ -191,8 +191,8 @@ def random_permutations(
     if within is None:
         return np.argsort(rng.random((n, k)), axis=1)
     perms = np.tile(np.arange(k), (n, 1))
-    for group in within:
-        group = np.asarray(group)
+    for slots in within:
+        group = np.asarray(slots)
         order = np.argsort(rng.random((n, len(group))), axis=1)
         perms[:, group] = group[order]
     return perms

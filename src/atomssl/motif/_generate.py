@@ -28,18 +28,24 @@ from ._decode import align, gram_to_coords, procrustes, refine_coords, rmsd
 from ._vae import GramVAE
 
 
-def decode_coords(grams: np.ndarray, decoding: str = "eigen") -> np.ndarray:
+def decode_coords(grams: np.ndarray, decoding: str = "eigen", progress=None) -> np.ndarray:
     """Coordinates from decoded Gram matrices: ``"eigen"`` (nearest PSD rank 3) or ``"metric"``
-    (then refined to fit the implied distances, see :func:`refine_coords`)."""
+    (then refined to fit the implied distances, see :func:`refine_coords`, which reports to
+    ``progress(done, total)``)."""
     if decoding == "eigen":
         return gram_to_coords(grams)
     if decoding == "metric":
-        return refine_coords(grams)
+        return refine_coords(grams, progress=progress)
     raise ValueError(f"decoding must be 'eigen' or 'metric', got {decoding!r}")
 
 
 def sample(
-    model: GramVAE, n: int, seed: int = 0, temperature: float = 1.0, decoding: str = "eigen"
+    model: GramVAE,
+    n: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    decoding: str = "eigen",
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``z ~ N(0, temperature^2 I)`` and decode: ``(coords (n, k, 3), grams (n, k, k))``.
 
@@ -48,7 +54,7 @@ def sample(
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, model.config.latent)) * temperature
     grams = model.decode_grams(z)
-    return decode_coords(grams, decoding), grams
+    return decode_coords(grams, decoding, progress), grams
 
 
 def interpolate(
@@ -111,8 +117,10 @@ def _optimise(
     steps: int,
     lr: float,
     prior: float,
+    step_done=None,
 ):
-    """Adam on ``||G_dec(z)[slots, slots] - target||^2 + prior |z|^2`` for every row at once."""
+    """Adam on ``||G_dec(z)[slots, slots] - target||^2 + prior |z|^2`` for every row at once;
+    ``step_done()`` after every step."""
     z = torch.tensor(z0, dtype=torch.float64, requires_grad=True)
     idx = torch.as_tensor(slots)
     tgt = torch.as_tensor(target)
@@ -124,6 +132,8 @@ def _optimise(
             loss = _gram_loss(model, z, idx, tgt) + prior * (z**2).sum(-1)
             loss.sum().backward()
             opt.step()
+            if step_done is not None:
+                step_done()
         with torch.no_grad():
             loss = _gram_loss(model, z, idx, tgt)
     finally:
@@ -183,13 +193,15 @@ def inpaint(
     method: str = "gram",
     seed: int = 0,
     max_candidates: int | None = None,
+    progress=None,
 ) -> InpaintResult:
     """Complete motifs whose known atoms are ``known`` (n, m, 3) or (m, 3) vectors from the centre.
 
     ``assignment``: ``"sorted"`` (order-preserving slot placements, one optimisation per placement)
     or ``"hungarian"`` (then also re-assigned by Hungarian matching and re-optimised); ``method``:
     ``"gram"`` or ``"procrustes"`` (see the module docstring). ``restarts`` starting latents per placement
-    (one of them the encoder's guess).
+    (one of them the encoder's guess). ``progress(done, total)`` is called after every
+    optimisation step (all motifs move at once).
     """
     known = np.asarray(known, dtype=np.float64)
     single = known.ndim == 2
@@ -217,11 +229,18 @@ def inpaint(
     )  # one per (env, candidate)
     z0[::restarts] = enc
     target = gram_matrices(ks)[rows_env]
-    z, loss = _optimise(model, z0, slots, target, steps, lr, prior)
+    total, done = steps + (steps // 2 if assignment == "hungarian" else 0), [0]
+
+    def step_done() -> None:
+        done[0] += 1
+        progress(done[0], total)
+
+    tick = step_done if progress is not None else None
+    z, loss = _optimise(model, z0, slots, target, steps, lr, prior, tick)
     if assignment == "hungarian":
         coords = gram_to_coords(model.decode_grams(z))
         slots = _hungarian_slots(coords, ks[rows_env], slots)
-        z, loss = _optimise(model, z, slots, target, steps // 2, lr / 2, prior)
+        z, loss = _optimise(model, z, slots, target, steps // 2, lr / 2, prior, tick)
     best = np.array(
         [
             r * c * restarts + np.argmin(loss[r * c * restarts : (r + 1) * c * restarts])

@@ -7,7 +7,6 @@ Loss per environment: squared reconstruction error summed over the (normalised) 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch import nn
 from ..errors import CheckpointError
 from ..utils import atomic_torch_save
 from ..utils._torchfile import safe_torch_load
-from ._environments import GramNormalizer, augment_permutations, triangle_to_gram
+from ._environments import GramNormalizer, triangle_to_gram
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,10 @@ class VAEConfig:
 
 @dataclass
 class TrainConfig:
+    """Training schedule of :func:`train_vae`: ``epochs`` of Adam on batches of ``batch_size``,
+    the learning rate decaying (cosine) from ``lr`` to ``lr_final``, the KL weight ``beta`` warmed
+    up over ``beta_warmup`` epochs, optional random neighbour relabellings, and the ``seed``."""
+
     epochs: int = 400
     batch_size: int = 256
     lr: float = 3e-3
@@ -53,6 +56,13 @@ class TrainConfig:
 
 
 class GramVAE(nn.Module):
+    """Variational autoencoder of normalised Gram upper triangles (``k (k + 1) / 2`` inputs, sizes
+    from :class:`VAEConfig`). The normalisation statistics are a buffer saved with the weights;
+    ``forward`` gives ``(reconstruction, mu, logvar)``, ``encode_grams`` / ``decode_grams`` work on
+    Gram matrices in A^2."""
+
+    norm: torch.Tensor  # buffer
+
     def __init__(self, config: VAEConfig | None = None):
         super().__init__()
         self.config = config or VAEConfig()
@@ -138,89 +148,11 @@ class GramVAE(nn.Module):
         return self.decode_grams(self.encode_grams(grams))
 
 
-# ------------------------------------------------------------------ training
+# ------------------------------------------------------------------ training (see _vae_train)
 def shell_groups(k: int) -> list[list[int]]:
     """Slots of the first shell (4 nearest) and the rest, for shell-wise permutation augmentation."""
     first = list(range(min(4, k)))
     return [first, list(range(len(first), k))] if k > 4 else [first]
-
-
-def train_vae(
-    train_grams: np.ndarray,
-    val_grams: np.ndarray | None = None,
-    model_config: VAEConfig | None = None,
-    config: TrainConfig | None = None,
-    progress=None,
-) -> tuple[GramVAE, list[dict]]:
-    """Fit a :class:`GramVAE` on Gram matrices (n, k, k) in A^2; returns the model (eval mode) and history.
-
-    ``progress(epoch, record)`` is called after every epoch. Normalisation statistics are fitted on the
-    training set. With ``permutation_copies > 0`` every epoch draws fresh random relabellings.
-    """
-    config = config or TrainConfig()
-    k = train_grams.shape[-1]
-    model_config = model_config or VAEConfig(k=k)
-    if model_config.k != k:
-        raise ValueError(f"model k={model_config.k} but Gram matrices are {k}x{k}")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    iu = np.triu_indices(k)
-    model = GramVAE(model_config)
-    normalizer = GramNormalizer.fit(train_grams[:, iu[0], iu[1]], k)
-    model.set_normalizer(normalizer)
-    within = None if config.permutation_within == "all" else shell_groups(k)
-
-    def feats(grams):
-        return torch.as_tensor(normalizer.transform(grams[:, iu[0], iu[1]]), dtype=torch.float32)
-
-    x_val = feats(val_grams) if val_grams is not None and len(val_grams) else None
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    history = []
-    for epoch in range(config.epochs):
-        lr = config.lr_final + 0.5 * (config.lr - config.lr_final) * (
-            1 + math.cos(math.pi * epoch / config.epochs)
-        )
-        for g in opt.param_groups:
-            g["lr"] = lr
-        beta = config.beta * min(1.0, (epoch + 1) / max(1, config.beta_warmup))
-        grams = (
-            augment_permutations(train_grams, config.permutation_copies, rng, within)
-            if config.permutation_copies
-            else train_grams
-        )
-        x = feats(grams)
-        order = torch.as_tensor(rng.permutation(len(x)))
-        model.train()
-        tot = rec_tot = kl_tot = 0.0
-        for start in range(0, len(x), config.batch_size):
-            xb = x[order[start : start + config.batch_size]]
-            recon, mu, logvar = model(xb)
-            loss, rec, kl = model.loss(xb, recon, mu, logvar, beta)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(xb)
-            rec_tot += float(rec.detach()) * len(xb)
-            kl_tot += float(kl.detach()) * len(xb)
-        rec_n = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "beta": beta,
-            "loss": tot / len(x),
-            "recon": rec_tot / len(x),
-            "kl": kl_tot / len(x),
-        }
-        if x_val is not None:
-            model.eval()
-            with torch.no_grad():
-                recon, mu, logvar = model(x_val)
-                _, rec, kl = model.loss(x_val, recon, mu, logvar, beta)
-            rec_n.update(val_recon=float(rec), val_kl=float(kl))
-        history.append(rec_n)
-        if progress is not None:
-            progress(epoch + 1, rec_n)
-    model.eval()
-    return model, history
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -241,8 +173,11 @@ def save_vae(model: GramVAE, path, extra: dict | None = None) -> Path:
 
 
 def load_vae(path) -> GramVAE:
+    """The VAE of ``RUN/checkpoints/model.pt`` (:func:`save_vae`), or of a training checkpoint of
+    the same run (``checkpoints/last.pt`` or ``best.pt``)."""
     path = Path(path)
     payload = safe_torch_load(path, map_location="cpu")  # one-line CheckpointError on a bad file
+    payload = _from_engine_checkpoint(payload)
     if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
         if isinstance(payload, dict) and payload.get("format") == "atomssl-checkpoint":
             what = "an atomssl backbone checkpoint; give one made by 'atomssl motif train'"
@@ -260,3 +195,20 @@ def load_vae(path) -> GramVAE:
         raise CheckpointError(f"{path}: weights do not match the stored config ({exc})") from exc
     model.eval()
     return model
+
+
+def _from_engine_checkpoint(payload):
+    """A training checkpoint of ``atomssl motif train`` (``backbone_config.name: motif_vae``) as
+    the payload :func:`save_vae` writes; anything else as it is."""
+    bc = payload.get("backbone_config") if isinstance(payload, dict) else None
+    if not isinstance(bc, dict) or payload.get("format") != "atomssl-checkpoint":
+        return payload
+    if bc.get("name") != "motif_vae":
+        return payload
+    return {
+        "kind": CHECKPOINT_KIND,
+        "version": CHECKPOINT_VERSION,
+        "model_config": {k: v for k, v in bc.items() if k != "name"},
+        "state_dict": payload.get("backbone") or {},
+        "extra": {"config": payload.get("config") or {}},
+    }

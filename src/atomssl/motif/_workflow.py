@@ -1,8 +1,8 @@
-"""Run-folder workflows behind ``atomssl motif simulate|train|sample|interpolate|inpaint|evaluate``."""
+"""Run-folder workflows behind ``atomssl motif simulate|train|sample|interpolate|inpaint|evaluate``
+(``train``: :mod:`atomssl.motif._train_run`)."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -10,14 +10,28 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, save_figure, write_json
+from ..simulate._melt_quench import (
+    SW_PARAMETERS,
+    MeltQuenchConfig,
+    melt_quench,
+    read_cells,
+    write_cells,
+)
+from ..utils import atomic_write, dump_config, make_run_dir, write_json
+from ..utils._progress import counting_bar
+from ..utils._schema import Schema
 from . import _analysis as A
+from ._benchmark import (
+    _inpaint_options,
+    inpaint_benchmark,
+    reconstruction_metrics,
+    summary_markdown,
+)
 from ._data import bundled_cells
-from ._decode import aligned_rmsd, assign_and_align, gram_to_coords
 from ._environments import extract_environments
 from ._generate import inpaint, interpolate, sample
-from ._simulate import MeltQuenchConfig, melt_quench, read_cells, write_cells
-from ._vae import TrainConfig, VAEConfig, load_vae, save_vae, train_vae
+from ._vae import TrainConfig, VAEConfig, load_vae
+from ._vae_train import TRAINER
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,7 @@ DEFAULTS: dict = {
         "permutation_copies": 0,
         "permutation_within": "shell",
     },
+    "trainer": dict(TRAINER),  # the engine's options; max_epochs is train.epochs
     "sample": {"n": 2000, "temperature": 1.0, "decoding": "metric"},
     "interpolate": {"frames": 11, "start": 0, "end": 1},
     "inpaint": {
@@ -61,6 +76,19 @@ DEFAULTS: dict = {
         "threshold": 0.3,
     },
 }
+#: validated on load (atomssl.utils._schema)
+SCHEMA = Schema(
+    "motif",
+    DEFAULTS,
+    choices={
+        "simulate.potential": tuple(SW_PARAMETERS),
+        "train.permutation_within": ("shell", "all"),
+        "sample.decoding": ("eigen", "metric"),
+        "inpaint.assignment": ("sorted", "hungarian"),
+        "inpaint.method": ("gram", "procrustes"),
+    },
+    types={"data.cells": (str, None)},
+)
 
 
 # ------------------------------------------------------------------ helpers
@@ -175,82 +203,14 @@ def run_simulate(cfg: dict, out=None, progress=None) -> Path:
     return run
 
 
-def reconstruction_metrics(model, env) -> tuple[dict, np.ndarray]:
-    rec = model.reconstruct(env.grams())
-    coords = gram_to_coords(rec)
-    r = aligned_rmsd(coords, env.vectors)
-    # permutation-free RMSD: also let the Hungarian assignment relabel decoded neighbours
-    rh = np.array(
-        [
-            assign_and_align(coords[i], env.vectors[i], n_starts=2, init=np.arange(env.k))[2]
-            for i in range(len(env))
-        ]
-    )
-    return {
-        "n": len(env),
-        "rmsd_mean": float(r.mean()),
-        "rmsd_median": float(np.median(r)),
-        "fraction_rmsd_le_0.1": float((r <= 0.1).mean()),
-        "rmsd_assigned_mean": float(rh.mean()),
-        "rmsd_assigned_median": float(np.median(rh)),
-        "fraction_rmsd_assigned_le_0.1": float((rh <= 0.1).mean()),
-    }, r
-
-
-def run_train(cfg: dict, out=None, progress=None) -> Path:
-    run = _run_dir(out, "train")
-    dump_config(cfg, run / "config.yaml")
-    train, held, _ = split_environments(cfg)
-    log.info("training on %d environments, %d held out", len(train), len(held))
-    t0 = time.time()
-    model, history = train_vae(
-        train.grams(), held.grams(), _model_config(cfg), _train_config(cfg), progress=progress
-    )
-    seconds = time.time() - t0
-    save_vae(
-        model, run / "checkpoints" / "model.pt", extra={"config": cfg, "train_seconds": seconds}
-    )
-    with atomic_write(run / "history.csv", "w") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    _plot_history(history, run / "loss_curve.png")
-    metrics, r = reconstruction_metrics(model, held)
-    metrics["train_seconds"] = seconds
-    metrics["n_train"] = len(train)
-    write_json(run / "metrics.json", {"reconstruction_heldout": metrics})
-    A.plot_errors(
-        {"held-out RMSD (ordered)": r},
-        run / "reconstruction_rmsd.png",
-        threshold=0.1,
-        xlabel="RMSD (A)",
-    )
-    log.info(
-        "held-out reconstruction RMSD: mean %.3f A, median %.3f A",
-        metrics["rmsd_mean"],
-        metrics["rmsd_median"],
-    )
-    return run
-
-
-def _plot_history(history, path):
-    plt = A._plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    e = [h["epoch"] for h in history]
-    ax.plot(e, [h["recon"] for h in history], label="train recon")
-    if "val_recon" in history[0]:
-        ax.plot(e, [h["val_recon"] for h in history], label="held-out recon")
-    ax.plot(e, [h["kl"] for h in history], label="KL")
-    ax.set(xlabel="epoch", yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+# run_train (atomssl motif train): atomssl.motif._train_run
 
 
 def _checkpoint_config(checkpoint, cfg: dict | None) -> dict:
     from ..utils._torchfile import safe_torch_load
+    from ._vae import _from_engine_checkpoint
 
-    payload = safe_torch_load(checkpoint, map_location="cpu")
+    payload = _from_engine_checkpoint(safe_torch_load(checkpoint, map_location="cpu"))
     extra = payload.get("extra") if isinstance(payload, dict) else None
     stored = (extra.get("config") if isinstance(extra, dict) else None) or {}
     import copy
@@ -264,17 +224,20 @@ def _checkpoint_config(checkpoint, cfg: dict | None) -> dict:
     return merged
 
 
-def run_sample(checkpoint, cfg: dict, out=None) -> Path:
+def _sample(model, cfg: dict, progress: bool) -> np.ndarray:
+    """``sample.n`` motifs drawn and decoded (a bar over the metric decoding's evaluations)."""
+    s = cfg["sample"]
+    with counting_bar(f"decode {int(s['n'])} samples", progress, unit="eval") as tick:
+        coords, _ = sample(model, int(s["n"]), seed=int(cfg.get("seed", 0)),
+                           temperature=float(s["temperature"]),
+                           decoding=s.get("decoding", "metric"), progress=tick)  # fmt: skip
+    return coords
+
+
+def run_sample(checkpoint, cfg: dict, out=None, progress: bool = False) -> Path:
     run = _run_dir(out, "sample")
     model = load_vae(checkpoint)
-    s = cfg["sample"]
-    coords, _ = sample(
-        model,
-        int(s["n"]),
-        seed=int(cfg.get("seed", 0)),
-        temperature=float(s["temperature"]),
-        decoding=s.get("decoding", "metric"),
-    )
+    coords = _sample(model, cfg, progress)
     write_motifs(run / "samples.extxyz", coords)
     _, held, _ = split_environments(cfg)
     metrics = A.compare_motifs(held.vectors, coords)
@@ -305,85 +268,15 @@ def run_interpolate(checkpoint, cfg: dict, out=None, start=None, end=None) -> Pa
     return run
 
 
-def inpaint_benchmark(model, held, cfg: dict, rng) -> tuple[dict, dict]:
-    """Remove random neighbours from held-out environments and infill them; errors per number fixed."""
-    p = cfg["inpaint"]
-    k = held.k
-    n = min(int(p["cases"]), len(held))
-    cases = rng.choice(len(held), n, replace=False)
-    results, errors = {}, {}
-    for m in p["fixed"]:
-        m = int(m)
-        keep = np.stack([np.sort(rng.choice(k, m, replace=False)) for _ in range(n)])
-        true = held.vectors[cases]
-        known = np.take_along_axis(true, keep[..., None], axis=1)
-        missing = np.stack([np.setdiff1d(np.arange(k), row) for row in keep])
-        truth_missing = np.take_along_axis(true, missing[..., None], axis=1)
-        t0 = time.time()
-        res = inpaint(
-            model,
-            known,
-            restarts=int(p["restarts"]),
-            steps=int(p["steps"]),
-            lr=float(p["lr"]),
-            prior=float(p["prior"]),
-            assignment=p["assignment"],
-            method=p["method"],
-            seed=int(cfg.get("seed", 0)),
-        )
-        # match infilled atoms to the missing ones (their labels are arbitrary) by Hungarian assignment
-        from scipy.optimize import linear_sum_assignment
-
-        err = np.zeros((n, k - m))
-        for r in range(n):
-            cost = np.linalg.norm(res.infilled[r][:, None] - truth_missing[r][None], axis=-1)
-            row, col = linear_sum_assignment(cost)
-            err[r] = cost[row, col]
-        first_shell = missing < 4
-        thr = float(p["threshold"])
-        results[str(m)] = {
-            "cases": n,
-            "seconds": time.time() - t0,
-            "infill_error_median": float(np.median(err)),
-            "infill_error_mean": float(err.mean()),
-            f"fraction_all_infilled_within_{thr}": float((err.max(1) <= thr).mean()),
-            f"fraction_atoms_within_{thr}": float((err <= thr).mean()),
-            f"fraction_first_shell_atoms_within_{thr}": float((err[first_shell] <= thr).mean())
-            if first_shell.any()
-            else None,
-            f"fraction_second_shell_atoms_within_{thr}": float((err[~first_shell] <= thr).mean())
-            if (~first_shell).any()
-            else None,
-            "fixed_rmsd_median": float(np.median(res.fixed_rmsd)),
-            "fixed_rmsd_mean": float(res.fixed_rmsd.mean()),
-        }
-        errors[f"{m} fixed"] = err.ravel()
-        log.info(
-            "inpaint %d fixed: %.0f%% of cases within %.2f A",
-            m,
-            100 * results[str(m)][f"fraction_all_infilled_within_{thr}"],
-            thr,
-        )
-    return results, errors
-
-
-def run_inpaint(checkpoint, cfg: dict, out=None, motifs=None) -> Path:
-    """Infill ``motifs`` (neighbour vectors (n, m, 3) of partial motifs), or benchmark on held-out environments."""
+def run_inpaint(checkpoint, cfg: dict, out=None, motifs=None, progress: bool = False) -> Path:
+    """Infill ``motifs`` (neighbour vectors (n, m, 3) of partial motifs), or benchmark on held-out
+    environments; ``progress``: bars over the optimisation steps."""
     run = _run_dir(out, "inpaint")
     model = load_vae(checkpoint)
     p = cfg["inpaint"]
     if motifs is not None:
-        res = inpaint(
-            model,
-            motifs,
-            restarts=int(p["restarts"]),
-            steps=int(p["steps"]),
-            lr=float(p["lr"]),
-            prior=float(p["prior"]),
-            assignment=p["assignment"],
-            method=p["method"],
-            seed=int(cfg.get("seed", 0)),
-        )
+        with counting_bar(f"inpaint {len(motifs)} motifs", progress) as tick:
+            res = inpaint(model, motifs, progress=tick, **_inpaint_options(cfg))
         write_motifs(
             run / "inpainted.extxyz",
             res.coords,
@@ -393,7 +286,7 @@ def run_inpaint(checkpoint, cfg: dict, out=None, motifs=None) -> Path:
         return run
     _, held, _ = split_environments(cfg)
     results, errors = inpaint_benchmark(
-        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0)))
+        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0))), progress
     )
     write_json(run / "metrics.json", {"inpainting": results})
     A.plot_errors(
@@ -405,21 +298,15 @@ def run_inpaint(checkpoint, cfg: dict, out=None, motifs=None) -> Path:
     return run
 
 
-def run_evaluate(checkpoint, cfg: dict, out=None) -> Path:
-    """Reconstruction, generation and inpainting on the held-out cells, with figures and a summary."""
+def run_evaluate(checkpoint, cfg: dict, out=None, progress: bool = False) -> Path:
+    """Reconstruction, generation and inpainting on the held-out cells, with figures and a
+    summary; ``progress``: bars over the decoding and inpainting steps."""
     run = _run_dir(out, "evaluate")
     dump_config(cfg, run / "config.yaml")
     model = load_vae(checkpoint)
     _, held, cells = split_environments(cfg)
     rec, r = reconstruction_metrics(model, held)
-    s = cfg["sample"]
-    coords, _ = sample(
-        model,
-        int(s["n"]),
-        seed=int(cfg.get("seed", 0)),
-        temperature=float(s["temperature"]),
-        decoding=s.get("decoding", "metric"),
-    )
+    coords = _sample(model, cfg, progress)
     write_motifs(run / "samples.extxyz", coords[:200])
     gen = A.compare_motifs(held.vectors, coords)
     A.plot_motif_comparison(held.vectors, coords, run / "samples_vs_data.png")
@@ -430,7 +317,7 @@ def run_evaluate(checkpoint, cfg: dict, out=None) -> Path:
         xlabel="RMSD (A)",
     )
     inp, errors = inpaint_benchmark(
-        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0)))
+        model, held, cfg, np.random.default_rng(int(cfg.get("seed", 0))), progress
     )
     A.plot_errors(
         errors,
@@ -450,29 +337,3 @@ def run_evaluate(checkpoint, cfg: dict, out=None) -> Path:
     with atomic_write(run / "summary.md", "w") as fh:
         fh.write(summary_markdown(metrics, cfg))
     return run
-
-
-def summary_markdown(m: dict, cfg: dict) -> str:
-    thr = float(cfg["inpaint"]["threshold"])
-    st, rec, gen = m["structure"], m["reconstruction_heldout"], m["generation"]
-    lines = [
-        "# Glassy motifs: evaluation",
-        "",
-        f"a-Si cells: {st['n_cells']} x {st['n_atoms'] // st['n_cells']} atoms; coordination {st['mean_coordination']:.3f} "
-        f"({100 * st['fraction_fourfold']:.1f}% four-fold), RDF first peak {st['rdf_first_peak']:.2f} A, "
-        f"bond angle mean {st['bond_angle_mean']:.1f} deg (peak {st['bond_angle_peak']:.0f}).",
-        "",
-        "| metric | value | target |",
-        "|---|---|---|",
-        f"| held-out reconstruction RMSD, mean / median (A) | {rec['rmsd_mean']:.3f} / {rec['rmsd_median']:.3f} | <= 0.1 |",
-        f"| same with Hungarian relabelling, mean / median (A) | {rec['rmsd_assigned_mean']:.3f} / {rec['rmsd_assigned_median']:.3f} | |",
-        f"| generated bond-length Wasserstein (A) | {gen['wasserstein_bond_lengths']:.4f} | <= 0.03 |",
-        f"| generated bond-angle Wasserstein (deg) | {gen['wasserstein_bond_angles']:.2f} | <= 3 |",
-        f"| generated all-neighbour distance / angle Wasserstein | {gen['wasserstein_distances']:.4f} A / {gen['wasserstein_angles']:.2f} deg | |",
-    ]
-    for key, v in m["inpainting"].items():
-        lines.append(
-            f"| inpainting, {key} fixed: cases with all infilled within {thr} A | {v[f'fraction_all_infilled_within_{thr}']:.3f} "
-            f"(median error {v['infill_error_median']:.3f} A, fixed-atom RMSD {v['fixed_rmsd_median']:.3f} A) | {'>= 0.8' if key == '7' else ''} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -15,9 +15,9 @@ from ._classify import (
     load_order_backbone,
 )
 from ._clouds import PARTICLE_Z, cloud_batch, embed_clouds, frame_clouds, pad_clouds
+from ._distil import distil
 from ._experiments import (
     CLASSIFIERS,
-    TRANSFER_SPLITS,
     liquid_classification,
     liquid_frames,
     transfer,
@@ -46,7 +46,8 @@ from ._steinhardt import (
     solid_fraction,
     steinhardt_features,
 )
-from ._student import OrderStudent, distil, load_student, save_student
+from ._student import OrderStudent, load_student, save_student
+from ._transfer_heads import TRANSFER_SPLITS
 
 __all__ = [
     "PARTICLE_Z",

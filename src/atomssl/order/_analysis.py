@@ -51,7 +51,7 @@ class _Spool:
             self.files[name].write(np.ascontiguousarray(a, dtype=self.dtypes[name]).tobytes())
 
     def arrays(self, n_frames: int, n_particles: int) -> list[np.ndarray]:
-        out = []
+        out: list[np.ndarray] = []
         for name, fh in self.files.items():
             fh.flush()
             out.append(
@@ -174,6 +174,7 @@ def analyse_trajectory(
                 raise AtomsslError(
                     f"{path}: frame {i} has {s.n_atoms} particles, frame 0 had {n_atoms}"
                 )
+            assert subset is not None  # chosen with the first frame
             t = time.perf_counter()
             all_clouds = frame_clouds(s, k)
             clouds = all_clouds[subset]
@@ -217,8 +218,11 @@ def analyse_trajectory(
             backbone.to("cpu")
     if not rows:
         raise AtomsslError(f"{path}: no frames to analyse")
+    assert subset is not None and n_atoms is not None  # set with the first frame
     dist, label, q6, *p_crystalline = spool.arrays(len(rows), len(subset))
+    score: list[np.ndarray] | np.ndarray
     if threshold == "classifier":
+        assert clf is not None  # checked above
         cut = float(clf.cut)
         score = [
             (1.0 - p) for p in p_crystalline[0]

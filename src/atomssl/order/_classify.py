@@ -238,5 +238,7 @@ def load_order_backbone(path: str | os.PathLike | None = None):
             f"{path}: weights do not fit backbone {name!r}: {str(exc).splitlines()[0]}"
         ) from None
     state = ck.get(CLASSIFIER_KEY)
-    backbone.order_classifier = None if state is None else OrderClassifier.from_state(state, path)
+    clf = None if state is None else OrderClassifier.from_state(state, path)
+    # torch types Module.__setattr__ values as Tensor | Module; a plain attribute is fine at runtime
+    backbone.order_classifier = clf  # type: ignore[assignment]
     return backbone.eval()

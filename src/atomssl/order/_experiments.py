@@ -12,27 +12,22 @@ seen in pretraining (``split="held_out"``, a new task).
 
 from __future__ import annotations
 
-import copy
 import csv
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data import iter_structures
 from ..errors import AtomsslError
 from ..graph import neighbor_clouds
 from ._analysis import onset
-from ._clouds import cloud_batch, embed_clouds
-from ._reference import (
-    HELD_OUT_PROTOTYPES,
-    ReferenceClouds,
-    one_component_prototypes,
-    reference_clouds,
-)
+from ._clouds import embed_clouds
 from ._steinhardt import solid_fraction, steinhardt_features
+from ._transfer import MANY_LABELS as MANY_LABELS  # experiment (b), re-exported from here
+from ._transfer import transfer as transfer
+from ._transfer_heads import TRANSFER_SPLITS as TRANSFER_SPLITS  # re-exported: tests import it here
+from ._transfer_heads import split_reference_clouds as split_reference_clouds
 
 FEATURE_SETS = {
     "steinhardt_plain": [0, 1, 2],
@@ -40,13 +35,6 @@ FEATURE_SETS = {
     "steinhardt_all": [0, 1, 2, 3, 4, 5],
 }
 CLASSIFIERS = ("logistic", "mlp", "boosting")
-# None: the pretraining prototypes; "wide": every one-component AFLOW prototype not used in pretraining
-# (a function: the prototype table is read only when that split is asked for)
-TRANSFER_SPLITS = {
-    "training": None,
-    "held_out": HELD_OUT_PROTOTYPES,
-    "wide": one_component_prototypes,
-}
 
 
 def _classifier(name: str, seed: int):
@@ -251,225 +239,3 @@ def liquid_classification(
 
 
 # ---------------------------------------------------------------------------------------- (b)
-def _train_head(
-    backbone,
-    head,
-    clouds,
-    y,
-    *,
-    train_backbone: bool,
-    steps: int,
-    lr: float,
-    seed: int,
-    device="cpu",
-    batch_size: int | None = None,
-    evaluate: Callable[[], float] | None = None,
-    curve_at: tuple = (),
-) -> tuple[float, list[tuple[int, float]]]:
-    """Train ``head`` (and the backbone when ``train_backbone``) with Adam on cross-entropy.
-
-    Full batch when ``batch_size`` is None or at least ``len(clouds)``, else a fresh random minibatch per
-    step. Returns the last training loss and ``[(step, evaluate())]`` at the steps in ``curve_at``.
-    """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    params = list(head.parameters()) + (list(backbone.parameters()) if train_backbone else [])
-    for p in backbone.parameters():
-        p.requires_grad_(train_backbone)
-    opt = torch.optim.Adam(params, lr=lr)
-    clouds = np.asarray(clouds)
-    target = torch.as_tensor(y, dtype=torch.long, device=device)
-    full = batch_size is None or batch_size >= len(clouds)
-    if not train_backbone:  # the frozen core is evaluated once; only the head trains
-        feats = torch.as_tensor(embed_clouds(backbone, clouds, device=device), device=device)
-    elif full:
-        batch = cloud_batch(clouds).to(device)
-    curve, loss = [], torch.tensor(float("nan"))
-    for step in range(1, steps + 1):
-        ids = None if full else rng.choice(len(clouds), batch_size, replace=False)
-        idx = slice(None) if full else torch.as_tensor(ids, device=device)
-        if train_backbone:
-            backbone.train()
-            x = backbone(batch if full else cloud_batch(clouds[ids]).to(device)).node
-        else:
-            x = feats[idx]
-        loss = torch.nn.functional.cross_entropy(head(x), target[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step in curve_at and evaluate is not None:
-            backbone.eval()
-            curve.append((step, evaluate()))
-    backbone.eval()
-    return float(loss.detach()), curve
-
-
-def _accuracy(backbone, head, clouds, y, chunk: int = 2048, device="cpu") -> float:
-    emb = torch.as_tensor(embed_clouds(backbone, clouds, chunk, device=device), device=device)
-    with torch.no_grad():
-        pred = head(emb).argmax(-1).cpu().numpy()
-    return float((pred == y).mean())
-
-
-def _check_split(split: str) -> None:
-    if split not in TRANSFER_SPLITS:
-        raise AtomsslError(
-            f"unknown transfer split {split!r}; choose from {sorted(TRANSFER_SPLITS)}"
-        )
-
-
-def split_reference_clouds(split: str, n_min: int = 4096) -> ReferenceClouds:
-    """The reference clouds of a transfer split (:data:`TRANSFER_SPLITS`), as :func:`transfer` draws from."""
-    _check_split(split)
-    names = TRANSFER_SPLITS[split]
-    if callable(names):
-        names = names()
-    return (
-        reference_clouds(n_min=n_min, seed=123)
-        if names is None
-        else reference_clouds(names, n_min=n_min, seed=123)
-    )
-
-
-#: the model trained from scratch with many labels: an estimate of the accuracy attainable from single
-#: environments at all, which bounds what any model can gain at 0.1 %
-MANY_LABELS = "scratch_many_labels"
-
-
-def transfer(
-    backbone,
-    out_dir,
-    *,
-    fraction: float = 0.001,
-    seeds: tuple = (0, 1, 2),
-    n_test: int = 3000,
-    head_steps: int = 3000,
-    full_steps: int = 1000,
-    lr_head: float = 3e-3,
-    lr_full: float = 2e-3,
-    n_min: int = 4096,
-    split: str = "training",
-    device: str = "cpu",
-    many_labels: float | None = None,
-    many_steps: int = 3000,
-    batch_size: int = 1024,
-    curve_at: tuple = (),
-    refs: ReferenceClouds | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> list[dict]:
-    """Experiment (b); writes ``transfer.{csv,md}`` (``split="training"``) or ``transfer_<split>.{csv,md}``
-    (accuracy per mode and seed, plus mean and std rows).
-
-    ``split="training"``: the {prototype, sigma} classes of the pretraining prototypes (in distribution);
-    ``split="held_out"``: the same with :data:`HELD_OUT_PROTOTYPES`, never seen in pretraining;
-    ``split="wide"``: all 49 one-component AFLOW prototypes not seen in pretraining (147 classes).
-
-    Every mode trains on the same labelled environments, full batch: the head on the frozen core for
-    ``head_steps`` at ``lr_head``; the same model from scratch, and all weights from the pretrained ones,
-    for ``full_steps`` at ``lr_full``. The defaults run each to a training loss near zero (scratch with
-    fewer steps is undertrained, which inflates the frozen core's gain; see docs/order.md).
-    ``many_labels`` (e.g. 0.05) adds the mode ``scratch_many_labels``: the same model from scratch trained
-    on that fraction of environments (minibatches of ``batch_size``, ``many_steps`` steps), disjoint from
-    the test set. ``curve_at`` (steps) writes the test accuracy along training to
-    ``transfer_<split>_curve.csv``. ``refs`` replaces the split's reference clouds (e.g. precomputed on
-    another machine); ``device`` runs training and embedding there (``"cuda"``).
-    """
-    _check_split(split)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if refs is None:
-        refs = split_reference_clouds(split, n_min)
-    y_all = refs.structure_noise
-    n_classes = int(y_all.max()) + 1
-    pretrained = copy.deepcopy(backbone).eval()
-    modes = ("frozen_pretrained", "scratch", "finetune_all") + (
-        (MANY_LABELS,) if many_labels else ()
-    )
-    rows, curves = [], []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(len(y_all))
-        n_lab = max(1, int(round(fraction * len(y_all))))
-        lab, test = perm[:n_lab], perm[n_lab : n_lab + n_test]
-        for mode in modes:
-            t = time.perf_counter()
-            torch.manual_seed(1000 + seed)
-            if mode in ("scratch", MANY_LABELS):
-                from ..representation import build_backbone
-
-                bb = build_backbone(dict(pretrained.config))
-            else:
-                bb = copy.deepcopy(pretrained)
-            bb = bb.to(device)
-            head = torch.nn.Sequential(
-                torch.nn.Linear(bb.node_dim, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_classes)
-            ).to(device)
-            train = lab
-            if mode == MANY_LABELS:  # every environment outside the test set may be labelled here
-                rest = perm[n_lab + n_test :]
-                train = np.concatenate(
-                    [lab, rest[: max(0, int(round(many_labels * len(y_all))) - n_lab)]]
-                )
-            frozen = mode == "frozen_pretrained"
-            steps = head_steps if frozen else many_steps if mode == MANY_LABELS else full_steps
-            loss, curve = _train_head(
-                bb,
-                head,
-                refs.clouds[train],
-                y_all[train],
-                train_backbone=not frozen,
-                steps=steps,
-                lr=lr_head if frozen else lr_full,
-                seed=seed,
-                device=device,
-                batch_size=batch_size if mode == MANY_LABELS else None,
-                curve_at=tuple(curve_at),
-                evaluate=lambda bb=bb, head=head, test=test: _accuracy(
-                    bb, head, refs.clouds[test], y_all[test], device=device
-                ),
-            )
-            acc = _accuracy(bb, head, refs.clouds[test], y_all[test], device=device)
-            curves += [
-                {"split": split, "mode": mode, "seed": seed, "step": s, "accuracy": a}
-                for s, a in curve
-            ]
-            rows.append(
-                {
-                    "split": split,
-                    "mode": mode,
-                    "seed": seed,
-                    "labelled": int(len(train)),
-                    "classes_seen": int(len(np.unique(y_all[train]))),
-                    "n_classes": n_classes,
-                    "test": int(len(test)),
-                    "steps": steps,
-                    "train_loss": loss,
-                    "accuracy": acc,
-                    "seconds": time.perf_counter() - t,
-                }
-            )
-            if progress:
-                progress(f"{split} seed {seed} {mode}: accuracy {acc:.3f} (train loss {loss:.3f})")
-    for stat, fun in (("mean", np.mean), ("std", np.std)):
-        for mode in modes:
-            done = [r for r in rows if r["mode"] == mode and isinstance(r["seed"], int)]
-            rows.append(
-                {
-                    "split": split,
-                    "mode": mode,
-                    "seed": stat,
-                    "labelled": done[0]["labelled"],
-                    "classes_seen": "",
-                    "n_classes": n_classes,
-                    "test": done[0]["test"],
-                    "steps": done[0]["steps"],
-                    "train_loss": float("nan"),
-                    "accuracy": float(fun([r["accuracy"] for r in done])),
-                    "seconds": float("nan"),
-                }
-            )
-    stem = "transfer" if split == "training" else f"transfer_{split}"
-    _write_table(out / stem, rows)
-    if curves:
-        _write_table(out / f"{stem}_curve", curves)
-    return rows

@@ -20,15 +20,13 @@ functions of geometry even where a tied shell straddles the ``k``-th place:
 
 The student quacks like a backbone for :func:`embed_clouds` (it reads the clouds from the cloud batch and
 returns ``node``), so :func:`reference_embeddings`, :func:`analyse_trajectory` and the experiments take it
-in place of the teacher. Its checkpoint holds only tensors and plain data (``torch.load(weights_only=True)``).
+in place of the teacher (:func:`atomssl.order._distil.distil` trains it). Its checkpoint holds only tensors and plain data (``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -51,6 +49,11 @@ FEATURES = {
 
 class CloudFeatures(nn.Module):
     """Invariant features (n, n_features) of clouds (n, K, 3); see module docstring."""
+
+    radial: torch.Tensor  # buffers
+    shells: torch.Tensor
+    angles: torch.Tensor
+    iu: torch.Tensor
 
     def __init__(
         self,
@@ -131,6 +134,9 @@ class OrderStudent(nn.Module):
     #: clouds per chunk in :func:`embed_clouds` when the caller leaves the choice to the model
     inference_chunk = 1024  # measured: 38k/s at 1024 vs 21k/s at 4096 clouds (cache), one thread
 
+    mean: torch.Tensor  # buffer
+    scale: torch.Tensor  # buffer
+
     def __init__(self, width: int, hidden: int = 128, features: dict | None = None):
         super().__init__()
         self.feature_settings = {**FEATURES, **(features or {})}
@@ -194,6 +200,8 @@ class OrderStudent(nn.Module):
 
 
 def save_student(student: OrderStudent, path: str | Path) -> Path:
+    """Write ``student`` (weights, sizes, feature settings, metrics, teacher) atomically to
+    ``path``, for :func:`load_student`; returns the path."""
     from ..utils import atomic_torch_save
 
     path = Path(path)
@@ -219,177 +227,3 @@ def load_student(path: str | Path) -> OrderStudent:
     s.load_state_dict(obj["state_dict"])
     s.metrics, s.teacher = dict(obj.get("metrics", {})), dict(obj.get("teacher", {}))
     return s.eval()
-
-
-def distillation_clouds(
-    k: int = 12,
-    per_crystal: int = 1000,
-    seed: int = 0,
-    n_min: int = 2048,
-    liquid_sigmas=(0.08, 0.12, 0.16),
-    wide: int = 150,
-) -> dict[str, np.ndarray]:
-    """Environments to distil on, by group: ``reference`` (the teacher's pretraining prototypes at the
-    reference sigmas), ``disordered`` (the same at liquid-like sigmas), ``wide`` (``wide`` environments
-    of every other one-component prototype except the held-out ones, sigma 0.03) and ``held_out``
-    (the :data:`HELD_OUT_PROTOTYPES`, never trained on: generalisation)."""
-    from ..data import PRETRAINING_PROTOTYPES, idealized_crystal
-    from ..errors import StructureError
-    from ._clouds import frame_clouds
-    from ._reference import (
-        HELD_OUT_PROTOTYPES,
-        SIGMAS,
-        one_component_prototypes,
-        reference_clouds,
-    )
-
-    rng = np.random.default_rng(seed)
-    out = {
-        "reference": reference_clouds(per_crystal=per_crystal, n_min=n_min, seed=seed, k=k).clouds
-    }
-
-    def sample(names, sigmas, per):
-        parts = []
-        for name in names:
-            for sigma in sigmas:
-                for _ in range(
-                    5
-                ):  # strong noise may put two atoms on top of each other: draw again
-                    try:
-                        c = frame_clouds(
-                            idealized_crystal(
-                                name, n_min=min(n_min, 4 * per), sigma=sigma, seed=rng
-                            ),
-                            k,
-                        )
-                        break
-                    except StructureError:
-                        c = None
-                if c is not None:
-                    parts.append(c[rng.choice(len(c), min(per, len(c)), replace=False)])
-        return parts
-
-    out["disordered"] = sample(PRETRAINING_PROTOTYPES, liquid_sigmas, per_crystal)
-    out["wide"] = (
-        sample(
-            [p for p in one_component_prototypes() if p not in HELD_OUT_PROTOTYPES], (0.03,), wide
-        )
-        if wide
-        else []
-    )
-    out["held_out"] = sample(HELD_OUT_PROTOTYPES, SIGMAS, max(per_crystal // 4, 1))
-    return {key: _pad_concat(v) if isinstance(v, list) else v for key, v in out.items() if len(v)}
-
-
-def _pad_concat(parts) -> np.ndarray:
-    """Concatenate clouds (n_i, K_i, 3), zero-padding to the widest K."""
-    width = max(p.shape[1] for p in parts)
-    return np.concatenate(
-        [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in parts]
-    ).astype(np.float32)
-
-
-def _features(student: OrderStudent, clouds: np.ndarray, chunk: int = 8192) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.cat(
-            [
-                student.features(torch.as_tensor(clouds[i : i + chunk]))
-                for i in range(0, len(clouds), chunk)
-            ]
-        )
-
-
-def r2(pred: np.ndarray, target: np.ndarray) -> float:
-    """Coefficient of determination over all embedding components (1 - SSE / total variance)."""
-    pred, target = np.asarray(pred, float), np.asarray(target, float)
-    return float(1.0 - ((pred - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum())
-
-
-def distil(
-    teacher,
-    clouds: dict[str, np.ndarray] | None = None,
-    *,
-    hidden: int = 128,
-    steps: int = 4000,
-    batch: int = 512,
-    lr: float = 3e-3,
-    validation: float = 0.1,
-    seed: int = 0,
-    features: dict | None = None,
-    progress=None,
-) -> OrderStudent:
-    """Train an :class:`OrderStudent` to reproduce ``embed_clouds(teacher, clouds)``.
-
-    ``clouds``: groups of environments (default :func:`distillation_clouds`); a ``held_out`` group is only
-    evaluated. A random ``validation`` fraction of the other groups is held out too. ``student.metrics``
-    records R^2 of the regression per held-out group (``validation``, ``held_out``), the training R^2 and times.
-    """
-    from ._clouds import embed_clouds
-
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    k = int(getattr(teacher, "k", 12))
-    groups = distillation_clouds(k=k, seed=seed) if clouds is None else dict(clouds)
-    t_clouds = time.perf_counter() - t0
-    width = int(teacher.node_dim)
-    student = OrderStudent(width, hidden, {"k": k, **(features or {})})
-    train_x, train_y, evals = [], [], {}
-    t = time.perf_counter()
-    for name, c in groups.items():
-        y = torch.as_tensor(embed_clouds(teacher, c, chunk=256))
-        x = _features(student, c)
-        if name == "held_out":
-            evals["held_out"] = (x, y)
-            continue
-        perm = rng.permutation(len(c))
-        n_val = round(validation * len(c))
-        evals.setdefault("validation", []).append((x[perm[:n_val]], y[perm[:n_val]]))
-        train_x.append(x[perm[n_val:]])
-        train_y.append(y[perm[n_val:]])
-    t_teacher = time.perf_counter() - t
-    if isinstance(evals.get("validation"), list):
-        evals["validation"] = tuple(torch.cat(z) for z in zip(*evals["validation"]))
-    x, y = torch.cat(train_x), torch.cat(train_y)
-    student.mean.copy_(x.mean(0))
-    student.scale.copy_(x.std(0).clamp_min(1e-6))
-    y_scale = y.std(0).clamp_min(1e-6)  # loss on standardised components: each counts alike
-    with torch.no_grad():
-        student.mlp[-1].bias.copy_(y.mean(0))
-    student.train()
-    opt = torch.optim.AdamW(student.mlp.parameters(), lr=lr, weight_decay=1e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    t = time.perf_counter()
-    for step in range(1, steps + 1):
-        idx = torch.randint(len(x), (batch,))
-        loss = (((student.head(x[idx]) - y[idx]) / y_scale) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if progress is not None and (step % 500 == 0 or step == steps):
-            progress(step, steps, float(loss.detach()))
-    student.eval()
-    t_train = time.perf_counter() - t
-    with torch.inference_mode():
-        metrics = {
-            f"r2_{name}": r2(student.head(ex).numpy(), ey.numpy())
-            for name, (ex, ey) in evals.items()
-        }
-        sub = torch.randperm(len(x))[:20000]
-        metrics["r2_train"] = r2(student.head(x[sub]).numpy(), y[sub].numpy())
-    metrics.update(
-        {f"n_{name}": len(c) for name, c in groups.items()},
-        steps=steps,
-        batch=batch,
-        hidden=hidden,
-        seconds={
-            "clouds": t_clouds,
-            "teacher_and_features": t_teacher,
-            "training": t_train,
-            "total": time.perf_counter() - t0,
-        },
-    )
-    student.metrics = metrics
-    student.teacher = {"config": dict(getattr(teacher, "config", {}) or {}), "node_dim": width}
-    return student

@@ -26,6 +26,10 @@ N_SPECIES = 119  # 0 = mask token, 1..118 elements
 
 @dataclass
 class BackboneOutput:
+    """What a backbone returns for a batch: invariant per-atom ``node`` features and per-structure
+    ``graph`` embeddings, plus, where the backbone provides them, rotation-covariant per-atom
+    ``vector`` features and per-edge ``edge`` / ``edge_vector`` features."""
+
     node: torch.Tensor  # (n_atoms, node_dim) invariant per-atom features
     graph: torch.Tensor  # (n_graphs, embedding_dim) invariant per-structure embedding
     vector: torch.Tensor | None = (
@@ -74,6 +78,9 @@ BACKBONES: dict[str, type[Backbone]] = {}
 
 
 def register_backbone(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
+    """Class decorator: file a :class:`Backbone` subclass in :data:`BACKBONES` under ``name`` (and
+    set its ``name``), so that :func:`build_backbone` builds it from ``{"name": name, ...}``."""
+
     def wrap(cls: type[Backbone]) -> type[Backbone]:
         cls.name = name
         BACKBONES[name] = cls

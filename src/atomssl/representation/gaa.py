@@ -167,7 +167,7 @@ class GeometricAlgebraAttention(Backbone):
         self.vector_head = nn.Linear(width, 2 * self.vector_dim) if self.vector_dim else None
 
     @property
-    def graph_spec(self) -> dict[str, int]:
+    def graph_spec(self) -> dict[str, float | int]:
         return {"k": self.k}
 
     @property

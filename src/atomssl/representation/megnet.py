@@ -103,10 +103,15 @@ class _SplitInputMLP(nn.Module):
         x0, i0 = parts[0]
 
         def rows(s: slice) -> torch.Tensor:
-            out = None
-            for (x, index), w, y in zip(parts, weights, small):
-                y = y.index_select(0, index[s]) if index is not None else F.linear(x[s], w)
+            out: torch.Tensor | None = None
+            for (x, index), w, g in zip(parts, weights, small):
+                if index is not None:
+                    assert g is not None  # gathered parts were transformed once above
+                    y = g.index_select(0, index[s])
+                else:
+                    y = F.linear(x[s], w)
                 out = y if out is None else out + y
+            assert out is not None  # parts is never empty
             return self.rest(self.act(out + self.first.bias))
 
         return map_rows(rows, (x0 if i0 is None else i0).shape[0], chunk)
@@ -123,6 +128,7 @@ def map_rows(fn, n_rows: int, chunk: int | None) -> torch.Tensor:
         if out is None:
             out = y.new_empty((n_rows, *y.shape[1:]))
         out[a : a + chunk] = y
+    assert out is not None  # n_rows > chunk: the loop ran
     return out
 
 

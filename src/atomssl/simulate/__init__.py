@@ -1,7 +1,9 @@
-"""LAMMPS simulations of one-component crystallisation (slow cooling) written as extxyz trajectories."""
+"""LAMMPS simulations: one-component crystallisation (slow cooling) written as extxyz
+trajectories, and the amorphous-silicon melt-quench of the motif VAE."""
 
 from ._crystallise import CrystallisationConfig, crystallise
 from ._lammps import SimulationError, open_lammps, run_lammps
+from ._melt_quench import MeltQuenchConfig, melt_quench
 from ._potentials import KINDS, PairPotential
 
 __all__ = [
@@ -12,4 +14,6 @@ __all__ = [
     "PairPotential",
     "CrystallisationConfig",
     "crystallise",
+    "MeltQuenchConfig",
+    "melt_quench",
 ]

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Structure
+from ..utils._schema import Schema
 from ._lammps import SimulationError, open_lammps
-from ._potentials import PairPotential
+from ._potentials import KINDS, PairPotential
 
 
 @dataclass
@@ -92,6 +93,16 @@ class CrystallisationConfig:
         return cls(**d)
 
 
+#: validated on load (atomssl.utils._schema): the fields above. Loosely, on purpose:
+#: ``potential.params`` (the parameters of the chosen potential kind)
+SCHEMA = Schema(
+    "simulate",
+    CrystallisationConfig().to_dict(),
+    choices={"ensemble": ("npt", "nvt"), "potential.kind": tuple(KINDS)},
+    open=("potential.params",),
+)
+
+
 def _frame(lmp, cfg: CrystallisationConfig, stage: str, t_set: float) -> Structure:
     nlocal = lmp.extract_global("nlocal")
     x = np.array(lmp.numpy.extract_atom("x")[:nlocal], dtype=np.float64)  # slice off ghost atoms
@@ -121,7 +132,7 @@ def _frame(lmp, cfg: CrystallisationConfig, stage: str, t_set: float) -> Structu
         numbers=np.full(nlocal, atomic_numbers[cfg.element]),
         positions=x[order] - lo,
         cell=cell,
-        pbc=True,
+        pbc=np.ones(3, dtype=bool),
         labels=labels,
         id=f"{cfg.name}-seed{cfg.seed}-step{step}",
     ).wrapped()
@@ -221,6 +232,6 @@ def crystallise(
             raise SimulationError(f"LAMMPS run {cfg.name!r} failed: {exc}") from exc
         finally:
             lmp.close()
-    if partial is not None:
+    if partial is not None and path is not None:  # partial is set exactly when path is
         os.replace(partial, path)
     return frames

@@ -20,6 +20,13 @@ from torch import nn
 
 
 class Task(nn.Module):
+    """Base class of the task heads (pretext and downstream) trained on a backbone's outputs.
+
+    Subclasses are filed with :func:`register_task`, list the backbone outputs they need in
+    ``requires`` (checked here, at construction) and implement ``step``, which returns a dict of
+    tensors with at least ``"loss"``.
+    """
+
     name: ClassVar[str] = "task"
     #: backbone outputs this task needs ("vector", "edge", "edge_vector"); checked at build time
     requires: ClassVar[frozenset[str]] = frozenset()
@@ -55,6 +62,9 @@ TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: file a :class:`Task` subclass in :data:`TASKS` under ``name`` (and set its
+    ``name``), so that :func:`build_task` builds it from ``{"name": name, ...}``."""
+
     def wrap(cls: type[Task]) -> type[Task]:
         cls.name = name
         TASKS[name] = cls
@@ -64,6 +74,8 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 def build_task(config: dict[str, Any] | str, backbone) -> Task:
+    """Build a task head for ``backbone`` from ``{"name": ..., **options}`` (or just a name); a
+    ``weight`` (the trainer's loss weight) is ignored. Unknown names and options: ConfigError."""
     from ..errors import ConfigError
 
     if isinstance(config, str):

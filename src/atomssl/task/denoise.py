@@ -133,8 +133,10 @@ class NoiseHead(nn.Module):
         super().__init__()
         self.mix = nn.Parameter(torch.full((vector_dim,), 1.0 / max(vector_dim, 1)))
         self.gate = mlp(node_dim, hidden, vector_dim)
-        nn.init.zeros_(self.gate[-1].weight)
-        nn.init.zeros_(self.gate[-1].bias)
+        last = self.gate[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def forward(self, node: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         w = self.mix + self.gate(node)  # (n, C)
@@ -183,6 +185,8 @@ class CoordinateDenoising(Task):
 
 class GaussianExpansion(nn.Module):
     """``exp(-(d - mu_k)^2 / width^2)`` on ``n`` centres evenly spaced over ``[0, r_max]`` (MEGNet's edge basis)."""
+
+    centers: torch.Tensor  # buffer
 
     def __init__(self, n: int = 100, r_max: float = 6.0, width: float = 0.5):
         super().__init__()

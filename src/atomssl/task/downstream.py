@@ -111,6 +111,10 @@ class DownstreamTask(Task):
         """Head output (before any inverse transform) for every structure of ``batch``."""
         return self.mlp(self.readout(backbone(batch), batch))
 
+    def predict(self, batch, backbone) -> torch.Tensor:
+        """Predictions in the target's units for every structure of ``batch``."""
+        raise NotImplementedError
+
 
 @register_task("regression")
 class RegressionTask(DownstreamTask):
@@ -190,6 +194,8 @@ class RegressionTask(DownstreamTask):
 @register_task("classification")
 class ClassificationTask(DownstreamTask):
     """Per-structure classification into ``n_classes`` (cross-entropy; accuracy)."""
+
+    prior: torch.Tensor  # buffer
 
     def __init__(
         self, backbone, n_classes: int = 2, prior: Sequence[float] | None = None, **config: Any

@@ -93,6 +93,8 @@ class SpeciesHead(nn.Module):
     the gradient still flows into the backbone through both.
     """
 
+    counts: torch.Tensor  # buffer
+
     def __init__(self, node_dim: int, hidden: int = 64, edge_dim: int = 0):
         super().__init__()
         self.edge_dim = int(edge_dim)
@@ -108,7 +110,9 @@ class SpeciesHead(nn.Module):
         self.net = mlp(2 * node_dim + (hidden if self.edge_dim else 0), hidden, N_ELEMENTS)
         # the net predicts a correction to the log element frequencies (the baseline): it starts
         # near the baseline instead of spending its first epochs learning the prior
-        nn.init.zeros_(self.net[-1].bias)
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.bias)
         self.register_buffer("counts", torch.zeros(N_ELEMENTS, dtype=torch.float64))
 
     def log_prior(self) -> torch.Tensor:

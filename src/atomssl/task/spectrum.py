@@ -59,6 +59,8 @@ def moments(spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class SpectrumTask(DownstreamTask):
     """Per-structure non-negative spectrum of ``n_bins`` values (see module docstring)."""
 
+    mean_spectrum: torch.Tensor  # buffer
+
     def __init__(
         self,
         backbone,

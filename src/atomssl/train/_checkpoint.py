@@ -59,7 +59,7 @@ def save_checkpoint(
     **extra: Any,
 ) -> Path:
     """Write ``backbone`` (+ task heads, config, metrics) to ``path`` atomically."""
-    from .. import __version__
+    from .._version import __version__
 
     payload = {
         "format": FORMAT,
@@ -154,7 +154,7 @@ class AtomicCheckpointIO(CheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path, storage_options: Any | None = None
     ) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         checkpoint = dict(checkpoint)
         payload = checkpoint.pop("atomssl", None)

@@ -28,7 +28,7 @@ import copy
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any
 
 import lightning as L
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- graphs
-_GRAPH_CACHE: OrderedDict[str, list] = OrderedDict()
+_GRAPH_CACHE: OrderedDict[str, tuple[list, list[int]]] = OrderedDict()  # -> (graphs, kept)
 _CACHE_SIZE = 2
 
 
@@ -250,8 +250,8 @@ class PretrainDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = {**DATA_DEFAULTS, **cfg}
         self.graph_spec, self.seed = dict(graph_spec), int(seed)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.train_set: _Subset | None = None
+        self.val_set: _Subset | None = None
         self.streamed = False
 
     def setup(self, stage: str | None = None) -> None:
@@ -288,9 +288,11 @@ class PretrainDataModule(L.LightningDataModule):
                            resumable=shuffle, pin_memory=_on_cuda(trainer))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None  # setup() ran
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
+        assert self.val_set is not None  # setup() ran
         return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []
 
 
@@ -308,6 +310,8 @@ def make_loader(
 ) -> DataLoader:
     """Batches of rank ``rank``'s share of ``dataset`` (see :mod:`atomssl.train._sampler`): a
     :class:`ResumableLoader` for training (``resumable``), a :class:`GraphLoader` otherwise."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"make_loader needs a dataset with a length, not {type(dataset).__name__}")
     sampler = ShardedBatchSampler(len(dataset), batch_size, num_replicas, rank, shuffle, seed)
     cls = ResumableLoader if resumable else GraphLoader
     workers = int(num_workers)

@@ -101,6 +101,7 @@ def _halo_forward(backbone, graph, max_edges: int, device) -> tuple[torch.Tensor
             node = out.new_empty((n, out.shape[1]))
         node[core.to(out.device)] = out[local[core].to(out.device)]
         del out, sub
+    assert node is not None  # at least one block: the structure has atoms
     rows = backbone.graph_from_nodes(node, torch.zeros(n, dtype=torch.long, device=node.device), 1)
     return rows, node
 
@@ -115,6 +116,7 @@ def embed_structures(
     max_edges_per_chunk: int | None = DEFAULT_MAX_EDGES_PER_CHUNK,
     skip_bad: bool = False,
     errors: list[StructureError] | None = None,
+    progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Run ``backbone`` (eval mode) on ``structures`` and collect graph and node embeddings.
 
@@ -123,12 +125,17 @@ def embed_structures(
     :class:`StructureError` entries (as :func:`atomssl.data.iter_entries` yields them): the first
     bad entry (or one whose graph cannot be built) raises, unless ``skip_bad``: then it is left
     out, appended to ``errors`` (when given) and listed in the ``skipped`` array.
-    Raises :class:`EmptyInputError` when no structure is left to embed."""
+    Raises :class:`EmptyInputError` when no structure is left to embed. ``progress``: a bar
+    over the structures (on stderr, once the loop has run a few seconds)."""
     # the caller's module is converted in place by .to(): note its state and restore it at the end
     first = next(iter(backbone.parameters()), None)
     restore = (first.dtype, first.device, backbone.training) if first is not None else None
     backbone = backbone.to(device=device, dtype=dtype).eval()
     try:
+        if progress:
+            from ..utils import progress_bar
+
+            structures = progress_bar(structures, desc="embed", unit="struct", leave=False)
         return _embed(
             structures, backbone, batch_size, dtype, device, max_edges_per_chunk, skip_bad, errors
         )
@@ -172,8 +179,7 @@ def _embed(
 
     def flush() -> None:
         if pending:
-            out = backbone(collate(pending).to(device))
-            keep(out.graph, out.node)
+            keep(*_forward(backbone, collate(pending), device))
             pending.clear()
 
     counts = []
@@ -196,7 +202,7 @@ def _embed(
             counts.append(s.n_atoms)
             rows.append((s.id or "", s.source or "", s.index))
             n_edges = graph.edge_index.shape[1]
-            if halo and n_edges > limit:
+            if halo and limit is not None and n_edges > limit:  # halo implies a limit
                 flush()
                 keep(*_halo_forward(backbone, graph, limit, device))
                 continue
@@ -240,6 +246,31 @@ def _embed(
     }
 
 
+def _forward(backbone, batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one forward pass of embedding inference: (structure, atom) embeddings of a batch."""
+    out = backbone(batch.to(device))
+    return out.graph, out.node
+
+
+@torch.no_grad()
+def embed_graphs(backbone, graphs: Sequence, batch_size: int = 64) -> np.ndarray:
+    """Structure embeddings (``BackboneOutput.graph``, eval mode) of prebuilt graphs, float64
+    (fine-tuning's linear probe; :func:`embed_structures` reads and checks structures first)."""
+    from ._data import graph_batches
+
+    was = backbone.training
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    try:
+        rows = [
+            _forward(backbone, batch, device)[0].double().cpu().numpy()
+            for batch in graph_batches(graphs, batch_size)
+        ]
+    finally:
+        backbone.train(was)
+    return np.concatenate(rows)
+
+
 def embed_files(
     paths: Sequence[str | os.PathLike],
     checkpoint: str | os.PathLike | None,
@@ -251,6 +282,7 @@ def embed_files(
     skip_bad: bool = False,
     errors: list[StructureError] | None = None,
     format: str | None = None,
+    progress: bool = False,
     **read_options: Any,
 ) -> dict[str, np.ndarray]:
     """Embed every structure of ``paths`` (files, folders, stores) and write ``out`` (.npz).
@@ -275,6 +307,7 @@ def embed_files(
         max_edges_per_chunk,
         skip_bad=skip_bad,
         errors=errors,
+        progress=progress,
     )
     atomic_save_npz(out, **arrays)
     return arrays

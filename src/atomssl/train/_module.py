@@ -21,7 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..representation import build_backbone
-from ..task import build_task
+from ..task import Task, build_task
+from ._engine import scalar_metrics
 
 OPTIM_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
@@ -93,12 +94,13 @@ class PretrainModule(L.LightningModule):
         return g
 
     def _shared_step(self, batch, stage: str, step: int) -> torch.Tensor:
-        total, baseline = 0.0, 0.0
+        total: torch.Tensor | float = 0.0
+        baseline = 0.0
         n = int(batch.num_graphs)
         for i, key in enumerate(self.keys):
-            res = self.tasks[key].step(
-                batch, self.backbone, generator=self._generator(stage, step, i)
-            )
+            task = self.tasks[key]
+            assert isinstance(task, Task)
+            res = task.step(batch, self.backbone, generator=self._generator(stage, step, i))
             w = self.weights[key]
             total = total + w * res["loss"]
             baseline = baseline + w * float(res["baseline"])
@@ -111,6 +113,7 @@ class PretrainModule(L.LightningModule):
                     on_epoch=True,
                     sync_dist=True,
                 )
+        assert isinstance(total, torch.Tensor)  # at least one task (checked in __init__)
         self.log(
             f"{stage}/loss",
             total.detach(),
@@ -170,11 +173,7 @@ class PretrainModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from ._checkpoint import plain
 
-        metrics = {}
-        if self._trainer is not None:
-            for k, v in self.trainer.callback_metrics.items():
-                if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    metrics[k] = float(v)
+        metrics = scalar_metrics(self)
         checkpoint["atomssl"] = {
             "config": plain(self.config),
             "backbone_config": plain(self.backbone.config),

@@ -37,9 +37,18 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
-from ..utils import atomic_write, dump_config, make_run_dir, write_json
-from ._checkpoint import AtomicCheckpointIO, epoch_checkpoints
+from ..utils import atomic_write, dump_config, write_json
+from ..utils._schema import Schema
+from ._checkpoint import epoch_checkpoints
 from ._data import DATA_DEFAULTS, PretrainDataModule, record_read_warnings
+from ._engine import (
+    TRAINER_DEFAULTS,
+    clean_partial_files,
+    is_worker,
+    make_trainer,
+    quiet_lightning,
+    resolve_run_dir,
+)
 from ._module import OPTIM_DEFAULTS, PretrainModule
 from ._report import (  # noqa: F401  (re-exported)
     _fmt,
@@ -59,22 +68,25 @@ DEFAULTS: dict[str, Any] = {
     "backbone": {"name": "megnet"},
     "tasks": [{"name": "edge_denoise", "weight": 1.0}],
     "optim": dict(OPTIM_DEFAULTS),
-    "trainer": {
-        "max_epochs": 20,
-        "accelerator": "auto",
-        "devices": 1,
-        "strategy": "auto",
-        "num_nodes": 1,
-        "precision": "32-true",
-        "gradient_clip_val": 1.0,
-        "log_every_n_steps": 10,
-        "deterministic": False,
-        # "checkpoint_every_n_steps": N (optional, not a Lightning option): also write last.pt every N steps
-    },
+    # + "checkpoint_every_n_steps": N (optional, not a Lightning option): also write last.pt
+    # every N steps
+    "trainer": dict(TRAINER_DEFAULTS),
     "run": {"root": "runs", "name": "pretrain"},
 }
-_RUN_DIR_ENV = (
-    "ATOMSSL_RUN_DIR"  # tells DDP worker processes (re-launched scripts) where rank 0 writes
+#: validated on load (atomssl.utils._schema). Loosely, on purpose: ``backbone`` takes the options
+#: of the chosen backbone, ``tasks`` is a list of task mappings (their options: the task's), and
+#: ``trainer`` takes Lightning Trainer options
+SCHEMA = Schema(
+    "pretrain",
+    DEFAULTS,
+    choices={"optim.scheduler": ("cosine", "constant")},
+    types={
+        "data.sources": (list, str, dict),
+        "data.limit": (int, None),
+        "backbone.checkpoint": (str, None),
+        "trainer.checkpoint_every_n_steps": (int, None),
+    },
+    open=("backbone",),
 )
 _FINAL_WEIGHTS_ENV = (
     "ATOMSSL_FINAL_WEIGHTS_DIR"  # every rank writes its final weights there (tests)
@@ -122,67 +134,14 @@ class StepSeed(Callback):
         torch.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
-def _is_worker() -> bool:
-    """Not the global rank 0: a DDP process re-launched by Lightning, another node, or a rank
-    started by torchrun or SLURM."""
-    return any(
-        int(os.environ.get(k) or "0") > 0
-        for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
-    )
+# the run-folder helpers live in the engine; these names stay for existing callers
+_is_worker = is_worker
+_clean_partial_files = clean_partial_files
+_quiet_duplicate_logs = quiet_lightning
 
 
 def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
-    if _is_worker() and os.environ.get(_RUN_DIR_ENV):
-        return Path(os.environ[_RUN_DIR_ENV])
-    if _is_worker() and run_dir is None:
-        # started by torchrun / srun / on another node: rank 0's dated folder is unknown here, and
-        # only rank 0 writes; make no folder of our own (give --out to name one for all ranks)
-        run = config.get("run") or {}
-        log.warning(
-            "a rank other than 0 without --out: only rank 0 writes its run folder (give --out on every node)"
-        )
-        return Path(run.get("root", "runs")) / f"{run.get('name', 'pretrain')}-not-rank-0"
-    if run_dir is not None:
-        path = make_run_dir(run_dir, exist_ok=True)
-    else:
-        run = config.get("run") or {}
-        path = make_run_dir(run.get("root", "runs"), run.get("name", "pretrain"))
-    os.environ[_RUN_DIR_ENV] = str(path)
-    return path
-
-
-def _clean_partial_files(folder: Path) -> list[Path]:
-    """Remove temporary files left by a write interrupted by a crash (atomic writes use ``.NAME.*.tmp``)."""
-    removed = []
-    if folder.is_dir():
-        for p in folder.glob(".*.tmp"):
-            p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    """Lightning's advertisement tips (e.g. for its cloud logger) are not run output."""
-    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
-
-
-def _quiet_duplicate_logs() -> None:
-    """Each Lightning message once, without advertisements. Lightning's packages attach their own
-    handlers (``lightning``: ``INFO: ...``) and also propagate to the root logger, which the CLI
-    configures: with a root handler, theirs are removed; without one, theirs stay and stop propagating."""
-    root = bool(logging.getLogger().handlers)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        lg = logging.getLogger(name)
-        if lg.handlers:
-            if root:  # Lightning turns propagation off where it adds a handler: turn it back on
-                lg.handlers.clear()
-                lg.propagate = True
-            else:
-                lg.propagate = False
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        lg = logging.getLogger(name)
-        if _no_tips not in lg.filters:
-            lg.addFilter(_no_tips)
+    return resolve_run_dir(config.get("run"), run_dir, "pretrain")
 
 
 def _import_plugins(config: dict) -> None:
@@ -196,42 +155,18 @@ def _import_plugins(config: dict) -> None:
 
 
 def _make_trainer(config: dict, run_dir: Path, callbacks: list, progress: bool) -> L.Trainer:
-    from lightning.pytorch.loggers import CSVLogger
-    from lightning.pytorch.strategies import DDPStrategy
-
-    tcfg = dict(config["trainer"])
-    tcfg.pop("checkpoint_every_n_steps", None)
-    if (
-        tcfg.get("strategy") == "ddp"
-    ):  # pretext heads ignore some backbone outputs (e.g. the readout)
-        tcfg["strategy"] = DDPStrategy(find_unused_parameters=True)
-    loggers: list = [CSVLogger(run_dir, name="logs")]
-    try:
-        from lightning.fabric.loggers.tensorboard import (
-            _TENSORBOARD_AVAILABLE,
-            _TENSORBOARDX_AVAILABLE,
-        )
-
-        if _TENSORBOARD_AVAILABLE or _TENSORBOARDX_AVAILABLE:
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
-    except ImportError:  # pragma: no cover - depends on the Lightning build
-        pass
-    try:
-        return L.Trainer(
-            default_root_dir=run_dir,
-            logger=loggers,
-            callbacks=callbacks,
-            plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=progress,
-            enable_model_summary=progress,
-            use_distributed_sampler=False,  # PretrainDataModule shards (exactly) and shuffles by (seed, epoch) itself
-            num_sanity_val_steps=0,
-            **tcfg,
-        )
-    except TypeError as exc:
-        raise ConfigError(f"trainer: bad option: {exc}") from None
+    # pretext heads ignore some backbone outputs (e.g. the readout): DDP must allow unused ones;
+    # PretrainDataModule shards (exactly) and shuffles by (seed, epoch) itself
+    return make_trainer(
+        config["trainer"],
+        run_dir,
+        callbacks,
+        progress,
+        find_unused_parameters=True,
+        use_distributed_sampler=False,
+        model_summary=progress,
+        tensorboard=True,
+    )
 
 
 def prepare_config(config: dict) -> dict:
@@ -330,9 +265,9 @@ def step_checkpoints(config: dict, ckpt_dir: Path) -> list:
     n = config["trainer"].get("checkpoint_every_n_steps")
     if not n:
         return []
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from ._runkit import StepCheckpoint
 
-    steps = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, every_n_train_steps=int(n), save_top_k=1,
+    steps = StepCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, every_n_train_steps=int(n), save_top_k=1,
                             auto_insert_metric_name=False, enable_version_counter=False)  # fmt: skip
     steps.FILE_EXTENSION = ".pt"
     return [steps, StepSeed(int(config["seed"]))]
@@ -351,6 +286,8 @@ def _dump_final_weights(module, rank: int) -> None:
 
 
 def load_run_config(run_dir: str | os.PathLike) -> dict:
+    """The ``config.yaml`` of a pretraining run folder (what ``--resume`` continues with);
+    :class:`ConfigError` when the folder has none."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml: not a pretraining run folder")

@@ -44,7 +44,7 @@ def summarize(
     total = (
         "val/loss" if stage == "val" else "train/loss_epoch"
     )  # the training total is logged per step and epoch
-    final = next((r for r in reversed(rows) if total in r), {})
+    final: dict[str, Any] = next((r for r in reversed(rows) if total in r), {})
     tasks = []
     for key in module.keys:
         losses = [r[f"{stage}/{key}/loss"] for r in rows if f"{stage}/{key}/loss" in r]

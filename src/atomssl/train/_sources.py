@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -28,7 +28,7 @@ DATA_DEFAULTS: dict[str, Any] = {
 
 # ------------------------------------------------------------------------------------ sources
 # (prototype, a in A, element sets) for the synthetic set: simple binaries and elements
-_PROTOTYPES = [
+_PROTOTYPES: list[tuple[str, list[tuple[str, str | None, float]]]] = [
     (
         "rocksalt",
         [
@@ -172,7 +172,13 @@ class _Concat(Sequence):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def __getitem__(self, i: int) -> Structure:
+    @overload
+    def __getitem__(self, i: int) -> Structure: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Structure]: ...
+    def __getitem__(self, i: int | slice) -> Structure | list[Structure]:
+        if isinstance(i, slice):  # as Sequence promises (and _Head does)
+            return [self[j] for j in range(*i.indices(len(self)))]
         if not 0 <= i < len(self):
             raise IndexError(i)
         k = int(np.searchsorted(self.offsets, i, side="right") - 1)

@@ -60,6 +60,7 @@ def keep_file_mode(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 def atomic_save_npz(path, **arrays) -> None:
+    """``numpy.savez`` of ``arrays`` to ``path``, written atomically (:func:`atomic_write`)."""
     import numpy as np
 
     with atomic_write(path) as fh:
@@ -67,6 +68,7 @@ def atomic_save_npz(path, **arrays) -> None:
 
 
 def atomic_torch_save(obj, path) -> None:
+    """``torch.save(obj)`` to ``path``, written atomically (:func:`atomic_write`)."""
     import torch
 
     with atomic_write(path) as fh:
@@ -74,6 +76,8 @@ def atomic_torch_save(obj, path) -> None:
 
 
 def write_json(path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` as indented JSON, atomically; numpy scalars and arrays and paths
+    are converted to plain JSON values."""
     with atomic_write(path, "w") as fh:
         json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
         fh.write("\n")
@@ -130,13 +134,103 @@ def make_run_dir(
     root = Path(root)
     if exist_ok:
         root.mkdir(parents=True, exist_ok=True)
+        _track(root)
         return root
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = root / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
         try:
             path.mkdir(parents=True)
+            _track(path)
             return path
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run folder under {root}")
+
+
+# ------------------------------------------------------------------------------ run status
+STATUS_FILE = "status.json"
+#: the open :func:`run_status` blocks, innermost last; each lists the run folders made inside it
+_OPEN_RUNS: list[RunStatus] = []
+
+
+class RunStatus:
+    """The run folders made (by :func:`make_run_dir`) inside one :func:`run_status` block."""
+
+    def __init__(self) -> None:
+        self.folders: list[Path] = []
+        self.error: str | None = None
+        self.started = _now()
+
+    def add(self, folder: Path) -> None:
+        folder = Path(folder).resolve()
+        if any(folder == f or f in folder.parents for f in self.folders):
+            return  # a folder inside the run's own folder (e.g. a fold or a sub-run)
+        self.folders.append(folder)
+        self._write({"status": "running", "pid": os.getpid(), "started": self.started}, folder)
+
+    def failed(self, error: str) -> None:
+        """Mark the run failed with ``error`` (one line) even though no exception ends it."""
+        self.error = " ".join(str(error).split()) or "failed"
+
+    def _write(self, status: dict, *folders: Path) -> None:
+        for folder in folders or self.folders:
+            if folder.is_dir():  # a folder removed meanwhile stays removed
+                with contextlib.suppress(OSError):  # never hides the run's own outcome
+                    write_json(folder / STATUS_FILE, status)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _rank_zero() -> bool:
+    """Not a process started for another rank (DDP, torchrun, SLURM): only rank 0 writes status."""
+    keys = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
+    return not any(int(os.environ.get(k) or "0") > 0 for k in keys)
+
+
+def _track(folder: Path) -> None:
+    if _OPEN_RUNS and _rank_zero():
+        _OPEN_RUNS[-1].add(folder)
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt)"
+    text = " ".join(str(exc).split())
+    from ..errors import AtomsslError
+
+    line = text if isinstance(exc, AtomsslError) and text else f"{type(exc).__name__}: {text}"
+    return line if len(line) <= 500 else line[:497] + "..."
+
+
+@contextlib.contextmanager
+def run_status() -> Iterator[RunStatus]:
+    """Record in every run folder made inside the block how the run ended.
+
+    Each folder :func:`make_run_dir` returns inside the block (folders nested in one of them
+    excepted) gets ``status.json``, written atomically: ``{"status": "running", ...}`` at once,
+    then ``{"status": "done", ...}`` when the block ends normally, or ``{"status": "failed",
+    "error": "<one line>", ...}`` when it raises (``KeyboardInterrupt`` included) or
+    :meth:`RunStatus.failed` was called. A run that fails before its folder exists leaves none.
+    A killed process (SIGKILL) leaves ``running`` with its ``pid``.
+    """
+    status = RunStatus()
+    _OPEN_RUNS.append(status)
+    try:
+        yield status
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            status.failed(f"exit status {exc.code}")
+        raise
+    except BaseException as exc:
+        status.failed(_error_line(exc))
+        raise
+    finally:
+        _OPEN_RUNS.remove(status)
+        times = {"started": status.started, "finished": _now()}
+        if status.error is None:
+            status._write({"status": "done", **times})
+        else:
+            status._write({"status": "failed", "error": status.error, **times})
