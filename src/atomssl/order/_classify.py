@@ -213,7 +213,7 @@ def load_order_backbone(path: str | os.PathLike | None = None):
     (None when the file holds no classifier). A checkpoint of another kind of backbone (e.g. the MEGNet
     default of ``atomssl embed``) is refused with a one-line :class:`CheckpointError`."""
     from ..representation import build_backbone
-    from ..train._checkpoint import load_checkpoint
+    from ..train._checkpoint import load_backbone_weights, load_checkpoint
 
     if path is None:
         path = default_order_checkpoint()
@@ -231,12 +231,7 @@ def load_order_backbone(path: str | os.PathLike | None = None):
             f"(no --checkpoint) or 'atomssl order pretrain'"
         )
     backbone = build_backbone(ck["backbone_config"])
-    try:
-        backbone.load_state_dict(ck["backbone"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: weights do not fit backbone {name!r}: {str(exc).splitlines()[0]}"
-        ) from None
+    load_backbone_weights(backbone, ck["backbone"], path, name)
     state = ck.get(CLASSIFIER_KEY)
     clf = None if state is None else OrderClassifier.from_state(state, path)
     # torch types Module.__setattr__ values as Tensor | Module; a plain attribute is fine at runtime

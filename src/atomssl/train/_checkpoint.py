@@ -133,13 +133,18 @@ def load_backbone(path: str | os.PathLike, map_location: Any = "cpu", eval: bool
 
     ck = load_checkpoint(path, map_location)
     backbone = build_backbone(ck["backbone_config"])
+    load_backbone_weights(backbone, ck["backbone"], path, ck["backbone_config"].get("name"))
+    return backbone.eval() if eval else backbone
+
+
+def load_backbone_weights(backbone, state: dict, path, name) -> None:
+    """Load ``state`` into ``backbone``; weights that do not fit raise one line naming ``path``."""
     try:
-        backbone.load_state_dict(ck["backbone"])
+        backbone.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{path}: weights do not fit backbone {ck['backbone_config'].get('name')!r}: {exc}"
+            f"{path}: weights do not fit backbone {name!r}: {str(exc).splitlines()[0]}"
         ) from None
-    return backbone.eval() if eval else backbone
 
 
 class AtomicCheckpointIO(CheckpointIO):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data._label_files import read_labels_file  # noqa: F401 (re-exported)
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..graph import collate
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,9 @@ def build_finetune_backbone(cfg: dict):
     arch = {**ck["backbone_config"], **{k: v for k, v in cfg.items() if k not in ("name",)}}
     backbone = build_backbone(arch)
     if pretrained:
-        try:
-            backbone.load_state_dict(ck["backbone"])
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"{path}: weights do not fit backbone {arch.get('name')!r}: {exc}"
-            ) from None
+        from ._checkpoint import load_backbone_weights
+
+        load_backbone_weights(backbone, ck["backbone"], path, arch.get("name"))
     return backbone
 
 
