@@ -204,3 +204,21 @@ def assert_backbone_equivariant(
     if rtol is None:
         rtol = 1e-7 if dtype == torch.float64 else 1e-4
     assert_equivariant(fn, structure, kinds, checks, n_trials, atol, rtol, seed)
+
+
+def tiny_gaa_config(**overrides) -> dict:
+    """The configuration of a tiny gaa backbone (12 neighbours, width 8, one block, no dropout):
+    fast enough for tests and examples of per-particle workflows; ``overrides`` replace keys."""
+    return {
+        "name": "gaa",
+        "k": 12,
+        "width": 8,
+        "n_blocks": 1,
+        "rank": 2,
+        "hidden_factor": 1.0,
+        "species_dim": 4,
+        "dropout": 0.0,
+        "normalize": None,
+        "chiral": False,
+        **overrides,
+    }

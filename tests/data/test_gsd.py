@@ -446,20 +446,9 @@ def test_order_analysis_of_a_gsd_trajectory(tmp_path):
     s = read(path, species="types")[0]
     assert solid_fraction(s) == 1.0  # the crystal survives the box conventions
     torch.manual_seed(0)
-    backbone = build_backbone(
-        {
-            "name": "gaa",
-            "k": 12,
-            "width": 8,
-            "n_blocks": 1,
-            "rank": 2,
-            "hidden_factor": 1.0,
-            "species_dim": 4,
-            "dropout": 0.0,
-            "normalize": None,
-            "chiral": False,
-        }
-    ).eval()
+    from atomssl.testing import tiny_gaa_config
+
+    backbone = build_backbone(tiny_gaa_config()).eval()
     summary = analyse_trajectory(
         path,
         backbone,

@@ -17,19 +17,9 @@ from atomssl.order import (
     steinhardt_features,
 )
 from atomssl.representation import build_backbone
+from atomssl.testing import tiny_gaa_config
 
-TINY = {
-    "name": "gaa",
-    "k": 12,
-    "width": 8,
-    "n_blocks": 1,
-    "rank": 2,
-    "hidden_factor": 1.0,
-    "species_dim": 4,
-    "dropout": 0.0,
-    "normalize": None,
-    "chiral": False,
-}
+TINY = tiny_gaa_config()
 
 
 @pytest.fixture(scope="module")

@@ -272,19 +272,9 @@ def test_a_checkpoint_without_a_head_falls_back_to_reference_and_refuses_classif
     from atomssl.train._checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    tiny = build_backbone(
-        {
-            "name": "gaa",
-            "k": 12,
-            "width": 8,
-            "n_blocks": 1,
-            "rank": 2,
-            "hidden_factor": 1.0,
-            "species_dim": 4,
-            "dropout": 0.0,
-            "normalize": None,
-        }
-    )
+    from atomssl.testing import tiny_gaa_config
+
+    tiny = build_backbone(tiny_gaa_config(chiral=True))
     ckpt = save_checkpoint(tmp_path / "tiny.ckpt", tiny)
     traj = tmp_path / "t.extxyz"
     write(

@@ -20,19 +20,9 @@ from atomssl.order._steinhardt import (
     steinhardt_features,
 )
 from atomssl.representation import build_backbone
+from atomssl.testing import tiny_gaa_config
 
-TINY = {
-    "name": "gaa",
-    "k": 12,
-    "width": 8,
-    "n_blocks": 1,
-    "rank": 2,
-    "hidden_factor": 1.0,
-    "species_dim": 4,
-    "dropout": 0.0,
-    "normalize": None,
-    "chiral": False,
-}
+TINY = tiny_gaa_config()
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -10,19 +10,9 @@ import torch
 from atomssl.errors import TrainingError
 from atomssl.order import _transfer, _transfer_heads, reference_clouds, transfer
 from atomssl.representation import build_backbone
+from atomssl.testing import tiny_gaa_config
 
-TINY = {
-    "name": "gaa",
-    "k": 12,
-    "width": 8,
-    "n_blocks": 1,
-    "rank": 2,
-    "hidden_factor": 1.0,
-    "species_dim": 4,
-    "dropout": 0.0,
-    "normalize": None,
-    "chiral": False,
-}
+TINY = tiny_gaa_config()
 # a small budget: every mode, a curve, minibatches for the many-labels model
 BUDGET = dict(fraction=0.1, seeds=(0, 1), n_test=40, head_steps=12, full_steps=2,
               many_labels=0.2, many_steps=2, batch_size=16, curve_at=(2,))  # fmt: skip
