@@ -31,7 +31,7 @@ def _settings(args) -> tuple[dict, dict]:
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume RUN already names the run folder; drop --out")
-        cfg = load_run_config(args.resume, "atomssl order transfer")
+        cfg = load_run_config(args.resume, "order transfer")
         if not isinstance(cfg.get("transfer"), dict) or not cfg.get("splits"):
             raise ConfigError(f"{args.resume}/config.yaml: not a run of atomssl order transfer")
         checkpoint = args.checkpoint or cfg.get("checkpoint")

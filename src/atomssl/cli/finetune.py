@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out and args.out != args.resume:
             raise ConfigError("--resume RUN already names the run folder; drop --out")
-        base = None if args.config else load_run_config(args.resume, "atomssl finetune")
+        base = None if args.config else load_run_config(args.resume, "fine-tuning")
         config = load_config(args.config, defaults=base, overrides=overrides, schema="finetune")
         finetune(config, run_dir=args.resume, progress=not args.no_progress, resume=True)
         return 0

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         from ..train._runkit import load_run_config
         from ..utils._config import _merge
 
-        base = _merge(copy.deepcopy(W.DEFAULTS), load_run_config(resume, "atomssl motif train"))
+        base = _merge(copy.deepcopy(W.DEFAULTS), load_run_config(resume, "motif train"))
         cfg = load_config(None, defaults=base, overrides=overrides, schema="motif")
     else:
         cfg = load_config(args.config, defaults=W.DEFAULTS, overrides=overrides, schema="motif")

@@ -304,9 +304,7 @@ def _pretrain(args) -> int:
             raise ConfigError("--resume RUN already names the run folder; drop --out")
         base = DEFAULTS
         if not args.config:  # the run's own config, over defaults added since
-            base = _merge(
-                copy.deepcopy(DEFAULTS), load_run_config(args.resume, "atomssl order pretrain")
-            )
+            base = _merge(copy.deepcopy(DEFAULTS), load_run_config(args.resume, "order pretrain"))
         cfg = load_config(args.config, base, args.inputs, schema="order")
     else:
         run_folder(args.out)  # before any work: created only inside an existing folder

@@ -44,7 +44,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import yaml
 
 from ..errors import ConfigError
 from ..graph import to_graph
@@ -274,10 +273,9 @@ def _pretrain_critic(config: dict, gen: Generator, disc: Discriminator, graphs: 
 
 def load_gan_run_config(run_dir: str | os.PathLike) -> dict:
     """The ``config.yaml`` of a GAN run folder (what ``--resume`` continues)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml: not a gan run folder")
-    return yaml.safe_load(path.read_text())
+    from ..train._runkit import load_run_config
+
+    return load_run_config(run_dir, "gan")
 
 
 def _read_csv(path: Path) -> list[dict[str, float]]:

@@ -33,7 +33,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 
 from ..errors import ConfigError
@@ -134,12 +133,6 @@ class StepSeed(Callback):
         torch.manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
 
-# the run-folder helpers live in the engine; these names stay for existing callers
-_is_worker = is_worker
-_clean_partial_files = clean_partial_files
-_quiet_duplicate_logs = quiet_lightning
-
-
 def _resolve_run_dir(config: dict, run_dir: str | os.PathLike | None) -> Path:
     return resolve_run_dir(config.get("run"), run_dir, "pretrain")
 
@@ -203,7 +196,7 @@ def pretrain(
     baseline and loss reached, throughput, checkpoint paths.
     """
     config = prepare_config(config)
-    _quiet_duplicate_logs()
+    quiet_lightning()
     _import_plugins(config)
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
     module = PretrainModule(config)
@@ -216,10 +209,10 @@ def pretrain(
     run_dir = _resolve_run_dir(config, run_dir)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
-    zero = not _is_worker()
+    zero = not is_worker()
     n_warned = None
     if zero:
-        for p in _clean_partial_files(ckpt_dir) + _clean_partial_files(run_dir):
+        for p in clean_partial_files(ckpt_dir) + clean_partial_files(run_dir):
             log.info("removed partial file %s left by an interrupted run", p)
         dump_config(config, run_dir / "config.yaml")
         log.info("run folder: %s", run_dir)
@@ -288,7 +281,6 @@ def _dump_final_weights(module, rank: int) -> None:
 def load_run_config(run_dir: str | os.PathLike) -> dict:
     """The ``config.yaml`` of a pretraining run folder (what ``--resume`` continues with);
     :class:`ConfigError` when the folder has none."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml: not a pretraining run folder")
-    return yaml.safe_load(path.read_text())
+    from ._runkit import load_run_config as _load
+
+    return _load(run_dir, "pretraining")

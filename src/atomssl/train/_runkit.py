@@ -73,11 +73,12 @@ def resume_point(run_dir: Path, resume: bool) -> str | None:
     return None
 
 
-def load_run_config(run_dir: str | os.PathLike, verb: str) -> dict:
-    """The ``config.yaml`` of a run folder (for ``--resume``)."""
+def load_run_config(run_dir: str | os.PathLike, what: str) -> dict:
+    """The ``config.yaml`` of a ``what`` run folder (for ``--resume``); a one-line
+    :class:`ConfigError` naming the folder when it has none."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.yaml: not a run folder of {verb}")
+        raise ConfigError(f"{run_dir}: no config.yaml: not a {what} run folder")
     return yaml.safe_load(path.read_text()) or {}
 
 
