@@ -1,7 +1,8 @@
 """Workflows that bring their own module to the training engine, each checked the same way:
 
 * killed with SIGKILL mid-run (right after a mid-epoch ``last.pt``), then ``--resume``: the final
-  weights are bit-identical to those of an uninterrupted run with the same seed (CPU);
+  weights are bit-identical to those of an uninterrupted run with the same seed (CPU), and the
+  resumed run did train on from the kill;
 * two DDP processes on CPU (gloo) run to the end;
 * a non-finite loss (a learning rate of 1e30) stops the run with one line.
 
@@ -28,6 +29,10 @@ from atomssl.cli.main import main
 ATOMSSL = [sys.executable, "-m", "atomssl.cli.main"]
 
 
+def _last_pt(run: Path) -> Path:
+    return run / "checkpoints" / "last.pt"
+
+
 @dataclass(frozen=True)
 class Workflow:
     name: str
@@ -44,6 +49,8 @@ class Workflow:
     ddp_final_step: int
     #: overrides making the training loss non-finite
     diverge: list[str]
+    #: the ``last.pt`` the run is killed after (and that ``final_step`` is read from)
+    last: Callable[[Path], Path] = _last_pt
 
 
 def _order_start(run: Path, overrides: list[str]) -> list[str]:
@@ -134,6 +141,85 @@ def _finetune_start(run: Path, overrides: list[str]) -> list[str]:
             *every, *overrides]  # fmt: skip
 
 
+#: the GAN's config and the order transfer's backbone checkpoint (made once per module)
+_GAN: dict[str, Path] = {}
+_TRANSFER: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _gan_and_transfer_inputs(tmp_path_factory):
+    """The GAN: 8 synthetic structures in batches of 2 (4 steps an epoch, 2 a process under DDP),
+    a one-layer tiny equiformer, 10 steps, critic steps every second step. The order transfer: a
+    tiny gaa backbone checkpoint."""
+    import yaml
+
+    from atomssl.representation import build_backbone
+    from atomssl.testing import tiny_gaa_config
+    from atomssl.train._checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("gan-transfer-inputs")
+    gan = {
+        "seed": 3,
+        "data": {"sources": [{"name": "synthetic", "n": 8}], "batch_size": 2},
+        "generator": {"backbone": {"name": "equiformer", "size": "tiny", "num_layers": 1}},
+        "discriminator": {"classifier_steps": 2},
+        "optim": {"d_every": 2, "lr_g": 1.0e-3, "lr_d": 1.0e-3},
+        "train": {"steps": 10, "log_every": 3},
+        "trainer": {"accelerator": "cpu", "checkpoint_every_n_steps": 3},
+    }
+    (root / "gan.yaml").write_text(yaml.safe_dump(gan))
+    _GAN["config"] = root / "gan.yaml"
+    torch.manual_seed(0)
+    _TRANSFER["checkpoint"] = save_checkpoint(
+        root / "tiny.ckpt", build_backbone(tiny_gaa_config()).eval()
+    )
+    yield
+    _GAN.clear()
+    _TRANSFER.clear()
+
+
+def _gan_start(run: Path, overrides: list[str]) -> list[str]:
+    # 10 generator steps and a critic step at every even one (both count as global steps):
+    # last.pt at global step 5 (generator step 3), 6 (4, epoch end), 9 (6), 12 (8, epoch end),
+    # 14 (9) and 15 (10, the end); 2 DDP processes take the same steps, 2 an epoch each
+    return ["gan", "--config", str(_GAN["config"]), "--out", str(run), "--no-progress",
+            *overrides]  # fmt: skip
+
+
+def _gan_weights(run: Path) -> dict[str, torch.Tensor]:
+    """The generator and critic (weights, buffers) of ``last.pt``, and the backbones of
+    ``generator.pt`` and ``discriminator.pt``."""
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    out = dict(ck["trainer"]["state_dict"])
+    for name in ("generator", "discriminator"):
+        saved = torch.load(run / "checkpoints" / f"{name}.pt", weights_only=True)["backbone"]
+        out.update({f"{name}.{k}": v for k, v in saved.items()})
+    return out
+
+
+def _transfer_start(run: Path, overrides: list[str]) -> list[str]:
+    # 67 labelled environments (of 1340, 18 classes), one seed: the frozen core's head for 4
+    # steps (last.pt after 3, 4), then scratch and fine-tune-all for 9 each (3, 6, 9), all full
+    # batch; under DDP each process takes every step, on half the labelled environments
+    tiny = ["--split", "training", "--seeds", "1", "--head-steps", "4", "--full-steps", "9",
+            "--fraction", "0.05", "transfer.n_min=64", "transfer.n_test=100"]  # fmt: skip
+    every = ["trainer.checkpoint_every_n_steps=3"]
+    return ["order", "transfer", "-k", str(_TRANSFER["checkpoint"]), *tiny, *every, *overrides,
+            "--out", str(run), "--no-progress"]  # fmt: skip
+
+
+def _transfer_weights(run: Path) -> dict[str, torch.Tensor]:
+    """Backbone and head of every (mode, seed) run's final ``last.pt``."""
+    out = {}
+    for path in sorted(run.glob("runs/transfer/*/checkpoints/last.pt")):
+        ck = torch.load(path, weights_only=True)
+        heads = {f"{k}.{n}": v for k, t in ck["tasks"].items() for n, v in t.items()}
+        out.update(
+            {f"{path.parent.parent.name}.{k}": v for k, v in {**ck["backbone"], **heads}.items()}
+        )
+    return out
+
+
 WORKFLOWS = [
     Workflow(
         name="pretrain",
@@ -174,6 +260,27 @@ WORKFLOWS = [
         final_step=16,
         ddp_final_step=8,
         diverge=["train.lr=1e30"],
+    ),
+    Workflow(
+        name="gan",
+        start=_gan_start,
+        resume=lambda run: ["gan", "--resume", str(run), "--no-progress"],
+        weights=_gan_weights,
+        kill_at_step=9,  # after generator step 6, mid-epoch 1
+        final_step=15,
+        ddp_final_step=15,
+        diverge=["optim.lr_g=1e30"],
+    ),
+    Workflow(
+        name="order-transfer",
+        start=_transfer_start,
+        resume=lambda run: ["order", "transfer", "--resume", str(run), "--no-progress"],
+        weights=_transfer_weights,
+        kill_at_step=6,  # mid-way through the second head (scratch); the first is recorded
+        final_step=9,
+        ddp_final_step=9,
+        diverge=["transfer.lr_head=1e30"],
+        last=lambda run: run / "runs" / "transfer" / "scratch-seed0" / "checkpoints" / "last.pt",
     ),
 ]
 IDS = [w.name for w in WORKFLOWS]
@@ -228,7 +335,7 @@ def test_sigkill_mid_run_then_resume_ends_with_the_uninterrupted_weights(
         stderr=subprocess.PIPE,
     )
     sigkill_on_cue(proc, cue, timeout=300)
-    last = run / "checkpoints" / "last.pt"
+    last = wf.last(run)
     killed_at = torch.load(last, weights_only=True)
     assert killed_at["global_step"] == wf.kill_at_step
     assert not (run / "summary.json").exists() and not (run / "history.csv").exists()
@@ -236,7 +343,8 @@ def test_sigkill_mid_run_then_resume_ends_with_the_uninterrupted_weights(
     caplog.set_level(logging.INFO)
     assert main(wf.resume(run)) == 0
     assert f"resuming from {last}" in caplog.text
-    assert torch.load(last, weights_only=True)["global_step"] == wf.final_step
+    ended_at = torch.load(last, weights_only=True)
+    assert ended_at["global_step"] == wf.final_step
     assert not list(run.rglob(".*.tmp")), "partial files left behind"
 
     ref = tmp_path / "straight"
@@ -246,8 +354,14 @@ def test_sigkill_mid_run_then_resume_ends_with_the_uninterrupted_weights(
     different = [k for k in want if not torch.equal(got[k], want[k])]
     assert not different, f"resumed run differs from the uninterrupted one in {different}"
     # the resumed run did train on from the kill (equality alone would hold for a frozen run)
-    moved = killed_at["backbone"]
-    assert any(not torch.equal(moved[k], got[k]) for k in moved)
+    before, after = _backbone_and_heads(killed_at), _backbone_and_heads(ended_at)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def _backbone_and_heads(ck: dict) -> dict[str, torch.Tensor]:
+    heads = {f"{k}.{n}": v for k, t in ck.get("tasks", {}).items() for n, v in t.items()}
+    return {**ck["backbone"], **heads}
 
 
 @pytest.mark.slow
@@ -260,7 +374,7 @@ def test_two_ddp_processes_on_cpu_run_to_the_end(wf, tmp_path):
     assert res.returncode == 0, res.stderr[-4000:]
     assert "distributed_backend=gloo" in res.stderr
     assert "All distributed processes registered" in res.stderr
-    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    last = torch.load(wf.last(run), weights_only=True)
     assert last["global_step"] == wf.ddp_final_step  # each process took its share of an epoch
     weights = wf.weights(run)
     assert weights and all(
@@ -277,7 +391,7 @@ def test_a_non_finite_loss_stops_the_run_with_one_line(wf, tmp_path, capsys):
     lines = [line for line in err.splitlines() if "error" in line]
     assert len(lines) == 1 and "non-finite training loss" in lines[0], err[-2000:]
     assert "Traceback" not in err
-    for path in (run / "checkpoints").glob("*.pt"):  # what was written keeps finite weights
+    for path in run.glob("**/checkpoints/*.pt"):  # what was written keeps finite weights
         ck = torch.load(path, weights_only=True)
         assert all(
             torch.isfinite(v).all() for v in ck["backbone"].values() if v.is_floating_point()

@@ -10,7 +10,7 @@ Forms::
                            # RUN/backbone.ckpt; trainer.devices=2 trainer.strategy=ddp ...
     atomssl order liquid TRAJ_A TRAJ_B [...] --checkpoint CKPT [--out DIR]      # experiment (a)
     atomssl order transfer --checkpoint CKPT [--out DIR] [--split held_out|training|both|wide]  # (b)
-                           [--resume RUN] [trainer.accelerator=gpu ...]
+                           [--resume RUN] [trainer.KEY=VALUE ...] [transfer.KEY=VALUE ...]
 
 (A trajectory file literally named ``pretrain``, ``liquid`` or ``transfer`` is given as ``./NAME``.)
 """
@@ -37,7 +37,7 @@ def register(subparsers) -> None:
         nargs="*",
         metavar="ARG",
         help="more trajectories (liquid) or key=value overrides (pretrain; transfer: "
-        "trainer.KEY=VALUE)",
+        "trainer.KEY=VALUE, transfer.KEY=VALUE)",
     )
     p.add_argument(
         "--checkpoint",
@@ -115,9 +115,9 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--device",
-        default="cpu",
-        help="torch device (cpu, cuda): of the training (transfer) or of the "
-        "embedding of the frames (analysis)",
+        default=None,
+        help="torch device (cpu, cuda): of the embedding of the frames (analysis; default cpu) "
+        "or of the training (transfer; default: trainer.accelerator, auto)",
     )
     p.add_argument(
         "--split",
@@ -230,7 +230,7 @@ def _analyse(args) -> int:
         raise ConfigError(f"atomssl order takes one trajectory; got extra arguments {args.inputs}")
     if not Path(args.target).exists():
         raise MissingFileError("no such file", args.target)
-    device = _device(args.device)  # before the checkpoint: a bad device fails in a second
+    device = _device(args.device or "cpu")  # before the checkpoint: a bad device fails at once
     if args.chunk is not None and args.chunk < 1:
         from ..errors import ConfigError
 

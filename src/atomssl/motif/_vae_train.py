@@ -36,8 +36,7 @@ ENGINE_NAME = "motif_vae"
 
 #: the ``trainer`` options of ``atomssl motif train`` (``max_epochs`` is ``train.epochs``)
 TRAINER: dict[str, Any] = {
-    **{k: v for k, v in TRAINER_DEFAULTS.items() if k != "max_epochs"},
-    "accelerator": "cpu",  # a small model on small batches (trainer.accelerator=gpu: on a GPU)
+    **{k: v for k, v in TRAINER_DEFAULTS.items() if k != "max_epochs"},  # accelerator: auto
     "gradient_clip_val": None,
     "log_every_n_steps": 1,
     "checkpoint_every_n_steps": None,  # also write last.pt every N steps (mid-epoch resume)

@@ -66,8 +66,7 @@ DEFAULTS: dict = {
     "frames_per_trajectory": 5,
     # the engine's options; the schedule (max_steps) is set by ``steps``
     "trainer": {
-        **{k: v for k, v in TRAINER_DEFAULTS.items() if k != "max_epochs"},
-        "accelerator": "cpu",  # a small model on small batches (trainer.accelerator=gpu: on a GPU)
+        **{k: v for k, v in TRAINER_DEFAULTS.items() if k != "max_epochs"},  # accelerator: auto
         "gradient_clip_val": 5.0,
         "log_every_n_steps": 1,
         "checkpoint_every_n_steps": 50,  # last.pt every N steps (a resume point mid-epoch)

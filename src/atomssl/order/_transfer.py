@@ -4,15 +4,21 @@
     OUT/runs/<stem>/<mode>-seed<S>/result.json  one run (split, mode, seed): its row, accuracy
                                               curve and the settings it ran with, written
                                               atomically when it finishes
-    OUT/runs/<stem>/<mode>-seed<S>/logs/version_0/metrics.csv   its training loss per step
+    OUT/runs/<stem>/<mode>-seed<S>/logs/version_N/metrics.csv   its training loss per step
+    OUT/runs/<stem>/<mode>-seed<S>/checkpoints/last.pt   its final weights (backbone, head as
+                                              task ``head``, trainer state); also every
+                                              ``trainer.checkpoint_every_n_steps`` steps
     OUT/<stem>.{csv,md}                       the table: per mode and seed, mean, std
     OUT/<stem>_curve.{csv,md}                 the test accuracy along training (``curve_at``)
     OUT/summary.json                          per split: mean and std accuracy per mode
 
 ``<stem>`` is ``transfer`` (``split="training"``) or ``transfer_<split>``. With ``resume=True``
 a run already recorded with the same settings (and the same backbone weights and reference
-clouds) is read back instead of trained again: an interrupted experiment, resumed, ends with the
-table of an uninterrupted one. Every head trains on the engine (:mod:`._transfer_heads`).
+clouds) is read back instead of trained again, and a run stopped mid-way continues from its
+``last.pt``: an interrupted experiment, resumed, ends with the table and the weights of an
+uninterrupted one. Every head trains on the engine (:mod:`._transfer_heads`), also under DDP
+(``trainer.devices=2 trainer.strategy=ddp``: every process runs every head, on its share of the
+labelled environments; only rank 0 writes the run folder).
 """
 
 from __future__ import annotations
@@ -29,9 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..train._engine import is_worker
 from ..utils import atomic_write, dump_config, write_csv, write_json
 from ._reference import ReferenceClouds
-from ._transfer_heads import _accuracy, _check_split, _train_head, split_reference_clouds
+from ._transfer_heads import (
+    _accuracy,
+    _check_split,
+    _train_head,
+    resume_head,
+    split_reference_clouds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +79,11 @@ def _backbone_digest(backbone) -> str:
     return _digest(*(state[k].detach().cpu().numpy() for k in sorted(state)))
 
 
-def _device_trainer(device: str, trainer: dict | None) -> dict:
-    """The engine's options: ``trainer`` over those of ``device`` (``cuda:1`` -> gpu, [1])."""
+def _device_trainer(device: str | None, trainer: dict | None) -> dict:
+    """The engine's options: ``trainer`` over those of ``device`` (``cuda:1`` -> gpu, [1]; None:
+    none, the trainer's accelerator, ``auto`` by default)."""
+    if device is None:
+        return dict(trainer or {})
     dev = torch.device(device)
     base: dict = {"accelerator": "cpu"}
     if dev.type == "cuda":
@@ -101,7 +117,7 @@ def transfer(
     lr_full: float = 2e-3,
     n_min: int = 4096,
     split: str = "training",
-    device: str = "cpu",
+    device: str | None = None,
     many_labels: float | None = None,
     many_steps: int = 3000,
     batch_size: int = 1024,
@@ -131,13 +147,19 @@ def transfer(
     the test accuracy along training to ``<stem>_curve.csv``. ``refs`` replaces the split's
     reference clouds (e.g. precomputed on another machine).
 
-    ``device`` embeds and trains there (``"cuda"``); ``trainer``: the engine's options over those
-    (``accelerator``, ``devices``: one device). ``resume``: keep the runs already recorded in
-    ``out_dir`` with these settings. ``progress_bar``: a bar per head (off: many heads train).
-    ``config``: more entries for ``config.yaml`` (the CLI's checkpoint and splits).
+    ``device`` embeds and trains there (``"cuda"``; None: where ``trainer.accelerator`` says,
+    ``auto`` by default); ``trainer``: the engine's options over those (``accelerator``,
+    ``devices``, ``strategy``, ``checkpoint_every_n_steps``...). ``resume``: keep the runs already
+    recorded in ``out_dir`` with these settings, continue a stopped one from its ``last.pt``.
+    ``progress_bar``: a bar per head (off: many heads train). ``config``: more entries for
+    ``config.yaml`` (the CLI's checkpoint and splits). Under DDP every process returns the rows;
+    only rank 0 writes and reports ``progress``.
     """
     _check_split(split)
     out = Path(out_dir)
+    zero = not is_worker()  # rank 0 (or the only process) writes; DDP workers only train
+    if not zero:
+        progress = None
     out.mkdir(parents=True, exist_ok=True)
     tcfg = _device_trainer(device, trainer)
     settings = {"fraction": float(fraction), "seeds": [int(s) for s in seeds],
@@ -146,11 +168,13 @@ def transfer(
                 "lr_full": float(lr_full), "n_min": int(n_min),
                 "many_labels": float(many_labels) if many_labels else None,
                 "many_steps": int(many_steps), "batch_size": int(batch_size),
-                "curve_at": [int(s) for s in curve_at], "device": str(device)}  # fmt: skip
+                "curve_at": [int(s) for s in curve_at],
+                "device": None if device is None else str(device)}  # fmt: skip
     extra = dict(config or {})
     extra["splits"] = list(extra.get("splits", [split]))
     extra.update(transfer=settings, trainer=dict(trainer or {}))
-    dump_config(extra, out / "config.yaml")
+    if zero:
+        dump_config(extra, out / "config.yaml")
     if refs is None:
         refs = split_reference_clouds(split, n_min)
     y_all = refs.structure_noise
@@ -184,15 +208,20 @@ def transfer(
                     log.info("%s: recorded with other settings: trained again", run_dir)
                 row, curve = _one_run(
                     pretrained, refs, y_all, n_classes, lab, test, perm, n_lab, mode, seed, split,
-                    settings, tcfg, run_dir, progress_bar,
+                    settings, tcfg, run_dir, progress_bar, resume=resume, key=key, zero=zero,
                 )  # fmt: skip
-                write_json(run_dir / "result.json", {"settings": key, "row": row, "curve": curve})
+                if zero:
+                    write_json(
+                        run_dir / "result.json", {"settings": key, "row": row, "curve": curve}
+                    )
                 if progress:
                     progress(f"{split} seed {seed} {mode}: accuracy {row['accuracy']:.3f} "
                              f"(train loss {row['train_loss']:.3f})")  # fmt: skip
             rows.append(row)
             curves += curve
     rows += _stat_rows(rows, modes, split, n_classes)
+    if not zero:
+        return rows
     _write_table(out / stem, rows)
     if curves:
         _write_table(out / f"{stem}_curve", curves)
@@ -210,10 +239,16 @@ def transfer(
 
 
 def _one_run(pretrained, refs, y_all, n_classes, lab, test, perm, n_lab, mode, seed, split,
-             s: dict, tcfg: dict, run_dir: Path, progress_bar: bool):  # fmt: skip
-    """Train and test one (mode, seed): (its table row, its accuracy curve's rows)."""
+             s: dict, tcfg: dict, run_dir: Path, progress_bar: bool, *, resume: bool = False,
+             key: dict | None = None, zero: bool = True):  # fmt: skip
+    """Train and test one (mode, seed): (its table row, its accuracy curve's rows). ``key``: the
+    run's settings (in its checkpoints); ``resume``: continue from its ``last.pt`` of the same
+    ``key``, if any; ``zero``: this process writes (rank 0)."""
     t = time.perf_counter()
-    shutil.rmtree(run_dir / "logs", ignore_errors=True)  # the logs of an unfinished try
+    ckpt_path = resume_head(run_dir, key) if resume else None
+    if zero and ckpt_path is None:
+        for folder in ("logs", "checkpoints"):  # those of an unfinished try (or other settings)
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
     torch.manual_seed(1000 + seed)
     if mode in ("scratch", MANY_LABELS):
         from ..representation import build_backbone
@@ -249,6 +284,8 @@ def _one_run(pretrained, refs, y_all, n_classes, lab, test, perm, n_lab, mode, s
         trainer=tcfg,
         run_dir=run_dir,
         progress=progress_bar,
+        run=key,
+        ckpt_path=ckpt_path,
     )
     acc = _accuracy(bb, head, test_clouds, test_y, device=next(head.parameters()).device)
     row = {
