@@ -135,46 +135,6 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
         assert got["reached"] == pytest.approx(want["reached"], rel=1e-4)
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(tmp_path):
-    cfg = tiny_config(trainer__max_epochs=2)
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
-    run = tmp_path / "ddp"
-    res = subprocess.run(
-        ATOMSSL
-        + [
-            "pretrain",
-            "--config",
-            str(cfg_path),
-            "--out",
-            str(run),
-            "--devices",
-            "2",
-            "--strategy",
-            "ddp",
-            "--accelerator",
-            "cpu",
-            "--no-progress",
-        ],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert res.returncode == 0, res.stderr[-4000:]
-    assert (
-        "distributed_backend=gloo" in res.stderr
-        and "All distributed processes registered" in res.stderr
-    )
-    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    # 30 training structures, batch 8, sharded over 2 ranks: 2 steps per epoch (4 on one process)
-    assert ck["epoch"] == 1 and ck["global_step"] == 4
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 2 and all(t["reached"] is not None for t in summary["tasks"])
-    assert len(list(tmp_path.iterdir())) == 2  # one run folder for both ranks (and the config)
-
-
 def test_cli_errors_are_one_clean_line(tmp_path, capsys):
     assert main(["pretrain"]) == 1
     assert "give --config" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def load_labelled(config: dict) -> tuple[LabelledGraphs, list[str] | None, Any]:
 
     keys, what = wanted_labels(dcfg), ", ".join(_source_names(dcfg))
     if streams(dcfg, structures):  # graphs built when batched (corpora are validated at import)
-        graphs = StreamedGraphs(structures, kept, spec, int(dcfg.get("num_workers") or 0))
+        graphs = StreamedGraphs(structures, kept, spec, dcfg.get("num_workers", "auto"))
         meta = label_columns([structures[int(i)].labels for i in kept], keys, what) if keys else {}
         return (
             LabelledGraphs(graphs, np.asarray(values), StreamedIds(structures, kept), meta),

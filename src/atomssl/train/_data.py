@@ -148,16 +148,62 @@ def collate_skipping(items: list):
     return collate(graphs)
 
 
+#: most graph-building worker processes ``data.num_workers: auto`` starts per training process
+AUTO_WORKERS_MAX = 4
+
+
+def resolve_num_workers(value: int | str, streamed: bool, local_processes: int = 1) -> int:
+    """The DataLoader worker processes of one training process for ``data.num_workers``.
+
+    An integer is taken as it is. ``auto`` (the default) builds graphs in workers only when the
+    data streams (graphs of data held in memory are built once before training, so workers would
+    only add traffic): one worker per CPU core this process can call its own beyond the one it
+    trains on (the cores this process may run on, shared among the ``local_processes`` training
+    processes of this machine), at most :data:`AUTO_WORKERS_MAX`. On 2 cores, one training
+    process gets 1 worker; two DDP processes get none (each core already trains).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value!r}")
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value!r}")
+        if not streamed:
+            return 0
+        import os
+
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        return max(0, min(AUTO_WORKERS_MAX, cores // max(1, int(local_processes)) - 1))
+    if value < 0:
+        raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value}")
+    return value
+
+
+def local_processes(trainer) -> int:
+    """Training processes of ``trainer`` on this machine (1 without a trainer)."""
+    if trainer is None:
+        return 1
+    return max(1, int(trainer.world_size) // max(1, int(getattr(trainer, "num_nodes", 1) or 1)))
+
+
 class StreamedGraphs(Sequence):
     """Graphs of ``structures[indices[i]]``, built on access (streamed fine-tuning): a slice gives
-    a list; ``subset(idx)`` another lazy view. ``num_workers`` is what loaders over it use."""
+    a list; ``subset(idx)`` another lazy view. ``num_workers`` (an integer or ``auto``, see
+    :func:`resolve_num_workers`) is what loaders over it use."""
 
     def __init__(
-        self, structures: Sequence[Structure], indices, graph_spec: dict, num_workers: int = 0
+        self,
+        structures: Sequence[Structure],
+        indices,
+        graph_spec: dict,
+        num_workers: int | str = 0,
     ):
         self.structures, self.graph_spec = structures, dict(graph_spec)
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.num_workers = int(num_workers)
+        resolve_num_workers(num_workers, True)  # a bad value fails here, before any training
+        self.num_workers = num_workers
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -198,7 +244,7 @@ class StreamedIds(Sequence):
 def graph_batches(graphs: Sequence, batch_size: int):
     """Collated batches of ``graphs`` in order; :class:`StreamedGraphs` are built in its workers."""
     if isinstance(graphs, StreamedGraphs):
-        workers = graphs.num_workers
+        workers = resolve_num_workers(graphs.num_workers, True)
         yield from GraphLoader(
             graphs,
             batch_size=int(batch_size),
@@ -284,7 +330,15 @@ class PretrainDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return make_loader(dataset, int(self.cfg["batch_size"]), world, rank, shuffle, self.seed, int(self.cfg["num_workers"]),
+        workers = resolve_num_workers(
+            self.cfg["num_workers"], self.streamed, local_processes(trainer)
+        )
+        if shuffle and rank == 0:
+            log.info(
+                "data: graphs built in %s",
+                f"{workers} worker process(es)" if workers else "the training process",
+            )
+        return make_loader(dataset, int(self.cfg["batch_size"]), world, rank, shuffle, self.seed, workers,
                            resumable=shuffle, pin_memory=_on_cuda(trainer))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:

@@ -84,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "skip_bad": True,
         "skip_unlabelled": False,
         "in_memory": True,  # False (and always for a corpus folder): read structures lazily, build graphs in workers
-        "num_workers": 0,
+        "num_workers": "auto",
         "train_where": None,  # e.g. "crystal_sys==cubic": train and validate on those structures only (test: all)
         "group_by": None,  # e.g. "crystal_sys": test scores per value of that label
     },
@@ -138,6 +138,7 @@ SCHEMA = Schema(
     types={
         "data.sources": (list, str, dict),
         "data.limit": (int, None),
+        "data.num_workers": (int, str),
         "data.label": (str, None),
         "data.labels": (str, None),
         "data.train_where": (str, None),

@@ -114,15 +114,17 @@ class PretrainModule(L.LightningModule):
                     sync_dist=True,
                 )
         assert isinstance(total, torch.Tensor)  # at least one task (checked in __init__)
-        self.log(
-            f"{stage}/loss",
-            total.detach(),
-            batch_size=n,
-            prog_bar=True,
-            on_step=stage == "train",
-            on_epoch=True,
-            sync_dist=True,
-        )
+        if stage == "train":
+            # the epoch's mean is averaged over processes; the per-step value (progress bar,
+            # metrics.csv) is this process's own: averaging it too would make every step wait for
+            # every process once more in each step, between forward and backward
+            self.log("train/loss_step", total.detach(), batch_size=n, prog_bar=True,
+                     on_step=True, on_epoch=False, sync_dist=False)  # fmt: skip
+            self.log("train/loss_epoch", total.detach(), batch_size=n,
+                     on_step=False, on_epoch=True, sync_dist=True)  # fmt: skip
+        else:
+            self.log(f"{stage}/loss", total.detach(), batch_size=n, prog_bar=True,
+                     on_step=False, on_epoch=True, sync_dist=True)  # fmt: skip
         self.log(
             f"{stage}/baseline",
             baseline,

@@ -82,6 +82,7 @@ SCHEMA = Schema(
     types={
         "data.sources": (list, str, dict),
         "data.limit": (int, None),
+        "data.num_workers": (int, str),
         "backbone.checkpoint": (str, None),
         "trainer.checkpoint_every_n_steps": (int, None),
     },

@@ -20,7 +20,7 @@ DATA_DEFAULTS: dict[str, Any] = {
     "limit": None,  # at most this many structures in all (after concatenating sources)
     "val_fraction": 0.1,
     "batch_size": 16,
-    "num_workers": 0,
+    "num_workers": "auto",  # int, or auto: see train._data.resolve_num_workers
     "in_memory": True,  # False: stream (read *.db stores lazily, build graphs in workers); corpus folders always stream
     "skip_bad": True,  # skip (and count) structures that fail validation instead of stopping
 }
