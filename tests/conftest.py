@@ -37,6 +37,19 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models run several times faster than with threads
+    contending on a busy machine, and in-process runs do the arithmetic of children started
+    with ``OMP_NUM_THREADS=1``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def sigkill_on_cue(proc, cue, timeout: float = 120, poll: float = 0.05) -> None:
     """SIGKILL the child ``proc`` as soon as it creates the file ``cue`` (it must not end first,
     nor take longer than ``timeout`` s to get there); always reaps it."""

@@ -16,14 +16,7 @@ from atomssl.generate import gan
 BACKBONE = {"name": "equiformer", "size": "tiny", "num_layers": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models run several times faster than with threads contending on a
-    busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def _config(steps: int = 10, **trainer) -> dict:

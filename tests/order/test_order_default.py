@@ -82,15 +82,6 @@ TRAJECTORIES = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: the machines running the tests are shared, and oversubscription is ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def shipped():
     from atomssl.order._classify import default_order_checkpoint, load_order_backbone

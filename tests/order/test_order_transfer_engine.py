@@ -18,14 +18,7 @@ BUDGET = dict(fraction=0.1, seeds=(0, 1), n_test=40, head_steps=12, full_steps=2
               many_labels=0.2, many_steps=2, batch_size=16, curve_at=(2,))  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models run several times faster than with threads contending on a
-    busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")

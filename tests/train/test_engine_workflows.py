@@ -312,15 +312,6 @@ def _env(**extra) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", **{k: str(v) for k, v in extra.items()}}
 
 
-@pytest.fixture
-def one_thread():
-    """In-process runs on one thread, as the children (OMP_NUM_THREADS=1): the same arithmetic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("wf", WORKFLOWS, ids=IDS)
 def test_sigkill_mid_run_then_resume_ends_with_the_uninterrupted_weights(
