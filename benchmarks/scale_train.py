@@ -36,6 +36,7 @@ and writes to a temporary folder (or ``--out``, never ``benchmarks/results``).
     .venv/bin/python benchmarks/scale_train.py --quick                 # smoke test, ~1.5 min
     python benchmarks/scale_train.py --accelerator gpu                 # the same on a GPU machine
     .venv/bin/python benchmarks/scale_train.py --report-only           # scale_train.md again from its .json
+    .venv/bin/python benchmarks/scale_train.py --parts c               # re-measure (c) only, keep (b) and (d)
 """
 
 from __future__ import annotations
@@ -375,7 +376,7 @@ def report_md(r: dict) -> str:
                           f"{d['control']:.3f} of one run alone: what this machine gives two busy processes. DDP's own cost is "
                           f"the rest: 2-process DDP / control = {d['efficiency'] / d['control']:.3f}."]  # fmt: skip
         lines += [""]
-    lines += ["## Notes", ""] + [f"- {n}" for n in r["notes"]]
+    lines += ["## Notes", ""] + [f"- {n}" for n in dict.fromkeys(r["notes"])]  # each once
     return "\n".join(lines) + "\n"
 
 
@@ -409,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=600.0,
         help="create a corpus for real only if projected to take less",
+    )
+    ap.add_argument(
+        "--parts",
+        default="bcd",
+        help="which of (b), (c), (d) to measure, e.g. c; the others are kept from scale_train.json in --out",
     )
     ap.add_argument(
         "--report-only",
@@ -455,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         + [shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])]
     )
     notes: list[str] = []
+    parts = set(args.parts)
+    if not parts or not parts <= set("bcd"):
+        ap.error("--parts takes letters among b, c, d")
+    earlier: dict = {}
+    if parts != set("bcd"):  # the other parts come from the last full record in --out
+        earlier = json.loads((out / "scale_train.json").read_text())
     t_start = time.perf_counter()
     result: dict = {
         "command": command,
@@ -506,116 +518,133 @@ def main(argv: list[str] | None = None) -> int:
     }
     n_b = sizes[0]
     corpus_b = corpora[n_b]["path"]
-    files_b = [str(f) for f in source_files(work, n_b)]
-    modes = {
-        "in-memory (graphs built before training)": dict(
-            sources=files_b, in_memory=True, workers=0
-        ),
-        "streamed from the corpus, graphs built in the training process": dict(
-            sources=[corpus_b], in_memory=False, workers=0
-        ),
-        "streamed from the corpus, graphs built in 1 worker process": dict(
-            sources=[corpus_b], in_memory=False, workers=1
-        ),
-        f"streamed from the corpus, `data.num_workers: auto` (the default; {auto_workers} worker(s) here)": dict(
-            sources=[corpus_b], in_memory=False, workers="auto"
-        ),
-    }
-    b_runs: dict[str, list] = {m: [] for m in modes}
-    for rnd in range(args.rounds):
-        for k, (mode, opts) in enumerate(modes.items()):
-            cfg = _config(opts["sources"], in_memory=opts["in_memory"], workers=opts["workers"], steps=b_steps, epochs=b_epochs,
-                          accelerator=acc, batch=bs)  # fmt: skip
-            b_runs[mode].append(run_pretrain(work, f"b{k}-r{rnd}", cfg, acc))
-            print(mode, b_runs[mode][-1]["structures_per_s"], flush=True)
-    names = list(modes)
-    best = {m: max(x["structures_per_s"] for x in b_runs[m]) for m in names}
-    ratios = {m: best[m] / best[names[0]] for m in names[1:]}
-    good = {m: r >= 0.9 for m, r in ratios.items()}
-    same = all(b_runs[m][-1]["reached"] == b_runs[names[0]][-1]["reached"] for m in names)
-    result["throughput"] = {
-        "n": n_b, "steps": b_steps, "epochs": b_epochs, "modes": names, "runs": b_runs, "ratios": ratios, "same_losses": same,
-        "verdict": "; ".join(f"{'met' if ok else 'MISSED'} for '{m}' ({ratios[m]:.3f}x)" for m, ok in good.items()),
-    }  # fmt: skip
+    if "b" in parts:
+        files_b = [str(f) for f in source_files(work, n_b)]
+        modes = {
+            "in-memory (graphs built before training)": dict(
+                sources=files_b, in_memory=True, workers=0
+            ),
+            "streamed from the corpus, graphs built in the training process": dict(
+                sources=[corpus_b], in_memory=False, workers=0
+            ),
+            "streamed from the corpus, graphs built in 1 worker process": dict(
+                sources=[corpus_b], in_memory=False, workers=1
+            ),
+            f"streamed from the corpus, `data.num_workers: auto` (the default; {auto_workers} worker(s) here)": dict(
+                sources=[corpus_b], in_memory=False, workers="auto"
+            ),
+        }
+        b_runs: dict[str, list] = {m: [] for m in modes}
+        for rnd in range(args.rounds):
+            for k, (mode, opts) in enumerate(modes.items()):
+                cfg = _config(opts["sources"], in_memory=opts["in_memory"], workers=opts["workers"], steps=b_steps, epochs=b_epochs,
+                              accelerator=acc, batch=bs)  # fmt: skip
+                b_runs[mode].append(run_pretrain(work, f"b{k}-r{rnd}", cfg, acc))
+                print(mode, b_runs[mode][-1]["structures_per_s"], flush=True)
+        names = list(modes)
+        best = {m: max(x["structures_per_s"] for x in b_runs[m]) for m in names}
+        ratios = {m: best[m] / best[names[0]] for m in names[1:]}
+        good = {m: r >= 0.9 for m, r in ratios.items()}
+        same = all(b_runs[m][-1]["reached"] == b_runs[names[0]][-1]["reached"] for m in names)
+        result["throughput"] = {
+            "n": n_b, "steps": b_steps, "epochs": b_epochs, "modes": names, "runs": b_runs, "ratios": ratios, "same_losses": same,
+            "verdict": "; ".join(f"{'met' if ok else 'MISSED'} for '{m}' ({ratios[m]:.3f}x)" for m, ok in good.items()),
+        }  # fmt: skip
 
     # ---------------------------------------------------------------- (c) memory
-    rows = []
-    for n in sizes:
-        cfg = _config([corpora[n]["path"]], in_memory=False, workers=0, steps=c_steps, epochs=1, accelerator=acc, batch=bs,
-                      val_fraction=0.01, val_batches=c_val)  # fmt: skip
-        row = {
-            "n": n,
-            "corpus": corpora[n],
-            "streamed": run_pretrain(work, f"c-stream-{n}", cfg, acc),
-        }
-        if corpora[n]["method"] == "import" and n <= 100_000:
-            mem = _config([str(f) for f in source_files(work, n)], in_memory=True, workers=0, steps=c_steps, epochs=1,
-                          accelerator=acc, batch=bs, val_fraction=0.01, val_batches=c_val)  # fmt: skip
-            row["in_memory"] = run_pretrain(work, f"c-mem-{n}", mem, acc)
-        rows.append(row)
-        print(
-            "rss",
-            n,
-            row["streamed"]["peak_rss_mib"],
-            row.get("in_memory", {}).get("peak_rss_mib"),
-            flush=True,
+    if "c" in parts:
+        rows = []
+        for n in sizes:
+            cfg = _config([corpora[n]["path"]], in_memory=False, workers=0, steps=c_steps, epochs=1, accelerator=acc, batch=bs,
+                          val_fraction=0.01, val_batches=c_val)  # fmt: skip
+            row = {
+                "n": n,
+                "corpus": corpora[n],
+                "streamed": run_pretrain(work, f"c-stream-{n}", cfg, acc),
+            }
+            if corpora[n]["method"] == "import" and n <= 100_000:
+                mem = _config([str(f) for f in source_files(work, n)], in_memory=True, workers=0, steps=c_steps, epochs=1,
+                              accelerator=acc, batch=bs, val_fraction=0.01, val_batches=c_val)  # fmt: skip
+                row["in_memory"] = run_pretrain(work, f"c-mem-{n}", mem, acc)
+            rows.append(row)
+            print(
+                "rss",
+                n,
+                row["streamed"]["peak_rss_mib"],
+                row.get("in_memory", {}).get("peak_rss_mib"),
+                flush=True,
+            )
+        base, base_anon = rows[0]["streamed"]["peak_rss_mib"], rows[0]["streamed"]["peak_anon_mib"]
+        for row in rows:
+            row["ratio"] = row["streamed"]["peak_rss_mib"] / base
+            row["anon_ratio"] = (
+                row["streamed"]["peak_anon_mib"] / base_anon if base_anon else float("nan")
+            )
+        worst, worst_anon = (
+            max(row["ratio"] for row in rows),
+            max(row["anon_ratio"] for row in rows),
         )
-    base, base_anon = rows[0]["streamed"]["peak_rss_mib"], rows[0]["streamed"]["peak_anon_mib"]
-    for row in rows:
-        row["ratio"] = row["streamed"]["peak_rss_mib"] / base
-        row["anon_ratio"] = (
-            row["streamed"]["peak_anon_mib"] / base_anon if base_anon else float("nan")
-        )
-    worst, worst_anon = max(row["ratio"] for row in rows), max(row["anon_ratio"] for row in rows)
-    result["memory"] = {"steps": c_steps, "val_batches": c_val, "rows": rows, "import_rss_mib": baseline_rss(work),
-                        "verdict": f"{'met' if worst <= 1.10 else 'MISSED'} by peak RSS (worst {worst:.3f}); "
-                                   f"{'met' if worst_anon <= 1.10 else 'MISSED'} by anonymous memory alone (worst {worst_anon:.3f})"}  # fmt: skip
-    share = c_steps * bs / (sizes[-1] - round(0.01 * sizes[-1]))
-    notes.append(f"(c) every run trains {c_steps} steps ({c_steps * bs:,} structures): one epoch of the {sizes[0]:,}-structure corpus, "
-                 f"{share:.1%} of an epoch of the {sizes[-1]:,}-structure one (a full epoch there would take hours on this machine); "
-                 "every run still opens its whole corpus, splits it and draws the permutation of all its training structures")  # fmt: skip
+        result["memory"] = {"steps": c_steps, "val_batches": c_val, "rows": rows, "import_rss_mib": baseline_rss(work),
+                            "verdict": f"{'met' if worst <= 1.10 else 'MISSED'} by peak RSS (worst {worst:.3f}); "
+                                       f"{'met' if worst_anon <= 1.10 else 'MISSED'} by anonymous memory alone (worst {worst_anon:.3f})"}  # fmt: skip
+        share = c_steps * bs / (sizes[-1] - round(0.01 * sizes[-1]))
+        notes.append(f"(c) every run trains {c_steps} steps ({c_steps * bs:,} structures): one epoch of the {sizes[0]:,}-structure corpus, "
+                     f"{share:.1%} of an epoch of the {sizes[-1]:,}-structure one (a full epoch there would take hours on this machine); "
+                     "every run still opens its whole corpus, splits it and draws the permutation of all its training structures")  # fmt: skip
 
     # ---------------------------------------------------------------- (d) DDP
-    gpus = torch.cuda.device_count() if acc == "gpu" else None
-    if gpus is not None and gpus < 2:
-        result["ddp"] = {"skipped": f"{gpus} GPU(s) here; 2 are needed"}
-    else:
-        from concurrent.futures import ThreadPoolExecutor
+    if "d" in parts:
+        gpus = torch.cuda.device_count() if acc == "gpu" else None
+        if gpus is not None and gpus < 2:
+            result["ddp"] = {"skipped": f"{gpus} GPU(s) here; 2 are needed"}
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        d_runs: dict[str, list] = {"1": [], "2": [], "2 x 1": []}
-        for rnd in range(args.rounds):
-            for k in (1, 2):
-                cfg = _config([corpus_b], in_memory=False, workers=0, steps=d_steps, epochs=d_epochs, accelerator=acc, batch=bs,
-                              devices=k, strategy="ddp" if k > 1 else "auto")  # fmt: skip
-                d_runs[str(k)].append(run_pretrain(work, f"d{k}-r{rnd}", cfg, acc))
-                print("ddp", k, d_runs[str(k)][-1]["per_process"], flush=True)
-            if (
-                acc == "cpu"
-            ):  # control: two independent 1-process runs at once (what the machine gives two processes)
-                cfg = _config(
-                    [corpus_b],
-                    in_memory=False,
-                    workers=0,
-                    steps=d_steps,
-                    epochs=d_epochs,
-                    accelerator=acc,
-                    batch=bs,
-                )
-                with ThreadPoolExecutor(2) as pool:
-                    pair = list(
-                        pool.map(
-                            lambda j, c=cfg, r=rnd: run_pretrain(work, f"d1x2-{j}-r{r}", c, acc),
-                            (0, 1),
-                        )
+            d_runs: dict[str, list] = {"1": [], "2": [], "2 x 1": []}
+            for rnd in range(args.rounds):
+                for k in (1, 2):
+                    cfg = _config([corpus_b], in_memory=False, workers=0, steps=d_steps, epochs=d_epochs, accelerator=acc, batch=bs,
+                                  devices=k, strategy="ddp" if k > 1 else "auto")  # fmt: skip
+                    d_runs[str(k)].append(run_pretrain(work, f"d{k}-r{rnd}", cfg, acc))
+                    print("ddp", k, d_runs[str(k)][-1]["per_process"], flush=True)
+                if (
+                    acc == "cpu"
+                ):  # control: two independent 1-process runs at once (what the machine gives two processes)
+                    cfg = _config(
+                        [corpus_b],
+                        in_memory=False,
+                        workers=0,
+                        steps=d_steps,
+                        epochs=d_epochs,
+                        accelerator=acc,
+                        batch=bs,
                     )
-                d_runs["2 x 1"].append({**pair[0], "per_process": min(x["per_process"] for x in pair),
-                                        "pair": [x["per_process"] for x in pair]})  # fmt: skip
-                print("two 1-process runs at once", d_runs["2 x 1"][-1]["pair"], flush=True)
-        best = {k: max(x["per_process"] for x in v) for k, v in d_runs.items() if v}
-        eff = best["2"] / best["1"]
-        result["ddp"] = {"n": n_b, "steps": d_steps, "epochs": d_epochs, "runs": d_runs, "efficiency": eff,
-                         "control": best["2 x 1"] / best["1"] if "2 x 1" in best else None,
-                         "backend": "gloo" if acc == "cpu" else "nccl", "verdict": "met" if eff >= 0.8 else "MISSED"}  # fmt: skip
+                    with ThreadPoolExecutor(2) as pool:
+                        pair = list(
+                            pool.map(
+                                lambda j, c=cfg, r=rnd: run_pretrain(
+                                    work, f"d1x2-{j}-r{r}", c, acc
+                                ),
+                                (0, 1),
+                            )
+                        )
+                    d_runs["2 x 1"].append({**pair[0], "per_process": min(x["per_process"] for x in pair),
+                                            "pair": [x["per_process"] for x in pair]})  # fmt: skip
+                    print("two 1-process runs at once", d_runs["2 x 1"][-1]["pair"], flush=True)
+            best = {k: max(x["per_process"] for x in v) for k, v in d_runs.items() if v}
+            eff = best["2"] / best["1"]
+            result["ddp"] = {"n": n_b, "steps": d_steps, "epochs": d_epochs, "runs": d_runs, "efficiency": eff,
+                             "control": best["2 x 1"] / best["1"] if "2 x 1" in best else None,
+                             "backend": "gloo" if acc == "cpu" else "nccl", "verdict": "met" if eff >= 0.8 else "MISSED"}  # fmt: skip
+    kept = sorted(set("bcd") - parts)
+    for part in kept:
+        key = {"b": "throughput", "c": "memory", "d": "ddp"}[part]
+        result[key] = earlier[key]
+    if kept:
+        result.setdefault("auto_workers", earlier.get("auto_workers"))
+        notes += [n for n in earlier.get("notes", []) if not n.startswith("total benchmark time")]
+        notes.append(f"part(s) {', '.join(f'({k})' for k in kept)} are those of the run of {earlier['date']} "
+                     f"(`{earlier['command']}`); this run measured {', '.join(f'({k})' for k in sorted(parts))}")  # fmt: skip
     result["load_end"] = _load()
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     notes.append(f"total benchmark time {result['seconds']:.0f} s")

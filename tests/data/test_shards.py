@@ -447,3 +447,29 @@ def test_pickles_and_reads_in_forked_dataloader_workers(tmp_path):
         int(pid) for *_, pid in got
     }
     assert corpus[5].n_atoms == want[5][1]  # the parent still reads
+
+
+def test_open_shard_holds_ids_as_a_range_unless_rows_were_deleted(tmp_path):
+    """A shard with no deleted rows keeps its ids as ``range(1, n + 1)`` (constant memory); one
+    with a deleted row keeps ase-db-backends' list. Either way each index reads the right row."""
+    import ase.db
+
+    from atomssl.data._shards import open_shard
+
+    frames = [bulk("Cu", "fcc", a=3.6 + 0.01 * i) for i in range(5)]
+    plain, holed = tmp_path / "plain.aselmdb", tmp_path / "holed.aselmdb"
+    for path in (plain, holed):
+        with ase.db.connect(path, type="aselmdb") as db:
+            for atoms in frames:
+                db.write(atoms)
+    with ase.db.connect(holed, type="aselmdb") as db:
+        db.delete([2])
+    close_shards()
+    a, b = open_shard(plain), open_shard(holed)
+    assert a.ids == range(1, 6) and isinstance(a.ids, range)
+    assert list(b.ids) == [1, 3, 4, 5] and isinstance(b.ids, list)
+    for i in range(5):
+        assert np.isclose(a._get_row_by_index(i).cell[0, 1], frames[i].cell[0, 1])
+    for i, k in enumerate([0, 2, 3, 4]):
+        assert np.isclose(b._get_row_by_index(i).cell[0, 1], frames[k].cell[0, 1])
+    close_shards()

@@ -201,6 +201,13 @@ def open_shard(path: str | os.PathLike):
             raise UnreadableFileError(
                 f"not a readable ASE-LMDB shard ({type(exc).__name__}: {exc})", str(path)
             ) from None
+        nextid = db._nextid
+        ids = db.ids
+        if not db.deleted_ids and len(ids) == nextid - 1 and (not ids or ids[-1] == nextid - 1):
+            # ase-db-backends keeps every id of the shard as a list of Python ints (~36 bytes a
+            # row; 64 open shards of 10,000 rows: 23 MB). With none deleted they are exactly
+            # 1..n: a range is the same sequence in constant memory (read-only: nothing appends)
+            db.ids = range(1, nextid)
         _open[key] = (ident, db)
         return db
 
