@@ -28,13 +28,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingFileError, StructureError, UnreadableFileError
+from . import _asedb
 from ._structure import Structure
 
 MANIFEST = "manifest.json"
 FORMAT = "atomssl-sharded-corpus"
 FORMAT_VERSION = 1
 SHARD_SUFFIX = ".aselmdb"
-_META = "atomssl"
+_META = _asedb.META_KEY
 
 
 def shard_name(k: int) -> str:
@@ -118,29 +119,8 @@ def _calculator_results(s: Structure) -> dict[str, Any]:
 
 
 def row_structure(row, source: str, index: int) -> Structure:
-    """The :class:`Structure` of an ASE database row (``source``/``index``: where it is read from)."""
-    from ._asedb import _ase_db_labels, _ase_db_warnings
-
-    labels, ident = _ase_db_labels(row)
-    meta = row.data.get(_META, {}) if row.get("data") else {}
-    if isinstance(meta, dict) and not meta.get("id") and meta.get("source"):
-        ident = meta["source"] + (f"@{meta['index']}" if meta.get("index") is not None else "")
-    # straight from the row's arrays: ``row.toatoms()`` would build an ase.Atoms (and a
-    # calculator) only for Structure.from_ase to copy the same four arrays out of it, about a
-    # fifth of the cost of streaming a structure; its labels are the row's (above) either way
-    cell = row.get("cell")
-    s = Structure(
-        numbers=row.numbers,
-        positions=row.positions,
-        cell=np.zeros((3, 3)) if cell is None else cell,
-        pbc=row.get("pbc", False),
-        labels=labels,
-        id=ident,
-        source=source,
-        index=index,
-    )
-    s.warnings = _ase_db_warnings(row)
-    return s
+    """The :class:`Structure` of a shard row (``source``/``index``: where it is read from)."""
+    return _asedb.row_structure(row, source, index, provenance_id=True)
 
 
 # ---------------------------------------------------------------------- per-process environments

@@ -19,15 +19,15 @@ import numpy as np
 
 from ..errors import MissingFileError, UnreadableFileError
 from ._asedb import (
-    _ase_db_labels,
-    _ase_db_warnings,
+    META_KEY,
     _check_ase_sqlite,
     open_ase_db_readonly,
+    row_structure,
     select_rows,
 )
 from ._structure import Structure
 
-_META = "atomssl"
+_META = META_KEY
 
 
 def _key_value_pairs(labels: dict[str, Any]) -> dict[str, Any]:
@@ -136,14 +136,7 @@ class StructureStore(Sequence):
         return len(self.ids)
 
     def _row_to_structure(self, row, index: int) -> Structure:
-        labels, ident = _ase_db_labels(row)
-        meta = row.data.get(_META, {}) if row.get("data") else {}
-        if not meta.get("id") and meta.get("source"):
-            ident = meta["source"] + (f"@{meta['index']}" if meta.get("index") is not None else "")
-        s = Structure.from_ase(row.toatoms(), source=str(self.path), index=index, id=ident)
-        s.labels = labels
-        s.warnings = _ase_db_warnings(row)
-        return s
+        return row_structure(row, str(self.path), index, provenance_id=True)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
