@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     auto_workers = resolve_num_workers("auto", True, 1)
     result["auto_workers"] = {
         "1 process": auto_workers,
-        "2 processes": resolve_num_workers("auto", True, 2),
+        "2 processes": resolve_num_workers("auto", True, 2),  # always 0: see resolve_num_workers
     }
     n_b = sizes[0]
     corpus_b = corpora[n_b]["path"]

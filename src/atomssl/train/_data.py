@@ -152,22 +152,24 @@ def collate_skipping(items: list):
 AUTO_WORKERS_MAX = 4
 
 
-def resolve_num_workers(value: int | str, streamed: bool, local_processes: int = 1) -> int:
+def resolve_num_workers(value: int | str, streamed: bool, processes: int = 1) -> int:
     """The DataLoader worker processes of one training process for ``data.num_workers``.
 
     An integer is taken as it is. ``auto`` (the default) builds graphs in workers only when the
     data streams (graphs of data held in memory are built once before training, so workers would
-    only add traffic): one worker per CPU core this process can call its own beyond the one it
-    trains on (the cores this process may run on, shared among the ``local_processes`` training
-    processes of this machine), at most :data:`AUTO_WORKERS_MAX`. On 2 cores, one training
-    process gets 1 worker; two DDP processes get none (each core already trains).
+    only add traffic) and the run is a single process (``processes``, the world size, is 1): one
+    worker per CPU core the process may run on beyond the one it trains on, at most
+    :data:`AUTO_WORKERS_MAX`. A run of several processes (DDP, on one node or many) gets none:
+    workers are forked from a process that has started ``torch.distributed``, and such a fork can
+    deadlock (seen here: two gloo nodes on one machine hung with each node's single-threaded worker
+    blocked on a futex). Set an integer to use workers there anyway.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value!r}")
     if isinstance(value, str):
         if value.strip().lower() != "auto":
             raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value!r}")
-        if not streamed:
+        if not streamed or int(processes) > 1:
             return 0
         import os
 
@@ -175,17 +177,10 @@ def resolve_num_workers(value: int | str, streamed: bool, local_processes: int =
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # pragma: no cover - not Linux
             cores = os.cpu_count() or 1
-        return max(0, min(AUTO_WORKERS_MAX, cores // max(1, int(local_processes)) - 1))
+        return max(0, min(AUTO_WORKERS_MAX, cores - 1))
     if value < 0:
         raise ConfigError(f"data.num_workers must be an integer >= 0 or auto, got {value}")
     return value
-
-
-def local_processes(trainer) -> int:
-    """Training processes of ``trainer`` on this machine (1 without a trainer)."""
-    if trainer is None:
-        return 1
-    return max(1, int(trainer.world_size) // max(1, int(getattr(trainer, "num_nodes", 1) or 1)))
 
 
 class StreamedGraphs(Sequence):
@@ -330,9 +325,7 @@ class PretrainDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        workers = resolve_num_workers(
-            self.cfg["num_workers"], self.streamed, local_processes(trainer)
-        )
+        workers = resolve_num_workers(self.cfg["num_workers"], self.streamed, world)
         if shuffle and rank == 0:
             log.info(
                 "data: graphs built in %s",

@@ -93,11 +93,11 @@ def _loader(
     and rank), in an order fixed by (seed, epoch) alone; the training loader (``shuffle``) saves
     its position in checkpoints (a run resumed mid-epoch continues with the next batch).
     Streamed graphs are built in ``data.num_workers`` worker processes."""
-    from ._data import StreamedGraphs, local_processes, make_loader, resolve_num_workers
+    from ._data import StreamedGraphs, make_loader, resolve_num_workers
 
     world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
     workers = (
-        resolve_num_workers(data.graphs.num_workers, True, local_processes(trainer))
+        resolve_num_workers(data.graphs.num_workers, True, world)
         if isinstance(data.graphs, StreamedGraphs)
         else 0
     )
